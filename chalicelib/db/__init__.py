@@ -1,0 +1,32 @@
+"""PynamoDB models: the single definition of every DynamoDB table.
+
+``ALL_MODELS`` lists every table's model; the dev stack creates tables from it
+and infra tests compare it with the CloudFormation template.
+"""
+
+from __future__ import annotations
+
+from chalicelib.db.base import BaseModel, table_name, utcnow
+from chalicelib.db.images import ImageModel, PromptHistoryModel
+from chalicelib.db.keys import KeyHealthModel
+from chalicelib.db.usage import UsageModel, UserModel
+
+ALL_MODELS: list[type[BaseModel]] = [
+    ImageModel,
+    PromptHistoryModel,
+    UsageModel,
+    UserModel,
+    KeyHealthModel,
+]
+
+__all__ = [
+    "ALL_MODELS",
+    "BaseModel",
+    "ImageModel",
+    "KeyHealthModel",
+    "PromptHistoryModel",
+    "UsageModel",
+    "UserModel",
+    "table_name",
+    "utcnow",
+]

@@ -1,0 +1,37 @@
+"""Base class and helpers shared by the PynamoDB models.
+
+Table names are ``{TABLE_PREFIX}{name}``; the prefix comes from settings so a
+stage (or a test run) gets its own tables. Every table is PAY_PER_REQUEST.
+The models are the single source of truth for key schemas and indexes: the dev
+stack creates tables from them and a test compares them with infra/.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pynamodb.models import Model
+
+from chalicelib.settings import get_settings
+
+
+def table_name(name: str) -> str:
+    """The physical table name for logical table ``name`` (e.g. ``"images"``)."""
+    return f"{get_settings().table_prefix}{name}"
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+class BaseModel(Model):
+    """Common Meta for every table (billing mode; region/endpoint come from the
+    standard AWS environment: ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``)."""
+
+    class Meta:
+        billing_mode = "PAY_PER_REQUEST"
+        # Short timeouts: a Lambda must fail fast rather than hang on DynamoDB.
+        connect_timeout_seconds = 3
+        read_timeout_seconds = 5
+        max_retry_attempts = 3

@@ -1,0 +1,34 @@
+"""Per-user counters: the monthly quota and the per-minute request rate limit."""
+
+from __future__ import annotations
+
+from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute
+
+from chalicelib.db.base import BaseModel, table_name
+
+
+class UsageModel(BaseModel):
+    """A counter for one user and one period. Hash ``user_id``, range ``period``.
+
+    ``period`` is ``"YYYY-MM"`` for the monthly image quota, or
+    ``"rate#YYYY-MM-DDTHH:MM"`` for the fixed-window request rate limit (those
+    items expire through DynamoDB TTL on ``expires_at``).
+    """
+
+    class Meta(BaseModel.Meta):
+        table_name = table_name("usage")
+
+    user_id = UnicodeAttribute(hash_key=True)
+    period = UnicodeAttribute(range_key=True)
+    count = NumberAttribute(default=0)
+    expires_at = TTLAttribute(null=True)
+
+
+class UserModel(BaseModel):
+    """Per-user settings: the webhook signing secret. Hash ``user_id``."""
+
+    class Meta(BaseModel.Meta):
+        table_name = table_name("users")
+
+    user_id = UnicodeAttribute(hash_key=True)
+    webhook_secret = UnicodeAttribute(null=True)

@@ -1,0 +1,275 @@
+"""Generating, listing, fetching and deleting a user's images.
+
+The write path for one generated image, with no half writes:
+
+1. quota charged (conditional ADD) for the ``n`` images asked for;
+2. Flux generates (the key-rotating client);
+3. per image: original and thumbnail uploaded to S3, then the metadata item
+   written with ``attribute_not_exists``; if the metadata write fails, the
+   objects are deleted; every image that did not end stored is refunded.
+
+So no metadata exists without its object, and an object without metadata only
+lives until the write fails (or, after a crash, until the orphan sweep).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ulid import ULID
+
+from chalicelib.db import ImageModel, PromptHistoryModel, utcnow
+from chalicelib.errors import ApiError, NotFound, ValidationError
+from chalicelib.flux.catalog import GENERATION_FIELDS, GenerationParams, parse_generation_params
+from chalicelib.services import usage
+from chalicelib.services.pagination import decode_cursor, encode_cursor, parse_limit
+from chalicelib.storage import imaging, objects
+
+logger = logging.getLogger("promptcanvas.images")
+
+COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}$")
+ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+CREATE_FIELDS = GENERATION_FIELDS | {"collection"}
+RECENT_PROMPTS = 20
+
+
+def check_unknown_fields(body: Mapping[str, Any], allowed: frozenset[str] | set[str]) -> None:
+    """Raises ValidationError (400 ``unknown-field``) naming the first unknown field."""
+    for name in body:
+        if name not in allowed:
+            raise ValidationError(f"unknown field {name!r}", field=name, code="unknown-field")
+
+
+def parse_collection(value: Any, field: str = "collection") -> str | None:
+    """A collection name: 1-64 characters, letters, digits, space, ``_ . -``.
+
+    Raises:
+        ValidationError: 400 naming ``field``.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or not COLLECTION_RE.match(value.strip()):
+        raise ValidationError(
+            "collection must be 1-64 characters: letters, digits, space, '_', '.', '-'", field=field
+        )
+    return value.strip()
+
+
+def image_json(item: ImageModel) -> dict[str, Any]:
+    """The API shape of an image, with fresh presigned URLs."""
+    ext = item.s3_key.rsplit(".", 1)[-1]
+    return {
+        "id": item.image_id,
+        "url": objects.presign_get(item.s3_key),
+        "download_url": objects.presign_get(item.s3_key, download_name=f"{item.image_id}.{ext}"),
+        "thumbnail_url": objects.presign_get(item.thumb_key),
+        "prompt": item.prompt,
+        "negative_prompt": item.negative_prompt,
+        "model": item.model,
+        "width": int(item.width),
+        "height": int(item.height),
+        "steps": int(item.steps),
+        "seed": int(item.seed),
+        "guidance_scale": item.guidance,
+        "collection": item.collection,
+        "job_id": item.job_id,
+        "content_type": item.content_type,
+        "bytes": int(item.bytes),
+        "created_at": item.created_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def store_image(
+    user_id: str,
+    params: GenerationParams,
+    data: bytes,
+    *,
+    seed: int,
+    key_id: str | None,
+    upstream_ms: float | None,
+    collection: str | None = None,
+    job_id: str | None = None,
+    item_id: str | None = None,
+    image_id: str | None = None,
+) -> ImageModel:
+    """Store one generated image: S3 objects first, then the metadata item.
+
+    Args:
+        data: the image bytes from Flux (JPEG or PNG).
+        image_id: a ULID; given by batch items so a retry reuses the same id.
+
+    Raises:
+        ValueError: ``data`` does not decode.
+        Exception: an S3 or DynamoDB failure; nothing is left behind in that case.
+    """
+    processed = imaging.process(data)
+    image_id = image_id or str(ULID())
+    s3_key = objects.image_key(user_id, image_id, processed.ext)
+    t_key = objects.thumb_key(user_id, image_id)
+    item = ImageModel(
+        user_id,
+        image_id,
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
+        model=params.model,
+        width=processed.width,
+        height=processed.height,
+        steps=params.steps,
+        seed=seed,
+        guidance=params.guidance_scale,
+        key_id=key_id,
+        job_id=job_id,
+        item_id=item_id,
+        collection=collection,
+        user_collection=f"{user_id}#{collection}" if collection else None,
+        s3_key=s3_key,
+        thumb_key=t_key,
+        bytes=len(processed.original),
+        content_type=processed.content_type,
+        created_at=utcnow(),
+        upstream_ms=upstream_ms,
+    )
+    uploaded: list[str] = []
+    try:
+        objects.put(s3_key, processed.original, processed.content_type)
+        uploaded.append(s3_key)
+        objects.put(t_key, processed.thumbnail, "image/webp")
+        uploaded.append(t_key)
+        item.save(condition=ImageModel.image_id.does_not_exist())
+    except Exception:
+        try:
+            objects.delete(uploaded)
+        except Exception:  # noqa: BLE001 - the orphan sweep removes what is left
+            logger.warning("could not delete objects of failed image %s", image_id)
+        raise
+    return item
+
+
+def generate(user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """``POST /v1/images``: generate ``n`` images from a prompt and store them.
+
+    Returns:
+        ``{"images": [image_json, ...]}``.
+
+    Raises:
+        ValidationError: 400 naming the field.
+        ApiError: 429 ``rate-limited`` / ``quota-exceeded``; Flux errors (422
+            ``upstream-rejected``, 503 ``keys-cooling`` with Retry-After, 502 ``upstream-failed``).
+    """
+    from chalicelib.flux.client import get_flux_client
+
+    check_unknown_fields(body, CREATE_FIELDS)
+    collection = parse_collection(body.get("collection"))
+    params = parse_generation_params(body)
+    usage.hit_rate_limit(user_id)
+    usage.charge(user_id, params.n)
+    stored: list[ImageModel] = []
+    try:
+        results = get_flux_client().generate(params)
+        for result in results:
+            try:
+                stored.append(
+                    store_image(
+                        user_id,
+                        params,
+                        result.data,
+                        seed=result.seed,
+                        key_id=result.key_id,
+                        upstream_ms=result.upstream_ms,
+                        collection=collection,
+                    )
+                )
+            except Exception:
+                logger.exception("storing a generated image failed")
+        if not stored:
+            raise ApiError(502, "storage-failed", "the image could not be stored; nothing was charged")
+    finally:
+        usage.refund(user_id, params.n - len(stored))
+    remember_prompt(user_id, params.prompt)
+    return {"images": [image_json(item) for item in stored]}
+
+
+def remember_prompt(user_id: str, prompt: str) -> None:
+    """Add ``prompt`` to the user's recent prompts (best effort, never raises)."""
+    key = hashlib.sha256(prompt.encode()).hexdigest()[:20]
+    try:
+        PromptHistoryModel(user_id, key).update(
+            actions=[
+                PromptHistoryModel.prompt.set(prompt),
+                PromptHistoryModel.last_used.set(int(time.time() * 1000)),
+                PromptHistoryModel.uses.add(1),
+            ]
+        )
+    except Exception:  # noqa: BLE001
+        logger.warning("could not record prompt history")
+
+
+def recent_prompts(user_id: str, limit: int = RECENT_PROMPTS) -> dict[str, Any]:
+    """``GET /v1/prompts/recent``: ``{"prompts": [{"prompt", "last_used_at", "uses"}]}``, newest first."""
+    items = PromptHistoryModel.by_last_used.query(user_id, scan_index_forward=False, limit=limit)
+    return {
+        "prompts": [
+            {
+                "prompt": p.prompt,
+                "last_used_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.last_used / 1000)),
+                "uses": int(p.uses or 0),
+            }
+            for p in items
+        ]
+    }
+
+
+def list_images(user_id: str, query: Mapping[str, str]) -> dict[str, Any]:
+    """``GET /v1/images``: newest first, ``?limit=&cursor=&collection=``.
+
+    Returns:
+        ``{"images": [...], "next_cursor": str | None}``.
+    """
+    limit = parse_limit(query.get("limit"))
+    collection = parse_collection(query.get("collection")) if query.get("collection") else None
+    if collection:
+        start = decode_cursor(query.get("cursor"), user_id, user_attr="user_collection")
+        result = ImageModel.by_collection.query(
+            f"{user_id}#{collection}", scan_index_forward=False, limit=limit, last_evaluated_key=start
+        )
+    else:
+        start = decode_cursor(query.get("cursor"), user_id)
+        result = ImageModel.query(user_id, scan_index_forward=False, limit=limit, last_evaluated_key=start)
+    items = list(result)
+    return {"images": [image_json(i) for i in items], "next_cursor": encode_cursor(result.last_evaluated_key)}
+
+
+def get_owned(user_id: str, image_id: str) -> ImageModel:
+    """The caller's image.
+
+    Raises:
+        NotFound: 404 when it does not exist or belongs to another user.
+    """
+    if not ULID_RE.match(image_id or ""):
+        raise NotFound("image")
+    try:
+        return ImageModel.get(user_id, image_id)
+    except ImageModel.DoesNotExist:
+        raise NotFound("image") from None
+
+
+def get_image(user_id: str, image_id: str) -> dict[str, Any]:
+    """``GET /v1/images/{id}``."""
+    return image_json(get_owned(user_id, image_id))
+
+
+def delete_image(user_id: str, image_id: str) -> None:
+    """``DELETE /v1/images/{id}``: metadata first, then the objects (a leftover
+    object is an orphan the sweep removes; metadata never points at nothing).
+
+    Raises:
+        NotFound: 404 when it does not exist or belongs to another user.
+    """
+    item = get_owned(user_id, image_id)
+    item.delete(condition=ImageModel.image_id.exists())
+    objects.delete([item.s3_key, item.thumb_key])

@@ -1,0 +1,140 @@
+"""One place that reads configuration from the environment.
+
+Every setting the application uses is read here, once per process, into an
+immutable :class:`Settings`. Nothing else in ``chalicelib`` reads ``os.environ``
+(boto3 and PynamoDB read ``AWS_ENDPOINT_URL`` / ``AWS_DEFAULT_REGION`` themselves).
+
+The variable names are the contract documented in the README's config table.
+
+Example::
+
+    from chalicelib.settings import get_settings
+    s = get_settings()
+    s.images_bucket   # "promptcanvas-images"
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    """Split a comma-separated value into stripped, non-empty parts."""
+    if not value:
+        return ()
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Application configuration, read from environment variables.
+
+    Units are in the field names' comments. See README "Configuration".
+    """
+
+    # Together AI / Flux
+    together_api_keys: tuple[str, ...] = ()
+    together_base_url: str = "https://api.together.xyz/v1"
+    together_keys_secret_id: str | None = None
+    flux_deadline_seconds: float = 25.0  # whole call, under API Gateway's 29 s
+    flux_request_timeout_seconds: float = 20.0  # one upstream HTTP attempt
+    flux_default_cooldown_seconds: float = 10.0  # 429 without Retry-After
+    key_health_refresh_seconds: float = 5.0  # how stale the shared key-health snapshot may be
+
+    # Clerk
+    clerk_jwt_key: str | None = None  # PEM public key
+    clerk_jwks_url: str | None = None
+    clerk_issuer: str | None = None
+    clerk_authorized_parties: tuple[str, ...] = ()
+    clerk_admin_roles: tuple[str, ...] = ("org:admin", "admin")
+    jwks_cache_seconds: float = 300.0
+    jwks_fetch_timeout_seconds: float = 3.0
+
+    # HTTP
+    cors_allowed_origins: tuple[str, ...] = ()
+
+    # AWS resources
+    table_prefix: str = "promptcanvas-"
+    images_bucket: str = "promptcanvas-images"
+    jobs_queue_name: str = "promptcanvas-jobs"
+    jobs_dlq_name: str = "promptcanvas-jobs-dlq"
+    presign_expires_seconds: int = 900
+
+    # Limits
+    monthly_image_quota: int = 1000  # images per user per calendar month (UTC)
+    rate_limit_per_minute: int = 60  # generation requests per user per minute
+    max_body_bytes: int = 64 * 1024
+
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def jwks_url(self) -> str | None:
+        """``CLERK_JWKS_URL``, else ``{CLERK_ISSUER}/.well-known/jwks.json``."""
+        if self.clerk_jwks_url:
+            return self.clerk_jwks_url
+        if self.clerk_issuer:
+            return self.clerk_issuer.rstrip("/") + "/.well-known/jwks.json"
+        return None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        """Build settings from ``env`` (default: ``os.environ``).
+
+        Raises:
+            ValueError: a numeric variable does not parse.
+        """
+        env = dict(os.environ if env is None else env)
+        defaults = cls()
+        return cls(
+            together_api_keys=_csv(env.get("TOGETHER_API_KEYS")),
+            together_base_url=env.get("TOGETHER_BASE_URL") or defaults.together_base_url,
+            together_keys_secret_id=env.get("TOGETHER_KEYS_SECRET_ID") or None,
+            flux_deadline_seconds=_float(env, "FLUX_DEADLINE_SECONDS", defaults.flux_deadline_seconds),
+            flux_request_timeout_seconds=_float(
+                env, "FLUX_REQUEST_TIMEOUT_SECONDS", defaults.flux_request_timeout_seconds
+            ),
+            flux_default_cooldown_seconds=_float(
+                env, "FLUX_DEFAULT_COOLDOWN_SECONDS", defaults.flux_default_cooldown_seconds
+            ),
+            key_health_refresh_seconds=_float(
+                env, "KEY_HEALTH_REFRESH_SECONDS", defaults.key_health_refresh_seconds
+            ),
+            clerk_jwt_key=(env.get("CLERK_JWT_KEY") or "").replace("\\n", "\n") or None,
+            clerk_jwks_url=env.get("CLERK_JWKS_URL") or None,
+            clerk_issuer=env.get("CLERK_ISSUER") or None,
+            clerk_authorized_parties=_csv(env.get("CLERK_AUTHORIZED_PARTIES")),
+            clerk_admin_roles=_csv(env.get("CLERK_ADMIN_ROLES")) or defaults.clerk_admin_roles,
+            jwks_cache_seconds=_float(env, "JWKS_CACHE_SECONDS", defaults.jwks_cache_seconds),
+            jwks_fetch_timeout_seconds=_float(
+                env, "JWKS_FETCH_TIMEOUT_SECONDS", defaults.jwks_fetch_timeout_seconds
+            ),
+            cors_allowed_origins=_csv(env.get("CORS_ALLOWED_ORIGINS")),
+            table_prefix=env.get("TABLE_PREFIX") or defaults.table_prefix,
+            images_bucket=env.get("IMAGES_BUCKET") or defaults.images_bucket,
+            jobs_queue_name=env.get("JOBS_QUEUE_NAME") or defaults.jobs_queue_name,
+            jobs_dlq_name=env.get("JOBS_DLQ_NAME") or defaults.jobs_dlq_name,
+            presign_expires_seconds=_int(env, "PRESIGN_EXPIRES_SECONDS", defaults.presign_expires_seconds),
+            monthly_image_quota=_int(env, "MONTHLY_IMAGE_QUOTA", defaults.monthly_image_quota),
+            rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", defaults.rate_limit_per_minute),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once (a warm Lambda keeps them).
+
+    Tests that change the environment call ``get_settings.cache_clear()``.
+    """
+    return Settings.from_env()

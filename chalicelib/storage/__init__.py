@@ -1,0 +1,1 @@
+"""S3 storage of image objects: keys, uploads, deletes, presigned URLs."""

@@ -1,0 +1,220 @@
+"""The local stack: real stand-ins for every cloud service, on 127.0.0.1.
+
+Parts (each skipped when the environment already points somewhere else):
+
+- AWS: moto in server mode (S3, DynamoDB, SQS, Secrets Manager) unless ``AWS_ENDPOINT_URL`` is set;
+- Flux: the Together-compatible emulator unless ``TOGETHER_BASE_URL`` and ``TOGETHER_API_KEYS`` are set;
+- Auth: the dev identity provider unless ``CLERK_ISSUER``/``CLERK_JWKS_URL``/``CLERK_JWT_KEY`` is set;
+- the API (``chalice local --no-autoreload``) at ``api_url`` (``PORT``, default 8000);
+- the web client (frontend_dist/) at ``web_url`` (``WEB_PORT``, default 8001);
+- the SQS poller, invoking the app's ``on_sqs_message`` handlers as Lambda would.
+
+Ports: ``PORT``, ``WEB_PORT``, ``AWS_PORT`` (4566), ``FLUX_PORT`` (8100), ``IDP_PORT`` (8200);
+0 picks a free port. The URLs go to ``.local/stack.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+DEV_KEYS = ["dev-key-1", "dev-key-2", "dev-key-3", "dev-key-4"]
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port(env: dict[str, str], name: str, default: int) -> int:
+    value = int(env.get(name) or default)
+    return value or free_port()
+
+
+def wait_http(url: str, timeout_s: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``url`` until it answers (any status below 500).
+
+    Raises:
+        RuntimeError: not up within ``timeout_s`` seconds, or ``proc`` exited.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        try:
+            if requests.get(url, timeout=1).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up within {timeout_s} s")
+
+
+@dataclass
+class DevStack:
+    """Starts and stops the local stack. ``start()`` returns the stack description."""
+
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    state_dir: Path = ROOT / ".local"
+    run_pollers: bool = True
+    quiet_api: bool = True
+    _closers: list[Any] = field(default_factory=list)
+    api_proc: subprocess.Popen | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    parts: dict[str, Any] = field(default_factory=dict)
+
+    def start(self) -> dict[str, Any]:
+        """Start every part, create the AWS resources, write ``.local/stack.json``.
+
+        Raises:
+            RuntimeError: a part did not start (everything started so far is stopped).
+        """
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> dict[str, Any]:
+        env = self.env
+        app_env: dict[str, str] = {}
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+        # 1. AWS
+        if env.get("AWS_ENDPOINT_URL"):
+            aws_url = env["AWS_ENDPOINT_URL"]
+        else:
+            for name, value in (
+                ("AWS_ACCESS_KEY_ID", "testing"),
+                ("AWS_SECRET_ACCESS_KEY", "testing"),
+                ("AWS_DEFAULT_REGION", "us-east-1"),
+            ):
+                app_env[name] = env.get(name) or value
+            os.environ.update(app_env)
+            from moto.server import ThreadedMotoServer
+
+            moto = ThreadedMotoServer(ip_address="127.0.0.1", port=_port(env, "AWS_PORT", 4566), verbose=False)
+            moto.start()
+            self._closers.append(moto.stop)
+            host, port = moto.get_host_and_port()
+            aws_url = f"http://{host}:{port}"
+        app_env["AWS_ENDPOINT_URL"] = aws_url
+
+        # 2. Web server (its origin is needed for CORS and authorized parties)
+        from devstack.web import WebServer
+
+        config_js = self.state_dir / "config.js"
+        web = WebServer(ROOT / "frontend_dist", config_js, port=_port(env, "WEB_PORT", 8001)).start()
+        self._closers.append(web.stop)
+        web_origins = [web.url, web.url.replace("127.0.0.1", "localhost")]
+
+        # 3. Flux
+        if env.get("TOGETHER_BASE_URL") and env.get("TOGETHER_API_KEYS"):
+            flux_url = env["TOGETHER_BASE_URL"]
+            self.parts["flux"] = None
+        else:
+            from devstack.flux_emulator import EmulatorConfig, FluxEmulator
+
+            emu_env = {"FLUX_EMULATOR_KEYS": ",".join(DEV_KEYS), **env}
+            emulator = FluxEmulator(EmulatorConfig.from_env(emu_env), port=_port(env, "FLUX_PORT", 8100)).start()
+            self._closers.append(emulator.stop)
+            self.parts["flux"] = emulator
+            flux_url = emulator.url + "/v1"
+            app_env["TOGETHER_BASE_URL"] = flux_url
+            app_env["TOGETHER_API_KEYS"] = ",".join(emulator.config.keys or DEV_KEYS)
+
+        # 4. Identity
+        if env.get("CLERK_ISSUER") or env.get("CLERK_JWKS_URL") or env.get("CLERK_JWT_KEY"):
+            auth = {"issuer": env.get("CLERK_ISSUER"), "jwks_url": env.get("CLERK_JWKS_URL"), "token_url": None}
+            self.parts["idp"] = None
+        else:
+            from devstack.idp import DevIdentityProvider
+
+            idp = DevIdentityProvider(port=_port(env, "IDP_PORT", 8200), default_azp=web.url).start()
+            self._closers.append(idp.stop)
+            self.parts["idp"] = idp
+            auth = {"issuer": idp.issuer, "jwks_url": idp.jwks_url, "token_url": idp.token_url}
+            app_env["CLERK_ISSUER"] = idp.issuer
+            app_env["CLERK_JWKS_URL"] = idp.jwks_url
+            app_env.setdefault("CLERK_AUTHORIZED_PARTIES", ",".join(web_origins))
+        app_env.setdefault("CORS_ALLOWED_ORIGINS", env.get("CORS_ALLOWED_ORIGINS") or ",".join(web_origins))
+
+        # The app's settings in this process (pollers) and the API process.
+        os.environ.update(app_env)
+        from chalicelib.settings import get_settings
+
+        get_settings.cache_clear()
+        from devstack.resources import ensure_all
+
+        ensure_all()
+
+        # 5. API
+        api_port = _port(env, "PORT", 8000)
+        api_url = f"http://127.0.0.1:{api_port}"
+        chalice_bin = str(Path(sys.executable).with_name("chalice"))
+        self.api_proc = subprocess.Popen(
+            [chalice_bin, "local", "--no-autoreload", "--host", "127.0.0.1", "--port", str(api_port),
+             "--stage", "local"],
+            cwd=ROOT,
+            env={**os.environ, **app_env},
+            stdout=subprocess.DEVNULL if self.quiet_api else None,
+            stderr=subprocess.DEVNULL if self.quiet_api else None,
+            start_new_session=True,
+        )
+        wait_http(api_url + "/health", proc=self.api_proc)
+
+        # 6. SQS pollers: the same handlers Lambda runs.
+        if self.run_pollers:
+            import app as app_module
+            from devstack.poller import pollers_for_app
+
+            for poller in pollers_for_app(app_module):
+                poller.start()
+                self._closers.append(poller.stop)
+                self.parts.setdefault("pollers", []).append(poller)
+
+        self.info = {
+            "api_url": api_url,
+            "web_url": web.url,
+            "aws_endpoint_url": aws_url,
+            "flux_base_url": flux_url,
+            "auth": auth,
+        }
+        (self.state_dir / "stack.json").write_text(json.dumps(self.info, indent=2))
+        config_js.write_text(
+            "// Written by the dev stack from .local/stack.json. Do not edit.\n"
+            f"window.PROMPTCANVAS_CONFIG = {json.dumps({'apiBaseUrl': api_url, 'devAuth': auth})};\n"
+        )
+        return self.info
+
+    def stop(self) -> None:
+        """Stop the API process group and every in-process part. Idempotent."""
+        if self.api_proc is not None and self.api_proc.poll() is None:
+            try:
+                os.killpg(self.api_proc.pid, signal.SIGTERM)
+                self.api_proc.wait(timeout=5)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.api_proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.api_proc = None
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                closer()
+            except Exception:  # noqa: BLE001 - best effort on shutdown
+                pass
