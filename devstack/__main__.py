@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 
 def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from devstack.stack import DevStack
+    from devstack.stack import ROOT, DevStack
 
     console = Console()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     started = time.monotonic()
-    stack = DevStack()
+    stack = DevStack(quiet_api=False, state_dir=Path(os.environ.get("DEVSTACK_STATE_DIR") or ROOT / ".local"))
     with console.status("starting the local stack…"):
         try:
             info = stack.start()

@@ -16,6 +16,7 @@ Ports: ``PORT``, ``WEB_PORT``, ``AWS_PORT`` (4566), ``FLUX_PORT`` (8100), ``IDP_
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -90,6 +91,7 @@ class DevStack:
 
     def _start(self) -> dict[str, Any]:
         env = self.env
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
         app_env: dict[str, str] = {}
         self.state_dir.mkdir(parents=True, exist_ok=True)
 

@@ -1,0 +1,89 @@
+"""`make dev`'s stack as a user runs it: one process, every part answers, clean shutdown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICE_VARS = ("AWS_ENDPOINT_URL", "TOGETHER_BASE_URL", "TOGETHER_API_KEYS", "TOGETHER_KEYS_SECRET_ID",
+                "CLERK_ISSUER", "CLERK_JWKS_URL", "CLERK_JWT_KEY", "CLERK_AUTHORIZED_PARTIES",
+                "CORS_ALLOWED_ORIGINS")
+
+
+def wait_for(predicate, timeout_s: float = 30.0, interval_s: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError("condition not met in time")
+
+
+def port_open(url: str) -> bool:
+    host, port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+@pytest.fixture
+def dev_process(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
+    env.update({"PORT": "0", "WEB_PORT": "0", "AWS_PORT": "0", "FLUX_PORT": "0", "IDP_PORT": "0",
+                "DEVSTACK_STATE_DIR": str(tmp_path)})
+    proc = subprocess.Popen([sys.executable, "-m", "devstack"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield proc, tmp_path
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_make_dev_stack_serves_every_part_and_stops_cleanly(dev_process):
+    proc, state_dir = dev_process
+    stack_file = state_dir / "stack.json"
+    wait_for(lambda: stack_file.exists() or proc.poll() is not None, timeout_s=60)
+    assert proc.poll() is None, proc.stdout.read()
+    info = json.loads(stack_file.read_text())
+    assert set(info) >= {"api_url", "web_url", "aws_endpoint_url", "flux_base_url", "auth"}
+    assert set(info["auth"]) == {"issuer", "jwks_url", "token_url"}
+
+    # every part answers
+    health = requests.get(info["api_url"] + "/health", timeout=10)
+    assert health.status_code == 200, health.text
+    assert health.json()["checks"]["healthy_keys"] == 4
+    assert requests.get(info["web_url"] + "/config.js", timeout=5).text.count(info["api_url"]) == 1
+    assert requests.get(info["auth"]["jwks_url"], timeout=5).json()["keys"]
+    assert requests.get(info["aws_endpoint_url"] + "/moto-api/data.json", timeout=5).status_code == 200
+
+    # a signed-in user generates an image through the real HTTP API (chalice local)
+    token = requests.post(info["auth"]["token_url"], json={"user_id": "devstack-user"}, timeout=5).json()["token"]
+    reply = requests.post(info["api_url"] + "/v1/images", timeout=30,
+                          headers={"Authorization": f"Bearer {token}", "Origin": info["web_url"]},
+                          json={"prompt": "a red bicycle leaning on a brick wall", "aspect_ratio": "square"})
+    assert reply.status_code == 201, reply.text
+    assert reply.headers["Access-Control-Allow-Origin"] == info["web_url"]
+    image = reply.json()["images"][0]
+    assert requests.get(image["url"], timeout=5).content[:2] == b"\xff\xd8"
+
+    # SIGTERM stops every part and leaves no process behind
+    api_port = info["api_url"].rsplit(":", 1)[1]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    for url in (info["api_url"], info["web_url"], info["aws_endpoint_url"], info["flux_base_url"],
+                info["auth"]["issuer"]):
+        assert not port_open(url), url
+    leftover = subprocess.run(["pgrep", "-f", f"chalice local --no-autoreload --host 127.0.0.1 --port {api_port}"],
+                              capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""
