@@ -1,0 +1,234 @@
+"""Clerk's signing keys from its JWKS URL, cached across warm Lambda invocations.
+
+Clerk publishes its instance's public keys at ``{Frontend API URL}/.well-known/jwks.json`` (Clerk docs,
+"Manual JWT verification", step "Get your instance's public key":
+https://clerk.com/docs/guides/sessions/manual-jwt-verification). Clerk's SDKs fetch that set and cache
+it per ``kid`` (clerk-sdk-python ``security/verifytoken.py`` ``_get_remote_jwt_key``; Clerk JS
+``verifyToken`` ``jwksCacheTtlInMs``, default 5 minutes). This module does the same, with rules the
+SDKs do not have:
+
+- **TTL**: a fetched set is fresh for ``cache_seconds`` (``JWKS_CACHE_SECONDS``, default 300 s).
+- **Rate limit**: at most one fetch per ``min_refetch_interval_seconds`` (default 10 s), counting
+  failed attempts too. A token with a made-up ``kid`` therefore cannot make every request fetch
+  (the Python SDK fetches on every cache miss; ``PyJWKClient`` rate-limits only after a *successful*
+  fetch, so a down endpoint is hit on every request).
+- **Stale on error**: when a refresh fails (or is rate-limited) the keys already held keep verifying,
+  past their TTL. ``PyJWKClient``'s ``JWKSetCache`` drops the whole set at expiry, so one failed
+  refresh after 5 minutes would reject every token. A *successful* refresh replaces the set, so a key
+  Clerk stops publishing stops verifying.
+- **Short timeout**: ``fetch_timeout_seconds`` (``JWKS_FETCH_TIMEOUT_SECONDS``, default 3 s) per fetch,
+  no retries (the SDK retries up to 10 times, longer than API Gateway's 29 s).
+- **Explicit User-Agent**: see :data:`FETCH_HEADERS`.
+- **Only RS256 signing keys**: RSA, ``use`` ``sig`` or absent, ``alg`` ``RS256`` or absent, at least
+  2048 bits, with a ``kid``; anything else in the set is ignored.
+
+PyJWT does the HTTP and JWK parsing: ``PyJWKClient.fetch_data`` (http/https only, no redirects,
+timeout) with its own cache off, and ``PyJWKSet`` (skips unusable keys).
+
+Errors raised are :class:`~chalicelib.auth.exceptions.AuthError` (401): ``token-unknown-kid`` when the
+key id is not in a successfully fetched set, ``jwks-unavailable`` when no set could be loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from jwt import PyJWKClient, PyJWKSet
+
+from chalicelib.auth.exceptions import JWKS_UNAVAILABLE, TOKEN_UNKNOWN_KID, AuthError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MIN_REFETCH_INTERVAL_SECONDS = 10.0
+MIN_RSA_KEY_BITS = 2048
+MAX_KEYS = 50  # a JWKS is a handful of keys; more is not Clerk's
+# urllib's default "Python-urllib/3.x" User-Agent is blocked by some WAFs/CDNs in front of JWKS
+# endpoints (jpadilla/pyjwt issue #1121), so PyJWKClient gets explicit headers.
+FETCH_HEADERS = {"User-Agent": "promptcanvas-api/1 (jwks)", "Accept": "application/json"}
+
+
+class JwksFetchError(Exception):
+    """The JWKS could not be fetched or held no usable key (internal; callers get AuthError)."""
+
+
+def fetch_jwks(url: str, timeout_seconds: float) -> dict[str, Any]:
+    """GET the JWK Set at ``url`` with PyJWT's client (http/https only, no redirects).
+
+    Args:
+        url: the JWKS URL.
+        timeout_seconds: socket timeout for the request.
+
+    Returns:
+        The JSON object.
+
+    Raises:
+        JwksFetchError: network error, timeout, non-2xx, or a body that is not a JSON object.
+    """
+    try:
+        client = PyJWKClient(
+            url, cache_jwk_set=False, cache_keys=False, timeout=timeout_seconds, headers=FETCH_HEADERS
+        )
+        data = client.fetch_data()
+    except Exception as exc:  # PyJWKClientConnectionError, PyJWKClientError, JSON errors, ...
+        raise JwksFetchError(f"fetch failed: {type(exc).__name__}") from exc
+    if not isinstance(data, dict):
+        raise JwksFetchError("JWKS is not a JSON object")
+    return data
+
+
+def parse_signing_keys(data: dict[str, Any]) -> dict[str, RSAPublicKey]:
+    """The RS256 signing keys of a JWK Set, by ``kid``.
+
+    Raises:
+        JwksFetchError: the set holds no usable RS256 signing key.
+    """
+    try:
+        jwk_set = PyJWKSet.from_dict(data)
+    except Exception as exc:  # PyJWKSetError
+        raise JwksFetchError(f"unusable JWKS: {type(exc).__name__}") from exc
+    keys: dict[str, RSAPublicKey] = {}
+    for jwk in jwk_set.keys:
+        if not jwk.key_id or not isinstance(jwk.key_id, str):
+            continue
+        if jwk.key_type != "RSA" or jwk.public_key_use not in ("sig", None) or jwk.algorithm_name != "RS256":
+            continue
+        key = jwk.key
+        if isinstance(key, RSAPrivateKey):  # a JWKS should never carry "d"; use only the public half
+            key = key.public_key()
+        if not isinstance(key, RSAPublicKey) or key.key_size < MIN_RSA_KEY_BITS:
+            continue
+        keys.setdefault(jwk.key_id, key)
+        if len(keys) >= MAX_KEYS:
+            break
+    if not keys:
+        raise JwksFetchError("JWKS holds no RS256 signing key")
+    return keys
+
+
+class JwksKeySource:
+    """The signing keys published at one JWKS URL, cached and rate-limited (thread-safe).
+
+    Args:
+        url: the JWKS URL (``Settings.jwks_url``).
+        cache_seconds: how long a fetched set is fresh, in seconds.
+        fetch_timeout_seconds: timeout of one fetch, in seconds.
+        min_refetch_interval_seconds: minimum seconds between two fetch attempts (successful or not).
+        clock: monotonic clock in seconds (tests pass a fake one).
+        fetcher: ``(url, timeout_seconds) -> JWKS dict``; default :func:`fetch_jwks`.
+
+    Attributes:
+        fetch_attempts: fetches tried so far (observability and tests).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        cache_seconds: float = 300.0,
+        fetch_timeout_seconds: float = 3.0,
+        min_refetch_interval_seconds: float = DEFAULT_MIN_REFETCH_INTERVAL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        fetcher: Callable[[str, float], dict[str, Any]] = fetch_jwks,
+    ) -> None:
+        self.url = url
+        self.cache_seconds = cache_seconds
+        self.fetch_timeout_seconds = fetch_timeout_seconds
+        self.min_refetch_interval_seconds = min_refetch_interval_seconds
+        self._clock = clock
+        self._fetcher = fetcher
+        self._lock = threading.Lock()
+        self._keys: dict[str, RSAPublicKey] = {}
+        self._fetched_at: float | None = None  # last successful fetch
+        self._attempted_at: float | None = None  # last fetch attempt, successful or not
+        self.fetch_attempts = 0
+
+    @property
+    def kids(self) -> tuple[str, ...]:
+        """The key ids held now (fresh or stale)."""
+        with self._lock:
+            return tuple(self._keys)
+
+    def get_key(self, kid: str) -> RSAPublicKey:
+        """The public key for ``kid``, fetching the set when needed and allowed.
+
+        A fresh cached key is returned without a fetch. Otherwise (unknown ``kid`` or a stale set) the
+        set is refetched unless a fetch was attempted less than ``min_refetch_interval_seconds`` ago;
+        a stale key is still returned when that refetch fails or is not allowed.
+
+        Raises:
+            AuthError: ``token-unknown-kid`` (the set was loaded and has no such key) or
+                ``jwks-unavailable`` (no set could be loaded, or the refetch for this ``kid`` failed).
+        """
+        with self._lock:
+            now = self._clock()
+            key = self._keys.get(kid)
+            fresh = self._fetched_at is not None and now - self._fetched_at < self.cache_seconds
+            if key is not None and fresh:
+                return key
+            if self._may_fetch(now):
+                failed = not self._refresh(now)
+                key = self._keys.get(kid)
+                if key is not None:
+                    return key
+                raise AuthError(JWKS_UNAVAILABLE if failed else TOKEN_UNKNOWN_KID)
+            if key is not None:  # stale, and a fetch was just tried: keep using it
+                return key
+            raise AuthError(TOKEN_UNKNOWN_KID if self._fetched_at is not None else JWKS_UNAVAILABLE)
+
+    def _may_fetch(self, now: float) -> bool:
+        return self._attempted_at is None or now - self._attempted_at >= self.min_refetch_interval_seconds
+
+    def _refresh(self, now: float) -> bool:
+        """Fetch and replace the set; on failure keep the old one. True on success (lock held)."""
+        self._attempted_at = now
+        self.fetch_attempts += 1
+        try:
+            keys = parse_signing_keys(self._fetcher(self.url, self.fetch_timeout_seconds))
+        except JwksFetchError as exc:
+            log.warning("JWKS refresh failed (%s); keeping %d cached key(s)", exc, len(self._keys))
+            return False
+        self._keys = keys
+        self._fetched_at = self._clock()
+        return True
+
+
+_SOURCES: dict[str, JwksKeySource] = {}
+_SOURCES_LOCK = threading.Lock()
+
+
+def key_source_for(
+    url: str,
+    *,
+    cache_seconds: float,
+    fetch_timeout_seconds: float,
+    min_refetch_interval_seconds: float = DEFAULT_MIN_REFETCH_INTERVAL_SECONDS,
+) -> JwksKeySource:
+    """The process-wide :class:`JwksKeySource` for ``url`` (one per URL; a warm Lambda keeps it).
+
+    A later call with other timings updates them on the existing source and keeps its keys.
+    """
+    with _SOURCES_LOCK:
+        source = _SOURCES.get(url)
+        if source is None:
+            source = _SOURCES[url] = JwksKeySource(
+                url,
+                cache_seconds=cache_seconds,
+                fetch_timeout_seconds=fetch_timeout_seconds,
+                min_refetch_interval_seconds=min_refetch_interval_seconds,
+            )
+        else:
+            source.cache_seconds = cache_seconds
+            source.fetch_timeout_seconds = fetch_timeout_seconds
+            source.min_refetch_interval_seconds = min_refetch_interval_seconds
+        return source
+
+
+def reset_key_sources() -> None:
+    """Forget every cached JWKS (tests)."""
+    with _SOURCES_LOCK:
+        _SOURCES.clear()
