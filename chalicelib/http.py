@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chalice import Chalice, Request, Response
+from chalice import Chalice, Response
+from chalice.app import Request
 
 from chalicelib.errors import ApiError, Forbidden, ValidationError
 from chalicelib.settings import get_settings

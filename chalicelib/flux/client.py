@@ -1,0 +1,502 @@
+"""FluxClient: text-to-image through Together AI, over a pool of keys, within a deadline.
+
+One concern: turn :class:`GenerationParams` into verified image bytes.
+
+Wire contract (Together's API reference,
+https://docs.together.ai/reference/post-images-generations, and the
+``images.generate`` resource of togethercomputer/together-python):
+``POST {base}/v1/images/generations`` with ``Authorization: Bearer <key>`` and a
+JSON body ``{model, prompt, width, height, steps, n, seed, response_format,
+output_format, negative_prompt?, guidance_scale?}``; the answer is
+``{"data": [{"type": "b64_json", "b64_json": ...} | {"type": "url", "url": ...}]}``.
+We always send ``steps`` and ``response_format="base64"`` (Together's
+recommended way to save images: no second fetch); a ``url`` answer is still
+downloaded, with a non-empty ``User-Agent`` because Together's CDN answers 403 to
+a blank one (https://docs.together.ai/docs/images-overview).
+
+Errors are ``{"error": {"message", "type", "param", "code"}}``; status meanings
+from https://docs.together.ai/docs/error-codes. What each answer does:
+
+=========================  ===================================================
+upstream                   client
+=========================  ===================================================
+200 + image that decodes   success (counted locally, no DynamoDB call)
+429                        key cools for Retry-After; next key at once
+401 / 403                  key disabled; next key at once
+402                        key out_of_credits; next key at once
+400 / 404 / 413 / 422      :class:`UpstreamRejectedError`, no retry
+5xx, 408, timeout, conn.   errors +1; full-jitter back-off; next key
+corrupt / wrong size       errors +1; full-jitter back-off; next key
+=========================  ===================================================
+
+Back-off is AWS's "full jitter": ``uniform(0, min(cap, base * 2**k))``
+(AWS Architecture Blog, "Exponential Backoff and Jitter"), with ``cap`` 1 s so
+retries stay inside the deadline. Attempts per image are bounded by
+``2 * keys + 2`` and by the deadline (default ``settings.flux_deadline_seconds``,
+25 s, under API Gateway's 29 s integration timeout); each attempt's timeout is
+``min(settings.flux_request_timeout_seconds, time left)``. ``requests`` timeouts
+bound connect and each read, not the whole body; a server trickling bytes could
+overrun by one read timeout.
+
+``n > 1``: we make ``n`` upstream calls of one image each, with seeds ``seed``,
+``seed+1``, ... (mod 2**32), one after the other. So every stored image's seed
+reproduces it with ``n=1``, the calls spread over keys, and bursts stay gentle on
+per-key rate limits. The call returns all ``n`` images or raises.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import io
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from chalicelib.flux.catalog import GenerationParams
+from chalicelib.flux.exceptions import (
+    AllKeysCoolingError,
+    CorruptImageError,
+    FluxError,
+    UpstreamFailedError,
+    UpstreamRejectedError,
+)
+from chalicelib.flux.keypool import DISABLED, OUT_OF_CREDITS, KeyPool, Lease, get_key_pool
+from chalicelib.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = "PromptCanvas/1.0 (flux-client; python-requests)"
+CONNECT_TIMEOUT_S = 3.05  # seconds; a little over a TCP retransmit window
+MIN_ATTEMPT_S = 0.3  # seconds; no new attempt with less time than this left
+MAX_COOLDOWN_WAIT_S = 2.0  # seconds; wait for a cooling key only if it is back this soon
+BACKOFF_BASE_S = 0.1  # seconds
+BACKOFF_CAP_S = 1.0  # seconds
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # bytes; a 1440x1440 PNG is ~6 MB
+REJECT_STATUSES = frozenset({400, 404, 413, 415, 422})
+FORMATS = {"JPEG": ("image/jpeg", "jpg"), "PNG": ("image/png", "png"), "WEBP": ("image/webp", "webp")}
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """One verified image.
+
+    Attributes:
+        data: the encoded image bytes (not shown in ``repr``).
+        content_type: ``image/jpeg`` | ``image/png`` (``image/webp`` if upstream sent it).
+        ext: file extension without the dot: ``jpg`` | ``png`` | ``webp``.
+        width, height: pixels, equal to the requested size.
+        seed: the seed that reproduces this image with ``n=1``.
+        index: position in the request, 0-based.
+        key_id: which key served it (sha256 prefix).
+        upstream_ms: milliseconds of the successful upstream call (incl. download).
+        model: the Together model id.
+    """
+
+    data: bytes = field(repr=False)
+    content_type: str
+    ext: str
+    width: int
+    height: int
+    seed: int
+    index: int
+    key_id: str
+    upstream_ms: int
+    model: str
+
+    @property
+    def size_bytes(self) -> int:
+        """``len(data)`` in bytes."""
+        return len(self.data)
+
+
+def normalize_base_url(url: str) -> str:
+    """Together's API root with ``/v1``: ``https://api.together.ai`` and
+    ``https://api.together.xyz/v1/`` both become ``.../v1`` (no trailing slash)."""
+    url = url.strip().rstrip("/")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (RFC 9110 section 10.2.3):
+    delay-seconds (fractions accepted) or an HTTP-date. None if absent or unparsable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+def _error_detail(resp: requests.Response) -> tuple[str, str | None]:
+    """(message, param) from a Together error body; falls back to the status line.
+
+    Accepts ``{"error": {"message", "param"}}``, ``{"error": "text"}``,
+    ``{"message": ...}`` and FastAPI's ``{"detail": [{"loc", "msg"}]}``.
+    """
+    try:
+        body: Any = resp.json()
+    except ValueError:
+        text = (resp.text or "").strip()
+        return (text[:300] or f"HTTP {resp.status_code}"), None
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, str):
+            return err, None
+        if isinstance(err, dict):
+            detail = err.get("detail")
+            if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+                loc = detail[0].get("loc") or []
+                param = str(loc[-1]) if loc else None
+                return str(detail[0].get("msg") or f"HTTP {resp.status_code}"), param
+            message = err.get("message") or detail or f"HTTP {resp.status_code}"
+            param = err.get("param")
+            return str(message), (str(param) if param else None)
+    return f"HTTP {resp.status_code}", None
+
+
+def verify_image(data: bytes, width: int, height: int) -> tuple[str, str]:
+    """Check that ``data`` is a whole JPEG/PNG/WebP of ``width`` x ``height`` pixels.
+
+    The header is read first (so a wrong or huge size is refused before decoding),
+    then ``verify()`` (PNG chunk CRCs) and a full ``load()`` (truncation, bad data).
+
+    Returns:
+        (content_type, ext).
+
+    Raises:
+        CorruptImageError: empty, too large, undecodable, unknown format or wrong size.
+    """
+    from PIL import Image
+
+    if not data:
+        raise CorruptImageError("empty image")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise CorruptImageError(f"image of {len(data)} bytes exceeds {MAX_IMAGE_BYTES}")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt, size = img.format, img.size
+            if size != (width, height):
+                raise CorruptImageError(f"image is {size[0]}x{size[1]}, expected {width}x{height}")
+            img.verify()
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+    except CorruptImageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, ...
+        raise CorruptImageError(f"image does not decode ({type(exc).__name__})") from None
+    if fmt not in FORMATS:
+        raise CorruptImageError(f"unexpected image format {fmt}")
+    return FORMATS[fmt]
+
+
+class _Transient(Exception):
+    """One attempt failed in a way worth retrying on another key after a back-off."""
+
+
+class _NextKey(Exception):
+    """One attempt failed because of the key (429/401/402/403); try the next key now."""
+
+
+class FluxClient:
+    """Generate images with Together's FLUX models.
+
+    Args:
+        settings: defaults to :func:`get_settings`.
+        pool: the key pool; defaults to the process-wide :func:`get_key_pool` when
+            ``settings`` is None, else a new ``KeyPool(settings)``.
+        session: a ``requests.Session`` to reuse connections (one is created).
+        response_format: what to ask Together for: ``"base64"`` (default, the image
+            comes inline) or ``"url"`` (the image is downloaded from the returned URL).
+        sleep, monotonic: clock hooks (tests); seconds.
+
+    Raises:
+        ValueError: unknown ``response_format``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        pool: KeyPool | None = None,
+        session: requests.Session | None = None,
+        *,
+        response_format: str = "base64",
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if response_format not in ("base64", "url"):
+            raise ValueError("response_format must be 'base64' or 'url'")
+        self.response_format = response_format
+        if pool is None:
+            pool = get_key_pool() if settings is None else KeyPool(settings)
+        self.settings = settings or get_settings()
+        self.pool = pool
+        self.endpoint = normalize_base_url(self.settings.together_base_url) + "/images/generations"
+        if session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=2, pool_maxsize=8, max_retries=0)
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+            session.headers["User-Agent"] = USER_AGENT
+        elif not session.headers.get("User-Agent"):
+            session.headers["User-Agent"] = USER_AGENT  # the CDN refuses a blank one
+        self.session = session
+        self._sleep = sleep
+        self._monotonic = monotonic
+
+    def close(self) -> None:
+        """Close the HTTP session (its pooled connections)."""
+        self.session.close()
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def generate(self, params: GenerationParams, *, deadline_s: float | None = None) -> list[GeneratedImage]:
+        """Generate ``params.n`` images, in order, each verified.
+
+        Args:
+            params: validated parameters (see :func:`parse_generation_params`).
+            deadline_s: seconds from now for the whole call, all images and retries
+                included; default ``settings.flux_deadline_seconds``.
+
+        Returns:
+            ``params.n`` images; image ``i`` has seed ``params.seed_for(i)``.
+
+        Raises:
+            UpstreamRejectedError: 422, Together refused the parameters (no retry).
+            AllKeysCoolingError: 503, every key rate limited (``retry_at``, ``Retry-After``).
+            NoUsableKeysError: 503, no key configured or all disabled / out of credits.
+            UpstreamFailedError: 502, transient failures exhausted attempts or the deadline.
+        """
+        budget = self.settings.flux_deadline_seconds if deadline_s is None else deadline_s
+        deadline = self._monotonic() + max(0.0, budget)
+        return [self._generate_one(params, index, deadline) for index in range(params.n)]
+
+    # -- one image ------------------------------------------------------------------------------
+
+    def _payload(self, params: GenerationParams, seed: int) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": params.model,
+            "prompt": params.prompt,
+            "width": params.width,
+            "height": params.height,
+            "steps": params.steps,
+            "n": 1,
+            "seed": seed,
+            "response_format": self.response_format,
+            "output_format": params.output_format,
+        }
+        if params.negative_prompt:
+            payload["negative_prompt"] = params.negative_prompt
+        if params.guidance_scale is not None:
+            payload["guidance_scale"] = params.guidance_scale
+        return payload
+
+    def _generate_one(self, params: GenerationParams, index: int, deadline: float) -> GeneratedImage:
+        seed = params.seed_for(index)
+        payload = self._payload(params, seed)
+        max_attempts = 2 * max(1, len(self.pool)) + 2
+        attempts = 0
+        transient = 0
+        only_rate_limited = True
+        last_error: str | None = None
+        while True:
+            remaining = deadline - self._monotonic()
+            if attempts >= max_attempts or remaining < MIN_ATTEMPT_S:
+                why = "attempts" if attempts >= max_attempts else "deadline"
+                logger.error("flux gave up reason=%s attempts=%d last_error=%s", why, attempts, last_error)
+                if attempts and only_rate_limited:
+                    # Every attempt was a 429: the keys are saturated, not broken. Say so (503 with
+                    # Retry-After), so callers back off instead of counting an upstream failure.
+                    raise self._cooling_error()
+                raise UpstreamFailedError(
+                    f"image generation failed upstream ({why} exhausted after {attempts} attempts)",
+                    last_error=last_error,
+                    attempts=attempts,
+                )
+            try:
+                lease = self.pool.acquire()
+            except AllKeysCoolingError as exc:
+                if exc.retry_after <= MAX_COOLDOWN_WAIT_S and exc.retry_after + MIN_ATTEMPT_S < remaining:
+                    self._sleep(exc.retry_after + 0.01)
+                    continue
+                raise
+            attempts += 1
+            timeout = min(self.settings.flux_request_timeout_seconds, remaining)
+            try:
+                return self._attempt(lease, payload, params, seed, index, timeout, deadline)
+            except _NextKey as exc:
+                last_error = str(exc)
+                only_rate_limited = only_rate_limited and last_error.startswith("429")
+            except _Transient as exc:
+                last_error = str(exc)
+                only_rate_limited = False
+                transient += 1
+                if attempts >= max_attempts:
+                    continue  # no back-off before giving up
+                pause = random.uniform(0.0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**transient))
+                pause = min(pause, max(0.0, deadline - self._monotonic() - MIN_ATTEMPT_S))
+                if pause > 0:
+                    self._sleep(pause)
+
+    def _attempt(
+        self,
+        lease: Lease,
+        payload: dict[str, Any],
+        params: GenerationParams,
+        seed: int,
+        index: int,
+        timeout: float,
+        deadline: float,
+    ) -> GeneratedImage:
+        """One upstream call with ``lease``; reports the outcome to the pool.
+
+        Raises:
+            _NextKey, _Transient: retry (already reported); UpstreamRejectedError: stop.
+        """
+        kid = lease.key_id
+        started = self._monotonic()
+        try:
+            resp = self.session.post(
+                self.endpoint,
+                json=payload,
+                headers={"Authorization": f"Bearer {lease.key}"},
+                timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout),
+            )
+        except requests.Timeout:
+            raise self._transient(kid, f"timeout after {timeout:.1f} s") from None
+        except requests.RequestException as exc:
+            raise self._transient(kid, f"connection error ({type(exc).__name__})") from None
+        status = resp.status_code
+        if status == 200:
+            try:
+                data = self._image_bytes(resp, deadline)
+                content_type, ext = verify_image(data, params.width, params.height)
+            except CorruptImageError as exc:
+                raise self._transient(kid, f"200 with a bad image: {exc.message}") from None
+            elapsed = self._monotonic() - started
+            self.pool.report_success(kid, elapsed)
+            logger.info("flux ok key_id=%s ms=%d bytes=%d index=%d", kid, elapsed * 1000, len(data), index)
+            return GeneratedImage(
+                data=data,
+                content_type=content_type,
+                ext=ext,
+                width=params.width,
+                height=params.height,
+                seed=seed,
+                index=index,
+                key_id=kid,
+                upstream_ms=int(elapsed * 1000),
+                model=params.model,
+            )
+        message, param = _error_detail(resp)
+        message = self.pool.redact(message)
+        if status == 429:
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            self.pool.report_rate_limited(kid, retry_after)
+            raise _NextKey(f"429 from key {kid}: {message}")
+        if status in (401, 403):
+            self.pool.report_disabled(kid, f"{status}: {message}", state=DISABLED)
+            raise _NextKey(f"{status} from key {kid}: {message}")
+        if status == 402:
+            self.pool.report_disabled(kid, f"402: {message}", state=OUT_OF_CREDITS)
+            raise _NextKey(f"402 from key {kid}: {message}")
+        if status in REJECT_STATUSES:
+            logger.info("flux rejected status=%d key_id=%s param=%s", status, kid, param)
+            raise UpstreamRejectedError(message, field=param, upstream_status=status)
+        raise self._transient(kid, f"{status} from upstream: {message}")
+
+    def _cooling_error(self) -> AllKeysCoolingError:
+        """The pool's own cooling error (earliest retry time), or one a default cooldown away."""
+        try:
+            self.pool.acquire()
+        except AllKeysCoolingError as exc:
+            return exc
+        except FluxError:
+            pass
+        return AllKeysCoolingError(time.time() + self.settings.flux_default_cooldown_seconds)
+
+    def _transient(self, kid: str, message: str) -> _Transient:
+        """Report a transient failure on ``kid``; returns the exception to raise."""
+        self.pool.report_error(kid, message)
+        return _Transient(f"{message} (key {kid})")
+
+    def _image_bytes(self, resp: requests.Response, deadline: float) -> bytes:
+        """The first image of a 200 answer: base64-decoded, or downloaded from its URL.
+
+        Raises:
+            CorruptImageError: no usable data, bad base64, or the download failed.
+        """
+        try:
+            body = resp.json()
+            item = body["data"][0]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise CorruptImageError("answer has no image data") from None
+        if not isinstance(item, dict):
+            raise CorruptImageError("answer has no image data")
+        kind = item.get("type")
+        if item.get("b64_json") and kind in (None, "b64_json"):
+            try:
+                return base64.b64decode(item["b64_json"], validate=False)
+            except (binascii.Error, ValueError, TypeError):
+                raise CorruptImageError("image is not valid base64") from None
+        if item.get("url"):
+            return self._download(str(item["url"]), deadline)
+        raise CorruptImageError("answer has no image data")
+
+    def _download(self, url: str, deadline: float) -> bytes:
+        """GET an image URL (no Authorization header; a real User-Agent), at most
+        :data:`MAX_IMAGE_BYTES`, within the deadline."""
+        timeout = max(0.1, min(self.settings.flux_request_timeout_seconds, deadline - self._monotonic()))
+        try:
+            with self.session.get(url, timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout), stream=True) as r:
+                if r.status_code != 200:
+                    raise CorruptImageError(f"image download answered {r.status_code}")
+                chunks, total = [], 0
+                for chunk in r.iter_content(64 * 1024):
+                    total += len(chunk)
+                    if total > MAX_IMAGE_BYTES:
+                        raise CorruptImageError(f"image download exceeds {MAX_IMAGE_BYTES} bytes")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+        except requests.RequestException as exc:
+            raise CorruptImageError(f"image download failed ({type(exc).__name__})") from None
+
+
+_client: FluxClient | None = None
+_client_lock = threading.Lock()
+
+
+def get_flux_client() -> FluxClient:
+    """The process-wide client (settings and key pool from the environment)."""
+    global _client
+    if _client is None:
+        with _client_lock:
+            if _client is None:
+                _client = FluxClient()
+    return _client
+
+
+def reset_flux_client() -> None:
+    """Close and forget the process-wide client (tests). The key pool is separate:
+    see :func:`~chalicelib.flux.keypool.reset_key_pool`."""
+    global _client
+    with _client_lock:
+        if _client is not None:
+            _client.close()
+        _client = None

@@ -1,0 +1,108 @@
+"""Errors the Flux client raises; each is an :class:`~chalicelib.errors.ApiError`,
+so a route can return ``exc.status``, ``exc.body()`` and ``exc.headers`` as is.
+
+No message or attribute here ever contains an API key: keys are named by their
+``key_id`` (a sha256 prefix) and upstream messages are redacted before use.
+
+Upstream status meanings follow Together's error-code table,
+https://docs.together.ai/docs/error-codes (401 invalid key, 402 out of credits,
+429 rate limited, 500 server error, 503 engine overloaded).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from chalicelib.errors import ApiError
+
+
+class FluxError(ApiError):
+    """Base class of every error raised by :mod:`chalicelib.flux`."""
+
+
+class AllKeysCoolingError(FluxError):
+    """503 ``keys-cooling``: every usable key is rate limited (429) right now.
+
+    Raised by :meth:`KeyPool.acquire` (and so by :meth:`FluxClient.generate`) when
+    no key is healthy but at least one is cooling down and will be usable again.
+
+    Attributes:
+        retry_at: epoch seconds when the first key's cooldown ends.
+        retry_after: seconds from now until ``retry_at`` (>= 0).
+
+    The response carries ``Retry-After`` = ``ceil(retry_after)``, at least 1
+    (RFC 9110 section 10.2.3: a non-negative integer number of seconds).
+    """
+
+    def __init__(self, retry_at: float, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.retry_at = float(retry_at)
+        self.retry_after = max(0.0, self.retry_at - now)
+        seconds = max(1, math.ceil(self.retry_after))
+        super().__init__(
+            503,
+            "keys-cooling",
+            f"image generation is busy; retry in {seconds} s",
+            headers={"Retry-After": str(seconds)},
+        )
+
+
+class NoUsableKeysError(FluxError):
+    """503 ``no-usable-keys``: no key can serve until an operator acts.
+
+    Raised when no key is configured (or the Secrets Manager secret cannot be
+    read), or every key is ``disabled`` (401/403) or ``out_of_credits`` (402).
+    Such keys stay out until :meth:`KeyPool.reset_key`.
+    """
+
+    def __init__(self, message: str = "image generation is unavailable; no usable upstream key") -> None:
+        super().__init__(503, "no-usable-keys", message)
+
+
+class UpstreamRejectedError(FluxError):
+    """422 ``upstream-rejected``: Together refused the request itself (400/404/413/422).
+
+    Not retried: the same parameters would be refused by every key. ``message``
+    is upstream's message (redacted); ``field`` is upstream's ``param`` when given.
+
+    Attributes:
+        upstream_status: Together's HTTP status.
+    """
+
+    def __init__(self, message: str, field: str | None = None, upstream_status: int = 422) -> None:
+        super().__init__(422, "upstream-rejected", message, field=field)
+        self.upstream_status = upstream_status
+
+
+class UpstreamFailedError(FluxError):
+    """502 ``upstream-failed``: attempts or the deadline ran out on transient failures.
+
+    Raised after 5xx answers, timeouts, connection errors or corrupt images
+    exhausted the attempt budget or the call's deadline. The client may retry later.
+
+    Attributes:
+        retryable: always True.
+        last_error: the last failure, e.g. ``"503 from key 1a2b3c4d5e6f: overloaded"``.
+        attempts: upstream attempts made.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, last_error: str | None = None, attempts: int = 0) -> None:
+        super().__init__(502, "upstream-failed", message)
+        self.last_error = last_error
+        self.attempts = attempts
+
+
+class CorruptImageError(UpstreamFailedError):
+    """An upstream image that does not decode, has the wrong size, or a 200 answer
+    without usable image data.
+
+    Internal to one attempt: the client reports it against the key and retries; it
+    only escapes as the ``last_error`` of an :class:`UpstreamFailedError`. Being a
+    subclass, it would still map to a 502 if it ever escaped.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, last_error=message)

@@ -1,0 +1,441 @@
+"""FluxClient and KeyPool against the local stack over HTTP: the Together emulator
+(``flux`` fixture) and DynamoDB in moto server mode (``aws`` fixture). Nothing is stubbed."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+from pynamodb.signals import pre_dynamodb_send
+
+from chalicelib.db.keys import KeyHealthModel
+from chalicelib.flux import (
+    AllKeysCoolingError,
+    FluxClient,
+    KeyPool,
+    NoUsableKeysError,
+    UpstreamFailedError,
+    UpstreamRejectedError,
+    get_flux_client,
+    get_key_pool,
+    key_id,
+    parse_generation_params,
+    reset_flux_client,
+    reset_key_pool,
+)
+from chalicelib.flux.client import normalize_base_url, parse_retry_after
+from chalicelib.settings import Settings, get_settings
+
+PARTI = Path("/work/shared/data/parti_prompts.tsv")
+K1, K2, K3, K4 = "test-key-1", "test-key-2", "test-key-3", "test-key-4"
+BOGUS = "sk-live-DO-NOT-LEAK-0123456789abcdef"  # not accepted by the emulator: 401
+
+
+def _prompts() -> list[str]:
+    with PARTI.open(encoding="utf-8", newline="") as fh:
+        return [row["Prompt"] for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)]
+
+
+PROMPTS = _prompts()
+NON_ASCII = next(p for p in PROMPTS if not p.isascii())
+PLAIN = [p for p in PROMPTS if p.isascii() and len(p) > 30][:8]
+
+
+def settings(flux, keys=(K1, K2), *, v1: bool = True, **overrides) -> Settings:
+    values = {
+        "together_api_keys": tuple(keys),
+        "together_base_url": flux.url + ("/v1" if v1 else ""),
+        "key_health_refresh_seconds": 60.0,
+        "flux_deadline_seconds": 10.0,
+        "flux_request_timeout_seconds": 5.0,
+        "flux_default_cooldown_seconds": 10.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def params(prompt: str = PLAIN[0], **fields) -> object:
+    return parse_generation_params({"prompt": prompt, **fields})
+
+
+def decode(data: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
+
+
+def by_key(flux, key: str) -> dict:
+    return flux.stats()["by_key"].get(key_id(key), {"requests": 0, "images": 0, "by_status": {}})
+
+
+def report(pool: KeyPool, key: str) -> dict:
+    return next(r for r in pool.health_report() if r["key_id"] == key_id(key))
+
+
+@pytest.fixture
+def ddb_calls() -> Iterator[list[str]]:
+    """Names of the DynamoDB operations PynamoDB sends while the test runs (observation only)."""
+    calls: list[str] = []
+
+    def record(sender, operation_name, table_name, req_uuid, **_):
+        calls.append(operation_name)
+
+    pre_dynamodb_send.connect(record)
+    try:
+        yield calls
+    finally:
+        pre_dynamodb_send.disconnect(record)
+
+
+# -- happy path ---------------------------------------------------------------------------------
+
+
+def test_generates_a_verified_image_and_the_seed_reproduces_it(aws, flux):
+    client = FluxClient(settings(flux))
+    p = params(NON_ASCII, seed=123456789, aspect_ratio="landscape")
+    [img] = client.generate(p)
+    assert (img.width, img.height, img.seed, img.index) == (768, 576, 123456789, 0)
+    assert img.content_type == "image/jpeg" and img.ext == "jpg"
+    assert img.model == "black-forest-labs/FLUX.1-schnell-Free"
+    assert img.key_id in {key_id(K1), key_id(K2)} and img.upstream_ms >= 0
+    pic = decode(img.data)
+    assert pic.format == "JPEG" and pic.size == (768, 576)
+    [again] = client.generate(p)
+    assert again.data == img.data  # same seed, same bytes
+    [other] = client.generate(params(NON_ASCII, seed=123456790, aspect_ratio="landscape"))
+    assert other.data != img.data
+    assert flux.stats()["by_status"] == {"200": 3}
+
+
+def test_base_url_without_v1_and_png_output(aws, flux):
+    client = FluxClient(settings(flux, v1=False))
+    assert client.endpoint == flux.url + "/v1/images/generations"
+    [img] = client.generate(params(PLAIN[1], output_format="png", width=512, height=320))
+    assert img.content_type == "image/png" and img.ext == "png"
+    assert decode(img.data).format == "PNG" and decode(img.data).size == (512, 320)
+
+
+def test_url_response_format_is_downloaded(aws, flux):
+    client = FluxClient(settings(flux), response_format="url")
+    p = params(PLAIN[2], seed=42)
+    [img] = client.generate(p)
+    assert decode(img.data).size == (768, 768)
+    [inline] = FluxClient(settings(flux)).generate(p)
+    assert inline.data == img.data  # same image whichever way it travelled
+
+
+def test_n_images_use_consecutive_seeds_and_spread_over_keys(aws, flux):
+    client = FluxClient(settings(flux))
+    images = client.generate(params(PLAIN[3], seed=2**32 - 2, n=4))
+    assert [i.index for i in images] == [0, 1, 2, 3]
+    assert [i.seed for i in images] == [2**32 - 2, 2**32 - 1, 0, 1]  # wraps at 2**32
+    assert len({i.data for i in images}) == 4
+    assert by_key(flux, K1)["images"] == 2 and by_key(flux, K2)["images"] == 2  # round-robin
+    # each stored seed reproduces its image with n=1
+    [third] = client.generate(params(PLAIN[3], seed=0))
+    assert third.data == images[2].data
+
+
+def test_round_robin_across_calls(aws, flux):
+    client = FluxClient(settings(flux, keys=(K1, K2, K3)))
+    for prompt in PLAIN[:6]:
+        client.generate(params(prompt))
+    assert [by_key(flux, k)["requests"] for k in (K1, K2, K3)] == [2, 2, 2]
+
+
+# -- key health ---------------------------------------------------------------------------------
+
+
+def _exhaust(flux, key: str, times: int) -> None:
+    """Use up ``key``'s emulated rate limit directly over HTTP."""
+    for _ in range(times):
+        r = requests.post(
+            flux.url + "/v1/images/generations",
+            json={
+                "model": "black-forest-labs/FLUX.1-schnell",
+                "prompt": "warm-up",
+                "width": 256,
+                "height": 256,
+            },
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=5,
+        )
+        assert r.status_code == 200
+
+
+def test_a_rate_limited_key_cools_and_the_next_key_serves(aws, flux):
+    flux.reset(rate_limit_per_minute=2)  # real time: Retry-After is up to 60 s
+    _exhaust(flux, K1, 2)
+    pool = KeyPool(settings(flux))
+    client = FluxClient(settings(flux), pool=pool)
+    first = client.generate(params(PLAIN[0]))
+    second = client.generate(params(PLAIN[1]))
+    assert {first[0].key_id, second[0].key_id} == {key_id(K2)}
+    assert by_key(flux, K1)["by_status"].get("429") == 1  # tried once, then left alone
+    row = report(pool, K1)
+    assert row["state"] == "cooling" and not row["usable"] and row["rate_limited"] == 1
+    assert 50 < row["cooldown_remaining_s"] <= 61  # from Retry-After, not the 10 s default
+    # shared: a new instance reads the cooldown from DynamoDB
+    assert report(KeyPool(settings(flux)), K1)["state"] == "cooling"
+
+
+def test_all_keys_cooling_raises_with_retry_time(aws, flux):
+    flux.reset(rate_limit_per_minute=1)
+    client = FluxClient(settings(flux))
+    client.generate(params(PLAIN[0]))
+    client.generate(params(PLAIN[1]))
+    before = time.time()
+    with pytest.raises(AllKeysCoolingError) as info:
+        client.generate(params(PLAIN[2]))
+    err = info.value
+    assert (err.status, err.code) == (503, "keys-cooling")
+    assert 50 < err.retry_after <= 60.5 and err.retry_at >= before + 50
+    assert err.headers["Retry-After"] == str(math.ceil(err.retry_after))
+    assert flux.stats()["requests"] == 4  # one 429 per key, no hammering
+    # the next call fails fast, with no upstream request, on this and on a new instance
+    with pytest.raises(AllKeysCoolingError):
+        client.generate(params(PLAIN[3]))
+    with pytest.raises(AllKeysCoolingError) as again:
+        FluxClient(settings(flux)).generate(params(PLAIN[3]))
+    assert abs(again.value.retry_at - err.retry_at) < 1.0
+    assert flux.stats()["requests"] == 4
+
+
+def test_a_cooldown_that_ends_soon_is_waited_for(aws, flux):
+    flux.reset(rate_limit_per_minute=1, time_scale=60)  # a minute lasts one second
+    client = FluxClient(settings(flux, keys=(K1,)))
+    client.generate(params(PLAIN[0]))
+    [img] = client.generate(params(PLAIN[1]))  # 429 with Retry-After <= 1 s, then served
+    assert img.key_id == key_id(K1)
+    assert by_key(flux, K1)["by_status"] == {"200": 2, "429": 1}
+
+
+def test_401_disables_the_key_for_every_instance(aws, flux):
+    client = FluxClient(settings(flux, keys=(K1, BOGUS)))
+    for prompt in PLAIN[:3]:
+        assert client.generate(params(prompt))[0].key_id == key_id(K1)
+    row = report(client.pool, BOGUS)
+    assert row["state"] == "disabled" and row["reason"].startswith("401")
+    assert flux.stats()["by_status"]["401"] == 1  # never tried again
+
+    fresh = KeyPool(settings(flux, keys=(K1, BOGUS)))
+    assert report(fresh, BOGUS)["state"] == "disabled"
+    assert fresh.healthy_count() == 1
+    assert {fresh.acquire().key_id for _ in range(4)} == {key_id(K1)}
+
+    fresh.reset_key(key_id(BOGUS))  # operator action
+    assert report(KeyPool(settings(flux, keys=(K1, BOGUS))), BOGUS)["state"] == "healthy"
+
+
+def test_402_marks_out_of_credits_and_no_usable_key_is_a_503(aws, flux):
+    flux.reset(out_of_credits=[K2])
+    client = FluxClient(settings(flux))
+    for prompt in PLAIN[:2]:
+        assert client.generate(params(prompt))[0].key_id == key_id(K1)
+    assert report(client.pool, K2)["state"] == "out_of_credits"
+
+    flux.reset(out_of_credits=[K1, K2])
+    broke = FluxClient(settings(flux, keys=(K1, K2)))
+    with pytest.raises(NoUsableKeysError) as info:
+        broke.generate(params(PLAIN[2]))
+    assert (info.value.status, info.value.code) == (503, "no-usable-keys")
+    # the new instance already knew K2 was out of credits (shared table): only K1 was tried
+    assert flux.stats()["by_status"] == {"402": 1}
+
+
+def test_no_configured_key_is_a_503(aws, flux):
+    with pytest.raises(NoUsableKeysError):
+        FluxClient(settings(flux, keys=())).generate(params())
+
+
+# -- upstream failures --------------------------------------------------------------------------
+
+
+def test_422_is_not_retried(aws, flux):
+    client = FluxClient(settings(flux))
+    with pytest.raises(UpstreamRejectedError) as info:
+        client.generate(params(PLAIN[0] + " __REJECT__"))
+    err = info.value
+    assert (err.status, err.code, err.field, err.upstream_status) == (422, "upstream-rejected", "prompt", 422)
+    assert "safety" in err.message
+    assert flux.stats()["requests"] == 1
+    assert all(r["errors"] == 0 and r["state"] == "healthy" for r in client.pool.health_report())
+
+
+def test_503_everywhere_fails_within_the_deadline(aws, flux):
+    flux.reset(p503=1.0)
+    client = FluxClient(settings(flux, flux_deadline_seconds=6.0))
+    started = time.monotonic()
+    with pytest.raises(UpstreamFailedError) as info:
+        client.generate(params())
+    assert time.monotonic() - started < 6.5
+    err = info.value
+    assert (err.status, err.code, err.retryable) == (502, "upstream-failed", True)
+    assert err.attempts == flux.stats()["requests"] == 2 * 2 + 2  # bounded attempts
+    assert "503" in err.last_error
+    assert sum(r["errors"] for r in client.pool.health_report()) == err.attempts
+    assert all(r["state"] == "healthy" for r in client.pool.health_report())  # 5xx is no state change
+
+
+def test_corrupt_images_are_retried_and_never_returned(aws, flux):
+    flux.reset(pcorrupt=1.0)
+    client = FluxClient(settings(flux))
+    with pytest.raises(UpstreamFailedError) as info:
+        client.generate(params())
+    assert "image" in info.value.last_error
+    assert flux.stats()["faults"]["corrupt"] == info.value.attempts
+
+
+def test_an_occasional_corrupt_image_is_replaced(aws, flux):
+    flux.reset(pcorrupt=0.5, fault_seed=11)
+    images = FluxClient(settings(flux, keys=(K1, K2, K3, K4))).generate(params(PLAIN[4], n=4))
+    assert flux.stats()["faults"].get("corrupt", 0) >= 1
+    assert flux.stats()["images"] == 4
+    for img in images:
+        assert decode(img.data).size == (768, 768)
+
+
+def test_hanging_upstream_respects_the_deadline(aws, flux):
+    flux.reset(ptimeout=1.0, hang_seconds=2.0)
+    client = FluxClient(settings(flux, flux_request_timeout_seconds=0.5, flux_deadline_seconds=1.5))
+    started = time.monotonic()
+    with pytest.raises(UpstreamFailedError) as info:
+        client.generate(params())
+    assert time.monotonic() - started < 2.0
+    assert "timeout" in info.value.last_error and info.value.attempts >= 2
+    # let the hanging handlers finish so they are not counted in the next test
+    until = time.monotonic() + 5
+    while flux.stats()["requests"] < info.value.attempts and time.monotonic() < until:
+        time.sleep(0.05)
+
+
+def test_deadline_override(aws, flux):
+    flux.reset(p500=1.0)
+    started = time.monotonic()
+    with pytest.raises(UpstreamFailedError):
+        FluxClient(settings(flux, keys=(K1, K2, K3, K4))).generate(params(), deadline_s=0.8)
+    assert time.monotonic() - started < 1.3
+
+
+# -- cost of the healthy path ---------------------------------------------------------------------
+
+
+def test_healthy_path_makes_no_dynamodb_call_per_request(aws, flux, ddb_calls):
+    now = [time.time()]
+    pool = KeyPool(settings(flux), flush_interval_s=30.0, clock=lambda: now[0])
+    client = FluxClient(settings(flux), pool=pool)
+    client.generate(params(PLAIN[0]))  # first use: one BatchGet, rows seeded
+    assert ddb_calls[0] == "BatchGetItem" and set(ddb_calls) == {"BatchGetItem", "PutItem"}
+    ddb_calls.clear()
+
+    for prompt in PLAIN[1:6]:
+        client.generate(params(prompt))
+    assert ddb_calls == []  # five images, no DynamoDB round trip
+
+    now[0] += 61  # snapshot stale: exactly one BatchGet; flush interval passed: one ADD per key
+    client.generate(params(PLAIN[6]))
+    assert sorted(ddb_calls) == ["BatchGetItem", "UpdateItem", "UpdateItem"]
+    ddb_calls.clear()
+    pool.flush()  # the last success
+    assert ddb_calls == ["UpdateItem"]
+
+    rows = KeyPool(settings(flux)).health_report()
+    assert sum(r["successes"] for r in rows) == sum(r["requests"] for r in rows) == 7
+
+
+# -- secrets ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [json.dumps([K3, K4]), json.dumps({"keys": [K3, K4]})])
+def test_keys_from_secrets_manager(aws, flux, value):
+    from chalicelib.aws import client as aws_client
+
+    reset_key_pool()
+    aws_client("secretsmanager").create_secret(Name="promptcanvas/together", SecretString=value)
+    s = settings(flux, keys=(), together_keys_secret_id="promptcanvas/together")
+    pool = KeyPool(s)
+    assert pool.key_ids == [key_id(K3), key_id(K4)]
+    assert FluxClient(s, pool=pool).generate(params())[0].key_id in pool.key_ids
+    reset_key_pool()
+
+
+def test_unreadable_secret_is_no_usable_keys(aws, flux):
+    reset_key_pool()
+    with pytest.raises(NoUsableKeysError):
+        KeyPool(settings(flux, keys=(), together_keys_secret_id="missing-secret"))
+
+
+def test_process_wide_client(aws, flux, monkeypatch):
+    monkeypatch.setenv("TOGETHER_API_KEYS", f"{K1},{K2}")
+    monkeypatch.setenv("TOGETHER_BASE_URL", flux.url)
+    get_settings.cache_clear()
+    reset_flux_client()
+    reset_key_pool()
+    try:
+        client = get_flux_client()
+        assert client is get_flux_client() and client.pool is get_key_pool()
+        assert len(client.generate(params())) == 1
+    finally:
+        reset_flux_client()
+        reset_key_pool()
+        get_settings.cache_clear()
+
+
+# -- secrecy ------------------------------------------------------------------------------------
+
+
+def test_keys_never_leak(aws, flux, caplog):
+    caplog.set_level(logging.DEBUG)
+    keys = (K1, BOGUS, K2)
+    client = FluxClient(settings(flux, keys=keys))
+    errors: list[Exception] = []
+    for prompt in PLAIN[:3]:
+        client.generate(params(prompt))  # BOGUS is disabled on the way (401)
+    for config, prompt in ((dict(p503=1.0), PLAIN[0]), ({}, PLAIN[1] + " __REJECT__")):
+        flux.reset(**config)
+        try:
+            client.generate(params(prompt), deadline_s=3)
+        except Exception as exc:  # noqa: BLE001 - collected for inspection
+            errors.append(exc)
+    flux.reset(rate_limit_per_minute=1)
+    try:
+        for prompt in PLAIN[:4]:
+            client.generate(params(prompt))
+    except AllKeysCoolingError as exc:
+        errors.append(exc)
+    assert [type(e) for e in errors] == [UpstreamFailedError, UpstreamRejectedError, AllKeysCoolingError]
+
+    texts = [rec.getMessage() for rec in caplog.records]
+    texts += [str(e) + repr(vars(e)) for e in errors]
+    texts.append(json.dumps(client.pool.health_report()))
+    texts.append(repr(client.pool) + repr(client.pool.acquire() if client.pool.healthy_count() else ""))
+    texts += [json.dumps(row.attribute_values) for row in KeyHealthModel.scan()]
+    blob = "\n".join(texts)
+    assert key_id(BOGUS) in blob  # the ids are there...
+    for key in keys:
+        assert key not in blob  # ...the keys are not
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def test_normalize_base_url():
+    assert normalize_base_url("https://api.together.ai") == "https://api.together.ai/v1"
+    assert normalize_base_url("https://api.together.xyz/v1/") == "https://api.together.xyz/v1"
+
+
+def test_parse_retry_after():
+    assert parse_retry_after("7") == 7.0
+    assert parse_retry_after("0.25") == 0.25
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    assert parse_retry_after("-3") == 0.0
