@@ -36,7 +36,7 @@ from chalicelib.settings import get_settings
 logger = logging.getLogger("promptcanvas.http")
 
 ALLOWED_HEADERS = "Authorization,Content-Type,Idempotency-Key"
-EXPOSED_HEADERS = "Retry-After,Location"
+EXPOSED_HEADERS = "Retry-After,Location,Server-Timing"
 
 
 @dataclass

@@ -150,11 +150,12 @@ def store_image(
     return item
 
 
-def generate(user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+def generate(user_id: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], float]:
     """``POST /v1/images``: generate ``n`` images from a prompt and store them.
 
     Returns:
-        ``{"images": [image_json, ...]}``.
+        ``({"images": [image_json, ...]}, flux_ms)``: the body, and the milliseconds spent
+        in the Flux call (for the ``Server-Timing`` header).
 
     Raises:
         ValidationError: 400 naming the field.
@@ -170,7 +171,9 @@ def generate(user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
     usage.charge(user_id, params.n)
     stored: list[ImageModel] = []
     try:
+        flux_started = time.perf_counter()
         results = get_flux_client().generate(params)
+        flux_ms = (time.perf_counter() - flux_started) * 1000
         for result in results:
             try:
                 stored.append(
@@ -191,7 +194,7 @@ def generate(user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
     finally:
         usage.refund(user_id, params.n - len(stored))
     remember_prompt(user_id, params.prompt)
-    return {"images": [image_json(item) for item in stored]}
+    return {"images": [image_json(item) for item in stored]}, flux_ms
 
 
 def remember_prompt(user_id: str, prompt: str) -> None:
