@@ -59,8 +59,12 @@ def main() -> int:
             return reply.json()["token"]
 
         table = Table(title=f"PromptCanvas demo: {n} PartiPrompts")
-        for column in ("#", "prompt", "image id", "seed", "ms", "url"):
-            table.add_column(column, overflow="fold")
+        table.add_column("#", justify="right")
+        table.add_column("prompt", overflow="ellipsis", no_wrap=True, min_width=20, max_width=50)
+        table.add_column("image id", no_wrap=True, min_width=26)
+        table.add_column("seed", justify="right")
+        table.add_column("ms", justify="right")
+        table.add_column("url (presigned)", overflow="ellipsis", no_wrap=True, max_width=48)
         failures = 0
         started = time.monotonic()
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -77,12 +81,10 @@ def main() -> int:
                 ms = (time.monotonic() - t0) * 1000
                 if reply.status_code == 201:
                     image = reply.json()["images"][0]
-                    table.add_row(str(i), prompt[:60], image["id"], str(image["seed"]), f"{ms:.0f}",
-                                  image["url"][:80] + "…")
+                    table.add_row(str(i), prompt, image["id"], str(image["seed"]), f"{ms:.0f}", image["url"])
                 else:
                     failures += 1
-                    table.add_row(str(i), prompt[:60], f"[red]HTTP {reply.status_code}[/]", "", f"{ms:.0f}",
-                                  reply.text[:80])
+                    table.add_row(str(i), prompt, f"[red]HTTP {reply.status_code}[/]", "", f"{ms:.0f}", reply.text[:200])
                 progress.advance(task)
         console.print(table)
         elapsed = time.monotonic() - started
