@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STAGE ?= dev
 
-.PHONY: install dev test lint demo bench package clean browser
+.PHONY: install dev test lint demo bench package deploy deploy-web clean browser
 
 install: $(STAMP)
 
@@ -35,10 +35,32 @@ demo: install
 bench: install
 	$(PY) -m bench
 
+# The stack's template and code under $(PACKAGE_DIR) (sam.json + deployment.zip); see docs/deploy.md.
+# infra/resources.json and .chalice/policy-*.json must match the code: `python -m infra.build` regenerates them.
+# Chalice packages a clean copy of the project (no __pycache__), with its build cache in build/chalice-deployments
+# (one build at a time: Chalice writes the cache file in place).
+PACKAGE_DIR ?= build/package
+PACKAGE_SRC = $(PACKAGE_DIR).src
 package: install
-	rm -rf build/package && mkdir -p build
-	$(VENV)/bin/chalice package --stage $(STAGE) --merge-template infra/resources.json build/package
-	@ls -l build/package/deployment.zip | awk '{printf "deployment.zip: %.1f MiB\n", $$5/1048576}'
+	$(PY) -m infra.build --check
+	rm -rf $(PACKAGE_DIR) $(PACKAGE_SRC) && mkdir -p $(PACKAGE_SRC)/.chalice build/chalice-deployments
+	cp app.py requirements.txt $(PACKAGE_SRC)/
+	cp .chalice/config.json .chalice/policy-*.json $(PACKAGE_SRC)/.chalice/
+	tar -cf - --exclude=__pycache__ --exclude='*.pyc' chalicelib | tar -xf - -C $(PACKAGE_SRC)
+	ln -s $(CURDIR)/build/chalice-deployments $(PACKAGE_SRC)/.chalice/deployments
+	cd $(PACKAGE_SRC) && AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PYTHONDONTWRITEBYTECODE=1 \
+		flock $(CURDIR)/build/chalice-deployments/.lock $(CURDIR)/$(VENV)/bin/chalice package --stage $(STAGE) --merge-template $(CURDIR)/infra/resources.json $(abspath $(PACKAGE_DIR))
+	rm -rf $(PACKAGE_SRC)
+	@ls -l $(PACKAGE_DIR)/deployment.zip | awk '{printf "deployment.zip: %.1f MiB\n", $$5/1048576}'
+	@ls -t build/chalice-deployments/*.zip 2>/dev/null | tail -n +4 | xargs -r rm -f  # keep 3 cached builds
+
+# Deploy the packaged stack `promptcanvas-$(STAGE)` (boto3; needs AWS credentials and CLERK_ISSUER etc., see docs/deploy.md).
+deploy: package
+	$(PY) scripts/deploy.py deploy --stage $(STAGE) --package-dir $(PACKAGE_DIR)
+
+# Write frontend_dist/config.js from the stack outputs, sync frontend_dist/ to the web bucket, invalidate CloudFront.
+deploy-web: install
+	$(PY) scripts/deploy.py web --stage $(STAGE)
 
 clean:
 	rm -rf build .local .pytest_cache

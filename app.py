@@ -36,7 +36,8 @@ def get_models(ctx: RequestContext):
 @api.route("/v1/images", methods=["POST"])
 def create_images(ctx: RequestContext):
     """Generate images from a prompt."""
-    return 201, images.generate(ctx.principal.user_id, ctx.json())
+    body, flux_ms = images.generate(ctx.principal.user_id, ctx.json())
+    return 201, body, {"Server-Timing": f"flux;dur={flux_ms:.1f}"}
 
 
 @api.route("/v1/images", methods=["GET"])
@@ -74,3 +75,159 @@ def get_usage(ctx: RequestContext):
 def get_key_health(ctx: RequestContext):
     """Per-key health of the Together key pool (admins only)."""
     return meta.key_health()
+
+
+# --- scheduled cleanup ---
+# Sweeps and gauges (issue 6): chalicelib.services.cleanup, chalicelib.observability.
+# Each returns its report; the counts are also logged (JSON) and metered (EMF).
+from chalice import Rate  # noqa: E402
+
+from chalicelib import observability  # noqa: E402
+
+observability.configure(app)
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def cleanup_retention(event):
+    """Hourly: images older than IMAGE_RETENTION_DAYS lose metadata and objects."""
+    from chalicelib.services import cleanup
+
+    return cleanup.sweep_retention(budget_s=cleanup.time_budget(event.context)).as_dict()
+
+
+@app.schedule(Rate(1, unit=Rate.DAYS))
+def cleanup_orphans(event):
+    """Daily: objects under users/ older than 1 h without metadata, and metadata without its object."""
+    from chalicelib.services import cleanup
+
+    reports = cleanup.sweep_orphans(budget_s=cleanup.time_budget(event.context))
+    return [report.as_dict() for report in reports]
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def cleanup_archives(event):
+    """Hourly: ZIPs under archives/ older than 24 h."""
+    from chalicelib.services import cleanup
+
+    return cleanup.sweep_archives(budget_s=cleanup.time_budget(event.context)).as_dict()
+
+
+@app.schedule(Rate(5, unit=Rate.MINUTES))
+def emit_gauges(event):
+    """Every 5 minutes: key-state and job-queue gauges as EMF metrics (the alarms' input)."""
+    return observability.collect_gauges()
+
+
+# --- batch jobs ---
+# Issue 4: jobs, items, the jobs-queue worker, ZIP archives, webhooks, the stuck-work sweep.
+from chalice import Rate as _Rate  # noqa: E402
+
+from chalicelib.services import archives, jobs, stuck, webhooks, worker  # noqa: E402
+from chalicelib.settings import get_settings as _get_settings  # noqa: E402
+
+# Prompt files arrive as multipart/form-data: API Gateway must pass the body through as
+# binary, and the route accepts any content type (the service answers 415 itself).
+app.api.binary_types.append("multipart/form-data")
+
+
+def _raw_body(ctx: RequestContext) -> bytes:
+    raw = ctx.request.raw_body or b""
+    return raw.encode("utf-8") if isinstance(raw, str) else raw
+
+
+@api.route("/v1/jobs", methods=["POST"])
+def create_job(ctx: RequestContext):
+    """Submit a batch job: JSON (prompts, or prompt + count) or a multipart prompt file."""
+    return jobs.submit(
+        ctx.principal.user_id, ctx.header("content-type"), _raw_body(ctx), ctx.header("idempotency-key")
+    )
+
+
+app.routes["/v1/jobs"]["POST"].content_types = ["*/*"]
+
+
+@api.route("/v1/jobs", methods=["GET"])
+def list_jobs(ctx: RequestContext):
+    """The caller's jobs, newest first (?status=&collection=&limit=&cursor=)."""
+    return jobs.list_jobs(ctx.principal.user_id, ctx.query)
+
+
+@api.route("/v1/jobs/{job_id}", methods=["GET"])
+def get_job(ctx: RequestContext):
+    """One job: counters, progress, ETA, parameters, errors by reason."""
+    return jobs.get_job(ctx.principal.user_id, ctx.params["job_id"])
+
+
+@api.route("/v1/jobs/{job_id}/items", methods=["GET"])
+def list_job_items(ctx: RequestContext):
+    """A job's items in prompt order (?status=&limit=&cursor=)."""
+    return jobs.list_items(ctx.principal.user_id, ctx.params["job_id"], ctx.query)
+
+
+@api.route("/v1/jobs/{job_id}/cancel", methods=["POST"])
+def cancel_job(ctx: RequestContext):
+    """Cancel a job: once this returns, no further item of it starts."""
+    return jobs.cancel_job(ctx.principal.user_id, ctx.params["job_id"])
+
+
+@api.route("/v1/jobs/{job_id}/retry", methods=["POST"])
+def retry_job(ctx: RequestContext):
+    """Re-enqueue a job's failed items."""
+    return jobs.retry_job(ctx.principal.user_id, ctx.params["job_id"])
+
+
+@api.route("/v1/jobs/{job_id}/archive", methods=["POST"])
+def archive_job(ctx: RequestContext):
+    """A ZIP of the job's images (201 ready, or 202 building)."""
+    return archives.create_for_job(ctx.principal.user_id, ctx.params["job_id"])
+
+
+@api.route("/v1/collections", methods=["GET"])
+def list_collections(ctx: RequestContext):
+    """The caller's collections with image counts."""
+    return jobs.list_collections(ctx.principal.user_id)
+
+
+@api.route("/v1/collections/{name}/archive", methods=["POST"])
+def archive_collection(ctx: RequestContext):
+    """A ZIP of a collection's images (201 ready, or 202 building)."""
+    from urllib.parse import unquote
+
+    return archives.create_for_collection(ctx.principal.user_id, unquote(ctx.params["name"]))
+
+
+@api.route("/v1/archives", methods=["POST"])
+def create_archive(ctx: RequestContext):
+    """A ZIP of the given images ({"image_ids": [...]}, at most 500)."""
+    return archives.create_for_images(ctx.principal.user_id, ctx.json())
+
+
+@api.route("/v1/archives/{archive_id}", methods=["GET"])
+def get_archive(ctx: RequestContext):
+    """An archive's status, and its presigned URL once ready."""
+    return archives.get_archive(ctx.principal.user_id, ctx.params["archive_id"])
+
+
+@api.route("/v1/me/webhook-secret", methods=["GET"])
+def get_webhook_secret(ctx: RequestContext):
+    """The caller's Standard Webhooks signing secret (created on first use)."""
+    return 200, webhooks.secret_json(ctx.principal.user_id), {"Cache-Control": "no-store"}
+
+
+@app.on_sqs_message(
+    queue=_get_settings().jobs_queue_name,
+    batch_size=_get_settings().worker_batch_size,
+    maximum_concurrency=_get_settings().worker_max_concurrency,
+)
+def process_jobs_queue(event):
+    """The jobs-queue worker: items, archives, webhooks; answers a partial batch response."""
+    return worker.handle_event(event.to_dict(), event.context)
+
+
+@app.schedule(_Rate(5, unit=_Rate.MINUTES))
+def sweep_stuck_jobs(event):
+    """Every 5 minutes: expired leases, DLQ messages, unfinished jobs, due webhooks."""
+    budget = _get_settings().sweep_time_budget_seconds
+    if getattr(event, "context", None) is not None:
+        budget = min(budget, event.context.get_remaining_time_in_millis() / 1000 - 5)
+    return stuck.sweep(budget_s=max(1.0, budget))

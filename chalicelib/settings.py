@@ -72,10 +72,34 @@ class Settings:
     jobs_dlq_name: str = "promptcanvas-jobs-dlq"
     presign_expires_seconds: int = 900
 
+    # Scheduled cleanup (issue 6): retention, orphan and archive sweeps (chalicelib.services.cleanup)
+    image_retention_days: int = 0  # days an image is kept; 0 keeps images forever
+    cleanup_dry_run: bool = False  # log what the cleanup sweeps would delete, delete nothing
+    cleanup_time_budget_seconds: float = 240.0  # one cleanup sweep run, capped below the Lambda's remaining time
+    lambda_function_name: str | None = None  # set by the Lambda runtime; None locally and in tests
+
     # Limits
     monthly_image_quota: int = 1000  # images per user per calendar month (UTC)
     rate_limit_per_minute: int = 60  # generation requests per user per minute
     max_body_bytes: int = 64 * 1024
+
+    # Batch jobs (issue 4): worker, leases, archives, webhooks, stuck-work sweep
+    worker_batch_size: int = 10  # SQS records per worker invocation (1-10)
+    worker_max_concurrency: int = 4  # concurrent worker invocations (SQS MaximumConcurrency, >= 2)
+    worker_threads: int = 10  # records processed in parallel inside one invocation
+    item_lease_seconds: int = 120  # a running item's lease; must exceed one item's processing time
+    max_item_attempts: int = 3  # leases that reached the upstream, per item and retry round
+    jobs_max_items: int = 500  # images per job
+    jobs_max_body_bytes: int = 2 * 1024 * 1024  # POST /v1/jobs body (JSON or multipart)
+    jobs_max_receive_count: int = 5  # the jobs queue's redrive maxReceiveCount
+    archive_max_images: int = 500  # images per ZIP
+    archive_inline_max_images: int = 20  # ZIPs up to this size are built in the request
+    archive_part_bytes: int = 8 * 1024 * 1024  # multipart part size (S3 minimum 5 MiB)
+    webhook_max_attempts: int = 8  # deliveries per job finish
+    webhook_timeout_seconds: float = 5.0  # one delivery's HTTP timeout
+    allow_loopback_webhooks: bool = False  # dev stack only: http(s)://127.0.0.1 / localhost
+    sweep_time_budget_seconds: float = 50.0  # one stuck-work sweep run
+    sweep_dry_run: bool = False  # log what the sweep would do, change nothing
 
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -126,8 +150,30 @@ class Settings:
             jobs_queue_name=env.get("JOBS_QUEUE_NAME") or defaults.jobs_queue_name,
             jobs_dlq_name=env.get("JOBS_DLQ_NAME") or defaults.jobs_dlq_name,
             presign_expires_seconds=_int(env, "PRESIGN_EXPIRES_SECONDS", defaults.presign_expires_seconds),
+            image_retention_days=max(0, _int(env, "IMAGE_RETENTION_DAYS", defaults.image_retention_days)),
+            cleanup_dry_run=(env.get("CLEANUP_DRY_RUN") or "").strip().lower() in ("1", "true", "yes"),
+            cleanup_time_budget_seconds=_float(
+                env, "CLEANUP_TIME_BUDGET_SECONDS", defaults.cleanup_time_budget_seconds
+            ),
+            lambda_function_name=env.get("AWS_LAMBDA_FUNCTION_NAME") or None,
             monthly_image_quota=_int(env, "MONTHLY_IMAGE_QUOTA", defaults.monthly_image_quota),
             rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", defaults.rate_limit_per_minute),
+            worker_batch_size=_int(env, "WORKER_BATCH_SIZE", defaults.worker_batch_size),
+            worker_max_concurrency=_int(env, "WORKER_MAX_CONCURRENCY", defaults.worker_max_concurrency),
+            worker_threads=_int(env, "WORKER_THREADS", defaults.worker_threads),
+            item_lease_seconds=_int(env, "ITEM_LEASE_SECONDS", defaults.item_lease_seconds),
+            max_item_attempts=_int(env, "MAX_ITEM_ATTEMPTS", defaults.max_item_attempts),
+            jobs_max_items=_int(env, "JOBS_MAX_ITEMS", defaults.jobs_max_items),
+            jobs_max_body_bytes=_int(env, "JOBS_MAX_BODY_BYTES", defaults.jobs_max_body_bytes),
+            jobs_max_receive_count=_int(env, "JOBS_MAX_RECEIVE_COUNT", defaults.jobs_max_receive_count),
+            archive_max_images=_int(env, "ARCHIVE_MAX_IMAGES", defaults.archive_max_images),
+            archive_inline_max_images=_int(env, "ARCHIVE_INLINE_MAX_IMAGES", defaults.archive_inline_max_images),
+            archive_part_bytes=max(5 * 1024 * 1024, _int(env, "ARCHIVE_PART_BYTES", defaults.archive_part_bytes)),
+            webhook_max_attempts=_int(env, "WEBHOOK_MAX_ATTEMPTS", defaults.webhook_max_attempts),
+            webhook_timeout_seconds=_float(env, "WEBHOOK_TIMEOUT_SECONDS", defaults.webhook_timeout_seconds),
+            allow_loopback_webhooks=(env.get("ALLOW_LOOPBACK_WEBHOOKS") or "").strip().lower() in ("1", "true", "yes"),
+            sweep_time_budget_seconds=_float(env, "SWEEP_TIME_BUDGET_SECONDS", defaults.sweep_time_budget_seconds),
+            sweep_dry_run=(env.get("SWEEP_DRY_RUN") or "").strip().lower() in ("1", "true", "yes"),
         )
 
 

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.flux",
     "tests.fixtures.idp",
     "tests.fixtures.api",
+    "tests.fixtures.worker",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from chalicelib.db.base import BaseModel, table_name, utcnow
 from chalicelib.db.images import ImageModel, PromptHistoryModel
+from chalicelib.db.jobs import ArchiveModel, IdempotencyModel, JobItemModel, JobModel
 from chalicelib.db.keys import KeyHealthModel
 from chalicelib.db.usage import UsageModel, UserModel
 
@@ -17,10 +18,18 @@ ALL_MODELS: list[type[BaseModel]] = [
     UsageModel,
     UserModel,
     KeyHealthModel,
+    JobModel,
+    JobItemModel,
+    IdempotencyModel,
+    ArchiveModel,
 ]
 
 __all__ = [
     "ALL_MODELS",
+    "ArchiveModel",
+    "IdempotencyModel",
+    "JobItemModel",
+    "JobModel",
     "BaseModel",
     "ImageModel",
     "KeyHealthModel",

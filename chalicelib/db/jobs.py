@@ -1,0 +1,207 @@
+"""Batch jobs, their items, idempotency keys and ZIP archives.
+
+Tables (all PAY_PER_REQUEST, names ``{TABLE_PREFIX}{name}``):
+
+- ``jobs``: :class:`JobModel`, hash ``user_id``, range ``job_id`` (a ULID, so a
+  descending query lists newest first). Sparse GSI ``by_active`` (hash
+  ``active_shard``, range ``job_id``) holds only jobs the stuck-work sweep must
+  look at: unfinished jobs and finished jobs whose webhook is still pending.
+- ``job_items``: :class:`JobItemModel`, hash ``job_id``, range ``item_id``
+  (the 0-based index, zero-padded to 4 digits, so items list in prompt order).
+- ``idempotency``: :class:`IdempotencyModel`, hash ``user_id``, range ``key``
+  (the ``Idempotency-Key`` header), expiring through TTL.
+- ``archives``: :class:`ArchiveModel`, hash ``user_id``, range ``archive_id`` (ULID).
+
+Times are epoch seconds (floats) unless the attribute is a ``UTCDateTimeAttribute``.
+The state machines that move these items live in ``chalicelib.services.jobs``,
+``chalicelib.services.worker`` and ``chalicelib.services.archives``.
+"""
+
+from __future__ import annotations
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    JSONAttribute,
+    ListAttribute,
+    MapAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+)
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+
+from chalicelib.db.base import BaseModel, table_name
+
+#: The value of ``JobModel.active_shard`` while a job is in the ``by_active`` index.
+ACTIVE_SHARD = "active"
+
+# Item states (the item state machine; see chalicelib.services.worker).
+QUEUED = "queued"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+ITEM_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED)
+
+# Job statuses, derived from the counters (see chalicelib.services.jobs.derive_status).
+JOB_QUEUED = "queued"
+JOB_RUNNING = "running"
+JOB_COMPLETED = "completed"
+JOB_COMPLETED_WITH_ERRORS = "completed_with_errors"
+JOB_FAILED = "failed"
+JOB_CANCELLED = "cancelled"
+JOB_STATUSES = (JOB_QUEUED, JOB_RUNNING, JOB_COMPLETED, JOB_COMPLETED_WITH_ERRORS, JOB_FAILED, JOB_CANCELLED)
+FINISHED_JOB_STATUSES = (JOB_COMPLETED, JOB_COMPLETED_WITH_ERRORS, JOB_FAILED, JOB_CANCELLED)
+
+
+class JobsByActive(GlobalSecondaryIndex):
+    """Sparse GSI ``by_active``: hash ``active_shard`` (always :data:`ACTIVE_SHARD`), range ``job_id``.
+
+    Only jobs with ``active_shard`` set appear, so the sweep reads just the few
+    jobs that are in flight (or owe a webhook), never the whole table.
+    """
+
+    class Meta:
+        index_name = "by_active"
+        projection = AllProjection()
+
+    active_shard = UnicodeAttribute(hash_key=True)
+    job_id = UnicodeAttribute(range_key=True)
+
+
+class JobModel(BaseModel):
+    """One batch job.
+
+    Counters (``queued_count`` .. ``failed_count``) change only by atomic
+    UpdateItem ADD, each transition moving 1 from one counter to another in one
+    request, so they always sum to ``total``. ``status`` is derived from them and
+    stored for the ``?status=`` list filter.
+
+    Attributes (units): ``params`` the job's generation parameters without
+    ``prompt``/``seed``/``n`` (JSON object); ``failure_reasons`` ``{reason: count}``;
+    ``started_at``/``finished_at``/``cancelled_at``/``counters_at`` epoch seconds;
+    ``progress_base`` items finished when the job (re)started and ``progress_since``
+    when, for the ETA;
+    ``webhook_*`` the delivery state: ``webhook_state`` none | pending | delivered | failed,
+    ``webhook_next_at`` epoch seconds of the next due attempt.
+    """
+
+    class Meta(BaseModel.Meta):
+        table_name = table_name("jobs")
+
+    user_id = UnicodeAttribute(hash_key=True)
+    job_id = UnicodeAttribute(range_key=True)
+    name = UnicodeAttribute(null=True)
+    collection = UnicodeAttribute(null=True)
+    status = UnicodeAttribute(default=JOB_QUEUED)
+    source = UnicodeAttribute(default="prompts")  # prompts | count | file
+    params = JSONAttribute(default=dict)
+    total = NumberAttribute(default=0)
+    queued_count = NumberAttribute(default=0)
+    running_count = NumberAttribute(default=0)
+    succeeded_count = NumberAttribute(default=0)
+    failed_count = NumberAttribute(default=0)
+    failure_reasons = MapAttribute(default=dict)
+    cancelled = BooleanAttribute(default=False)
+    created_at = NumberAttribute()
+    enqueued_at = NumberAttribute(null=True)
+    started_at = NumberAttribute(null=True)
+    finished_at = NumberAttribute(null=True)
+    cancelled_at = NumberAttribute(null=True)
+    counters_at = NumberAttribute(null=True)
+    progress_base = NumberAttribute(default=0)
+    progress_since = NumberAttribute(null=True)
+    finish_seq = NumberAttribute(default=0)
+    idempotency_key = UnicodeAttribute(null=True)
+    webhook_url = UnicodeAttribute(null=True)
+    webhook_state = UnicodeAttribute(default="none")
+    webhook_attempts = NumberAttribute(default=0)
+    webhook_next_at = NumberAttribute(null=True)
+    webhook_last_error = UnicodeAttribute(null=True)
+    webhook_delivered_at = NumberAttribute(null=True)
+    active_shard = UnicodeAttribute(null=True)
+
+    by_active = JobsByActive()
+
+
+class JobItemModel(BaseModel):
+    """One image of a job: the unit of work, idempotent under at-least-once delivery.
+
+    ``status`` queued | running | succeeded | failed. A lease (``lease_token``,
+    ``lease_until`` epoch seconds) is taken by a conditional write; ``attempts``
+    counts leases that reached the upstream. ``image_id`` is fixed at creation so
+    every attempt stores under the same id (at most one image per item).
+    ``cancel_requested`` is set on a running item when its job is cancelled.
+    """
+
+    class Meta(BaseModel.Meta):
+        table_name = table_name("job_items")
+
+    job_id = UnicodeAttribute(hash_key=True)
+    item_id = UnicodeAttribute(range_key=True)
+    user_id = UnicodeAttribute()
+    index = NumberAttribute()
+    prompt = UnicodeAttribute()
+    seed = NumberAttribute()
+    params = JSONAttribute(default=dict)
+    collection = UnicodeAttribute(null=True)
+    image_id = UnicodeAttribute()
+    status = UnicodeAttribute(default=QUEUED)
+    attempts = NumberAttribute(default=0)
+    lease_token = UnicodeAttribute(null=True)
+    lease_until = NumberAttribute(null=True)
+    cancel_requested = BooleanAttribute(null=True)
+    error_code = UnicodeAttribute(null=True)
+    error_message = UnicodeAttribute(null=True)
+    retry_round = NumberAttribute(default=0)  # 0 at submit, +1 for each retry of the item
+    created_at = NumberAttribute()
+    enqueued_at = NumberAttribute(null=True)
+    started_at = NumberAttribute(null=True)
+    finished_at = NumberAttribute(null=True)
+
+
+class IdempotencyModel(BaseModel):
+    """A claimed ``Idempotency-Key`` of ``POST /v1/jobs``: hash ``user_id``, range ``key``.
+
+    ``request_hash`` is the sha256 of the normalised request; ``job_id`` the job it
+    made (or is making); ``charged`` whether the quota was charged for it;
+    ``claimed_at`` epoch seconds; ``expires_at`` TTL (24 h).
+    """
+
+    class Meta(BaseModel.Meta):
+        table_name = table_name("idempotency")
+
+    user_id = UnicodeAttribute(hash_key=True)
+    key = UnicodeAttribute(range_key=True)
+    request_hash = UnicodeAttribute()
+    job_id = UnicodeAttribute()
+    charged = BooleanAttribute(default=False)
+    claimed_at = NumberAttribute()
+    expires_at = TTLAttribute(null=True)
+
+
+class ArchiveModel(BaseModel):
+    """A ZIP of some of a user's images, built in S3 at ``archives/{user_id}/{archive_id}.zip``.
+
+    ``status`` queued | building | ready | failed; ``image_ids`` in archive order;
+    ``source`` ``job`` | ``collection`` | ``images`` with ``source_ref`` (job id or
+    collection name); ``bytes`` the ZIP size; ``lease_until`` epoch seconds while building.
+    """
+
+    class Meta(BaseModel.Meta):
+        table_name = table_name("archives")
+
+    user_id = UnicodeAttribute(hash_key=True)
+    archive_id = UnicodeAttribute(range_key=True)
+    status = UnicodeAttribute(default="queued")
+    source = UnicodeAttribute()
+    source_ref = UnicodeAttribute(null=True)
+    image_ids = ListAttribute(of=UnicodeAttribute, default=list)
+    s3_key = UnicodeAttribute()
+    bytes = NumberAttribute(null=True)
+    image_count = NumberAttribute(default=0)
+    attempts = NumberAttribute(default=0)
+    lease_until = NumberAttribute(null=True)
+    error_message = UnicodeAttribute(null=True)
+    created_at = NumberAttribute()
+    finished_at = NumberAttribute(null=True)
+    expires_at = TTLAttribute(null=True)

@@ -1,0 +1,438 @@
+"""ZIP archives of a user's images, built in S3 with bounded memory.
+
+Routes: ``POST /v1/jobs/{id}/archive`` (the job's succeeded images, in prompt order),
+``POST /v1/collections/{name}/archive`` (the collection's images, oldest first),
+``POST /v1/archives {"image_ids": [...]}`` (at most ``ARCHIVE_MAX_IMAGES``, 500), and
+``GET /v1/archives/{id}`` (status, then a presigned URL).
+
+An archive of up to ``ARCHIVE_INLINE_MAX_IMAGES`` images is built in the request
+(201, ``ready``); a larger one is queued as an ``{"type": "archive"}`` message on the
+jobs queue (202, ``queued``) and built by the worker (``building`` -> ``ready`` |
+``failed``), under a lease so a redelivered message never builds it twice at once.
+
+The ZIP goes to ``archives/{user_id}/{archive_id}.zip`` through an S3 multipart
+upload: every part but the last is ``ARCHIVE_PART_BYTES`` (>= 5 MiB, S3's minimum
+part size; at most 10,000 parts; source: Amazon S3 user guide, "Uploading and copying
+objects using multipart upload"). :class:`MultipartZipSink` is the file object Python's
+:mod:`zipfile` writes to; it keeps at most one part plus one image in memory. Entries
+are STORED (JPEG/PNG are already compressed). The sink lets zipfile seek back only
+inside the not-yet-uploaded buffer, and parts are cut only between entries, so each
+local header is rewritten with its real CRC and sizes and the ZIP needs no data
+descriptors (any unzip tool reads it). The last entry is ``manifest.csv`` with
+``file, prompt, seed, model, width, height, steps, created_at``.
+
+Archives are deleted after 24 h by the cleanup sweep (``chalicelib.services.cleanup``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+import zipfile
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from pynamodb.exceptions import UpdateError
+from ulid import ULID
+
+from chalicelib.aws import client
+from chalicelib.db import ImageModel
+from chalicelib.db.jobs import SUCCEEDED, ArchiveModel
+from chalicelib.errors import ApiError, NotFound, ValidationError
+from chalicelib.services import jobs
+from chalicelib.services.images import ULID_RE, check_unknown_fields, parse_collection
+from chalicelib.settings import get_settings
+from chalicelib.storage import objects
+
+logger = logging.getLogger("promptcanvas.archives")
+
+ARCHIVE_LEASE_S = 600  # seconds a worker may build one archive before another may take over
+ARCHIVE_MAX_ATTEMPTS = 3
+ARCHIVE_TTL_S = 24 * 3600  # the object is swept after 24 h; the record expires then too
+MANIFEST_COLUMNS = ("file", "prompt", "seed", "model", "width", "height", "steps", "created_at")
+MIN_PART_BYTES = 5 * 1024 * 1024  # S3 minimum for every part but the last
+
+
+def archive_key(user_id: str, archive_id: str) -> str:
+    """``archives/{user_id}/{archive_id}.zip``."""
+    return f"archives/{user_id}/{archive_id}.zip"
+
+
+class MultipartZipSink(io.RawIOBase):
+    """A write-only, partly seekable file object that streams into an S3 multipart upload.
+
+    Bytes accumulate in a buffer; :meth:`flush_parts` (called between ZIP entries)
+    uploads whole ``part_bytes`` parts from its front. ``seek`` may move anywhere inside
+    the buffer (zipfile rewrites each local header after its data), never before it.
+    :meth:`complete` uploads the rest as the last part and completes the upload;
+    :meth:`abort` aborts it.
+
+    Args:
+        bucket, key: the target object.
+        part_bytes: part size in bytes (>= 5 MiB).
+    """
+
+    def __init__(self, bucket: str, key: str, part_bytes: int, content_type: str = "application/zip") -> None:
+        super().__init__()
+        if part_bytes < MIN_PART_BYTES:
+            raise ValueError(f"part_bytes must be at least {MIN_PART_BYTES}")
+        self.bucket = bucket
+        self.key = key
+        self.part_bytes = part_bytes
+        self._s3 = client("s3")
+        self._upload_id = self._s3.create_multipart_upload(
+            Bucket=bucket, Key=key, ContentType=content_type, ServerSideEncryption="AES256"
+        )["UploadId"]
+        self._parts: list[dict[str, Any]] = []
+        self._buffer = bytearray()
+        self._base = 0  # offset of _buffer[0] in the whole object
+        self._pos = 0  # current offset in the whole object
+        self.peak_buffer = 0  # largest buffer seen, bytes (tests check memory stays bounded)
+        self.size = 0
+
+    # io.RawIOBase protocol ------------------------------------------------------------------
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        end = self._base + len(self._buffer)
+        target = {io.SEEK_SET: offset, io.SEEK_CUR: self._pos + offset, io.SEEK_END: end + offset}[whence]
+        if target < self._base or target > end:
+            raise io.UnsupportedOperation("seek outside the unflushed buffer")
+        self._pos = target
+        return target
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        start = self._pos - self._base
+        self._buffer[start : start + len(chunk)] = chunk
+        self._pos += len(chunk)
+        self.size = max(self.size, self._pos)
+        self.peak_buffer = max(self.peak_buffer, len(self._buffer))
+        return len(chunk)
+
+    def flush(self) -> None:  # zipfile calls flush(); parts are cut only by flush_parts()
+        return None
+
+    # parts ---------------------------------------------------------------------------------
+    def _upload(self, data: bytes) -> None:
+        number = len(self._parts) + 1
+        etag = self._s3.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number, Body=data
+        )["ETag"]
+        self._parts.append({"PartNumber": number, "ETag": etag})
+
+    def flush_parts(self) -> None:
+        """Upload every whole part at the front of the buffer (call between entries)."""
+        if self._pos != self._base + len(self._buffer):
+            return  # zipfile is mid-entry
+        while len(self._buffer) >= self.part_bytes:
+            self._upload(bytes(self._buffer[: self.part_bytes]))
+            del self._buffer[: self.part_bytes]
+            self._base += self.part_bytes
+
+    def complete(self) -> int:
+        """Upload the rest as the last part and complete the upload. Returns the size in bytes."""
+        if self._buffer or not self._parts:
+            self._upload(bytes(self._buffer))
+            self._base += len(self._buffer)
+            self._buffer.clear()
+        self._s3.complete_multipart_upload(
+            Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
+        )
+        return self.size
+
+    def abort(self) -> None:
+        """Abort the multipart upload (its parts are discarded). Never raises."""
+        try:
+            self._s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
+        except Exception:  # noqa: BLE001
+            logger.warning("could not abort multipart upload of %s", self.key)
+
+
+def _date_time(image: ImageModel) -> tuple[int, int, int, int, int, int]:
+    created = image.created_at
+    return (max(1980, created.year), created.month, created.day, created.hour, created.minute, created.second)
+
+
+def write_zip(sink: MultipartZipSink, images: list[ImageModel]) -> int:
+    """Write ``images`` (in order) and ``manifest.csv`` into ``sink`` as a ZIP.
+
+    Returns:
+        The number of images written (ones whose object is gone are skipped).
+    """
+    s3 = client("s3")
+    bucket = get_settings().images_bucket
+    rows: list[list[Any]] = []
+    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for number, image in enumerate(images, start=1):
+            try:
+                data = s3.get_object(Bucket=bucket, Key=image.s3_key)["Body"].read()
+            except s3.exceptions.NoSuchKey:
+                logger.warning("archive skips image %s: object missing", image.image_id)
+                continue
+            ext = image.s3_key.rsplit(".", 1)[-1]
+            name = f"{number:04d}-{image.image_id}.{ext}"
+            info = zipfile.ZipInfo(name, date_time=_date_time(image))
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, data)
+            sink.flush_parts()
+            rows.append(
+                [
+                    name,
+                    image.prompt,
+                    int(image.seed),
+                    image.model,
+                    int(image.width),
+                    int(image.height),
+                    int(image.steps),
+                    image.created_at.isoformat().replace("+00:00", "Z"),
+                ]
+            )
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerows(rows)
+        info = zipfile.ZipInfo("manifest.csv", date_time=time.gmtime()[:6])
+        info.compress_type = zipfile.ZIP_DEFLATED
+        info.external_attr = 0o644 << 16
+        zf.writestr(info, text.getvalue().encode("utf-8"))
+        sink.flush_parts()
+    return len(rows)
+
+
+def archive_json(archive: ArchiveModel) -> dict[str, Any]:
+    """The API shape: ``archive_id``, ``status`` (queued | building | ready | failed),
+    ``source``, ``source_ref``, ``image_count``, ``bytes``, ``url`` (presigned, when
+    ready), ``error``, ``created_at``, ``finished_at``, ``expires_at``."""
+    ready = archive.status == "ready"
+    return {
+        "archive_id": archive.archive_id,
+        "status": archive.status,
+        "source": archive.source,
+        "source_ref": archive.source_ref,
+        "image_count": int(archive.image_count or 0),
+        "bytes": int(archive.bytes) if archive.bytes is not None else None,
+        "url": objects.presign_get(archive.s3_key, download_name=f"promptcanvas-{archive.archive_id}.zip")
+        if ready
+        else None,
+        "error": archive.error_message if archive.status == "failed" else None,
+        "created_at": jobs.iso(archive.created_at),
+        "finished_at": jobs.iso(archive.finished_at),
+        "expires_at": jobs.iso(float(archive.created_at) + ARCHIVE_TTL_S) if ready else None,
+    }
+
+
+def _lease(archive: ArchiveModel, now: float) -> bool:
+    """queued (or building with an expired lease) -> building. True when leased here."""
+    try:
+        archive.update(
+            actions=[
+                ArchiveModel.status.set("building"),
+                ArchiveModel.lease_until.set(now + ARCHIVE_LEASE_S),
+                ArchiveModel.attempts.add(1),
+            ],
+            condition=(
+                (ArchiveModel.status == "queued")
+                | ((ArchiveModel.status == "building") & (ArchiveModel.lease_until < now))
+            )
+            & (ArchiveModel.attempts < ARCHIVE_MAX_ATTEMPTS),
+        )
+        return True
+    except UpdateError as exc:
+        if jobs.is_conditional_failure(exc):
+            return False
+        raise
+
+
+def build(archive: ArchiveModel) -> bool:
+    """Lease and build ``archive``; record ``ready`` (with size and count) or, after
+    :data:`ARCHIVE_MAX_ATTEMPTS`, ``failed``.
+
+    Returns:
+        True when the archive is finished (ready or failed); False when it should be
+        tried again later (another worker holds a live lease, or this build failed).
+    """
+    now = time.time()
+    if archive.status in ("ready", "failed"):
+        return True
+    if not _lease(archive, now):
+        archive.refresh(consistent_read=True)
+        if archive.status in ("ready", "failed"):
+            return True
+        if archive.status == "building" and (archive.lease_until or 0) > now:
+            return False
+        _give_up(archive, "the archive could not be built")
+        return True
+    settings = get_settings()
+    found = jobs.images_by_id(archive.user_id, list(archive.image_ids))
+    images = [found[i] for i in archive.image_ids if i in found]
+    sink = MultipartZipSink(settings.images_bucket, archive.s3_key, settings.archive_part_bytes)
+    try:
+        count = write_zip(sink, images)
+        size = sink.complete()
+    except Exception as exc:  # noqa: BLE001 - recorded below; retried by the queue
+        sink.abort()
+        logger.exception("archive build failed archive_id=%s", archive.archive_id)
+        if int(archive.attempts) >= ARCHIVE_MAX_ATTEMPTS:
+            _give_up(archive, f"building the archive failed ({type(exc).__name__})")
+            return True
+        archive.update(
+            actions=[ArchiveModel.status.set("queued"), ArchiveModel.lease_until.remove()],
+            condition=ArchiveModel.status == "building",
+        )
+        return False
+    archive.update(
+        actions=[
+            ArchiveModel.status.set("ready"),
+            ArchiveModel.bytes.set(size),
+            ArchiveModel.image_count.set(count),
+            ArchiveModel.finished_at.set(time.time()),
+            ArchiveModel.lease_until.remove(),
+        ]
+    )
+    logger.info("archive ready archive_id=%s images=%d bytes=%d", archive.archive_id, count, size)
+    return True
+
+
+def _give_up(archive: ArchiveModel, message: str) -> None:
+    try:
+        archive.update(
+            actions=[
+                ArchiveModel.status.set("failed"),
+                ArchiveModel.error_message.set(message),
+                ArchiveModel.finished_at.set(time.time()),
+            ],
+            condition=ArchiveModel.status.is_in("queued", "building"),
+        )
+    except UpdateError:
+        pass
+
+
+def process_message(body: Mapping[str, Any]) -> bool:
+    """The worker's handler for ``{"type": "archive", "user_id", "archive_id"}``.
+
+    Returns:
+        True when the message is done with; False to see it again later.
+    """
+    try:
+        archive = ArchiveModel.get(str(body.get("user_id")), str(body.get("archive_id")), consistent_read=True)
+    except ArchiveModel.DoesNotExist:
+        return True
+    return build(archive)
+
+
+def _create(user_id: str, source: str, ref: str | None, image_ids: list[str]) -> tuple[int, dict[str, Any]]:
+    settings = get_settings()
+    if not image_ids:
+        raise ApiError(409, "nothing-to-archive", "there are no images to archive")
+    if len(image_ids) > settings.archive_max_images:
+        raise ApiError(
+            400, "too-many-images", f"an archive holds at most {settings.archive_max_images} images"
+        )
+    archive_id = str(ULID())
+    now = time.time()
+    archive = ArchiveModel(
+        user_id,
+        archive_id,
+        status="queued",
+        source=source,
+        source_ref=ref,
+        image_ids=image_ids,
+        s3_key=archive_key(user_id, archive_id),
+        image_count=len(image_ids),
+        attempts=0,
+        created_at=now,
+        expires_at=timedelta(seconds=ARCHIVE_TTL_S),
+    )
+    archive.save(condition=ArchiveModel.archive_id.does_not_exist())
+    if len(image_ids) <= settings.archive_inline_max_images:
+        build(archive)
+        archive.refresh(consistent_read=True)
+        if archive.status == "ready":
+            return 201, archive_json(archive)
+    jobs.send_messages([{"type": "archive", "user_id": user_id, "archive_id": archive_id}])
+    return 202, archive_json(archive)
+
+
+def create_for_job(user_id: str, job_id: str) -> tuple[int, dict[str, Any]]:
+    """``POST /v1/jobs/{id}/archive``: the job's succeeded images, in prompt order.
+
+    Raises:
+        NotFound: 404. ApiError: 409 ``nothing-to-archive``.
+    """
+    jobs.get_owned(user_id, job_id)
+    items = sorted(jobs.query_items(job_id, SUCCEEDED), key=lambda i: int(i.index))
+    return _create(user_id, "job", job_id, [i.image_id for i in items])
+
+
+def create_for_collection(user_id: str, name: str) -> tuple[int, dict[str, Any]]:
+    """``POST /v1/collections/{name}/archive``: the collection's images, oldest first.
+
+    Raises:
+        ValidationError: 400 (field ``name``). NotFound: 404 when the user has no such
+        collection. ApiError: 400 ``too-many-images``.
+    """
+    collection = parse_collection(name, field="name")
+    limit = get_settings().archive_max_images
+    ids = [
+        image.image_id
+        for image in ImageModel.by_collection.query(f"{user_id}#{collection}", limit=limit + 1)
+    ]
+    if not ids:
+        raise NotFound("collection")
+    return _create(user_id, "collection", collection, ids)
+
+
+def create_for_images(user_id: str, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+    """``POST /v1/archives {"image_ids": [...]}``: 1 to ``ARCHIVE_MAX_IMAGES`` of the
+    caller's images, in the order given (duplicates dropped).
+
+    Raises:
+        ValidationError: 400 naming ``image_ids`` / ``image_ids[i]`` or an unknown field.
+        NotFound: 404 when an id is not one of the caller's images.
+    """
+    check_unknown_fields(body, {"image_ids"})
+    raw = body.get("image_ids")
+    maximum = get_settings().archive_max_images
+    if not isinstance(raw, list) or not raw:
+        raise ValidationError("image_ids must be a non-empty list of image ids", field="image_ids")
+    if len(raw) > maximum:
+        raise ValidationError(f"image_ids may hold at most {maximum} ids (got {len(raw)})", field="image_ids")
+    for index, value in enumerate(raw):
+        if not isinstance(value, str) or not ULID_RE.match(value):
+            raise ValidationError("not an image id", field=f"image_ids[{index}]")
+    ids = list(dict.fromkeys(raw))
+    found = jobs.images_by_id(user_id, ids)
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise NotFound("image")
+    return _create(user_id, "images", None, ids)
+
+
+def get_archive(user_id: str, archive_id: str) -> dict[str, Any]:
+    """``GET /v1/archives/{id}``.
+
+    Raises:
+        NotFound: 404 when it does not exist or belongs to another user.
+    """
+    if not ULID_RE.match(archive_id or ""):
+        raise NotFound("archive")
+    try:
+        archive = ArchiveModel.get(user_id, archive_id, consistent_read=True)
+    except ArchiveModel.DoesNotExist:
+        raise NotFound("archive") from None
+    return archive_json(archive)

@@ -1,0 +1,528 @@
+"""Scheduled cleanup sweeps: image retention, orphans, expired archives.
+
+Storage stays bounded and no live data is ever deleted. Each sweep
+
+- is paginated (S3 ListObjectsV2 pages of up to 1000 keys, DynamoDB Scan pages of
+  :data:`SCAN_PAGE_SIZE` items) and stops at a time budget kept under its Lambda's
+  timeout (:func:`time_budget`), reporting ``complete=False``; the next run starts over;
+- is idempotent and safe to run twice at once: S3 DeleteObjects succeeds for keys
+  already gone, and metadata is removed with a conditional DeleteItem, so of two
+  concurrent runs exactly one removes an item and the other counts it ``already_gone``;
+- logs what it did as counts (one JSON log line and one EMF metric per count);
+- has a dry-run mode (``dry_run=True`` or ``CLEANUP_DRY_RUN=true``): it reads and
+  counts (``would_delete_*``) and changes nothing.
+
+The sweeps, their rules and schedules (``app.py``, section "scheduled cleanup"):
+
+===============  ========  ================================================================
+sweep            schedule  rule
+===============  ========  ================================================================
+retention        hourly    images whose ``created_at`` is older than ``IMAGE_RETENTION_DAYS``
+                           days lose their metadata (conditional DeleteItem) and then their
+                           original and thumbnail objects. 0 days keeps images forever.
+                           DynamoDB TTL on ``expires_at`` is the backstop (see infra/).
+orphans          daily     (a) objects ``users/{user}/images/{image}.{ext}`` older than
+                           :data:`ORPHAN_MIN_AGE` (1 h) that no image item references are
+                           deleted; younger ones are uploads in flight (the write path puts
+                           the objects first, then the item) and are kept. Keys under
+                           ``users/`` in any other layout are counted ``unrecognized`` and
+                           kept. (b) items whose original object is missing (HeadObject 404)
+                           are removed with their thumbnail; a missing thumbnail alone is
+                           only counted (the image is still viewable).
+archives         hourly    ZIPs under ``archives/`` older than :data:`ARCHIVE_MAX_AGE` (24 h)
+                           are deleted; an S3 lifecycle rule (infra/) backs this up.
+===============  ========  ================================================================
+
+Order of deletes: metadata first, then objects (as ``images.delete_image`` does), so a
+crash in between leaves an orphan object, which the orphan sweep removes, never an item
+pointing at nothing.
+
+Ages are measured against ``now`` (an aware UTC datetime, default the current time), so
+tests pass ``now`` instead of waiting.
+
+Sources: Amazon S3 API reference, ListObjectsV2 (1000 keys per page, ``LastModified``),
+DeleteObjects (up to 1000 keys; deleting a missing key succeeds), HeadObject (404 when
+missing); Amazon DynamoDB developer guide, "Condition expressions" (conditional
+DeleteItem), "Time to Live" (TTL deletes within a few days, hence only a backstop),
+Scan pagination (``LastEvaluatedKey``), BatchGetItem (100 keys per call).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+from pynamodb.exceptions import DeleteError
+
+from chalicelib import observability
+from chalicelib.aws import client
+from chalicelib.db import ImageModel
+from chalicelib.settings import get_settings
+
+USERS_PREFIX = "users/"
+ARCHIVES_PREFIX = "archives/"
+ORPHAN_MIN_AGE = timedelta(hours=1)
+ARCHIVE_MAX_AGE = timedelta(hours=24)
+SCAN_PAGE_SIZE = 100  # DynamoDB items per Scan page
+BATCH_GET_MAX = 100  # DynamoDB BatchGetItem keys per call
+DELETE_OBJECTS_MAX = 1000  # S3 DeleteObjects keys per call
+LIST_PAGE_SIZE = 1000  # S3 ListObjectsV2 keys per page
+HEAD_CONCURRENCY = 8  # parallel HeadObject calls in the metadata check
+#: Seconds kept free between the end of a sweep's budget and the Lambda timeout.
+LAMBDA_SAFETY_MARGIN_S = 15.0
+
+#: ``users/{user_id}/images/{image_id}.{suffix}`` (``.png``/``.jpeg``/``.thumb.webp``),
+#: the layout of :func:`chalicelib.storage.objects.image_key` / ``thumb_key``.
+IMAGE_OBJECT_RE = re.compile(r"^users/(?P<user_id>[^/]+)/images/(?P<image_id>[^/.]+)\.[^/]+$")
+
+
+# -- reports and budgets --------------------------------------------------------------------------
+
+
+@dataclass
+class SweepReport:
+    """What one sweep run did, as counts.
+
+    Attributes:
+        sweep: ``retention`` | ``orphan_objects`` | ``orphan_metadata`` | ``archives``.
+        dry_run: True when nothing was changed.
+        now: the reference time (aware UTC) ages were measured against.
+        complete: False when the time budget ran out before the end.
+        counts: e.g. ``images_deleted``, ``objects_deleted``, ``already_gone``,
+            ``would_delete_images``, ``kept_young``, ``errors``.
+        seconds: wall time of the run.
+    """
+
+    sweep: str
+    dry_run: bool
+    now: datetime
+    complete: bool = True
+    counts: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def add(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the count ``name`` (zero adds nothing)."""
+        if n:
+            self.counts[name] += n
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (the log line's fields)."""
+        return {
+            "sweep": self.sweep,
+            "dry_run": self.dry_run,
+            "now": self.now.isoformat(),
+            "complete": self.complete,
+            "seconds": round(self.seconds, 3),
+            "counts": dict(sorted(self.counts.items())),
+        }
+
+
+class Deadline:
+    """A time budget measured on a monotonic clock.
+
+    Args:
+        budget_s: seconds from now; ``None`` means no limit.
+        clock: seconds, monotonic (injectable for tests).
+    """
+
+    def __init__(self, budget_s: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._end = None if budget_s is None else clock() + max(0.0, budget_s)
+
+    def expired(self) -> bool:
+        """True once the budget is used up."""
+        return self._end is not None and self._clock() >= self._end
+
+
+def time_budget(lambda_context: Any = None) -> float:
+    """Seconds a sweep may run: ``CLEANUP_TIME_BUDGET_SECONDS`` (default 240), capped at the
+    invoking Lambda's remaining time minus :data:`LAMBDA_SAFETY_MARGIN_S` (15 s), never
+    below 1 s.
+
+    Args:
+        lambda_context: the Lambda context (``get_remaining_time_in_millis()``), or None
+            outside Lambda.
+    """
+    budget = get_settings().cleanup_time_budget_seconds
+    remaining_ms = getattr(lambda_context, "get_remaining_time_in_millis", None)
+    if callable(remaining_ms):
+        budget = min(budget, remaining_ms() / 1000.0 - LAMBDA_SAFETY_MARGIN_S)
+    return max(1.0, budget)
+
+
+def _now(now: datetime | None) -> datetime:
+    """``now`` as an aware UTC datetime (default: the current time).
+
+    Raises:
+        ValueError: ``now`` is naive.
+    """
+    if now is None:
+        return datetime.now(UTC)
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return now.astimezone(UTC)
+
+
+def _dry_run(dry_run: bool | None) -> bool:
+    return get_settings().cleanup_dry_run if dry_run is None else dry_run
+
+
+def _chunks[T](items: Iterable[T], size: int) -> Iterator[list[T]]:
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _finish(report: SweepReport, started: float) -> SweepReport:
+    """Time, log and meter a finished run (counts only: no keys, no user data)."""
+    report.seconds = time.monotonic() - started
+    summary = report.as_dict()
+    observability.get_logger().info(
+        "cleanup sweep %s %s",
+        report.sweep,
+        "finished" if report.complete else "stopped at its time budget",
+        extra={"cleanup": summary},
+    )
+    camel = "".join(part.capitalize() for part in report.sweep.split("_"))
+    observability.record_counts(f"Cleanup{camel}", {**report.counts, "incomplete": 0 if report.complete else 1})
+    return report
+
+
+# -- S3 helpers -----------------------------------------------------------------------------------
+
+
+def _bucket() -> str:
+    return get_settings().images_bucket
+
+
+def _list_objects(prefix: str) -> Iterator[list[dict[str, Any]]]:
+    """Pages of ``{"Key", "LastModified", ...}`` under ``prefix`` (ListObjectsV2)."""
+    paginator = client("s3").get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=_bucket(), Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE_SIZE}):
+        yield page.get("Contents", [])
+
+
+def _delete_objects(keys: list[str], report: SweepReport, counter: str) -> None:
+    """Delete ``keys`` (DeleteObjects, quiet mode); failures are counted ``errors``, the
+    rest ``counter``. Keys already gone count as deleted (S3 reports them deleted)."""
+    keys = sorted({k for k in keys if k})
+    for chunk in _chunks(keys, DELETE_OBJECTS_MAX):
+        try:
+            response = client("s3").delete_objects(
+                Bucket=_bucket(), Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+            )
+        except ClientError:
+            observability.get_logger().warning("cleanup: DeleteObjects failed for %d keys", len(chunk))
+            report.add("errors", len(chunk))
+            continue
+        failed = len(response.get("Errors", []))
+        report.add("errors", failed)
+        report.add(counter, len(chunk) - failed)
+
+
+def _object_exists(key: str) -> bool | None:
+    """True / False from HeadObject; None when S3 answered something other than 404
+    (permissions, throttling): the caller must then keep the data."""
+    try:
+        client("s3").head_object(Bucket=_bucket(), Key=key)
+        return True
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status == 404 or code in ("404", "NoSuchKey", "NotFound"):
+            return False
+        return None
+
+
+def _scan_pages(filter_condition: Any = None) -> Iterator[list[ImageModel]]:
+    """Image items, one DynamoDB Scan page at a time (``SCAN_PAGE_SIZE`` items read per
+    page, fewer returned when filtered), with only the attributes the sweeps use. Pages
+    are yielded even when empty, so the caller checks its deadline on every request."""
+    results = ImageModel.scan(
+        filter_condition=filter_condition,
+        attributes_to_get=["user_id", "image_id", "s3_key", "thumb_key", "created_at"],
+        page_size=SCAN_PAGE_SIZE,
+    )
+    for page in results.page_iter:
+        yield [ImageModel.from_raw_data(raw) for raw in page.get("Items", [])]
+
+
+def _delete_item(user_id: str, image_id: str, condition: Any) -> bool:
+    """Conditional DeleteItem of one image item. True if this call removed it, False if
+    the condition failed (already gone, or no longer matching).
+
+    Raises:
+        pynamodb.exceptions.DeleteError: any other DynamoDB failure.
+    """
+    try:
+        ImageModel(user_id, image_id).delete(condition=condition)
+        return True
+    except DeleteError as exc:
+        if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+            return False
+        raise
+
+
+# -- retention ------------------------------------------------------------------------------------
+
+
+def sweep_retention(
+    *,
+    now: datetime | None = None,
+    retention_days: int | None = None,
+    dry_run: bool | None = None,
+    budget_s: float | None = None,
+) -> SweepReport:
+    """Delete images older than ``retention_days``: metadata, then original and thumbnail.
+
+    Args:
+        now: reference time (aware UTC; default now).
+        retention_days: default ``IMAGE_RETENTION_DAYS``; 0 (or less) keeps every image.
+        dry_run: default ``CLEANUP_DRY_RUN``.
+        budget_s: seconds this run may take (default: no limit).
+
+    Returns:
+        counts ``scanned_expired``, ``images_deleted``, ``objects_deleted``,
+        ``already_gone``, ``errors`` (or ``would_delete_images`` / ``would_delete_objects``
+        in dry-run; ``disabled`` when retention is 0).
+    """
+    started = time.monotonic()
+    now = _now(now)
+    dry = _dry_run(dry_run)
+    report = SweepReport("retention", dry, now)
+    days = get_settings().image_retention_days if retention_days is None else retention_days
+    if days <= 0:
+        report.add("disabled")
+        return _finish(report, started)
+    cutoff = now - timedelta(days=days)
+    deadline = Deadline(budget_s)
+    for batch in _scan_pages(ImageModel.created_at < cutoff):
+        if deadline.expired():
+            report.complete = False
+            break
+        report.add("scanned_expired", len(batch))
+        if dry:
+            report.add("would_delete_images", len(batch))
+            report.add("would_delete_objects", 2 * len(batch))
+            continue
+        keys: list[str] = []
+        for item in batch:
+            try:
+                removed = _delete_item(
+                    item.user_id,
+                    item.image_id,
+                    ImageModel.image_id.exists() & (ImageModel.created_at < cutoff),
+                )
+            except DeleteError:
+                report.add("errors")
+                continue
+            report.add("images_deleted" if removed else "already_gone")
+            # objects go in both cases: an item gone by another run/user left them to us or the orphan sweep
+            keys.extend([item.s3_key, item.thumb_key])
+        _delete_objects(keys, report, "objects_deleted")
+    return _finish(report, started)
+
+
+# -- orphans --------------------------------------------------------------------------------------
+
+
+def _referenced_keys(pairs: set[tuple[str, str]]) -> dict[tuple[str, str], set[str]]:
+    """``{(user_id, image_id): {s3_key, thumb_key}}`` for the pairs that have an item
+    (BatchGetItem, strongly consistent, 100 keys per call)."""
+    found: dict[tuple[str, str], set[str]] = {}
+    for chunk in _chunks(sorted(pairs), BATCH_GET_MAX):
+        for item in ImageModel.batch_get(
+            chunk, consistent_read=True, attributes_to_get=["user_id", "image_id", "s3_key", "thumb_key"]
+        ):
+            found[(item.user_id, item.image_id)] = {item.s3_key, item.thumb_key}
+    return found
+
+
+def sweep_orphan_objects(
+    *,
+    now: datetime | None = None,
+    dry_run: bool | None = None,
+    budget_s: float | None = None,
+    min_age: timedelta = ORPHAN_MIN_AGE,
+) -> SweepReport:
+    """Delete image objects under ``users/`` older than ``min_age`` that no item references.
+
+    Args:
+        now: reference time (aware UTC; default now). An object is old when
+            ``LastModified < now - min_age``.
+        dry_run: default ``CLEANUP_DRY_RUN``.
+        budget_s: seconds this run may take (default: no limit).
+        min_age: default 1 h; younger objects are uploads in flight and are kept.
+
+    Returns:
+        counts ``listed``, ``kept_young``, ``kept_referenced``, ``unrecognized``,
+        ``objects_deleted`` (or ``would_delete_objects``), ``errors``.
+    """
+    started = time.monotonic()
+    now = _now(now)
+    dry = _dry_run(dry_run)
+    report = SweepReport("orphan_objects", dry, now)
+    deadline = Deadline(budget_s)
+    cutoff = now - min_age
+    for page in _list_objects(USERS_PREFIX):
+        if deadline.expired():
+            report.complete = False
+            break
+        report.add("listed", len(page))
+        candidates: dict[str, tuple[str, str]] = {}
+        for obj in page:
+            if obj["LastModified"] >= cutoff:
+                report.add("kept_young")
+                continue
+            match = IMAGE_OBJECT_RE.match(obj["Key"])
+            if not match:
+                report.add("unrecognized")
+                continue
+            candidates[obj["Key"]] = (match["user_id"], match["image_id"])
+        if not candidates:
+            continue
+        referenced = _referenced_keys(set(candidates.values()))
+        orphans = [key for key, pair in candidates.items() if key not in referenced.get(pair, set())]
+        report.add("kept_referenced", len(candidates) - len(orphans))
+        if dry:
+            report.add("would_delete_objects", len(orphans))
+        else:
+            _delete_objects(orphans, report, "objects_deleted")
+    return _finish(report, started)
+
+
+def sweep_orphan_metadata(
+    *,
+    now: datetime | None = None,
+    dry_run: bool | None = None,
+    budget_s: float | None = None,
+) -> SweepReport:
+    """Remove image items whose original object is missing (and their thumbnail object).
+
+    An item whose thumbnail alone is missing is kept and counted ``missing_thumbnail``.
+    An object S3 cannot answer for (not a 404) is never treated as missing.
+
+    Args:
+        now: reference time for the report (aware UTC; default now).
+        dry_run: default ``CLEANUP_DRY_RUN``.
+        budget_s: seconds this run may take (default: no limit).
+
+    Returns:
+        counts ``checked``, ``images_deleted`` (or ``would_delete_images``),
+        ``already_gone``, ``missing_thumbnail``, ``unknown`` (S3 error), ``errors``.
+    """
+    started = time.monotonic()
+    now = _now(now)
+    dry = _dry_run(dry_run)
+    report = SweepReport("orphan_metadata", dry, now)
+    deadline = Deadline(budget_s)
+    with ThreadPoolExecutor(max_workers=HEAD_CONCURRENCY) as pool:
+        for batch in _scan_pages():
+            if deadline.expired():
+                report.complete = False
+                break
+            report.add("checked", len(batch))
+            originals = list(pool.map(_object_exists, [item.s3_key for item in batch]))
+            thumbs = list(pool.map(_object_exists, [item.thumb_key for item in batch]))
+            leftovers: list[str] = []
+            for item, original, thumb in zip(batch, originals, thumbs, strict=True):
+                if original is None or thumb is None:
+                    report.add("unknown")
+                    continue
+                if original:
+                    if not thumb:
+                        report.add("missing_thumbnail")
+                    continue
+                if dry:
+                    report.add("would_delete_images")
+                    continue
+                try:
+                    removed = _delete_item(item.user_id, item.image_id, ImageModel.s3_key == item.s3_key)
+                except DeleteError:
+                    report.add("errors")
+                    continue
+                report.add("images_deleted" if removed else "already_gone")
+                if thumb:
+                    leftovers.append(item.thumb_key)
+            _delete_objects(leftovers, report, "objects_deleted")
+    return _finish(report, started)
+
+
+def sweep_orphans(
+    *,
+    now: datetime | None = None,
+    dry_run: bool | None = None,
+    budget_s: float | None = None,
+) -> list[SweepReport]:
+    """Both orphan sweeps, sharing one time budget: objects first, then metadata."""
+    deadline_start = time.monotonic()
+    first = sweep_orphan_objects(now=now, dry_run=dry_run, budget_s=budget_s)
+    left = None if budget_s is None else budget_s - (time.monotonic() - deadline_start)
+    second = sweep_orphan_metadata(now=now, dry_run=dry_run, budget_s=left)
+    return [first, second]
+
+
+# -- archives -------------------------------------------------------------------------------------
+
+
+def sweep_archives(
+    *,
+    now: datetime | None = None,
+    dry_run: bool | None = None,
+    budget_s: float | None = None,
+    max_age: timedelta = ARCHIVE_MAX_AGE,
+) -> SweepReport:
+    """Delete objects under ``archives/`` whose ``LastModified`` is older than ``max_age``.
+
+    Args:
+        now: reference time (aware UTC; default now).
+        dry_run: default ``CLEANUP_DRY_RUN``.
+        budget_s: seconds this run may take (default: no limit).
+        max_age: default 24 h.
+
+    Returns:
+        counts ``listed``, ``kept_young``, ``objects_deleted`` (or
+        ``would_delete_objects``), ``errors``.
+    """
+    started = time.monotonic()
+    now = _now(now)
+    dry = _dry_run(dry_run)
+    report = SweepReport("archives", dry, now)
+    deadline = Deadline(budget_s)
+    cutoff = now - max_age
+    for page in _list_objects(ARCHIVES_PREFIX):
+        if deadline.expired():
+            report.complete = False
+            break
+        report.add("listed", len(page))
+        old = [obj["Key"] for obj in page if obj["LastModified"] < cutoff]
+        report.add("kept_young", len(page) - len(old))
+        if dry:
+            report.add("would_delete_objects", len(old))
+        else:
+            _delete_objects(old, report, "objects_deleted")
+    return _finish(report, started)
+
+
+def run_all(
+    *, now: datetime | None = None, dry_run: bool | None = None, budget_s: float | None = None
+) -> list[SweepReport]:
+    """Every sweep once, in order retention, orphans, archives (each with ``budget_s``).
+    For operators and tests; the schedules run them separately."""
+    return [
+        sweep_retention(now=now, dry_run=dry_run, budget_s=budget_s),
+        *sweep_orphans(now=now, dry_run=dry_run, budget_s=budget_s),
+        sweep_archives(now=now, dry_run=dry_run, budget_s=budget_s),
+    ]

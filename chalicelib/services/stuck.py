@@ -1,0 +1,291 @@
+"""The stuck-work sweep (``@app.schedule(Rate(5, unit=Rate.MINUTES))``).
+
+What can get stuck, and what the sweep does about it:
+
+=====================================  =================================================
+stuck                                  action
+=====================================  =================================================
+DLQ message (maxReceiveCount spent)    item: failed ``dead-lettered`` (if queued or its
+                                       lease expired); archive: failed; then deleted
+item ``running``, lease expired        re-queued and re-sent, or failed ``lease-expired``
+                                       after ``MAX_ITEM_ATTEMPTS`` (``cancelled`` if its
+                                       job was cancelled)
+job never fully enqueued               its queued items are sent (``enqueued_at`` unset
+                                       :data:`ENQUEUE_GRACE_S` after submit)
+job stalled with queued items          their messages are sent again (no counter change
+                                       for :data:`STALLED_S`)
+counters disagree with the items       set from the items, if nothing moved for
+                                       :data:`RECONCILE_AFTER_S` (a worker died between
+                                       its item write and its counter write)
+counters complete, job not finished    finished (status, ``finished_at``, webhook due)
+webhook attempt due                    sent (``chalicelib.services.webhooks``)
+=====================================  =================================================
+
+Only jobs in the sparse ``by_active`` index are read, page by page, within a time
+budget (``SWEEP_TIME_BUDGET_SECONDS``). Every change is a conditional write and
+every re-sent message is idempotent, so two sweeps may run at once. With
+``dry_run`` (``SWEEP_DRY_RUN``) it counts what it would do and changes nothing
+(DLQ messages are received with a zero visibility timeout and left in place).
+The counts are logged as one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynamodb.exceptions import UpdateError
+
+from chalicelib.aws import client
+from chalicelib.db import JobItemModel, JobModel
+from chalicelib.db.jobs import ACTIVE_SHARD, FAILED, QUEUED, RUNNING, SUCCEEDED, ArchiveModel
+from chalicelib.services import jobs, webhooks, worker
+from chalicelib.settings import get_settings
+
+logger = logging.getLogger("promptcanvas.stuck")
+
+ENQUEUE_GRACE_S = 120  # a submit still enqueuing is left alone this long, seconds
+STALLED_S = 1800  # no counter change for this long, with queued items: re-send them, seconds
+DLQ_BATCH = 10  # ReceiveMessage maximum
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did (or, in dry-run mode, would have done)."""
+
+    dry_run: bool
+    counts: dict[str, int] = field(default_factory=dict)
+    out_of_time: bool = False
+    seconds: float = 0.0
+
+    def add(self, name: str, n: int = 1) -> None:
+        """Count ``n`` more of ``name``."""
+        if n:
+            self.counts[name] = self.counts.get(name, 0) + n
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"sweep": "stuck_jobs", "dry_run", "out_of_time", "seconds", "counts"}``."""
+        return {
+            "sweep": "stuck_jobs",
+            "dry_run": self.dry_run,
+            "out_of_time": self.out_of_time,
+            "seconds": round(self.seconds, 3),
+            "counts": dict(sorted(self.counts.items())),
+        }
+
+
+def reconcile_after_s() -> float:
+    """Seconds without counter change before counters are recomputed from the items
+    (twice the lease: any worker between its two writes has died by then)."""
+    return 2.0 * get_settings().item_lease_seconds
+
+
+def drain_dlq(report: SweepReport, deadline: float, now: float) -> None:
+    """Record every DLQ message's item (or archive) as failed, then delete the message."""
+    settings = get_settings()
+    sqs = client("sqs")
+    try:
+        url = jobs.queue_url(settings.jobs_dlq_name)
+    except Exception:  # noqa: BLE001 - no DLQ configured
+        logger.warning("the jobs DLQ %s is not reachable", settings.jobs_dlq_name)
+        return
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        messages = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=DLQ_BATCH,
+            WaitTimeSeconds=0,
+            VisibilityTimeout=0 if report.dry_run else 60,
+        ).get("Messages", [])
+        fresh = [m for m in messages if m["MessageId"] not in seen]
+        if not fresh:
+            return
+        done = []
+        for message in fresh:
+            seen.add(message["MessageId"])
+            report.add("dlq_messages")
+            if _record_dead_letter(message.get("Body") or "", report, now):
+                done.append(message)
+        if done and not report.dry_run:
+            sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+            )
+            report.add("dlq_deleted", len(done))
+
+
+def _record_dead_letter(raw: str, report: SweepReport, now: float) -> bool:
+    """Fail what a dead-lettered message was about. Returns True when it may be deleted."""
+    try:
+        body = json.loads(raw)
+        kind = body.get("type")
+    except (ValueError, AttributeError):
+        return True
+    if kind == "item":
+        try:
+            item = JobItemModel.get(str(body.get("job_id")), str(body.get("item_id")), consistent_read=True)
+        except JobItemModel.DoesNotExist:
+            return True
+        stranded = item.status == QUEUED or (item.status == RUNNING and (item.lease_until or 0) < now)
+        if stranded:
+            report.add("items_dead_lettered")
+            if not report.dry_run:
+                worker.fail_stranded(item, jobs.REASON_DEAD_LETTER, "its message exceeded the queue's receive limit")
+        return True
+    if kind == "archive":
+        try:
+            archive = ArchiveModel.get(str(body.get("user_id")), str(body.get("archive_id")), consistent_read=True)
+        except ArchiveModel.DoesNotExist:
+            return True
+        if archive.status in ("queued", "building") and (archive.lease_until or 0) < now:
+            report.add("archives_dead_lettered")
+            if not report.dry_run:
+                try:
+                    archive.update(
+                        actions=[
+                            ArchiveModel.status.set("failed"),
+                            ArchiveModel.error_message.set("the archive could not be built"),
+                            ArchiveModel.finished_at.set(now),
+                        ],
+                        condition=ArchiveModel.status.is_in("queued", "building"),
+                    )
+                except UpdateError:
+                    pass
+        return True
+    return True  # webhook messages: the job's webhook state drives retries
+
+
+def sweep_job(job: JobModel, report: SweepReport, now: float) -> None:
+    """Everything the sweep does for one active job (see the module table)."""
+    settings = get_settings()
+    dry = report.dry_run
+    report.add("jobs_seen")
+    if job.enqueued_at is None and now - float(job.created_at) > ENQUEUE_GRACE_S:
+        report.add("jobs_enqueued")
+        if not dry:
+            jobs.ensure_enqueued(job)
+    items = jobs.query_items(job.job_id)
+    resend: list[JobItemModel] = []
+    for item in items:
+        if item.status != RUNNING or (item.lease_until or 0) >= now:
+            continue
+        if item.cancel_requested:
+            report.add("items_cancelled")
+            if not dry:
+                worker.fail_stranded(item, jobs.REASON_CANCELLED, "the job was cancelled", now=now)
+        elif int(item.attempts or 0) >= settings.max_item_attempts:
+            report.add("items_lease_exhausted")
+            if not dry:
+                worker.fail_stranded(
+                    item, jobs.REASON_LEASE, f"its lease expired {int(item.attempts)} times", now=now
+                )
+        else:
+            report.add("leases_requeued")
+            if not dry and worker.requeue_expired(item, now=now):
+                resend.append(item)
+    stalled = job.counters_at is not None and now - float(job.counters_at) > STALLED_S
+    if stalled and job.enqueued_at is not None:
+        old = [i for i in items if i.status == QUEUED and now - float(i.enqueued_at or i.created_at) > STALLED_S]
+        report.add("stalled_resent", len(old))
+        resend.extend(old)
+    if resend and not dry:
+        try:
+            jobs.send_messages([jobs.item_message(i) for i in resend])
+        except jobs.QueueError:
+            logger.error("sweep could not re-send %d messages of job %s", len(resend), job.job_id)
+    if not dry:
+        job.refresh(consistent_read=True)
+        reconcile(job, report)
+        if jobs.finish_if_done(job):
+            report.add("jobs_finished")
+    elif not (int(job.queued_count) or int(job.running_count)) and job.finished_at is None:
+        report.add("jobs_finished")
+    if job.webhook_state == "pending" and (job.webhook_next_at or 0) <= now:
+        report.add("webhooks_due")
+        if not dry:
+            outcome = webhooks.deliver_due(job.user_id, job.job_id, now=now)
+            report.add(f"webhooks_{outcome.replace('-', '_')}")
+
+
+def reconcile(job: JobModel, report: SweepReport) -> bool:
+    """Set the counters from the items when they disagree and nothing moved for
+    :func:`reconcile_after_s` (conditional on ``counters_at`` being unchanged).
+
+    Returns:
+        True when the counters were rewritten.
+    """
+    if job.counters_at is None or time.time() - float(job.counters_at) < reconcile_after_s():
+        return False
+    actual = {QUEUED: 0, RUNNING: 0, SUCCEEDED: 0, FAILED: 0}
+    reasons: dict[str, int] = dict.fromkeys(jobs.REASONS, 0)
+    for item in jobs.query_items(job.job_id):
+        actual[item.status] = actual.get(item.status, 0) + 1
+        if item.status == FAILED:
+            code = item.error_code or jobs.REASON_UPSTREAM
+            reasons[code] = reasons.get(code, 0) + 1
+    if actual == jobs.counts(job):
+        return False
+    report.add("counters_reconciled")
+    if report.dry_run:
+        return True
+    try:
+        job.update(
+            actions=[
+                JobModel.queued_count.set(actual[QUEUED]),
+                JobModel.running_count.set(actual[RUNNING]),
+                JobModel.succeeded_count.set(actual[SUCCEEDED]),
+                JobModel.failed_count.set(actual[FAILED]),
+                JobModel.failure_reasons.set(reasons),
+                JobModel.counters_at.set(time.time()),
+            ],
+            condition=JobModel.counters_at == job.counters_at,
+        )
+    except UpdateError:
+        return False
+    logger.warning("job counters reconciled job_id=%s counts=%s", job.job_id, actual)
+    return True
+
+
+def sweep(*, budget_s: float | None = None, dry_run: bool | None = None, now: float | None = None) -> dict[str, Any]:
+    """Run the stuck-work sweep once.
+
+    Args:
+        budget_s: seconds this run may take (default ``SWEEP_TIME_BUDGET_SECONDS``);
+            work left over waits for the next run.
+        dry_run: count only (default ``SWEEP_DRY_RUN``).
+        now: epoch seconds to judge leases and due times by (tests).
+
+    Returns:
+        :meth:`SweepReport.as_dict`, also logged.
+    """
+    settings = get_settings()
+    started = time.monotonic()
+    deadline = started + (settings.sweep_time_budget_seconds if budget_s is None else budget_s)
+    report = SweepReport(dry_run=settings.sweep_dry_run if dry_run is None else dry_run)
+    now = time.time() if now is None else now
+    drain_dlq(report, deadline, now)
+    last_key = None
+    while time.monotonic() < deadline:
+        page = JobModel.by_active.query(ACTIVE_SHARD, limit=25, last_evaluated_key=last_key)
+        for job in page:
+            if time.monotonic() >= deadline:
+                break
+            try:
+                full = JobModel.get(job.user_id, job.job_id, consistent_read=True)
+            except JobModel.DoesNotExist:
+                continue
+            try:
+                sweep_job(full, report, now)
+            except Exception:  # noqa: BLE001 - one bad job must not stop the sweep
+                logger.exception("sweep failed on job %s", job.job_id)
+                report.add("job_errors")
+        last_key = page.last_evaluated_key
+        if not last_key:
+            break
+    report.out_of_time = time.monotonic() >= deadline
+    report.seconds = time.monotonic() - started
+    logger.info(json.dumps(report.as_dict()))
+    return report.as_dict()

@@ -1,0 +1,52 @@
+"""Physical names of the stack's resources, per stage: one place for the template
+(:mod:`infra.template`), the IAM policies (:mod:`infra.policy`) and the deploy script.
+
+Names carry the stage so ``dev`` and ``prod`` can share an account, and so each
+stage's IAM policy can name its own resources (``.chalice/policy-<stage>.json``
+cannot use CloudFormation functions: Chalice embeds it verbatim).
+"""
+
+from __future__ import annotations
+
+APP = "promptcanvas"
+STAGES = ("dev", "prod")
+RUNTIME = "python3.12"  # Lambda runtime; Chalice takes it from the Python that packages
+
+
+def stack_name(stage: str) -> str:
+    """The CloudFormation stack, e.g. ``promptcanvas-dev``. Lambda functions get
+    CloudFormation's generated names, which start with it (the log policy relies on that)."""
+    return f"{APP}-{stage}"
+
+
+def table_prefix(stage: str) -> str:
+    """``TABLE_PREFIX``: tables are ``promptcanvas-<stage>-<name>``."""
+    return f"{APP}-{stage}-"
+
+
+def images_bucket_prefix(stage: str) -> str:
+    """The images bucket is ``promptcanvas-<stage>-images-<account>-<region>`` (S3 names are global)."""
+    return f"{APP}-{stage}-images-"
+
+
+def jobs_queue(stage: str) -> str:
+    """``JOBS_QUEUE_NAME``."""
+    return f"{APP}-{stage}-jobs"
+
+
+def jobs_dlq(stage: str) -> str:
+    """``JOBS_DLQ_NAME``."""
+    return f"{APP}-{stage}-jobs-dlq"
+
+
+def keys_secret(stage: str) -> str:
+    """The Secrets Manager secret holding the Together keys (a JSON list)."""
+    return f"{APP}/{stage}/together-keys"
+
+
+def service_name(stage: str) -> str:
+    """``POWERTOOLS_SERVICE_NAME``: the ``service`` dimension of every metric."""
+    return f"{APP}-{stage}"
+
+
+METRICS_NAMESPACE = "PromptCanvas"

@@ -1,0 +1,160 @@
+"""ZIP archives: built in S3 through a multipart upload, opened and checked."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import zipfile
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import requests
+from PIL import Image
+from ulid import ULID
+
+from chalicelib.db import ImageModel
+from chalicelib.services import archives
+from chalicelib.settings import get_settings
+from tests import openapi_check
+from tests.fixtures.worker import wait_for
+
+MODEL = "black-forest-labs/FLUX.1-schnell-Free"
+
+
+def make_images(user: str, n: int, collection: str | None = None) -> list[ImageModel]:
+    """``n`` small stored images (object + metadata) with distinct prompts and seeds."""
+    s3 = boto3.client("s3")
+    bucket = get_settings().images_bucket
+    base = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    images = []
+    for i in range(n):
+        out = io.BytesIO()
+        Image.new("RGB", (64, 48), ((i * 37) % 256, (i * 91) % 256, 120)).save(out, format="JPEG")
+        image_id = str(ULID())
+        key = f"users/{user}/images/{image_id}.jpg"
+        s3.put_object(Bucket=bucket, Key=key, Body=out.getvalue(), ContentType="image/jpeg")
+        images.append(
+            ImageModel(
+                user,
+                image_id,
+                prompt=f"prompt number {i}, with a comma and “quotes”",
+                model=MODEL,
+                width=64,
+                height=48,
+                steps=4,
+                seed=1000 + i,
+                collection=collection,
+                user_collection=f"{user}#{collection}" if collection else None,
+                s3_key=key,
+                thumb_key=f"users/{user}/images/{image_id}.thumb.webp",
+                bytes=len(out.getvalue()),
+                content_type="image/jpeg",
+                created_at=base + timedelta(seconds=i),
+            )
+        )
+    with ImageModel.batch_write() as batch:
+        for image in images:
+            batch.save(image)
+    return images
+
+
+def open_zip(url: str) -> zipfile.ZipFile:
+    data = requests.get(url, timeout=10).content
+    return zipfile.ZipFile(io.BytesIO(data))
+
+
+def check_manifest(zf: zipfile.ZipFile, images: list[ImageModel]) -> None:
+    assert zf.testzip() is None  # every CRC checks
+    names = zf.namelist()
+    assert names[-1] == "manifest.csv" and len(names) == len(images) + 1
+    rows = list(csv.DictReader(io.StringIO(zf.read("manifest.csv").decode("utf-8"))))
+    assert list(rows[0]) == ["file", "prompt", "seed", "model", "width", "height", "steps", "created_at"]
+    s3 = boto3.client("s3")
+    for row, image in zip(rows, images, strict=True):
+        assert row["file"].endswith(f"{image.image_id}.jpg") and row["file"] in names
+        assert row["prompt"] == image.prompt and int(row["seed"]) == int(image.seed)
+        assert row["model"] == image.model and int(row["steps"]) == int(image.steps)
+        assert (int(row["width"]), int(row["height"])) == (int(image.width), int(image.height))
+        assert row["created_at"] == image.created_at.isoformat().replace("+00:00", "Z")
+        body = s3.get_object(Bucket=get_settings().images_bucket, Key=image.s3_key)["Body"].read()
+        assert zf.read(row["file"]) == body
+    for info in zf.infolist():
+        assert not info.flag_bits & 0x08  # local headers carry real sizes: no data descriptors
+
+
+def test_a_zip_of_100_images_opens_and_its_manifest_matches(api, worker):
+    images = make_images("zipper", 100)
+    worker.start()
+    reply = api.post("/v1/archives", user="zipper", json_body={"image_ids": [i.image_id for i in images]})
+    assert reply.status == 202, reply.body  # over the inline size: built by the worker
+    openapi_check.check("/v1/archives", "POST", 202, reply.json)
+    archive_id = reply.json["archive_id"]
+    assert reply.json["status"] == "queued" and reply.json["url"] is None
+    ready = wait_for(
+        lambda: (r := api.get(f"/v1/archives/{archive_id}", user="zipper").json)["status"] == "ready" and r,
+        what="(archive to be built)",
+    )
+    openapi_check.check("/v1/archives/{archive_id}", "GET", 200, ready)
+    assert ready["image_count"] == 100 and ready["bytes"] > 0
+    key = f"archives/zipper/{archive_id}.zip"
+    head = boto3.client("s3").head_object(Bucket=get_settings().images_bucket, Key=key)
+    assert head["ContentLength"] == ready["bytes"] and head["ContentType"] == "application/zip"
+    check_manifest(open_zip(ready["url"]), images)
+    assert api.get(f"/v1/archives/{archive_id}", user="someone-else").status == 404
+
+
+def test_multipart_zip_sink_streams_parts_with_bounded_memory(aws, app_env):
+    """Three 6 MiB incompressible images through 5 MiB parts: several real parts (S3, and
+    moto, refuse a non-last part under 5 MiB), and the buffer never holds more than a part
+    plus an image."""
+    user = "big"
+    s3 = boto3.client("s3")
+    bucket = get_settings().images_bucket
+    images = make_images(user, 3)
+    blobs = [os.urandom(6 * 1024 * 1024) for _ in images]
+    for image, blob in zip(images, blobs, strict=True):
+        s3.put_object(Bucket=bucket, Key=image.s3_key, Body=blob)
+    part = 5 * 1024 * 1024
+    sink = archives.MultipartZipSink(bucket, "archives/big/test.zip", part)
+    assert archives.write_zip(sink, images) == 3
+    size = sink.complete()
+    assert len(sink._parts) >= 3  # every part but the last is exactly 5 MiB
+    assert sink.peak_buffer <= part + 6 * 1024 * 1024 + 64 * 1024
+    data = s3.get_object(Bucket=bucket, Key="archives/big/test.zip")["Body"].read()
+    assert len(data) == size
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert zf.testzip() is None
+        assert [zf.read(n) for n in zf.namelist()[:3]] == blobs
+
+
+def test_job_and_collection_archives_and_validation(api, worker):
+    images = make_images("albums", 5, collection="trip")
+    made = api.post("/v1/collections/trip/archive", user="albums")
+    assert made.status == 201, made.body  # small: built inline
+    openapi_check.check("/v1/collections/{name}/archive", "POST", 201, made.json)
+    assert made.json["status"] == "ready" and made.json["source"] == "collection"
+    check_manifest(open_zip(made.json["url"]), images)
+    listed = api.get("/v1/collections", user="albums").json
+    assert listed == {"collections": [{"name": "trip", "image_count": 5}], "truncated": False}
+    chosen = api.post("/v1/archives", user="albums", json_body={"image_ids": [images[3].image_id, images[1].image_id]})
+    assert chosen.status == 201
+    check_manifest(open_zip(chosen.json["url"]), [images[3], images[1]])
+    for body, field in [
+        ({}, "image_ids"),
+        ({"image_ids": []}, "image_ids"),
+        ({"image_ids": "x"}, "image_ids"),
+        ({"image_ids": [images[0].image_id, "nope"]}, "image_ids[1]"),
+        ({"image_ids": [str(ULID()) for _ in range(501)]}, "image_ids"),
+        ({"image_ids": [images[0].image_id], "format": "tar"}, "format"),
+    ]:
+        reply = api.post("/v1/archives", user="albums", json_body=body)
+        assert reply.status == 400 and reply.json["error"]["field"] == field, (body, reply.body)
+    theirs = api.post("/v1/archives", user="thief", json_body={"image_ids": [images[0].image_id]})
+    assert theirs.status == 404
+    assert api.post("/v1/collections/trip/archive", user="thief").status == 404
+    assert api.post("/v1/collections/nowhere/archive", user="albums").status == 404
+    assert api.get(f"/v1/archives/{made.json['archive_id']}", user="thief").status == 404
+    job = api.post("/v1/jobs", user="albums", json_body={"prompts": ["x"], "width": 256, "height": 256})
+    empty = api.post(f"/v1/jobs/{job.json['job_id']}/archive", user="albums")
+    assert empty.status == 409 and empty.json["error"]["code"] == "nothing-to-archive"

@@ -1,0 +1,309 @@
+"""infra/resources.json: fresh, consistent with the PynamoDB models, the app's handlers,
+``.chalice/config.json`` and the IAM policies, and cfn-lint clean on its own."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from infra import names, policy, template
+from infra.build import RESOURCES_PATH, generate
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def tpl() -> dict[str, Any]:
+    return json.loads(RESOURCES_PATH.read_text())
+
+
+def resources_of(tpl: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in tpl["Resources"].items() if r.get("Type") == kind}
+
+
+def resolve(value: Any, stage: str) -> str:
+    """A ``Fn::Sub`` string with ``${Stage}`` filled in (other variables left as is)."""
+    text = value["Fn::Sub"] if isinstance(value, dict) else value
+    return text.replace("${Stage}", stage)
+
+
+def test_committed_files_equal_a_fresh_generation() -> None:
+    files = generate()
+    for path, text in files.items():
+        assert path.read_text() == text, f"{path.relative_to(ROOT)} is stale: run `python -m infra.build`"
+
+
+def test_cfn_lint_infra_is_clean() -> None:
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "cfn-lint"), str(RESOURCES_PATH)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- tables ---------------------------------------------------------------------------------------
+
+
+def _keys(elements: list[dict[str, str]]) -> list[tuple[str, str]]:
+    return sorted((e["KeyType"], e["AttributeName"]) for e in elements)
+
+
+def _indexes(items: list[dict[str, Any]], name_key: str) -> dict[str, tuple[list[tuple[str, str]], str]]:
+    out = {}
+    for index in items:
+        projection = index.get("projection") or index.get("Projection")
+        out[index[name_key]] = (_keys(index.get("key_schema") or index.get("KeySchema")), projection["ProjectionType"])
+    return out
+
+
+def test_every_model_has_its_table(tpl: dict[str, Any]) -> None:
+    from chalicelib.db import ALL_MODELS
+    from chalicelib.settings import get_settings
+
+    tables = resources_of(tpl, "AWS::DynamoDB::Table")
+    by_name = {resolve(t["Properties"]["TableName"], "dev"): t for t in tables.values()}
+    prefix = get_settings().table_prefix
+    expected = {names.table_prefix("dev") + m.Meta.table_name[len(prefix) :]: m for m in ALL_MODELS}
+    assert set(by_name) == set(expected), "tables and ALL_MODELS differ: run `python -m infra.build`"
+    for table_name, model in expected.items():
+        props = by_name[table_name]["Properties"]
+        schema = model._get_schema()
+        assert props["BillingMode"] == "PAY_PER_REQUEST"
+        assert _keys(props["KeySchema"]) == _keys(schema["key_schema"]), table_name
+        assert props["KeySchema"][0]["KeyType"] == "HASH"
+        defined = {(d["AttributeName"], d["AttributeType"]) for d in props["AttributeDefinitions"]}
+        wanted = {(d["AttributeName"], d["AttributeType"]) for d in schema["attribute_definitions"]}
+        for index in schema["global_secondary_indexes"] + schema["local_secondary_indexes"]:
+            wanted |= {(d["AttributeName"], d["AttributeType"]) for d in index["attribute_definitions"]}
+        assert defined == wanted, table_name
+        assert _indexes(props.get("GlobalSecondaryIndexes", []), "IndexName") == _indexes(
+            schema["global_secondary_indexes"], "index_name"
+        ), table_name
+        assert _indexes(props.get("LocalSecondaryIndexes", []), "IndexName") == _indexes(
+            schema["local_secondary_indexes"], "index_name"
+        ), table_name
+        ttl = model._ttl_attribute()
+        assert props["TimeToLiveSpecification"] == {
+            "AttributeName": ttl.attr_name if ttl else template.TTL_CONVENTION,
+            "Enabled": True,
+        }
+        assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+        assert by_name[table_name]["DeletionPolicy"] == "Retain"
+
+
+# -- buckets and web ------------------------------------------------------------------------------
+
+PUBLIC_ACCESS_BLOCKED = {
+    "BlockPublicAcls": True,
+    "BlockPublicPolicy": True,
+    "IgnorePublicAcls": True,
+    "RestrictPublicBuckets": True,
+}
+
+
+def test_images_bucket(tpl: dict[str, Any]) -> None:
+    bucket = tpl["Resources"]["ImagesBucket"]
+    props = bucket["Properties"]
+    assert bucket["DeletionPolicy"] == "Retain"
+    assert props["PublicAccessBlockConfiguration"] == PUBLIC_ACCESS_BLOCKED
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    assert resolve(props["BucketName"], "prod").startswith(names.images_bucket_prefix("prod"))
+    (rule,) = props["CorsConfiguration"]["CorsRules"]
+    assert set(rule["AllowedMethods"]) == {"GET", "HEAD"}
+    assert "https://${WebDistribution.DomainName}" in json.dumps(rule["AllowedOrigins"])
+    rules = props["LifecycleConfiguration"]["Rules"]
+    archives = [r for r in rules if r.get("Prefix") == "archives/"]
+    assert archives and archives[0]["ExpirationInDays"] >= 1 and archives[0]["Status"] == "Enabled"
+    multipart = [r for r in rules if "AbortIncompleteMultipartUpload" in r and not r.get("Prefix")]
+    assert multipart and multipart[0]["Status"] == "Enabled"
+
+
+def test_web_distribution(tpl: dict[str, Any]) -> None:
+    res = tpl["Resources"]
+    config = res["WebDistribution"]["Properties"]["DistributionConfig"]
+    assert config["DefaultRootObject"] == "index.html"
+    (origin,) = config["Origins"]
+    assert origin["OriginAccessControlId"] == {"Fn::GetAtt": ["WebOriginAccessControl", "Id"]}
+    assert origin["S3OriginConfig"] == {"OriginAccessIdentity": ""}
+    assert res["WebOriginAccessControl"]["Properties"]["OriginAccessControlConfig"]["SigningBehavior"] == "always"
+    behavior = config["DefaultCacheBehavior"]
+    assert behavior["ViewerProtocolPolicy"] == "https-only"
+    assert behavior["ResponseHeadersPolicyId"] == {"Ref": "WebSecurityHeadersPolicy"}
+    fallback = {(e["ErrorCode"], e["ResponseCode"], e["ResponsePagePath"]) for e in config["CustomErrorResponses"]}
+    assert fallback == {(403, 200, "/index.html"), (404, 200, "/index.html")}
+    headers = res["WebSecurityHeadersPolicy"]["Properties"]["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
+    csp = headers["ContentSecurityPolicy"]["ContentSecurityPolicy"]["Fn::Sub"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "${ClerkIssuer}" in csp
+    assert headers["StrictTransportSecurity"]["AccessControlMaxAgeSec"] >= 31536000
+    assert headers["ContentTypeOptions"] == {"Override": True}
+    web = res["WebBucket"]["Properties"]
+    assert web["PublicAccessBlockConfiguration"] == PUBLIC_ACCESS_BLOCKED
+    statements = res["WebBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    allow = [s for s in statements if s["Effect"] == "Allow"]
+    assert allow == [
+        {
+            "Sid": "AllowCloudFrontOriginAccessControl",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudfront.amazonaws.com"},
+            "Action": "s3:GetObject",
+            "Resource": {"Fn::Sub": "${WebBucket.Arn}/*"},
+            "Condition": {
+                "StringEquals": {
+                    "AWS:SourceArn": {
+                        "Fn::Sub": "arn:${AWS::Partition}:cloudfront::${AWS::AccountId}:distribution/${WebDistribution}"
+                    }
+                }
+            },
+        }
+    ]
+
+
+# -- queues, secret, environment, alarms, outputs -------------------------------------------------
+
+
+def test_queues(tpl: dict[str, Any]) -> None:
+    from chalicelib.settings import Settings
+
+    res = tpl["Resources"]
+    queue = res["JobsQueue"]["Properties"]
+    assert resolve(queue["QueueName"], "dev") == names.jobs_queue("dev")
+    assert resolve(res["JobsDeadLetterQueue"]["Properties"]["QueueName"], "dev") == names.jobs_dlq("dev")
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["JobsDeadLetterQueue", "Arn"]},
+        "maxReceiveCount": getattr(Settings(), "jobs_max_receive_count", 5),
+    }
+    worker = template.worker_handler()
+    worker_name = worker.name if worker else "process_jobs"
+    for stage in names.STAGES:
+        timeout = template.lambda_timeout(CONFIG, worker_name, stage)
+        assert queue["VisibilityTimeout"] >= 6 * timeout, stage
+
+
+def test_worker_event_source_override(tpl: dict[str, Any]) -> None:
+    worker = template.worker_handler()
+    if worker is None:
+        pytest.skip("no @app.on_sqs_message handler in app.py yet")
+    override = tpl["Resources"][worker.resource]
+    event = override["Properties"]["Events"][f"{worker.resource}SqsEventSource"]
+    assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert event["Properties"]["Queue"] == {"Fn::Sub": "${JobsQueue.Arn}"}
+    assert override["Properties"]["Handler"] == f"app.{worker.function}"
+
+
+def test_function_environment(tpl: dict[str, Any]) -> None:
+    """Every variable the stack sets is one Settings reads, and the resource ones point at the stack."""
+    from chalicelib.settings import Settings
+
+    env = tpl["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["IMAGES_BUCKET"] == {"Ref": "ImagesBucket"}
+    assert env["TOGETHER_KEYS_SECRET_ID"] == {"Ref": "TogetherKeysSecret"}
+    assert env["JOBS_QUEUE_NAME"] == {"Fn::GetAtt": ["JobsQueue", "QueueName"]}
+    assert env["JOBS_DLQ_NAME"] == {"Fn::GetAtt": ["JobsDeadLetterQueue", "QueueName"]}
+    assert resolve(env["TABLE_PREFIX"], "prod") == names.table_prefix("prod")
+    for required in ("CLERK_ISSUER", "CLERK_AUTHORIZED_PARTIES", "CORS_ALLOWED_ORIGINS", "IMAGE_RETENTION_DAYS"):
+        assert required in env
+    # Settings really reads each of them (a renamed variable would silently fall back to a default)
+    sample = {name: "7" if name == "IMAGE_RETENTION_DAYS" else f"x-{name.lower()}" for name in env}
+    sample["CLERK_ISSUER"] = "https://clerk.example.com"
+    read = Settings.from_env(sample)
+    default = Settings.from_env({})
+    app_vars = [n for n in env if not n.startswith("POWERTOOLS_")]
+    for name in app_vars:
+        changed = read != Settings.from_env({k: v for k, v in sample.items() if k != name})
+        assert changed, f"Settings does not read {name}"
+    assert read.images_bucket == "x-images_bucket" and default.images_bucket != read.images_bucket
+    # config.json must not set them too: a function-level value would override the stack's
+    for stage in names.STAGES:
+        overlap = set(CONFIG["stages"][stage].get("environment_variables", {})) & set(env)
+        assert not overlap, f"{stage}: {overlap} set in both config.json and infra"
+
+
+def test_alarms_watch_what_the_code_emits(tpl: dict[str, Any]) -> None:
+    from chalicelib import observability
+
+    res = tpl["Resources"]
+    dlq = res["JobsDeadLetterQueueAlarm"]["Properties"]
+    assert dlq["Namespace"] == "AWS/SQS" and dlq["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["JobsDeadLetterQueue", "QueueName"]}}]
+    keys = res["AllKeysUnhealthyAlarm"]["Properties"]
+    env = tpl["Globals"]["Function"]["Environment"]["Variables"]
+    assert keys["Namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"] == observability.DEFAULT_NAMESPACE
+    assert keys["MetricName"] == observability.KEY_STATE_METRICS["healthy"]
+    assert keys["Dimensions"] == [{"Name": "service", "Value": env["POWERTOOLS_SERVICE_NAME"]}]
+    assert keys["ComparisonOperator"] == "LessThanOrEqualToThreshold" and keys["Threshold"] == 0
+
+
+def test_outputs(tpl: dict[str, Any]) -> None:
+    outputs = tpl["Outputs"]
+    assert outputs["WebUrl"]["Value"] == {"Fn::Sub": "https://${WebDistribution.DomainName}"}
+    for name in ("WebBucketName", "WebDistributionId", "TogetherKeysSecretArn", "ImagesBucketName"):
+        assert name in outputs
+    # the API URL is Chalice's EndpointURL output (tests/test_packaging.py checks the merged template)
+
+
+def test_secret(tpl: dict[str, Any]) -> None:
+    secret = tpl["Resources"]["TogetherKeysSecret"]["Properties"]
+    assert resolve(secret["Name"], "prod") == names.keys_secret("prod")
+    assert json.loads(secret["SecretString"]) == []
+
+
+# -- names across template, policy and config -----------------------------------------------------
+
+
+def test_policy_resources_cover_the_stack_names(tpl: dict[str, Any]) -> None:
+    res = tpl["Resources"]
+    for stage in names.STAGES:
+        arns = policy.resources(stage)
+
+        def covered(arn: str, sid: str, stage: str = stage, arns: dict[str, list[str]] = arns) -> bool:
+            return any(fnmatch.fnmatchcase(arn, pattern) for pattern in arns[sid])
+
+        for table in resources_of(tpl, "AWS::DynamoDB::Table").values():
+            name = resolve(table["Properties"]["TableName"], stage)
+            assert covered(f"arn:aws:dynamodb:us-east-1:123456789012:table/{name}", "Tables")
+            assert covered(f"arn:aws:dynamodb:us-east-1:123456789012:table/{name}/index/by_x", "TableIndexes")
+        bucket = resolve(res["ImagesBucket"]["Properties"]["BucketName"], stage).replace(
+            "${AWS::AccountId}-${AWS::Region}", "123456789012-eu-west-1"
+        )
+        assert covered(f"arn:aws:s3:::{bucket}", "ImagesBucket")
+        assert covered(f"arn:aws:s3:::{bucket}/users/u/images/x.png", "ImageObjects")
+        for queue in ("JobsQueue", "JobsDeadLetterQueue"):
+            name = resolve(res[queue]["Properties"]["QueueName"], stage)
+            assert covered(f"arn:aws:sqs:eu-west-1:123456789012:{name}", "JobsQueues")
+        secret = resolve(res["TogetherKeysSecret"]["Properties"]["Name"], stage)
+        assert covered(f"arn:aws:secretsmanager:eu-west-1:123456789012:secret:{secret}-AbC123", "TogetherKeysSecret")
+        api_log_group = resolve(res["ApiHandlerLogGroup"]["Properties"]["LogGroupName"], stage).replace(
+            "${AWS::StackName}", names.stack_name(stage)
+        )
+        assert covered(f"arn:aws:logs:eu-west-1:123456789012:log-group:{api_log_group}:log-stream:x", "Logs")
+
+
+def test_chalice_config() -> None:
+    stages = CONFIG["stages"]
+    assert stages["local"] == {"api_gateway_stage": "api"}, "the dev stack's stage must stay as it was"
+    assert not {"environment_variables", "lambda_functions", "autogen_policy"} & set(CONFIG), (
+        "top-level keys reach local"
+    )
+    handlers = [h.name for h in template.app_handlers()] + ["api_handler"]
+    for stage in names.STAGES:
+        cfg = stages[stage]
+        assert cfg["autogen_policy"] is False
+        assert (ROOT / ".chalice" / cfg["iam_policy_file"]).exists()
+        assert cfg["iam_policy_file"] == f"policy-{stage}.json"
+        assert cfg["log_retention_in_days"] > 0
+        functions = cfg["lambda_functions"]
+        for name in handlers:
+            assert name in functions, f"{stage}: lambda_functions has no entry for {name}"
+            assert {"lambda_memory_size", "lambda_timeout"} <= set(functions[name]), name
+            assert 1 <= functions[name]["lambda_timeout"] <= 900
+        assert functions["api_handler"]["lambda_timeout"] <= 30, "API Gateway stops waiting at 29 s"
+        assert not set(functions) - set(handlers), f"{stage}: lambda_functions names unknown handlers"

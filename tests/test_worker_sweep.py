@@ -1,0 +1,117 @@
+"""The stuck-work sweep: expired leases, exhausted attempts, the DLQ, drifted counters,
+dry-run mode, and two sweeps at once."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import boto3
+
+from chalicelib.db import JobItemModel
+from chalicelib.services import jobs, stuck
+from chalicelib.services import worker as w
+from chalicelib.settings import get_settings
+from tests.fixtures.worker import check_job, wait_for
+
+SMALL = {"width": 256, "height": 256}
+
+
+def purge(queue: str | None = None) -> None:
+    """Drop every message of a queue (messages lost, as after an outage)."""
+    sqs = boto3.client("sqs")
+    url = jobs.queue_url(queue)
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not got:
+            return
+        sqs.delete_message_batch(
+            QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)]
+        )
+
+
+def test_sweep_requeues_expired_leases_fails_exhausted_ones_and_drains_the_dlq(api, worker, flux):
+    worker.configure(ITEM_LEASE_SECONDS=1, MAX_ITEM_ATTEMPTS=2)
+    reply = api.post("/v1/jobs", user="sweep", json_body={"prompts": ["one", "two", "three"], **SMALL})
+    job_id = reply.json["job_id"]
+    purge()  # every message is lost
+    item0, item1, item2 = (JobItemModel.get(job_id, f"{n:04d}") for n in range(3))
+    # item 0: a worker took it and died
+    lease0 = w.lease_item(item0)
+    # item 1: two workers took it in turn and both died (attempts exhausted)
+    lease1 = w.lease_item(item1)
+    wait_for(lambda: time.time() > lease1.item.lease_until, what="(first lease to expire)")
+    lease1 = w.lease_item(JobItemModel.get(job_id, "0001"))
+    assert isinstance(lease0, w.Lease) and isinstance(lease1, w.Lease) and int(lease1.item.attempts) == 2
+    # item 2: its message went to the DLQ after too many receives
+    sqs = boto3.client("sqs")
+    dlq = jobs.queue_url(get_settings().jobs_dlq_name)
+    sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps(jobs.item_message(item2)))
+    wait_for(lambda: time.time() > max(lease0.item.lease_until, lease1.item.lease_until), what="(leases to expire)")
+
+    dry = stuck.sweep(dry_run=True)
+    assert dry["dry_run"] is True
+    assert dry["counts"]["leases_requeued"] == 1 and dry["counts"]["items_lease_exhausted"] == 1
+    assert dry["counts"]["items_dead_lettered"] == 1
+    assert [i.status for i in JobItemModel.query(job_id, consistent_read=True)] == ["running", "running", "queued"]
+    assert worker.queue_depth(get_settings().jobs_dlq_name) == 1  # dry run leaves the DLQ alone
+
+    reports: list[dict] = []
+    runs = [threading.Thread(target=lambda: reports.append(stuck.sweep())) for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    assert len(reports) == 2  # two sweeps at once: every change happened exactly once
+    items = list(JobItemModel.query(job_id, consistent_read=True))
+    assert [i.status for i in items] == ["queued", "failed", "failed"]
+    assert (items[1].error_code, items[2].error_code) == ("lease-expired", "dead-lettered")
+    assert worker.queue_depth(get_settings().jobs_dlq_name) == 0
+    assert worker.queue_depth() >= 1  # item 0's message was sent again
+    check_job("sweep", job_id)
+
+    worker.start()
+    job = worker.wait_finished("sweep", job_id)
+    assert job.status == "completed_with_errors"
+    state = check_job("sweep", job_id)
+    assert [i.status for i in state["items"]] == ["succeeded", "failed", "failed"]
+    assert api.get("/v1/me/usage", user="sweep").json["used"] == 1  # the two failed ones refunded
+    body = api.get(f"/v1/jobs/{job_id}", user="sweep").json
+    assert body["errors_by_reason"] == {"dead-lettered": 1, "lease-expired": 1}
+
+
+def test_sweep_reconciles_counters_after_a_crash_between_writes_and_finishes_the_job(api, worker):
+    worker.configure(ITEM_LEASE_SECONDS=1)
+    reply = api.post("/v1/jobs", user="drift", json_body={"prompts": ["a", "b"], **SMALL})
+    job_id = reply.json["job_id"]
+    # a worker failed item 0 and died before its counter write; the cancel of item 1 likewise
+    lease = w.lease_item(JobItemModel.get(job_id, "0000"))
+    lease.item.update(
+        actions=[
+            JobItemModel.status.set("failed"),
+            JobItemModel.error_code.set("upstream-rejected"),
+            JobItemModel.lease_token.remove(),
+            JobItemModel.lease_until.remove(),
+        ]
+    )
+    jobs.fail_queued_item(JobItemModel.get(job_id, "0001"), "cancelled", "the job was cancelled")
+    job = worker.job("drift", job_id)
+    assert jobs.counts(job) == {"queued": 1, "running": 1, "succeeded": 0, "failed": 0}  # drifted
+    assert stuck.sweep()["counts"].get("counters_reconciled") is None  # too fresh to touch
+    wait_for(lambda: time.time() - float(job.counters_at) > stuck.reconcile_after_s(), what="(quiet period)")
+    report = stuck.sweep()
+    assert report["counts"]["counters_reconciled"] == 1 and report["counts"]["jobs_finished"] == 1
+    job = worker.job("drift", job_id)
+    assert job.status == "failed" and job.finished_at is not None
+    check_job("drift", job_id)
+
+
+def test_deferral_near_the_receive_limit_sends_a_fresh_copy(worker, api):
+    reply = api.post("/v1/jobs", user="defer", json_body={"prompts": ["x"], **SMALL})
+    item = JobItemModel.get(reply.json["job_id"], "0000")
+    before = worker.queue_depth()
+    limit = get_settings().jobs_max_receive_count
+    record = {"receiptHandle": "unused", "attributes": {"ApproximateReceiveCount": str(limit - 1)}}
+    assert w._defer(record, json.dumps(jobs.item_message(item)), 3)  # True: the old copy may go
+    assert worker.queue_depth() == before + 1  # a fresh, delayed copy took its place
