@@ -84,7 +84,8 @@ def main() -> int:
                     table.add_row(str(i), prompt, image["id"], str(image["seed"]), f"{ms:.0f}", image["url"])
                 else:
                     failures += 1
-                    table.add_row(str(i), prompt, f"[red]HTTP {reply.status_code}[/]", "", f"{ms:.0f}", reply.text[:200])
+                    table.add_row(str(i), prompt, f"[red]HTTP {reply.status_code}[/]", "", f"{ms:.0f}",
+                                  reply.text[:200])
                 progress.advance(task)
         console.print(table)
         elapsed = time.monotonic() - started
