@@ -340,3 +340,86 @@ def test_scheduled_handlers_run(aws) -> None:
             result = chalice_client.lambda_.invoke(name, event).payload
             assert result, name
     assert _all_items() == {(item.user_id, item.image_id)}
+
+
+# -- observability: the sweeps' logs and the gauges ------------------------------------------------
+
+
+def test_logs_are_json_with_context_and_without_secrets() -> None:
+    import io
+    import json
+    import logging
+
+    from chalicelib import observability
+
+    logger = observability.get_logger()
+    buffer = io.StringIO()
+    handler = logging.StreamHandler(buffer)  # the Logger's own formatter, into a buffer we can read
+    handler.setFormatter(logger.registered_handler.formatter)
+    logger._logger.addHandler(handler)
+
+    key = "tgp_v1_" + "k" * 40
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ1c2VyXzEifQ.c2lnbmF0dXJl"
+    observability.bind(request_id="req-1", user_id="user_1", job_id="job_1")
+    try:
+        logger.info(
+            f"calling with {key} and Bearer {token}",
+            extra={
+                "authorization": f"Bearer {token}",
+                "api_key": key,
+                "url": "https://s3.amazonaws.com/b/k?X-Amz-Credential=AKIA123&X-Amz-Signature=abc123&X-Amz-Security-Token=xyz",
+                "key_id": "0123456789ab",
+                "detail": {"nested_token": token, "hex": "a" * 64},
+            },
+        )
+        observability.clear()
+        logger.info("after")
+    finally:
+        logger._logger.removeHandler(handler)
+    first, after = (json.loads(line) for line in buffer.getvalue().splitlines())
+    assert (first["request_id"], first["user_id"], first["job_id"]) == ("req-1", "user_1", "job_1")
+    text = json.dumps(first)
+    for secret in (key, token, "AKIA123", "abc123", "xyz", "a" * 64):
+        assert secret not in text, secret
+    assert first["key_id"] == "0123456789ab"
+    assert "user_id" not in after and "request_id" not in after
+
+
+def test_key_state_gauges_and_counts() -> None:
+    from chalicelib import observability
+
+    counts = observability.record_key_states(["healthy", "cooling", "disabled", "out_of_credits", "healthy"])
+    assert counts == {
+        "HealthyKeys": 2,
+        "CoolingKeys": 1,
+        "DisabledKeys": 1,
+        "OutOfCreditsKeys": 1,
+        "TotalKeys": 5,
+    }
+    assert observability.record_key_states([])["HealthyKeys"] == 0
+    observability.record_counts("CleanupRetention", {"images_deleted": 3})
+    metrics = observability.get_metrics().metric_set
+    assert metrics["CleanupRetentionImagesDeleted"]["Value"][-1] == 3.0
+    observability.flush_metrics()  # outside Lambda: discarded, nothing printed
+    assert not observability.get_metrics().metric_set
+
+
+def test_collect_gauges(aws, monkeypatch) -> None:
+    from chalicelib import observability
+    from chalicelib.flux.keypool import reset_key_pool
+
+    monkeypatch.setenv("TOGETHER_API_KEYS", "key-one,key-two")
+    get_settings.cache_clear()
+    reset_key_pool()
+    try:
+        sqs = client("sqs")
+        url = sqs.get_queue_url(QueueName=get_settings().jobs_queue_name)["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody="{}")
+        result = observability.collect_gauges()
+    finally:
+        monkeypatch.delenv("TOGETHER_API_KEYS")
+        get_settings.cache_clear()
+        reset_key_pool()
+    assert result["errors"] == []
+    assert result["keys"]["HealthyKeys"] == 2 and result["keys"]["TotalKeys"] == 2
+    assert result["queue"]["depth"] == 1 and result["queue"]["oldest_age_s"] == 0
