@@ -30,6 +30,7 @@ from typing import Any
 from chalice import Chalice, Response
 from chalice.app import Request
 
+from chalicelib import observability
 from chalicelib.errors import ApiError, Forbidden, ValidationError
 from chalicelib.settings import get_settings
 
@@ -140,6 +141,7 @@ class Api:
                         from chalicelib.auth import authenticate
 
                         principal = authenticate(request.headers)
+                        observability.bind(user_id=principal.user_id)
                         if admin and not principal.is_admin:
                             raise Forbidden()
                     result = handler(RequestContext(request, principal, params))

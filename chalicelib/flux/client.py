@@ -61,6 +61,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from chalicelib import observability
 from chalicelib.flux.catalog import GenerationParams
 from chalicelib.flux.exceptions import (
     AllKeysCoolingError,
@@ -379,10 +380,13 @@ class FluxClient:
                 timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout),
             )
         except requests.Timeout:
+            observability.record_upstream_call((self._monotonic() - started) * 1000, None)
             raise self._transient(kid, f"timeout after {timeout:.1f} s") from None
         except requests.RequestException as exc:
+            observability.record_upstream_call((self._monotonic() - started) * 1000, None)
             raise self._transient(kid, f"connection error ({type(exc).__name__})") from None
         status = resp.status_code
+        observability.record_upstream_call((self._monotonic() - started) * 1000, status)
         if status == 200:
             try:
                 data = self._image_bytes(resp, deadline)

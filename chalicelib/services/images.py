@@ -23,6 +23,7 @@ from typing import Any
 
 from ulid import ULID
 
+from chalicelib import observability
 from chalicelib.db import ImageModel, PromptHistoryModel, utcnow
 from chalicelib.errors import ApiError, NotFound, ValidationError
 from chalicelib.flux.catalog import GENERATION_FIELDS, GenerationParams, parse_generation_params
@@ -193,6 +194,7 @@ def generate(user_id: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], flo
             raise ApiError(502, "storage-failed", "the image could not be stored; nothing was charged")
     finally:
         usage.refund(user_id, params.n - len(stored))
+    observability.record_images_generated(len(stored))
     remember_prompt(user_id, params.prompt)
     return {"images": [image_json(item) for item in stored]}, flux_ms
 
