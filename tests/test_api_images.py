@@ -301,3 +301,17 @@ def test_persistent_429s_are_a_503_not_an_upstream_failure(api, flux):
     assert reply.json["error"]["code"] == "keys-cooling"
     assert int(reply.header("Retry-After")) >= 1
     assert usage_of(api, "sat") == 0
+
+
+def test_retention_sets_a_ttl_backstop_on_image_metadata(api, monkeypatch):
+    import time as _time
+
+    from chalicelib.db import ImageModel
+
+    plain = api.post("/v1/images", user="ttl", json_body={"prompt": "a snowman", **SMALL}).json["images"][0]
+    assert ImageModel.get("ttl", plain["id"]).expires_at is None  # 0 days: kept forever
+    monkeypatch.setenv("IMAGE_RETENTION_DAYS", "30")
+    get_settings.cache_clear()
+    kept = api.post("/v1/images", user="ttl", json_body={"prompt": "a snowman", **SMALL}).json["images"][0]
+    expires = ImageModel.get("ttl", kept["id"]).expires_at.timestamp()
+    assert abs(expires - (_time.time() + 31 * 86400)) < 120

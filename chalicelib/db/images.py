@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, LocalSecondaryIndex
 
 from chalicelib.db.base import BaseModel, table_name
@@ -51,6 +51,8 @@ class ImageModel(BaseModel):
     content_type = UnicodeAttribute()
     created_at = UTCDateTimeAttribute()
     upstream_ms = NumberAttribute(null=True)  # Together call latency, milliseconds
+    # DynamoDB TTL backstop for the retention sweep (IMAGE_RETENTION_DAYS); None keeps it forever.
+    expires_at = TTLAttribute(null=True)
 
     by_collection = ImagesByCollection()
 

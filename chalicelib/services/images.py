@@ -19,6 +19,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from ulid import ULID
@@ -29,6 +30,7 @@ from chalicelib.errors import ApiError, NotFound, ValidationError
 from chalicelib.flux.catalog import GENERATION_FIELDS, GenerationParams, parse_generation_params
 from chalicelib.services import usage
 from chalicelib.services.pagination import decode_cursor, encode_cursor, parse_limit
+from chalicelib.settings import get_settings
 from chalicelib.storage import imaging, objects
 
 logger = logging.getLogger("promptcanvas.images")
@@ -85,6 +87,16 @@ def image_json(item: ImageModel) -> dict[str, Any]:
     }
 
 
+def _expiry() -> timedelta | None:
+    """The TTL backstop: a day after the retention sweep would remove the image (None: keep).
+
+    The sweep deletes objects and metadata together; TTL only catches what it missed, and a
+    TTL deletion leaves objects the orphan sweep then removes.
+    """
+    days = get_settings().image_retention_days
+    return timedelta(days=days + 1) if days > 0 else None
+
+
 def store_image(
     user_id: str,
     params: GenerationParams,
@@ -134,6 +146,7 @@ def store_image(
         content_type=processed.content_type,
         created_at=utcnow(),
         upstream_ms=upstream_ms,
+        expires_at=_expiry(),
     )
     uploaded: list[str] = []
     try:

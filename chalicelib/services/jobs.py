@@ -282,6 +282,51 @@ def apply_counts(
     return job
 
 
+def move_item_count(
+    user_id: str,
+    job_id: str,
+    deltas: Mapping[str, int],
+    *,
+    reason: str | None = None,
+    started_at: float | None = None,
+) -> None:
+    """The worker's counter update for one item transition, then what follows from it.
+
+    Like :func:`apply_counts` (one atomic ADD, deltas summing to 0) but asks DynamoDB for
+    ``UPDATED_NEW`` (just the counters) instead of the whole job. ``started_at`` (epoch
+    seconds, on a lease) also sets the job's ``started_at`` / ``progress_since`` if they
+    are unset, and marks the job running when this was its first start. When nothing is
+    left queued or running, the job is read and finished (:func:`finish_if_done`).
+
+    Raises:
+        UpdateError: the job does not exist (condition) or DynamoDB failed.
+    """
+    actions: list[Any] = [COUNTER_ATTRS[state].add(deltas.get(state, 0)) for state in (QUEUED, RUNNING)]
+    actions += [COUNTER_ATTRS[state].add(n) for state, n in deltas.items() if n and state not in (QUEUED, RUNNING)]
+    if reason:
+        path = JobModel.failure_reasons[reason]
+        actions.append(path.set((path | 0) + 1))
+    actions.append(JobModel.counters_at.set(now_s()))
+    if started_at is not None:
+        actions += [
+            JobModel.started_at.set(JobModel.started_at | started_at),
+            JobModel.progress_since.set(JobModel.progress_since | started_at),
+        ]
+    data = JobModel._get_connection().update_item(
+        user_id, range_key=job_id, actions=actions, condition=JobModel.job_id.exists(), return_values="UPDATED_NEW"
+    )
+    attrs = data.get("Attributes", {})
+    if started_at is not None and float(attrs.get("started_at", {}).get("N", "0")) == started_at:
+        mark_started(JobModel(user_id, job_id, status=JOB_QUEUED))
+    queued = int(attrs.get("queued_count", {}).get("N", "1"))
+    running = int(attrs.get("running_count", {}).get("N", "1"))
+    if queued == 0 and running == 0:
+        try:
+            finish_if_done(JobModel.get(user_id, job_id, consistent_read=True))
+        except JobModel.DoesNotExist:
+            pass
+
+
 def mark_started(job: JobModel) -> None:
     """Record the first start: ``started_at`` / ``progress_since`` and status running. Best effort."""
     if job.started_at is not None and job.status != JOB_QUEUED:

@@ -33,7 +33,8 @@ DynamoDB developer guide, "Condition expressions")::
   holder's outcome.
 
 Each item transition then moves the job counters in one atomic ADD
-(:func:`chalicelib.services.jobs.apply_counts`).
+(:func:`chalicelib.services.jobs.move_item_count`), which finishes the job when
+nothing is left queued or running.
 
 Retries and visibility (source: Amazon SQS API reference, ChangeMessageVisibility:
 0 to 43,200 s, applied to this receipt only):
@@ -204,8 +205,7 @@ def lease_item(
             now = None
             continue
         if previous == QUEUED:
-            job = jobs.apply_counts(item.user_id, item.job_id, {QUEUED: -1, RUNNING: 1})
-            jobs.mark_started(job)
+            jobs.move_item_count(item.user_id, item.job_id, {QUEUED: -1, RUNNING: 1}, started_at=now)
         return Lease(item=item, token=token, previous=previous)
     return Later(1, "contended")
 
@@ -245,7 +245,7 @@ def release(lease: Lease, *, give_back_attempt: bool) -> bool:
         if item.status == RUNNING and item.lease_token == lease.token and item.cancel_requested:
             return fail_item(lease, jobs.REASON_CANCELLED, "the job was cancelled")
         return False
-    jobs.apply_counts(item.user_id, item.job_id, {RUNNING: -1, QUEUED: 1})
+    jobs.move_item_count(item.user_id, item.job_id, {RUNNING: -1, QUEUED: 1})
     return True
 
 
@@ -318,12 +318,11 @@ def fail_stranded(item: JobItemModel, reason: str, message: str, now: float | No
 
 def _after_failure(item: JobItemModel, previous: str, reason: str) -> None:
     """Counters, refund and orphan clean-up after an item moved to failed."""
-    job = jobs.apply_counts(item.user_id, item.job_id, {previous: -1, FAILED: 1}, reasons={reason: 1})
     usage.refund(item.user_id, 1)
     if int(item.attempts or 0) > 0:
         discard_orphans(item.user_id, item.image_id)
     logger.info("item failed job_id=%s item_id=%s reason=%s", item.job_id, item.item_id, reason)
-    jobs.finish_if_done(job)
+    jobs.move_item_count(item.user_id, item.job_id, {previous: -1, FAILED: 1}, reason=reason)
 
 
 def discard_orphans(user_id: str, image_id: str) -> None:
@@ -462,8 +461,7 @@ def complete_item(lease: Lease, image: ImageModel) -> bool:
             logger.warning("lease lost before completing job_id=%s item_id=%s", item.job_id, item.item_id)
             return False
         raise
-    job = jobs.apply_counts(item.user_id, item.job_id, {RUNNING: -1, SUCCEEDED: 1})
-    jobs.finish_if_done(job)
+    jobs.move_item_count(item.user_id, item.job_id, {RUNNING: -1, SUCCEEDED: 1})
     return True
 
 
@@ -677,5 +675,5 @@ def requeue_expired(item: JobItemModel, now: float | None = None) -> bool:
         if jobs.is_conditional_failure(exc):
             return False
         raise
-    jobs.apply_counts(item.user_id, item.job_id, {RUNNING: -1, QUEUED: 1})
+    jobs.move_item_count(item.user_id, item.job_id, {RUNNING: -1, QUEUED: 1})
     return True
