@@ -130,16 +130,11 @@ from chalicelib.settings import get_settings as _get_settings  # noqa: E402
 app.api.binary_types.append("multipart/form-data")
 
 
-def _raw_body(ctx: RequestContext) -> bytes:
-    raw = ctx.request.raw_body or b""
-    return raw.encode("utf-8") if isinstance(raw, str) else raw
-
-
 @api.route("/v1/jobs", methods=["POST"])
 def create_job(ctx: RequestContext):
     """Submit a batch job: JSON (prompts, or prompt + count) or a multipart prompt file."""
     return jobs.submit(
-        ctx.principal.user_id, ctx.header("content-type"), _raw_body(ctx), ctx.header("idempotency-key")
+        ctx.principal.user_id, ctx.header("content-type"), ctx.request.raw_body, ctx.header("idempotency-key")
     )
 
 
@@ -191,9 +186,7 @@ def list_collections(ctx: RequestContext):
 @api.route("/v1/collections/{name}/archive", methods=["POST"])
 def archive_collection(ctx: RequestContext):
     """A ZIP of a collection's images (201 ready, or 202 building)."""
-    from urllib.parse import unquote
-
-    return archives.create_for_collection(ctx.principal.user_id, unquote(ctx.params["name"]))
+    return archives.create_for_collection(ctx.principal.user_id, ctx.params["name"])
 
 
 @api.route("/v1/archives", methods=["POST"])

@@ -108,6 +108,9 @@ class DevStack:
             os.environ.update(app_env)
             from moto.server import ThreadedMotoServer
 
+            from devstack.moto_fidelity import make_dynamodb_writes_atomic
+
+            make_dynamodb_writes_atomic()
             moto = ThreadedMotoServer(ip_address="127.0.0.1", port=_port(env, "AWS_PORT", 4566), verbose=False)
             moto.start()
             self._closers.append(moto.stop)
@@ -152,6 +155,7 @@ class DevStack:
             app_env["CLERK_ISSUER"] = idp.issuer
             app_env["CLERK_JWKS_URL"] = idp.jwks_url
             app_env.setdefault("CLERK_AUTHORIZED_PARTIES", ",".join(web_origins))
+        app_env.setdefault("ALLOW_LOOPBACK_WEBHOOKS", env.get("ALLOW_LOOPBACK_WEBHOOKS") or "1")
         app_env.setdefault("CORS_ALLOWED_ORIGINS", env.get("CORS_ALLOWED_ORIGINS") or ",".join(web_origins))
 
         # The app's settings in this process (pollers) and the API process.

@@ -30,6 +30,7 @@ import csv
 import io
 import logging
 import time
+import urllib.parse
 import zipfile
 from collections.abc import Mapping
 from datetime import timedelta
@@ -380,13 +381,14 @@ def create_for_job(user_id: str, job_id: str) -> tuple[int, dict[str, Any]]:
 
 
 def create_for_collection(user_id: str, name: str) -> tuple[int, dict[str, Any]]:
-    """``POST /v1/collections/{name}/archive``: the collection's images, oldest first.
+    """``POST /v1/collections/{name}/archive``: the collection's images, oldest first
+    (``name`` as in the path; percent-escapes are decoded).
 
     Raises:
         ValidationError: 400 (field ``name``). NotFound: 404 when the user has no such
         collection. ApiError: 400 ``too-many-images``.
     """
-    collection = parse_collection(name, field="name")
+    collection = parse_collection(urllib.parse.unquote(name or ""), field="name")
     limit = get_settings().archive_max_images
     ids = [
         image.image_id

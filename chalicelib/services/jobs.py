@@ -292,20 +292,21 @@ def move_item_count(
 ) -> None:
     """The worker's counter update for one item transition, then what follows from it.
 
-    Like :func:`apply_counts` (one atomic ADD, deltas summing to 0) but asks DynamoDB for
-    ``UPDATED_NEW`` (just the counters) instead of the whole job. ``started_at`` (epoch
-    seconds, on a lease) also sets the job's ``started_at`` / ``progress_since`` if they
-    are unset, and marks the job running when this was its first start. When nothing is
-    left queued or running, the job is read and finished (:func:`finish_if_done`).
+    One atomic ADD whose deltas sum to 0. A transition into succeeded/failed may end
+    the job, so it reads the job back (``ALL_NEW``) and calls :func:`finish_if_done`.
+    Other transitions (lease, release) cannot, so they ask only for ``UPDATED_NEW``:
+    with ``started_at`` (epoch seconds, on a lease) the job's ``started_at`` /
+    ``progress_since`` are set if unset, and if this lease set them the job is marked
+    running (:func:`mark_started`).
 
     Raises:
         UpdateError: the job does not exist (condition) or DynamoDB failed.
     """
-    actions: list[Any] = [COUNTER_ATTRS[state].add(deltas.get(state, 0)) for state in (QUEUED, RUNNING)]
-    actions += [COUNTER_ATTRS[state].add(n) for state, n in deltas.items() if n and state not in (QUEUED, RUNNING)]
-    if reason:
-        path = JobModel.failure_reasons[reason]
-        actions.append(path.set((path | 0) + 1))
+    if any(deltas.get(state, 0) > 0 for state in (SUCCEEDED, FAILED)):
+        job = apply_counts(user_id, job_id, deltas, reasons={reason: 1} if reason else None)
+        finish_if_done(job)
+        return
+    actions: list[Any] = [COUNTER_ATTRS[state].add(n) for state, n in deltas.items() if n]
     actions.append(JobModel.counters_at.set(now_s()))
     if started_at is not None:
         actions += [
@@ -315,16 +316,9 @@ def move_item_count(
     data = JobModel._get_connection().update_item(
         user_id, range_key=job_id, actions=actions, condition=JobModel.job_id.exists(), return_values="UPDATED_NEW"
     )
-    attrs = data.get("Attributes", {})
-    if started_at is not None and float(attrs.get("started_at", {}).get("N", "0")) == started_at:
+    first = (data.get("Attributes") or {}).get("started_at", {}).get("N")
+    if started_at is not None and first is not None and float(first) == started_at:
         mark_started(JobModel(user_id, job_id, status=JOB_QUEUED))
-    queued = int(attrs.get("queued_count", {}).get("N", "1"))
-    running = int(attrs.get("running_count", {}).get("N", "1"))
-    if queued == 0 and running == 0:
-        try:
-            finish_if_done(JobModel.get(user_id, job_id, consistent_read=True))
-        except JobModel.DoesNotExist:
-            pass
 
 
 def mark_started(job: JobModel) -> None:
@@ -772,9 +766,12 @@ def _created(job: JobModel, replayed: bool = False) -> tuple[int, dict[str, Any]
 
 
 def submit(
-    user_id: str, content_type: str | None, raw: bytes, idempotency_key: str | None = None
+    user_id: str, content_type: str | None, raw: bytes | str | None, idempotency_key: str | None = None
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """``POST /v1/jobs``.
+
+    Args:
+        raw: the request body (Chalice gives ``str`` for text bodies, ``bytes`` for binary ones).
 
     Returns:
         ``(202, {"job_id", "status": "queued", "total"}, headers)``; with an
@@ -787,7 +784,8 @@ def submit(
     """
     from chalicelib.services.webhooks import get_or_create_secret
 
-    sub = parse_request(content_type, raw)
+    body = raw.encode("utf-8") if isinstance(raw, str) else (raw or b"")
+    sub = parse_request(content_type, body)
     key = parse_idempotency_key(idempotency_key)
     usage.hit_rate_limit(user_id)
     claim = _claim_key(user_id, key, sub.request_hash) if key else _Claim(str(ULID()), False)

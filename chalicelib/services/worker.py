@@ -26,8 +26,8 @@ DynamoDB developer guide, "Condition expressions")::
 - *store*: the image id is fixed on the item at submit; the S3 keys derive from it,
   so a retry overwrites the same objects, and the metadata write is conditional
   (``attribute_not_exists``). A crash between upload and metadata write, then a
-  retry, leaves one image and no orphan object; an image whose metadata exists is
-  never generated again.
+  retry, leaves one image and no orphan object; a later attempt that finds the
+  metadata already written completes the item without calling Flux again.
 - *complete* / *fail* / *release* require ``status = running`` and our
   ``lease_token``, so a worker whose lease was taken over cannot overwrite the new
   holder's outcome.
@@ -39,9 +39,10 @@ nothing is left queued or running.
 Retries and visibility (source: Amazon SQS API reference, ChangeMessageVisibility:
 0 to 43,200 s, applied to this receipt only):
 
-- every key cooling (:class:`AllKeysCoolingError`): the lease is released *and its
-  attempt given back*, and the message's visibility moves to the cooldown. Not a
-  failure; it spends none of the item's attempts;
+- every key cooling (:class:`AllKeysCoolingError`): the message's visibility moves to
+  the cooldown (plus up to 1 s of jitter). Not a failure; it spends none of the item's
+  attempts: the key pool is asked before leasing, and an item that meets the cooldown
+  inside the Flux call is released with its attempt given back;
 - transient upstream/storage failure: released (the attempt counts) and made visible
   again after an exponential back-off; after ``MAX_ITEM_ATTEMPTS`` the item fails;
 - permanent failure (422 content rejection, a corrupt image, invalid parameters, a

@@ -11,7 +11,6 @@ import csv
 import io
 import re
 import time
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -122,14 +121,11 @@ def emulator(stack: Any, **config: Any) -> None:
     requests.post(base + "/admin/config", json=config, timeout=10).raise_for_status()
 
 
-def counters_drifted(stack: Any, user_id: str, job_id: str) -> bool:
-    """Whether the API's counters of a job no longer add up to its total (a server-side bug); warns if so."""
+def assert_counters_add_up(stack: Any, user_id: str, job_id: str) -> None:
+    """The API's counters of a job add up to its total, none negative."""
     job = stack.api("GET", f"/v1/jobs/{job_id}", user_id).json()
-    if sum(job["counts"].values()) == job["total"] and min(job["counts"].values()) >= 0:
-        return False
-    message = f"job {job_id}: counters drifted {job['counts']} (total {job['total']}, status {job['status']})"
-    warnings.warn(message, stacklevel=2)
-    return True
+    assert sum(job["counts"].values()) == job["total"], job
+    assert min(job["counts"].values()) >= 0, job
 
 
 def job_routes_exist(stack: Any) -> bool:
@@ -355,12 +351,8 @@ def test_batch_from_tsv_progress_gallery_and_zip(open_page, shot, stack, tmp_pat
     expect(screen).to_have_attribute("data-progress", "100", timeout=60_000)
     seen = [int(v) for v in screen.evaluate("el => el.progressSeen")]
     assert seen == sorted(seen) and seen[-1] == 100, seen
-    # Known server bug (jobs service, not the client): now and then a job's counters drift (all items
-    # succeeded, but e.g. running_count 2 and counts summing past total), so it stays "running" until the
-    # stuck-work sweep repairs it. Then the status checks are skipped with a warning instead of a flake.
-    drifted = counters_drifted(stack, "batch-user", page.url.rsplit("/", 1)[-1])
-    if not drifted:
-        expect(screen).to_have_attribute("data-status", "completed")
+    assert_counters_add_up(stack, "batch-user", page.url.rsplit("/", 1)[-1])
+    expect(screen).to_have_attribute("data-status", "completed")
     expect(page.locator(".progress-label .percent")).to_have_text("100%")
     expect(page.locator(".stat-ok dd")).to_have_text("10")
     images = page.get_by_role("list", name="Finished images").get_by_role("img")
@@ -372,9 +364,8 @@ def test_batch_from_tsv_progress_gallery_and_zip(open_page, shot, stack, tmp_pat
     go(page, "Jobs")
     row = page.locator(".job-row").filter(has_text="PartiPrompts × 10")
     expect(row.get_by_text("10 / 10 finished")).to_be_visible()
-    if not drifted:
-        expect(row.get_by_text("completed", exact=True)).to_be_visible()
-        expect(page.locator("section.screen-jobs")).to_have_attribute("data-autorefresh", "false")
+    expect(row.get_by_text("completed", exact=True)).to_be_visible()
+    expect(page.locator("section.screen-jobs")).to_have_attribute("data-autorefresh", "false")
     shot(page, "jobs")
 
     # The gallery, filtered by the batch's collection, holds the 10 images.
