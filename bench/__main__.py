@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import sys
@@ -26,6 +27,7 @@ def main() -> int:
     from devstack.stack import DevStack
 
     console = Console()
+    logging.basicConfig(level=logging.ERROR)  # the in-process pollers' warnings would break the live display
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
     env.update({k: "0" for k in PORT_VARS})
     env.update({"RATE_LIMIT_PER_MINUTE": "100000", "MONTHLY_IMAGE_QUOTA": "1000000"})

@@ -32,6 +32,49 @@ def running_stack() -> dict | None:
     return info
 
 
+def run_batch(console, session: requests.Session, api_url: str, token, n: int) -> int:
+    """Submit the next ``n`` PartiPrompts as one batch job, follow it live, then build its ZIP.
+
+    Returns the number of failures (failed items, or 1 if the job or ZIP did not finish).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    prompts = first(2 * n)[n:]
+    reply = session.post(api_url + "/v1/jobs", json={"prompts": prompts, "collection": "demo-batch",
+                                                     "name": f"demo: {n} PartiPrompts"},
+                         headers={"Authorization": f"Bearer {token()}"}, timeout=60)
+    if reply.status_code != 202:
+        console.print(f"[red]POST /v1/jobs answered {reply.status_code}: {reply.text[:200]}[/]")
+        return 1
+    job_id = reply.json()["job_id"]
+    deadline = time.monotonic() + 300
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task(f"batch job {job_id}", total=len(prompts))
+        while True:
+            job = session.get(f"{api_url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {token()}"},
+                              timeout=30).json()
+            progress.update(task, completed=job["counts"]["succeeded"] + job["counts"]["failed"])
+            if job["status"] not in ("queued", "running") or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+    console.print(f"job {job_id}: [bold]{job['status']}[/] — {job['counts']['succeeded']} succeeded, "
+                  f"{job['counts']['failed']} failed {job['errors_by_reason'] or ''}")
+    if job["status"] in ("queued", "running"):
+        return 1
+    archive = session.post(f"{api_url}/v1/jobs/{job_id}/archive",
+                           headers={"Authorization": f"Bearer {token()}"}, timeout=60).json()
+    while archive.get("status") not in ("ready", "failed") and time.monotonic() < deadline:
+        time.sleep(0.3)
+        archive = session.get(f"{api_url}/v1/archives/{archive['archive_id']}",
+                              headers={"Authorization": f"Bearer {token()}"}, timeout=30).json()
+    if archive.get("status") != "ready":
+        console.print(f"[red]the ZIP did not build: {archive}[/]")
+        return 1
+    console.print(f"ZIP of the job's images: {archive['url'][:100]}…")
+    return int(job["counts"]["failed"])
+
+
 def main() -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -88,6 +131,7 @@ def main() -> int:
                                   reply.text[:200])
                 progress.advance(task)
         console.print(table)
+        failures += run_batch(console, session, info["api_url"], token, n)
         elapsed = time.monotonic() - started
         colour = "green" if failures == 0 else "red"
         console.print(f"[{colour}]{n - failures}/{n} images generated in {elapsed:.1f} s; {failures} failed[/]")

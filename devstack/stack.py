@@ -64,6 +64,20 @@ def wait_http(url: str, timeout_s: float = 20.0, proc: subprocess.Popen | None =
     raise RuntimeError(f"{url} did not come up within {timeout_s} s")
 
 
+def _terminate(proc: subprocess.Popen | None) -> None:
+    """SIGTERM a child's process group, SIGKILL after 5 s. Idempotent."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=5)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 @dataclass
 class DevStack:
     """Starts and stops the local stack. ``start()`` returns the stack description."""
@@ -74,6 +88,7 @@ class DevStack:
     quiet_api: bool = True
     _closers: list[Any] = field(default_factory=list)
     api_proc: subprocess.Popen | None = None
+    moto_proc: subprocess.Popen | None = None
     info: dict[str, Any] = field(default_factory=dict)
     parts: dict[str, Any] = field(default_factory=dict)
 
@@ -106,16 +121,14 @@ class DevStack:
             ):
                 app_env[name] = env.get(name) or value
             os.environ.update(app_env)
-            from moto.server import ThreadedMotoServer
-
-            from devstack.moto_fidelity import make_dynamodb_writes_atomic
-
-            make_dynamodb_writes_atomic()
-            moto = ThreadedMotoServer(ip_address="127.0.0.1", port=_port(env, "AWS_PORT", 4566), verbose=False)
-            moto.start()
-            self._closers.append(moto.stop)
-            host, port = moto.get_host_and_port()
-            aws_url = f"http://{host}:{port}"
+            aws_port = _port(env, "AWS_PORT", 4566)
+            aws_url = f"http://127.0.0.1:{aws_port}"
+            self.moto_proc = subprocess.Popen(
+                [sys.executable, "-m", "devstack.moto_process", "--port", str(aws_port)],
+                cwd=ROOT, env={**os.environ, **app_env}, stdout=subprocess.DEVNULL, start_new_session=True,
+            )
+            self._closers.append(lambda: _terminate(self.moto_proc))
+            wait_http(aws_url + "/moto-api/data.json", proc=self.moto_proc)
         app_env["AWS_ENDPOINT_URL"] = aws_url
 
         # 2. Web server (its origin is needed for CORS and authorized parties)
@@ -208,15 +221,7 @@ class DevStack:
 
     def stop(self) -> None:
         """Stop the API process group and every in-process part. Idempotent."""
-        if self.api_proc is not None and self.api_proc.poll() is None:
-            try:
-                os.killpg(self.api_proc.pid, signal.SIGTERM)
-                self.api_proc.wait(timeout=5)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.api_proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        _terminate(self.api_proc)
         self.api_proc = None
         while self._closers:
             closer = self._closers.pop()

@@ -87,3 +87,7 @@ def test_make_dev_stack_serves_every_part_and_stops_cleanly(dev_process):
     leftover = subprocess.run(["pgrep", "-f", f"chalice local --no-autoreload --host 127.0.0.1 --port {api_port}"],
                               capture_output=True, text=True)
     assert leftover.stdout.strip() == ""
+    aws_port = info["aws_endpoint_url"].rsplit(":", 1)[1]
+    leftover = subprocess.run(["pgrep", "-f", f"devstack.moto_process --port {aws_port}"],
+                              capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""

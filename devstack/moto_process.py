@@ -1,0 +1,43 @@
+"""moto in server mode in its own process (the dev stack's AWS), with DynamoDB's write atomicity.
+
+``python -m devstack.moto_process --port N`` serves until SIGTERM/SIGINT. A separate process
+keeps moto's CPU work off the dev stack's own interpreter (pollers, emulator), as AWS is off
+Lambda's. Prints ``ready <url>`` on stdout once it answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=4566)
+    args = parser.parse_args()
+
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    from devstack.moto_fidelity import make_dynamodb_writes_atomic
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    make_dynamodb_writes_atomic()
+    server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(f"ready http://{host}:{port}", flush=True)
+    stop.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
