@@ -134,8 +134,8 @@ def main() -> int:
         failures += run_batch(console, session, info["api_url"], token, n)
         elapsed = time.monotonic() - started
         colour = "green" if failures == 0 else "red"
-        console.print(f"[{colour}]{2 * n - failures}/{2 * n} images ({n} single, {n} in one batch job) in {elapsed:.1f} s; "
-                      f"{failures} failed[/]")
+        console.print(f"[{colour}]{2 * n - failures}/{2 * n} images ({n} single, {n} in one batch job) "
+                      f"in {elapsed:.1f} s; {failures} failed[/]")
         return 1 if failures else 0
     finally:
         if stack is not None:
