@@ -31,7 +31,8 @@ from chalice import Chalice, Response
 from chalice.app import Request
 
 from chalicelib import observability
-from chalicelib.errors import ApiError, Forbidden, ValidationError
+from chalicelib.errors import ApiError, Forbidden
+from chalicelib.jsonbody import parse_json_object
 from chalicelib.settings import get_settings
 
 logger = logging.getLogger("promptcanvas.http")
@@ -68,15 +69,7 @@ class RequestContext:
         raw = self.request.raw_body or b""
         if len(raw) > get_settings().max_body_bytes:
             raise ApiError(413, "body-too-large", f"request body exceeds {get_settings().max_body_bytes} bytes")
-        if not raw.strip():
-            raise ValidationError("a JSON object body is required", code="invalid-json")
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ValidationError(f"body is not valid JSON: {exc}", code="invalid-json") from None
-        if not isinstance(body, dict):
-            raise ValidationError("body must be a JSON object", code="invalid-json")
-        return body
+        return parse_json_object(raw)
 
 
 def cors_headers(origin: str | None) -> dict[str, str]:

@@ -8,11 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
+
+from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE_VARS = ("AWS_ENDPOINT_URL", "TOGETHER_BASE_URL", "TOGETHER_API_KEYS", "TOGETHER_KEYS_SECRET_ID",
@@ -20,14 +21,6 @@ SERVICE_VARS = ("AWS_ENDPOINT_URL", "TOGETHER_BASE_URL", "TOGETHER_API_KEYS", "T
                 "CORS_ALLOWED_ORIGINS")
 
 
-def wait_for(predicate, timeout_s: float = 30.0, interval_s: float = 0.1):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError("condition not met in time")
 
 
 def port_open(url: str) -> bool:

@@ -8,16 +8,7 @@ import time
 import boto3
 
 from devstack.poller import QueuePoller
-
-
-def wait_for(predicate, timeout_s: float = 15.0, interval_s: float = 0.05):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError("condition not met in time")
+from tests.polling import wait_for
 
 
 def test_partial_batch_response_deletes_only_successes(aws):

@@ -97,6 +97,49 @@ def _expiry() -> timedelta | None:
     return timedelta(days=days + 1) if days > 0 else None
 
 
+def new_image_model(
+    user_id: str,
+    image_id: str,
+    params: GenerationParams,
+    processed: imaging.ProcessedImage,
+    *,
+    seed: int,
+    key_id: str | None,
+    upstream_ms: float | None,
+    collection: str | None = None,
+    job_id: str | None = None,
+    item_id: str | None = None,
+) -> ImageModel:
+    """The (unsaved) metadata item of one processed image, with its S3 keys and TTL backstop.
+
+    Used by the synchronous route and the batch worker alike, so both store the same shape.
+    """
+    return ImageModel(
+        user_id,
+        image_id,
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
+        model=params.model,
+        width=processed.width,
+        height=processed.height,
+        steps=params.steps,
+        seed=seed,
+        guidance=params.guidance_scale,
+        key_id=key_id,
+        job_id=job_id,
+        item_id=item_id,
+        collection=collection,
+        user_collection=f"{user_id}#{collection}" if collection else None,
+        s3_key=objects.image_key(user_id, image_id, processed.ext),
+        thumb_key=objects.thumb_key(user_id, image_id),
+        bytes=len(processed.original),
+        content_type=processed.content_type,
+        created_at=utcnow(),
+        upstream_ms=upstream_ms,
+        expires_at=_expiry(),
+    )
+
+
 def store_image(
     user_id: str,
     params: GenerationParams,
@@ -121,33 +164,19 @@ def store_image(
         Exception: an S3 or DynamoDB failure; nothing is left behind in that case.
     """
     processed = imaging.process(data)
-    image_id = image_id or str(ULID())
-    s3_key = objects.image_key(user_id, image_id, processed.ext)
-    t_key = objects.thumb_key(user_id, image_id)
-    item = ImageModel(
+    item = new_image_model(
         user_id,
-        image_id,
-        prompt=params.prompt,
-        negative_prompt=params.negative_prompt,
-        model=params.model,
-        width=processed.width,
-        height=processed.height,
-        steps=params.steps,
+        image_id or str(ULID()),
+        params,
+        processed,
         seed=seed,
-        guidance=params.guidance_scale,
         key_id=key_id,
+        upstream_ms=upstream_ms,
+        collection=collection,
         job_id=job_id,
         item_id=item_id,
-        collection=collection,
-        user_collection=f"{user_id}#{collection}" if collection else None,
-        s3_key=s3_key,
-        thumb_key=t_key,
-        bytes=len(processed.original),
-        content_type=processed.content_type,
-        created_at=utcnow(),
-        upstream_ms=upstream_ms,
-        expires_at=_expiry(),
     )
+    s3_key, t_key = item.s3_key, item.thumb_key
     uploaded: list[str] = []
     try:
         objects.put(s3_key, processed.original, processed.content_type)

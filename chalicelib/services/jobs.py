@@ -63,6 +63,7 @@ from chalicelib.db.jobs import (
 )
 from chalicelib.errors import ApiError, NotFound, ValidationError
 from chalicelib.flux.catalog import GENERATION_FIELDS, MAX_SEED, parse_generation_params
+from chalicelib.jsonbody import parse_json_object
 from chalicelib.services import usage
 from chalicelib.services.images import ULID_RE, check_unknown_fields, parse_collection
 from chalicelib.services.pagination import decode_cursor, encode_cursor, parse_limit
@@ -655,14 +656,7 @@ def parse_request(content_type: str | None, raw: bytes) -> Submission:
         return build_submission(form.fields, form.prompts, source="file", hash_extra=form.digest)
     if ctype not in ("application/json", "text/json") and not ctype.endswith("+json"):
         raise ApiError(415, "unsupported-media-type", "send application/json or multipart/form-data")
-    if not raw.strip():
-        raise ValidationError("a JSON object body is required", code="invalid-json")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"body is not valid JSON: {exc}", code="invalid-json") from None
-    if not isinstance(body, dict):
-        raise ValidationError("body must be a JSON object", code="invalid-json")
+    body = parse_json_object(raw)
     check_unknown_fields(body, SUBMIT_FIELDS)
     return build_submission(body, None, source="prompts")
 

@@ -70,7 +70,7 @@ from typing import Any
 from pynamodb.exceptions import PutError, UpdateError
 
 from chalicelib.aws import client
-from chalicelib.db import ImageModel, JobItemModel, utcnow
+from chalicelib.db import ImageModel, JobItemModel
 from chalicelib.db.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED
 from chalicelib.errors import ValidationError
 from chalicelib.flux.catalog import GenerationParams, parse_generation_params
@@ -80,7 +80,7 @@ from chalicelib.flux.exceptions import (
     UpstreamFailedError,
     UpstreamRejectedError,
 )
-from chalicelib.services import jobs, usage
+from chalicelib.services import images, jobs, usage
 from chalicelib.settings import get_settings
 from chalicelib.storage import imaging, objects
 
@@ -387,31 +387,19 @@ def upload_objects(lease: Lease, generated: Any) -> StagedImage:
     item = lease.item
     params = params_for(item)
     processed = imaging.process(generated.data)
-    s3_key = objects.image_key(item.user_id, item.image_id, processed.ext)
-    t_key = objects.thumb_key(item.user_id, item.image_id)
-    model = ImageModel(
+    model = images.new_image_model(
         item.user_id,
         item.image_id,
-        prompt=params.prompt,
-        negative_prompt=params.negative_prompt,
-        model=params.model,
-        width=processed.width,
-        height=processed.height,
-        steps=params.steps,
+        params,
+        processed,
         seed=int(generated.seed),
-        guidance=params.guidance_scale,
         key_id=generated.key_id,
+        upstream_ms=generated.upstream_ms,
+        collection=item.collection,
         job_id=item.job_id,
         item_id=item.item_id,
-        collection=item.collection,
-        user_collection=f"{item.user_id}#{item.collection}" if item.collection else None,
-        s3_key=s3_key,
-        thumb_key=t_key,
-        bytes=len(processed.original),
-        content_type=processed.content_type,
-        created_at=utcnow(),
-        upstream_ms=generated.upstream_ms,
     )
+    s3_key, t_key = model.s3_key, model.thumb_key
     objects.put(s3_key, processed.original, processed.content_type)
     objects.put(t_key, processed.thumbnail, "image/webp")
     return StagedImage(model=model, keys=[s3_key, t_key])
