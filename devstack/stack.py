@@ -7,7 +7,8 @@ Parts (each skipped when the environment already points somewhere else):
 - Auth: the dev identity provider unless ``CLERK_ISSUER``/``CLERK_JWKS_URL``/``CLERK_JWT_KEY`` is set;
 - the API (``chalice local --no-autoreload``) at ``api_url`` (``PORT``, default 8000);
 - the web client (frontend_dist/) at ``web_url`` (``WEB_PORT``, default 8001);
-- the SQS poller, invoking the app's ``on_sqs_message`` handlers as Lambda would.
+- the SQS poller, invoking the app's ``on_sqs_message`` handlers as Lambda would;
+- the scheduler, invoking the app's ``@app.schedule`` handlers on their rates (``DEVSTACK_SCHEDULE_SCALE``).
 
 Ports: ``PORT``, ``WEB_PORT``, ``AWS_PORT`` (4566), ``FLUX_PORT`` (8100), ``IDP_PORT`` (8200);
 0 picks a free port. The URLs go to ``.local/stack.json``.
@@ -204,6 +205,15 @@ class DevStack:
                 poller.start()
                 self._closers.append(poller.stop)
                 self.parts.setdefault("pollers", []).append(poller)
+
+            # 7. Schedules: the cleanup sweeps and the stuck-work sweep, on their rates.
+            from devstack.scheduler import schedules_for_app
+
+            scale = float(env.get("DEVSTACK_SCHEDULE_SCALE") or 1)
+            for schedule in schedules_for_app(app_module, scale):
+                schedule.start()
+                self._closers.append(schedule.stop)
+                self.parts.setdefault("schedules", []).append(schedule)
 
         self.info = {
             "api_url": api_url,
