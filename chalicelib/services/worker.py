@@ -250,6 +250,18 @@ def release(lease: Lease, *, give_back_attempt: bool) -> bool:
     return True
 
 
+def _fail_actions(reason: str, message: str, at: float) -> list[Any]:
+    """The UpdateItem actions that end an item as failed with ``reason`` at ``at`` (epoch seconds)."""
+    return [
+        JobItemModel.status.set(FAILED),
+        JobItemModel.error_code.set(reason),
+        JobItemModel.error_message.set(message[:500]),
+        JobItemModel.finished_at.set(at),
+        JobItemModel.lease_token.remove(),
+        JobItemModel.lease_until.remove(),
+    ]
+
+
 def fail_item(lease: Lease, reason: str, message: str) -> bool:
     """running (our lease) -> failed with ``reason``; refunds the image; may finish the job.
 
@@ -259,14 +271,7 @@ def fail_item(lease: Lease, reason: str, message: str) -> bool:
     item = lease.item
     try:
         item.update(
-            actions=[
-                JobItemModel.status.set(FAILED),
-                JobItemModel.error_code.set(reason),
-                JobItemModel.error_message.set(message[:500]),
-                JobItemModel.finished_at.set(time.time()),
-                JobItemModel.lease_token.remove(),
-                JobItemModel.lease_until.remove(),
-            ],
+            actions=_fail_actions(reason, message, time.time()),
             condition=_owned() & (JobItemModel.lease_token == lease.token),
         )
     except UpdateError as exc:
@@ -299,14 +304,7 @@ def fail_stranded(item: JobItemModel, reason: str, message: str, now: float | No
         return False
     try:
         item.update(
-            actions=[
-                JobItemModel.status.set(FAILED),
-                JobItemModel.error_code.set(reason),
-                JobItemModel.error_message.set(message[:500]),
-                JobItemModel.finished_at.set(now),
-                JobItemModel.lease_token.remove(),
-                JobItemModel.lease_until.remove(),
-            ],
+            actions=_fail_actions(reason, message, now),
             condition=condition,
         )
     except UpdateError as exc:
