@@ -6,10 +6,12 @@ Auth, CORS and JSON errors are applied by ``chalicelib.http.Api``.
 
 from __future__ import annotations
 
-from chalice import Chalice
+from chalice import Chalice, Rate
 
+from chalicelib import observability
 from chalicelib.http import Api, RequestContext
-from chalicelib.services import health, images, meta, usage
+from chalicelib.services import archives, health, images, jobs, meta, stuck, usage, webhooks, worker
+from chalicelib.settings import get_settings
 
 app = Chalice(app_name="promptcanvas")
 api = Api(app)
@@ -80,10 +82,6 @@ def get_key_health(ctx: RequestContext):
 # --- scheduled cleanup ---
 # Sweeps and gauges (issue 6): chalicelib.services.cleanup, chalicelib.observability.
 # Each returns its report; the counts are also logged (JSON) and metered (EMF).
-from chalice import Rate  # noqa: E402
-
-from chalicelib import observability  # noqa: E402
-
 observability.configure(app)
 
 
@@ -120,25 +118,18 @@ def emit_gauges(event):
 
 # --- batch jobs ---
 # Issue 4: jobs, items, the jobs-queue worker, ZIP archives, webhooks, the stuck-work sweep.
-from chalice import Rate as _Rate  # noqa: E402
-
-from chalicelib.services import archives, jobs, stuck, webhooks, worker  # noqa: E402
-from chalicelib.settings import get_settings as _get_settings  # noqa: E402
-
 # Prompt files arrive as multipart/form-data: API Gateway must pass the body through as
 # binary, and the route accepts any content type (the service answers 415 itself).
 app.api.binary_types.append("multipart/form-data")
 
 
-@api.route("/v1/jobs", methods=["POST"])
+@api.route("/v1/jobs", methods=["POST"], content_types=["*/*"])
 def create_job(ctx: RequestContext):
     """Submit a batch job: JSON (prompts, or prompt + count) or a multipart prompt file."""
     return jobs.submit(
         ctx.principal.user_id, ctx.header("content-type"), ctx.request.raw_body, ctx.header("idempotency-key")
     )
 
-
-app.routes["/v1/jobs"]["POST"].content_types = ["*/*"]
 
 
 @api.route("/v1/jobs", methods=["GET"])
@@ -208,19 +199,19 @@ def get_webhook_secret(ctx: RequestContext):
 
 
 @app.on_sqs_message(
-    queue=_get_settings().jobs_queue_name,
-    batch_size=_get_settings().worker_batch_size,
-    maximum_concurrency=_get_settings().worker_max_concurrency,
+    queue=get_settings().jobs_queue_name,
+    batch_size=get_settings().worker_batch_size,
+    maximum_concurrency=get_settings().worker_max_concurrency,
 )
 def process_jobs_queue(event):
     """The jobs-queue worker: items, archives, webhooks; answers a partial batch response."""
     return worker.handle_event(event.to_dict(), event.context)
 
 
-@app.schedule(_Rate(5, unit=_Rate.MINUTES))
+@app.schedule(Rate(5, unit=Rate.MINUTES))
 def sweep_stuck_jobs(event):
     """Every 5 minutes: expired leases, DLQ messages, unfinished jobs, due webhooks."""
-    budget = _get_settings().sweep_time_budget_seconds
+    budget = get_settings().sweep_time_budget_seconds
     if getattr(event, "context", None) is not None:
         budget = min(budget, event.context.get_remaining_time_in_millis() / 1000 - 5)
     return stuck.sweep(budget_s=max(1.0, budget))

@@ -112,7 +112,13 @@ class Api:
         self._preflight_paths: set[str] = set()
 
     def route(
-        self, path: str, methods: list[str], *, auth: bool | None = None, admin: bool = False
+        self,
+        path: str,
+        methods: list[str],
+        *,
+        auth: bool | None = None,
+        admin: bool = False,
+        content_types: list[str] | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register ``handler(ctx) -> body | (status, body) | Response`` on ``path``.
 
@@ -121,6 +127,8 @@ class Api:
             methods: HTTP methods (``OPTIONS`` is added for preflight automatically).
             auth: require a verified session token (default: True for ``/v1`` paths).
             admin: also require the admin role (403 ``forbidden`` otherwise).
+            content_types: request content types Chalice lets through (default JSON only;
+                ``["*/*"]`` when the service checks the type itself, e.g. multipart uploads).
         """
         needs_auth = path.startswith("/v1") if auth is None else auth
 
@@ -150,7 +158,8 @@ class Api:
 
             view.__name__ = handler.__name__
             view.__doc__ = handler.__doc__
-            self.app.route(path, methods=methods)(view)
+            extra = {"content_types": content_types} if content_types else {}
+            self.app.route(path, methods=methods, **extra)(view)
             self._register_preflight(path)
             return handler
 
