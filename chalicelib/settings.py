@@ -16,7 +16,7 @@ Example::
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 
@@ -101,7 +101,6 @@ class Settings:
     sweep_time_budget_seconds: float = 50.0  # one stuck-work sweep run
     sweep_dry_run: bool = False  # log what the sweep would do, change nothing
 
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def jwks_url(self) -> str | None:

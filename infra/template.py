@@ -247,24 +247,19 @@ def table_resource(model: type) -> tuple[str, dict[str, Any]]:
         ],
         "KeySchema": _key_schema(schema["key_schema"]),
     }
-    if schema["global_secondary_indexes"]:
-        properties["GlobalSecondaryIndexes"] = [
-            {
-                "IndexName": index["index_name"],
-                "KeySchema": _key_schema(index["key_schema"]),
-                "Projection": _projection(index["projection"]),
-            }
-            for index in sorted(schema["global_secondary_indexes"], key=lambda i: i["index_name"])
-        ]
-    if schema["local_secondary_indexes"]:
-        properties["LocalSecondaryIndexes"] = [
-            {
-                "IndexName": index["index_name"],
-                "KeySchema": _key_schema(index["key_schema"]),
-                "Projection": _projection(index["projection"]),
-            }
-            for index in sorted(schema["local_secondary_indexes"], key=lambda i: i["index_name"])
-        ]
+    for schema_key, property_name in (
+        ("global_secondary_indexes", "GlobalSecondaryIndexes"),
+        ("local_secondary_indexes", "LocalSecondaryIndexes"),
+    ):
+        if schema[schema_key]:
+            properties[property_name] = [
+                {
+                    "IndexName": index["index_name"],
+                    "KeySchema": _key_schema(index["key_schema"]),
+                    "Projection": _projection(index["projection"]),
+                }
+                for index in sorted(schema[schema_key], key=lambda i: i["index_name"])
+            ]
     properties["TimeToLiveSpecification"] = {"AttributeName": ttl_attribute(model), "Enabled": True}
     properties["PointInTimeRecoverySpecification"] = {"PointInTimeRecoveryEnabled": True}
     properties["DeletionProtectionEnabled"] = {"Fn::If": ["IsProd", True, False]}
