@@ -76,6 +76,7 @@ from chalicelib.errors import ValidationError
 from chalicelib.flux.catalog import GenerationParams, parse_generation_params
 from chalicelib.flux.exceptions import (
     AllKeysCoolingError,
+    FailureKind,
     NoUsableKeysError,
     UpstreamFailedError,
     UpstreamRejectedError,
@@ -514,7 +515,7 @@ def run_item(
         fail_item(lease, jobs.REASON_REJECTED, exc.message)
         return Done("rejected")
     except UpstreamFailedError as exc:
-        if "image" in (exc.last_error or "").lower():  # still corrupt after the client's retries: permanent
+        if exc.last_kind is FailureKind.CORRUPT_IMAGE:  # still corrupt after the client's retries: permanent
             fail_item(lease, jobs.REASON_CORRUPT, exc.last_error or exc.message)
             return Done("corrupt")
         if attempt >= settings.max_item_attempts:
@@ -634,7 +635,6 @@ def handle_event(event: dict[str, Any], context: Any = None) -> dict[str, list[d
             results = list(pool.map(lambda r: process_record(r, deadline), records))
     failures = [{"itemIdentifier": r["messageId"]} for r, ok in zip(records, results, strict=True) if not ok]
     return {"batchItemFailures": failures}
-
 
 
 def requeue_expired(item: JobItemModel, now: float | None = None) -> bool:
