@@ -361,3 +361,37 @@ def test_openapi_documents_the_job_routes():
         "/v1/me/webhook-secret",
     ]:
         assert path in spec["paths"], path
+
+
+def real_prompts(start: int, n: int) -> list[str]:
+    """``n`` prompts of /work/shared/data/parti_prompts.tsv from row ``start``."""
+    import csv
+
+    with Path("/work/shared/data/parti_prompts.tsv").open(encoding="utf-8", newline="") as fh:
+        rows = [r["Prompt"].strip() for r in csv.DictReader(fh, delimiter="\t") if r["Prompt"].strip()]
+    return rows[start : start + n]
+
+
+def test_a_refund_goes_to_the_month_that_was_charged(api):
+    """A job charged in one month and cancelled in the next gives the images back to the
+    month it was charged, not to the current one."""
+    from chalicelib.db import JobItemModel, UsageModel
+    from chalicelib.services import usage
+
+    reply = api.post("/v1/jobs", user="monthly", json_body={**SMALL, "prompts": real_prompts(200, 3)})
+    assert reply.status == 202, reply.body
+    job_id = reply.json["job_id"]
+    now = usage.current_month()
+    assert int(UsageModel.get("monthly", now).count) == 3
+    items = list(JobItemModel.query(job_id))
+    assert {i.charged_period for i in items} == {now}
+    # the month turns: the charge belongs to the month it was made in
+    charged = "2026-10" if now != "2026-10" else "2026-09"
+    UsageModel("monthly", charged, count=3).save()
+    UsageModel("monthly", now, count=1).save()  # one image generated this month
+    for item in items:
+        item.update(actions=[JobItemModel.charged_period.set(charged)])
+    assert api.post(f"/v1/jobs/{job_id}/cancel", user="monthly").status == 200
+    assert int(UsageModel.get("monthly", charged).count) == 0
+    assert int(UsageModel.get("monthly", now).count) == 1
+    assert api.get("/v1/me/usage", user="monthly").json["used"] == 1

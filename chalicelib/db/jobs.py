@@ -131,6 +131,7 @@ class JobItemModel(BaseModel):
     counts leases that reached the upstream. ``image_id`` is fixed at creation so
     every attempt stores under the same id (at most one image per item).
     ``cancel_requested`` is set on a running item when its job is cancelled.
+    ``charged_period`` is the quota month its image was charged to (a refund goes there).
     """
 
     class Meta(BaseModel.Meta):
@@ -153,6 +154,7 @@ class JobItemModel(BaseModel):
     error_code = UnicodeAttribute(null=True)
     error_message = UnicodeAttribute(null=True)
     retry_round = NumberAttribute(default=0)  # 0 at submit, +1 for each retry of the item
+    charged_period = UnicodeAttribute(null=True)  # quota month ("YYYY-MM") its image was charged to
     created_at = NumberAttribute()
     enqueued_at = NumberAttribute(null=True)
     started_at = NumberAttribute(null=True)
@@ -163,7 +165,8 @@ class IdempotencyModel(BaseModel):
     """A claimed ``Idempotency-Key`` of ``POST /v1/jobs``: hash ``user_id``, range ``key``.
 
     ``request_hash`` is the sha256 of the normalised request; ``job_id`` the job it
-    made (or is making); ``charged`` whether the quota was charged for it;
+    made (or is making); ``charged`` whether the quota was charged for it, and
+    ``charged_period`` the quota month (``"YYYY-MM"``) it was charged to;
     ``claimed_at`` epoch seconds; ``expires_at`` TTL (24 h).
     """
 
@@ -175,6 +178,7 @@ class IdempotencyModel(BaseModel):
     request_hash = UnicodeAttribute()
     job_id = UnicodeAttribute()
     charged = BooleanAttribute(default=False)
+    charged_period = UnicodeAttribute(null=True)
     claimed_at = NumberAttribute()
     expires_at = TTLAttribute(null=True)
 

@@ -57,9 +57,7 @@ def parse_collection(value: Any, field: str = "collection") -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not COLLECTION_RE.match(value.strip()):
-        raise ValidationError(
-            "collection must be 1-64 characters: letters, digits, space, '_', '.', '-'", field=field
-        )
+        raise ValidationError("collection must be 1-64 characters: letters, digits, space, '_', '.', '-'", field=field)
     return value.strip()
 
 
@@ -211,7 +209,7 @@ def generate(user_id: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], flo
     collection = parse_collection(body.get("collection"))
     params = parse_generation_params(body)
     usage.hit_rate_limit(user_id)
-    usage.charge(user_id, params.n)
+    period = usage.charge(user_id, params.n)
     stored: list[ImageModel] = []
     try:
         flux_started = time.perf_counter()
@@ -235,7 +233,7 @@ def generate(user_id: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], flo
         if not stored:
             raise ApiError(502, "storage-failed", "the image could not be stored; nothing was charged")
     finally:
-        usage.refund(user_id, params.n - len(stored))
+        usage.refund(user_id, params.n - len(stored), period)
     observability.record_images_generated(len(stored))
     remember_prompt(user_id, params.prompt)
     return {"images": [image_json(item) for item in stored]}, flux_ms

@@ -683,6 +683,7 @@ class _Claim:
     job_id: str
     charged: bool
     replay: JobModel | None = None
+    period: str | None = None  # the quota month an earlier request charged
 
 
 def _claim_key(user_id: str, key: str, request_hash: str) -> _Claim:
@@ -742,7 +743,7 @@ def _claim_key(user_id: str, key: str, request_hash: str) -> _Claim:
                 headers={"Retry-After": "1"},
             ) from None
         raise
-    return _Claim(existing.job_id, bool(existing.charged))
+    return _Claim(existing.job_id, bool(existing.charged), period=existing.charged_period)
 
 
 def _release_key(user_id: str, key: str, job_id: str) -> None:
@@ -788,9 +789,10 @@ def submit(
         return _created(claim.replay, replayed=True)
     total = len(sub.prompts)
     charged_now = False
+    period = claim.period
     if not claim.charged:
         try:
-            usage.charge(user_id, total)
+            period = usage.charge(user_id, total)
         except ApiError:
             if key:
                 _release_key(user_id, key, claim.job_id)
@@ -798,16 +800,18 @@ def submit(
         charged_now = True
         if key:
             try:
-                IdempotencyModel(user_id, key).update(actions=[IdempotencyModel.charged.set(True)])
+                IdempotencyModel(user_id, key).update(
+                    actions=[IdempotencyModel.charged.set(True), IdempotencyModel.charged_period.set(period)]
+                )
             except UpdateError:
                 logger.warning("could not record the charge on an idempotency key")
     try:
         if sub.webhook_url:
             get_or_create_secret(user_id)
-        job, items = _write_job(user_id, claim.job_id, sub, key)
+        job, items = _write_job(user_id, claim.job_id, sub, key, period)
     except Exception:
         if charged_now:
-            usage.refund(user_id, total)
+            usage.refund(user_id, total, period)
         if key:
             _release_key(user_id, key, claim.job_id)
         raise
@@ -816,8 +820,11 @@ def submit(
     return _created(job)
 
 
-def _write_job(user_id: str, job_id: str, sub: Submission, key: str | None) -> tuple[JobModel, list[JobItemModel]]:
+def _write_job(
+    user_id: str, job_id: str, sub: Submission, key: str | None, period: str | None
+) -> tuple[JobModel, list[JobItemModel]]:
     """Write the items (BatchWriteItem, 25 a call, retried by PynamoDB), then the job.
+    ``period`` is the quota month the items were charged to (their refunds go there).
 
     Items come first: a crash in between leaves only unreachable items (no job, no
     messages); a retry with the same idempotency key rewrites them under the same job id.
@@ -837,6 +844,7 @@ def _write_job(user_id: str, job_id: str, sub: Submission, key: str | None) -> t
             status=QUEUED,
             attempts=0,
             retry_round=0,
+            charged_period=period,
             created_at=now,
         )
         for i, (prompt, seed) in enumerate(zip(sub.prompts, sub.seeds, strict=True))
@@ -1048,9 +1056,7 @@ def _cancel_one(item: JobItemModel) -> bool:
                 return True
         elif item.status == RUNNING:
             try:
-                item.update(
-                    actions=[JobItemModel.cancel_requested.set(True)], condition=JobItemModel.status == RUNNING
-                )
+                item.update(actions=[JobItemModel.cancel_requested.set(True)], condition=JobItemModel.status == RUNNING)
                 return False
             except UpdateError as exc:
                 if not is_conditional_failure(exc):
@@ -1085,10 +1091,11 @@ def cancel_job(user_id: str, job_id: str) -> dict[str, Any]:
         condition=JobModel.job_id.exists(),
     )
     open_items = [i for i in query_items(job_id) if i.status in (QUEUED, RUNNING)]
-    moved = sum(1 for ok in parallel(_cancel_one, open_items) if ok)
+    cancelled = [item for item, ok in zip(open_items, parallel(_cancel_one, open_items), strict=True) if ok]
+    moved = len(cancelled)
     if moved:
         job = apply_counts(user_id, job_id, {QUEUED: -moved, FAILED: moved}, reasons={REASON_CANCELLED: moved})
-        usage.refund(user_id, moved)
+        refund_items(user_id, cancelled)
     else:
         job.refresh(consistent_read=True)
     finish_if_done(job)
@@ -1096,14 +1103,24 @@ def cancel_job(user_id: str, job_id: str) -> dict[str, Any]:
     return job_json(job)
 
 
-def _requeue_failed(item: JobItemModel) -> str | None:
-    """failed -> queued for a retry (attempts reset, error cleared). Returns the item's old
-    failure reason when this call moved it, else None."""
+def refund_items(user_id: str, items: list[JobItemModel]) -> None:
+    """Refund one image per item to the quota month it was charged to (``charged_period``)."""
+    by_period: dict[str | None, int] = {}
+    for item in items:
+        by_period[item.charged_period] = by_period.get(item.charged_period, 0) + 1
+    for period, n in by_period.items():
+        usage.refund(user_id, n, period)
+
+
+def _requeue_failed(item: JobItemModel, period: str) -> str | None:
+    """failed -> queued for a retry (attempts reset, error cleared, charged to ``period``).
+    Returns the item's old failure reason when this call moved it, else None."""
     reason = item.error_code or REASON_UPSTREAM
     try:
         item.update(
             actions=[
                 JobItemModel.status.set(QUEUED),
+                JobItemModel.charged_period.set(period),
                 JobItemModel.attempts.set(0),
                 JobItemModel.retry_round.add(1),
                 JobItemModel.enqueued_at.set(now_s()),
@@ -1149,15 +1166,15 @@ def retry_job(user_id: str, job_id: str) -> tuple[int, dict[str, Any]]:
     failed = [i for i in items if i.status == FAILED]
     if not failed:
         raise ApiError(409, "nothing-to-retry", "the job has no failed items")
-    usage.charge(user_id, len(failed))
-    results = parallel(_requeue_failed, failed)
+    period = usage.charge(user_id, len(failed))
+    results = parallel(lambda item: _requeue_failed(item, period), failed)
     moved = [item for item, reason in zip(failed, results, strict=True) if reason is not None]
     reasons: dict[str, int] = {}
     for reason in results:
         if reason is not None:
             reasons[reason] = reasons.get(reason, 0) - 1
     if len(moved) < len(failed):
-        usage.refund(user_id, len(failed) - len(moved))
+        usage.refund(user_id, len(failed) - len(moved), period)
     if job.cancelled:
         parallel(_uncancel_running, [i for i in items if i.status == RUNNING])
     now = now_s()

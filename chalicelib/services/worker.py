@@ -318,7 +318,7 @@ def fail_stranded(item: JobItemModel, reason: str, message: str, now: float | No
 
 def _after_failure(item: JobItemModel, previous: str, reason: str) -> None:
     """Counters, refund and orphan clean-up after an item moved to failed."""
-    usage.refund(item.user_id, 1)
+    usage.refund(item.user_id, 1, item.charged_period)
     if int(item.attempts or 0) > 0:
         discard_orphans(item.user_id, item.image_id)
     logger.info("item failed job_id=%s item_id=%s reason=%s", item.job_id, item.item_id, reason)
