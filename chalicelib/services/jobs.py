@@ -44,7 +44,8 @@ from pynamodb.exceptions import DeleteError, PutError, UpdateError
 from ulid import ULID
 
 from chalicelib.aws import client
-from chalicelib.db import ImageModel, JobItemModel, JobModel
+from chalicelib.db import ImageModel, JobItemModel, JobModel, same_item
+from chalicelib.db.images import collection_counts
 from chalicelib.db.jobs import (
     ACTIVE_SHARD,
     FAILED,
@@ -820,6 +821,10 @@ def submit(
     return _created(job)
 
 
+#: Attributes of a new job set from the clock of the write (compared without them).
+JOB_WRITE_CLOCK_ATTRS = ("created_at", "counters_at")
+
+
 def _write_job(
     user_id: str, job_id: str, sub: Submission, key: str | None, period: str | None
 ) -> tuple[JobModel, list[JobItemModel]]:
@@ -877,7 +882,22 @@ def _write_job(
         webhook_attempts=0,
         active_shard=ACTIVE_SHARD,
     )
-    job.save(condition=JobModel.job_id.does_not_exist())
+    try:
+        job.save(condition=JobModel.job_id.does_not_exist())
+    except PutError as exc:
+        if not is_conditional_failure(exc):
+            raise
+        # the job is there: ours, when an earlier attempt of this put committed (botocore
+        # retried it after a lost answer), or one written by the same request (same
+        # idempotency key and body) that was taken over; either way it is this job
+        try:
+            stored = JobModel.get(user_id, job_id, consistent_read=True)
+        except JobModel.DoesNotExist:
+            raise exc from None
+        if not same_item(stored, job, ignore=JOB_WRITE_CLOCK_ATTRS):
+            raise
+        logger.info("job %s was written by an earlier attempt of the same put", job_id)
+        return stored, items
     return job, items
 
 
@@ -1207,27 +1227,14 @@ def retry_job(user_id: str, job_id: str) -> tuple[int, dict[str, Any]]:
 
 # --- collections ------------------------------------------------------------------------------
 
-MAX_COLLECTION_SCAN = 10_000  # images read to count collections
-
 
 def list_collections(user_id: str) -> dict[str, Any]:
-    """``GET /v1/collections``: ``{"collections": [{"name", "image_count"}], "truncated"}``.
+    """``GET /v1/collections``: ``{"collections": [{"name", "image_count"}], "truncated"}``,
+    sorted by name (case-insensitive).
 
-    Counts the ``collection`` attribute over the user's images (a projected Query of
-    the user's partition, at most :data:`MAX_COLLECTION_SCAN` images; ``truncated``
-    says the counts stopped there).
+    One Query of the user's collection counters, which change in the same transaction
+    as the image items (``chalicelib.db.images``); empty collections are left out.
+    ``truncated`` is always false (kept for clients of the earlier counting version).
     """
-    found: dict[str, int] = {}
-    scanned = 0
-    result = ImageModel.query(user_id, attributes_to_get=["image_id", "collection"], page_size=1000)
-    for image in result:
-        scanned += 1
-        if image.collection:
-            found[image.collection] = found.get(image.collection, 0) + 1
-        if scanned >= MAX_COLLECTION_SCAN:
-            break
-    ordered = sorted(found.items(), key=lambda x: x[0].lower())
-    return {
-        "collections": [{"name": name, "image_count": n} for name, n in ordered],
-        "truncated": scanned >= MAX_COLLECTION_SCAN,
-    }
+    ordered = sorted(collection_counts(user_id).items(), key=lambda x: x[0].lower())
+    return {"collections": [{"name": name, "image_count": n} for name, n in ordered], "truncated": False}

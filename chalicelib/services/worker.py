@@ -67,10 +67,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from pynamodb.exceptions import PutError, UpdateError
+from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
 
 from chalicelib.aws import client
 from chalicelib.db import ImageModel, JobItemModel
+from chalicelib.db.images import condition_failed, save_new_image
 from chalicelib.db.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED
 from chalicelib.errors import ValidationError
 from chalicelib.flux.catalog import GenerationParams, parse_generation_params
@@ -405,18 +406,18 @@ def upload_objects(lease: Lease, generated: Any) -> StagedImage:
 
 
 def write_metadata(lease: Lease, staged: StagedImage) -> ImageModel:
-    """Write the image metadata with ``attribute_not_exists``; if it exists already (an
-    earlier attempt got this far), keep that one and delete only our objects that it
-    does not use.
+    """Write the image metadata with ``attribute_not_exists`` (and its collection counter,
+    in one transaction); if it exists already (an earlier attempt got this far), keep
+    that one and delete only our objects that it does not use.
 
     Returns:
         The stored image.
     """
     try:
-        staged.model.save(condition=ImageModel.image_id.does_not_exist())
+        save_new_image(staged.model)
         return staged.model
-    except PutError as exc:
-        if not jobs.is_conditional_failure(exc):
+    except (PutError, TransactWriteError) as exc:
+        if not condition_failed(exc):
             raise
     existing = ImageModel.get(staged.model.user_id, staged.model.image_id, consistent_read=True)
     extra = [k for k in staged.keys if k not in (existing.s3_key, existing.thumb_key)]
