@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import time
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,8 @@ from ulid import ULID
 
 from chalicelib.db import ImageModel
 from chalicelib.db.images import save_new_image
-from chalicelib.services import archives
+from chalicelib.db.jobs import ArchiveModel
+from chalicelib.services import archives, stuck
 from chalicelib.settings import get_settings
 from tests import openapi_check
 from tests.fixtures.worker import wait_for
@@ -192,3 +194,96 @@ def test_manifest_cells_that_look_like_formulas_open_as_text(api, worker):
     assert [row["model"] for row in rows] == [MODEL] * len(attacks)  # other cells untouched
     for image, prompt in zip(images, attacks, strict=True):
         assert api.get(f"/v1/images/{image.image_id}", user="formulas").json["prompt"] == prompt
+
+
+def archives_of(user: str) -> list[ArchiveModel]:
+    return list(ArchiveModel.query(user, consistent_read=True))
+
+
+def test_identical_archive_requests_share_one_build(api, worker):
+    """Same user, same selection, while it builds or is freshly ready: the same archive."""
+    images = make_images("twice", 25)  # over the inline size: queued
+    ids = [i.image_id for i in images]
+    first = api.post("/v1/archives", user="twice", json_body={"image_ids": ids})
+    again = api.post("/v1/archives", user="twice", json_body={"image_ids": ids})
+    assert first.status == again.status == 202, again.body
+    assert again.json["archive_id"] == first.json["archive_id"]
+    other_order = api.post("/v1/archives", user="twice", json_body={"image_ids": ids[::-1]})
+    assert other_order.json["archive_id"] != first.json["archive_id"]  # another selection, another ZIP
+    theirs = make_images("twice-other", 1)
+    mine_small = api.post("/v1/archives", user="twice", json_body={"image_ids": ids[:3]})
+    assert mine_small.status == 201
+    assert api.post("/v1/archives", user="twice", json_body={"image_ids": ids[:3]}).json == mine_small.json
+    other_user = api.post("/v1/archives", user="twice-other", json_body={"image_ids": [theirs[0].image_id]})
+    assert other_user.status == 201 and other_user.json["archive_id"] != mine_small.json["archive_id"]
+    assert len(archives_of("twice")) == 3  # the duplicates left no record behind
+    worker.start()
+    archive_id = first.json["archive_id"]
+    wait_for(
+        lambda: api.get(f"/v1/archives/{archive_id}", user="twice").json["status"] == "ready",
+        what="(archive to be built)",
+    )
+    ready = api.post("/v1/archives", user="twice", json_body={"image_ids": ids})
+    assert ready.status == 201 and ready.json["archive_id"] == archive_id and ready.json["status"] == "ready"
+    # a failed archive is not handed out again: the next request builds a new one
+    ArchiveModel("twice", mine_small.json["archive_id"]).update(actions=[ArchiveModel.status.set("failed")])
+    fresh = api.post("/v1/archives", user="twice", json_body={"image_ids": ids[:3]})
+    assert fresh.status == 201 and fresh.json["archive_id"] != mine_small.json["archive_id"]
+
+
+def test_the_sweep_finishes_archives_whose_enqueue_or_inline_setup_failed(api, worker):
+    """SQS unreachable at enqueue: the archive answers queued and the sweep sends it
+    later. S3 refusing the multipart upload of an inline build: the archive goes back to
+    queued and on the queue, not building forever. A build that died holding its lease
+    is resent by the sweep; one still unfinished past the give-up age is failed."""
+    images = make_images("stuck", 25)
+    ids = [i.image_id for i in images]
+    queue_name, bucket = get_settings().jobs_queue_name, get_settings().images_bucket
+    worker.configure(JOBS_QUEUE_NAME="promptcanvas-no-such-queue")
+    queued = api.post("/v1/archives", user="stuck", json_body={"image_ids": ids})
+    assert queued.status == 202 and queued.json["status"] == "queued", queued.body
+    worker.configure(JOBS_QUEUE_NAME=queue_name, IMAGES_BUCKET="promptcanvas-no-such-bucket")
+    inline = api.post("/v1/archives", user="stuck", json_body={"image_ids": ids[:2]})
+    assert inline.status == 202 and inline.json["status"] == "queued", inline.body
+    worker.configure(IMAGES_BUCKET=bucket)
+    # a build that died holding its lease (no message left), and one abandoned long ago
+    died = ArchiveModel.get("stuck", inline.json["archive_id"])
+    now = time.time()
+    crashed = ArchiveModel(
+        "stuck",
+        str(ULID()),
+        status="building",
+        source="images",
+        image_ids=ids[:4],
+        s3_key=f"archives/stuck/{ULID()}.zip",
+        image_count=4,
+        attempts=1,
+        lease_until=now - 1,
+        created_at=now - 700,
+    )
+    crashed.s3_key = archives.archive_key("stuck", crashed.archive_id)
+    crashed.save()
+    abandoned = ArchiveModel(
+        "stuck",
+        str(ULID()),
+        status="queued",
+        source="images",
+        image_ids=ids[:5],
+        s3_key="archives/stuck/abandoned.zip",
+        image_count=5,
+        attempts=0,
+        created_at=now - archives.ARCHIVE_GIVE_UP_S - 10,
+    )
+    abandoned.save()
+    report = stuck.sweep(now=now + archives.ARCHIVE_ENQUEUE_GRACE_S + 1)
+    assert report["counts"]["archives_failed"] == 1
+    assert report["counts"]["archives_resent"] == 2  # the never-enqueued one and the crashed build
+    assert ArchiveModel.get("stuck", abandoned.archive_id).status == "failed"
+    worker.start()
+    for archive_id in (queued.json["archive_id"], died.archive_id, crashed.archive_id):
+        wait_for(
+            lambda a=archive_id: api.get(f"/v1/archives/{a}", user="stuck").json["status"] == "ready",
+            what=f"(archive {archive_id} to be built)",
+        )
+    counts = stuck.sweep()["counts"]
+    assert "archives_failed" not in counts and "archives_resent" not in counts

@@ -9,7 +9,8 @@ Tables (all PAY_PER_REQUEST, names ``{TABLE_PREFIX}{name}``):
 - ``job_items``: :class:`JobItemModel`, hash ``job_id``, range ``item_id``
   (the 0-based index, zero-padded to 4 digits, so items list in prompt order).
 - ``idempotency``: :class:`IdempotencyModel`, hash ``user_id``, range ``key``
-  (the ``Idempotency-Key`` header), expiring through TTL.
+  (the ``Idempotency-Key`` header, or ``"archive {sha256}"`` for the archive selection
+  claims), expiring through TTL.
 - ``archives``: :class:`ArchiveModel`, hash ``user_id``, range ``archive_id`` (ULID).
 
 Times are epoch seconds (floats) unless the attribute is a ``UTCDateTimeAttribute``.
@@ -168,6 +169,11 @@ class IdempotencyModel(BaseModel):
     made (or is making); ``charged`` whether the quota was charged for it, and
     ``charged_period`` the quota month (``"YYYY-MM"``) it was charged to;
     ``claimed_at`` epoch seconds; ``expires_at`` TTL (24 h).
+
+    The same table holds the claims that dedupe archive requests: range key
+    ``"archive {selection}"`` (the space cannot occur in an ``Idempotency-Key`` header,
+    so the two never collide), ``request_hash`` the selection hash and ``job_id`` the id
+    of the archive that builds it (see ``chalicelib.services.archives``).
     """
 
     class Meta(BaseModel.Meta):
@@ -188,7 +194,9 @@ class ArchiveModel(BaseModel):
 
     ``status`` queued | building | ready | failed; ``image_ids`` in archive order;
     ``source`` ``job`` | ``collection`` | ``images`` with ``source_ref`` (job id or
-    collection name); ``bytes`` the ZIP size; ``lease_until`` epoch seconds while building.
+    collection name); ``bytes`` the ZIP size; ``lease_until`` epoch seconds while building;
+    ``selection`` the sha256 of source, reference and image ids (identical requests share
+    it); ``enqueued_at`` epoch seconds when its queue message was sent (None: not yet).
     """
 
     class Meta(BaseModel.Meta):
@@ -206,6 +214,8 @@ class ArchiveModel(BaseModel):
     attempts = NumberAttribute(default=0)
     lease_until = NumberAttribute(null=True)
     error_message = UnicodeAttribute(null=True)
+    selection = UnicodeAttribute(null=True)
+    enqueued_at = NumberAttribute(null=True)
     created_at = NumberAttribute()
     finished_at = NumberAttribute(null=True)
     expires_at = TTLAttribute(null=True)
