@@ -231,6 +231,23 @@ def test_identical_archive_requests_share_one_build(api, worker):
     assert fresh.status == 201 and fresh.json["archive_id"] != mine_small.json["archive_id"]
 
 
+def saved_archive(user: str, image_ids: list[str], status: str, **attrs) -> ArchiveModel:
+    """An archive record as a request (or a build that died) left it."""
+    archive_id = str(ULID())
+    archive = ArchiveModel(
+        user,
+        archive_id,
+        status=status,
+        source="images",
+        image_ids=image_ids,
+        s3_key=archives.archive_key(user, archive_id),
+        image_count=len(image_ids),
+        **{"attempts": 0, **attrs},
+    )
+    archive.save()
+    return archive
+
+
 def test_the_sweep_finishes_archives_whose_enqueue_or_inline_setup_failed(api, worker):
     """SQS unreachable at enqueue: the archive answers queued and the sweep sends it
     later. S3 refusing the multipart upload of an inline build: the archive goes back to
@@ -249,32 +266,8 @@ def test_the_sweep_finishes_archives_whose_enqueue_or_inline_setup_failed(api, w
     # a build that died holding its lease (no message left), and one abandoned long ago
     died = ArchiveModel.get("stuck", inline.json["archive_id"])
     now = time.time()
-    crashed = ArchiveModel(
-        "stuck",
-        str(ULID()),
-        status="building",
-        source="images",
-        image_ids=ids[:4],
-        s3_key=f"archives/stuck/{ULID()}.zip",
-        image_count=4,
-        attempts=1,
-        lease_until=now - 1,
-        created_at=now - 700,
-    )
-    crashed.s3_key = archives.archive_key("stuck", crashed.archive_id)
-    crashed.save()
-    abandoned = ArchiveModel(
-        "stuck",
-        str(ULID()),
-        status="queued",
-        source="images",
-        image_ids=ids[:5],
-        s3_key="archives/stuck/abandoned.zip",
-        image_count=5,
-        attempts=0,
-        created_at=now - archives.ARCHIVE_GIVE_UP_S - 10,
-    )
-    abandoned.save()
+    crashed = saved_archive("stuck", ids[:4], "building", created_at=now - 700, attempts=1, lease_until=now - 1)
+    abandoned = saved_archive("stuck", ids[:5], "queued", created_at=now - archives.ARCHIVE_GIVE_UP_S - 10)
     report = stuck.sweep(now=now + archives.ARCHIVE_ENQUEUE_GRACE_S + 1)
     assert report["counts"]["archives_failed"] == 1
     assert report["counts"]["archives_resent"] == 2  # the never-enqueued one and the crashed build
