@@ -468,3 +468,23 @@ def test_collection_counts_follow_stores_deletes_and_sweeps(api) -> None:
         cleanup.sweep_orphan_metadata(now=now, dry_run=False)
     assert _collection_counts(api, "counter") == {}
     assert _collection_counts(api, "someone-else") == {}
+
+
+def test_rebuild_collection_counts_fills_counters_for_images_stored_before_them(aws) -> None:
+    """Images written without counters (as before the counters existed) are counted by
+    the one-off rebuild, which can run twice."""
+    from chalicelib.db.images import collection_counts
+
+    now = datetime.now(UTC)
+    for user, collection, n in (("old-a", "boats", 3), ("old-a", "birds", 1), ("old-b", "boats", 2)):
+        for _ in range(n):
+            item = _image(user, now)
+            item.update(
+                actions=[ImageModel.collection.set(collection), ImageModel.user_collection.set(f"{user}#{collection}")]
+            )
+    _image("old-a", now)  # in no collection
+    assert collection_counts("old-a") == {}
+    for _ in range(2):
+        assert cleanup.rebuild_collection_counts() == {"images": 7, "counters": 3}
+    assert collection_counts("old-a") == {"boats": 3, "birds": 1}
+    assert collection_counts("old-b") == {"boats": 2}

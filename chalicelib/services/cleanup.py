@@ -63,8 +63,8 @@ from pynamodb.exceptions import DeleteError, TransactWriteError
 
 from chalicelib import observability
 from chalicelib.aws import client
-from chalicelib.db import ImageModel
-from chalicelib.db.images import delete_image_item
+from chalicelib.db import ImageModel, UsageModel
+from chalicelib.db.images import collection_counter_period, delete_image_item
 from chalicelib.settings import get_settings
 
 USERS_PREFIX = "users/"
@@ -506,6 +506,32 @@ def sweep_archives(
         else:
             _delete_objects(old, report, "objects_deleted")
     return _finish(report, started)
+
+
+# -- collection counters --------------------------------------------------------------------------
+
+
+def rebuild_collection_counts() -> dict[str, int]:
+    """Set every user's collection counters from the image items (one Scan of the images
+    table, projected to ``user_id`` and ``collection``). For a stage whose images were
+    stored before the counters existed: run it once after deploying. A store or delete
+    that lands while it scans can leave that collection off by one until the next run.
+
+    Returns:
+        ``{"images": scanned, "counters": counters written}``.
+    """
+    counts: Counter[tuple[str, str]] = Counter()
+    scanned = 0
+    for page in ImageModel.scan(attributes_to_get=["user_id", "collection"], page_size=SCAN_PAGE_SIZE).page_iter:
+        for raw in page.get("Items", []):
+            item = ImageModel.from_raw_data(raw)
+            scanned += 1
+            if item.collection:
+                counts[(item.user_id, item.collection)] += 1
+    for (user_id, collection), n in counts.items():
+        UsageModel(user_id, collection_counter_period(collection)).update(actions=[UsageModel.count.set(n)])
+    observability.get_logger().info("collection counters rebuilt images=%d counters=%d", scanned, len(counts))
+    return {"images": scanned, "counters": len(counts)}
 
 
 def run_all(
