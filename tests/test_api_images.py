@@ -175,7 +175,7 @@ def test_malformed_and_oversized_bodies(api):
         ]["code"]
         == "invalid-json"
     )
-    assert api.post("/v1/images", user="val", body="[1]").status == 400
+    assert api.post("/v1/images", user="val", body="[1]", headers={"content-type": "application/json"}).status == 400
     big = api.post("/v1/images", user="val", json_body={"prompt": "x", "negative_prompt": "y" * 70000})
     assert big.status == 413 and big.json["error"]["code"] == "body-too-large"
     assert api.get("/v1/images?limit=0", user="val").json["error"]["field"] == "limit"
