@@ -276,7 +276,7 @@ class Api:
             return Response(body="", status_code=204, headers=headers)
 
         preflight.__name__ = "preflight_" + "".join(c if c.isalnum() else "_" for c in path)
-        self.app.route(path, methods=["OPTIONS"])(preflight)
+        self.app.route(path, methods=["OPTIONS"], content_types=[ANY_CONTENT_TYPE])(preflight)
 
 
 def _to_response(result: Any) -> Response:

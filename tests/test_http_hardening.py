@@ -147,6 +147,9 @@ def test_only_application_json_is_accepted_whatever_the_auth_source(api):
     ok = api.post("/v1/images", user="typed", body=body, headers={"content-type": "application/json; charset=utf-8"})
     assert ok.status == 201, ok.body
     assert used(api, "typed") == 1
+    # A preflight is answered by us whatever Content-Type it carries (Chalice would answer 415 itself).
+    preflight = api.request("OPTIONS", "/v1/images", headers={"content-type": "text/plain"})
+    assert preflight.status == 204 and preflight.header("Access-Control-Allow-Origin") == WEB_ORIGIN
 
 
 # --- per-user write rate limit --------------------------------------------------------------------
