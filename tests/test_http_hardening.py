@@ -5,25 +5,20 @@ rate limit and a /health that neither calls AWS on every hit nor reveals anythin
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from chalicelib.settings import get_settings
-from devstack import prompts
+from devstack.prompts import first
 from tests import openapi_check
 from tests.fixtures.api import WEB_ORIGIN
 from tests.polling import wait_for
 
 SMALL = {"width": 256, "height": 256}
-SHARED_PROMPTS = Path("/work/shared/data/parti_prompts.tsv")
 EVIL_ORIGIN = "https://evil.example"
 
 
 def parti(i: int) -> str:
-    """The ``i``-th PartiPrompts prompt (the shared copy when the checkout has none beside it)."""
-    if not prompts.PARTI_PROMPTS.exists() and SHARED_PROMPTS.exists():
-        prompts.PARTI_PROMPTS = SHARED_PROMPTS
-        prompts.parti_prompts.cache_clear()
-    return prompts.parti_prompts()[i]
+    """The ``i``-th PartiPrompts prompt."""
+    return first(i + 1)[i]
 
 
 def configure(monkeypatch, **env: str) -> None:
