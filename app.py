@@ -119,17 +119,16 @@ def emit_gauges(event):
 # --- batch jobs ---
 # Issue 4: jobs, items, the jobs-queue worker, ZIP archives, webhooks, the stuck-work sweep.
 # Prompt files arrive as multipart/form-data: API Gateway must pass the body through as
-# binary, and the route accepts any content type (the service answers 415 itself).
+# binary; the route accepts JSON and multipart (anything else is a 415).
 app.api.binary_types.append("multipart/form-data")
 
 
-@api.route("/v1/jobs", methods=["POST"], content_types=["*/*"])
+@api.route("/v1/jobs", methods=["POST"], content_types=["application/json", "multipart/form-data"])
 def create_job(ctx: RequestContext):
     """Submit a batch job: JSON (prompts, or prompt + count) or a multipart prompt file."""
     return jobs.submit(
         ctx.principal.user_id, ctx.header("content-type"), ctx.request.raw_body, ctx.header("idempotency-key")
     )
-
 
 
 @api.route("/v1/jobs", methods=["GET"])

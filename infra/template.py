@@ -359,6 +359,16 @@ def parameters() -> dict[str, Any]:
             "Default": "",
             "Description": "Optional PEM public key (newlines as \\n) to verify tokens without fetching the JWKS.",
         },
+        "ClerkAdminOrgId": {
+            "Type": "String",
+            "Default": "",
+            "Description": "Optional Clerk organization id whose admins (o.rol admin) are the API's admins.",
+        },
+        "ClerkAdminUserIds": {
+            "Type": "String",
+            "Default": "",
+            "Description": "Optional comma-separated Clerk user ids that are the API's admins.",
+        },
         "ClerkPublishableKey": {
             "Type": "String",
             "Default": "",
@@ -408,6 +418,8 @@ def environment() -> dict[str, Any]:
         "CLERK_ISSUER": ref("ClerkIssuer"),
         "CLERK_JWKS_URL": ref("ClerkJwksUrl"),
         "CLERK_JWT_KEY": ref("ClerkJwtKey"),
+        "CLERK_ADMIN_ORG_ID": ref("ClerkAdminOrgId"),
+        "CLERK_ADMIN_USER_IDS": ref("ClerkAdminUserIds"),
         "CLERK_AUTHORIZED_PARTIES": web_origins(),
         "CORS_ALLOWED_ORIGINS": web_origins(),
         "IMAGE_RETENTION_DAYS": ref("ImageRetentionDays"),

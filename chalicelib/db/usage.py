@@ -11,7 +11,7 @@ class UsageModel(BaseModel):
     """A counter for one user and one period. Hash ``user_id``, range ``period``.
 
     ``period`` is ``"YYYY-MM"`` for the monthly image quota, or
-    ``"rate#YYYY-MM-DDTHH:MM"`` for the fixed-window request rate limit (those
+    ``"rate#YYYY-MM-DDTHH:MM"`` / ``"mut#YYYY-MM-DDTHH:MM"`` for the fixed-window rate limits (those
     items expire through DynamoDB TTL on ``expires_at``), or ``"collection#{name}"``
     for the number of images in one of the user's collections (changed only together
     with the image items, see ``chalicelib.db.images``).

@@ -1,4 +1,4 @@
-"""The monthly image quota and the per-user request rate limit, in DynamoDB.
+"""The monthly image quota and the per-user request rate limits, in DynamoDB.
 
 Both are counters in ``UsageModel`` changed with a conditional atomic ADD
 (UpdateItem with a ConditionExpression), so concurrent Lambdas never overshoot.
@@ -7,8 +7,9 @@ Source: Amazon DynamoDB developer guide, "Atomic counters" and "Condition expres
 - Quota: item ``(user_id, "YYYY-MM")``; ``charge`` adds n only while count + n <= quota
   and returns the month it charged; ``refund`` subtracts what a failed generation charged
   from that same month (a job charged in March and failing in April refunds March).
-- Rate limit: a fixed one-minute window, item ``(user_id, "rate#YYYY-MM-DDTHH:MM")``,
-  expiring through TTL.
+- Rate limits: fixed one-minute windows, items ``(user_id, "rate#YYYY-MM-DDTHH:MM")``
+  (image generation) and ``(user_id, "mut#YYYY-MM-DDTHH:MM")`` (every state-changing
+  request), expiring through TTL.
 """
 
 from __future__ import annotations
@@ -75,17 +76,38 @@ def refund(user_id: str, n: int, period: str | None) -> None:
 
 
 def hit_rate_limit(user_id: str) -> None:
-    """Count one request in the user's current one-minute window.
+    """Count one generation request in the user's current one-minute window.
 
     Raises:
         ApiError: 429 ``rate-limited`` with ``Retry-After`` (seconds to the next
             window) past ``RATE_LIMIT_PER_MINUTE``.
     """
-    limit = get_settings().rate_limit_per_minute
+    _hit_window(user_id, "rate", get_settings().rate_limit_per_minute, "generation requests")
+
+
+def hit_mutation_rate_limit(user_id: str) -> None:
+    """Count one state-changing request (POST/PUT/PATCH/DELETE under ``/v1``) for the user.
+
+    A separate fixed one-minute window, item ``(user_id, "mut#YYYY-MM-DDTHH:MM")``; only
+    this user's counter changes. Applied by ``chalicelib.http.Api`` to every mutating route.
+
+    Raises:
+        ApiError: 429 ``rate-limited`` with ``Retry-After`` (seconds to the next window)
+            past ``MUTATION_RATE_LIMIT_PER_MINUTE`` (0 disables the limit).
+    """
+    _hit_window(user_id, "mut", get_settings().mutation_rate_limit_per_minute, "write requests")
+
+
+def _hit_window(user_id: str, prefix: str, limit: int, what: str) -> None:
+    """Add one to ``(user_id, "{prefix}#YYYY-MM-DDTHH:MM")`` while it is below ``limit``.
+
+    Raises:
+        ApiError: 429 ``rate-limited`` with ``Retry-After`` in seconds (1-60).
+    """
     if limit <= 0:
         return
     now = time.time()
-    window = datetime.fromtimestamp(now, UTC).strftime("rate#%Y-%m-%dT%H:%M")
+    window = datetime.fromtimestamp(now, UTC).strftime(f"{prefix}#%Y-%m-%dT%H:%M")
     item = UsageModel(user_id, window)
     try:
         item.update(
@@ -99,7 +121,7 @@ def hit_rate_limit(user_id: str) -> None:
         raise ApiError(
             429,
             "rate-limited",
-            f"at most {limit} requests a minute; retry in {retry_after} s",
+            f"at most {limit} {what} a minute; retry in {retry_after} s",
             headers={"Retry-After": str(retry_after)},
         ) from None
 
