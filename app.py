@@ -142,7 +142,6 @@ def create_job(ctx: RequestContext):
     )
 
 
-
 @api.route("/v1/jobs", methods=["GET"])
 def list_jobs(ctx: RequestContext):
     """The caller's jobs, newest first (?status=&collection=&limit=&cursor=)."""

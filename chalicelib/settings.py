@@ -108,7 +108,6 @@ class Settings:
     sweep_time_budget_seconds: float = 50.0  # one stuck-work sweep run
     sweep_dry_run: bool = False  # log what the sweep would do, change nothing
 
-
     @property
     def jwks_url(self) -> str | None:
         """``CLERK_JWKS_URL``, else ``{CLERK_ISSUER}/.well-known/jwks.json``."""
@@ -138,18 +137,14 @@ class Settings:
             flux_default_cooldown_seconds=_float(
                 env, "FLUX_DEFAULT_COOLDOWN_SECONDS", defaults.flux_default_cooldown_seconds
             ),
-            key_health_refresh_seconds=_float(
-                env, "KEY_HEALTH_REFRESH_SECONDS", defaults.key_health_refresh_seconds
-            ),
+            key_health_refresh_seconds=_float(env, "KEY_HEALTH_REFRESH_SECONDS", defaults.key_health_refresh_seconds),
             clerk_jwt_key=(env.get("CLERK_JWT_KEY") or "").replace("\\n", "\n") or None,
             clerk_jwks_url=env.get("CLERK_JWKS_URL") or None,
             clerk_issuer=env.get("CLERK_ISSUER") or None,
             clerk_authorized_parties=_csv(env.get("CLERK_AUTHORIZED_PARTIES")),
             clerk_admin_roles=_csv(env.get("CLERK_ADMIN_ROLES")) or defaults.clerk_admin_roles,
             jwks_cache_seconds=_float(env, "JWKS_CACHE_SECONDS", defaults.jwks_cache_seconds),
-            jwks_fetch_timeout_seconds=_float(
-                env, "JWKS_FETCH_TIMEOUT_SECONDS", defaults.jwks_fetch_timeout_seconds
-            ),
+            jwks_fetch_timeout_seconds=_float(env, "JWKS_FETCH_TIMEOUT_SECONDS", defaults.jwks_fetch_timeout_seconds),
             cors_allowed_origins=_csv(env.get("CORS_ALLOWED_ORIGINS")),
             table_prefix=env.get("TABLE_PREFIX") or defaults.table_prefix,
             images_bucket=env.get("IMAGES_BUCKET") or defaults.images_bucket,

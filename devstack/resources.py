@@ -40,9 +40,7 @@ def ensure_queues(sqs, settings: Settings, visibility_timeout: int = 60) -> dict
     Returns ``{"jobs": url, "dlq": url, "webhooks": url}``.
     """
     dlq_url = sqs.create_queue(QueueName=settings.jobs_dlq_name)["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(DLQ_MAX_RECEIVE_COUNT)})
     attrs = {"VisibilityTimeout": str(visibility_timeout), "RedrivePolicy": redrive}
     try:

@@ -351,7 +351,12 @@ def policy_document(stage: str, actions: Iterable[str] | None = None) -> dict[st
     for sid in arns:
         if sid not in grouped:
             continue
-        statement: dict[str, object] = {"Sid": sid, "Effect": "Allow", "Action": sorted(grouped[sid]), "Resource": arns[sid]}
+        statement: dict[str, object] = {
+            "Sid": sid,
+            "Effect": "Allow",
+            "Action": sorted(grouped[sid]),
+            "Resource": arns[sid],
+        }
         if sid in scoped:
             statement["Condition"] = scoped[sid]
         statements.append(statement)

@@ -121,7 +121,6 @@ class Handler:
     name: str
     queue_setting: str | None = None  # on_sqs_message: the Settings attribute naming its queue
 
-
     @property
     def resource(self) -> str:
         """The function's logical id in the packaged template."""

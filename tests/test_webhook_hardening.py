@@ -149,7 +149,9 @@ def test_drip_feeding_receiver_is_abandoned_while_another_users_job_finishes(api
         hostile_jobs.append(reply.json["job_id"])
         assert api.post(f"/v1/jobs/{reply.json['job_id']}/cancel", user="dripper").status == 200
     with Receiver([204]) as good:
-        reply = api.post("/v1/jobs", user="victim", json_body={"prompts": PROMPTS[5:13], **SMALL, "webhook_url": good.url})
+        reply = api.post(
+            "/v1/jobs", user="victim", json_body={"prompts": PROMPTS[5:13], **SMALL, "webhook_url": good.url}
+        )
         assert reply.status == 202, reply.body
         victim_job = reply.json["job_id"]
         worker.start()
@@ -211,7 +213,9 @@ def test_the_sweep_only_enqueues_deliveries(api, worker, flux):
     worker.configure(ALLOW_LOOPBACK_WEBHOOKS="1")
     webhooks_queue = get_settings().webhooks_queue_name
     with Receiver([500, 204]) as receiver:
-        reply = api.post("/v1/jobs", user="swept", json_body={"prompts": PROMPTS[:1], **SMALL, "webhook_url": receiver.url})
+        reply = api.post(
+            "/v1/jobs", user="swept", json_body={"prompts": PROMPTS[:1], **SMALL, "webhook_url": receiver.url}
+        )
         job_id = reply.json["job_id"]
         worker.start()
         wait_for(lambda: webhook_state(api, "swept", job_id)["last_error"], what="(the first attempt to fail)")
@@ -222,7 +226,9 @@ def test_the_sweep_only_enqueues_deliveries(api, worker, flux):
         before = worker.queue_depth(webhooks_queue)
         report = stuck.sweep()
         assert report["counts"].get("webhooks_enqueued") == 1, report
-        assert not any(k.startswith("webhooks_") and k not in ("webhooks_due", "webhooks_enqueued") for k in report["counts"])
+        assert not any(
+            k.startswith("webhooks_") and k not in ("webhooks_due", "webhooks_enqueued") for k in report["counts"]
+        )
         assert len(receiver.received) == 1, "the sweep delivered inline"
         assert webhook_state(api, "swept", job_id)["attempts"] == 1
         assert worker.queue_depth(webhooks_queue) == before + 1
@@ -238,7 +244,9 @@ def test_deliveries_over_the_per_user_rate_are_deferred_not_dropped(api, worker,
     with Receiver([204]) as flooded, Receiver([204]) as calm:
         jobs = []
         for prompt in PROMPTS[20:25]:
-            reply = api.post("/v1/jobs", user="flooder", json_body={"prompts": [prompt], **SMALL, "webhook_url": flooded.url})
+            reply = api.post(
+                "/v1/jobs", user="flooder", json_body={"prompts": [prompt], **SMALL, "webhook_url": flooded.url}
+            )
             jobs.append(reply.json["job_id"])
         calm_job = api.post(
             "/v1/jobs", user="bystander", json_body={"prompts": PROMPTS[25:26], **SMALL, "webhook_url": calm.url}
@@ -342,11 +350,15 @@ def test_the_secret_is_sealed_in_dynamodb_and_rotation_changes_the_signing_key(a
     assert api.post("/v1/me/webhook-secret/rotate").status == 401
 
     with Receiver([204]) as receiver:
-        reply = api.post("/v1/jobs", user="sealed", json_body={"prompts": PROMPTS[30:31], **SMALL, "webhook_url": receiver.url})
+        reply = api.post(
+            "/v1/jobs", user="sealed", json_body={"prompts": PROMPTS[30:31], **SMALL, "webhook_url": receiver.url}
+        )
         worker.start()
         wait_for(lambda: receiver.received, what="(the delivery)")
     headers, body = receiver.received[0]
-    assert headers["webhook-signature"] == independent_signature(new, headers["webhook-id"], headers["webhook-timestamp"], body)
+    assert headers["webhook-signature"] == independent_signature(
+        new, headers["webhook-id"], headers["webhook-timestamp"], body
+    )
     assert webhooks.verify(new, headers, body) and not webhooks.verify(old, headers, body)
     assert json.loads(body)["data"]["job_id"] == reply.json["job_id"]
 

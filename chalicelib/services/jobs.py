@@ -1050,9 +1050,7 @@ def _cancel_one(item: JobItemModel) -> bool:
                 return True
         elif item.status == RUNNING:
             try:
-                item.update(
-                    actions=[JobItemModel.cancel_requested.set(True)], condition=JobItemModel.status == RUNNING
-                )
+                item.update(actions=[JobItemModel.cancel_requested.set(True)], condition=JobItemModel.status == RUNNING)
                 return False
             except UpdateError as exc:
                 if not is_conditional_failure(exc):

@@ -180,9 +180,7 @@ def sweep_job(job: JobModel, report: SweepReport, now: float) -> None:
         elif int(item.attempts or 0) >= settings.max_item_attempts:
             report.add("items_lease_exhausted")
             if not dry:
-                worker.fail_stranded(
-                    item, jobs.REASON_LEASE, f"its lease expired {int(item.attempts)} times", now=now
-                )
+                worker.fail_stranded(item, jobs.REASON_LEASE, f"its lease expired {int(item.attempts)} times", now=now)
         else:
             report.add("leases_requeued")
             if not dry and worker.requeue_expired(item, now=now):

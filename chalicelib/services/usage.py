@@ -48,9 +48,7 @@ def charge(user_id: str, n: int) -> None:
         )
     except UpdateError as exc:
         if _conditional_failed(exc) or quota - n < 0:
-            raise ApiError(
-                429, "quota-exceeded", f"monthly quota of {quota} images is used up", headers={}
-            ) from None
+            raise ApiError(429, "quota-exceeded", f"monthly quota of {quota} images is used up", headers={}) from None
         raise
 
 
@@ -59,9 +57,7 @@ def refund(user_id: str, n: int) -> None:
     if n <= 0:
         return
     try:
-        UsageModel(user_id, _month()).update(
-            actions=[UsageModel.count.add(-n)], condition=UsageModel.count >= n
-        )
+        UsageModel(user_id, _month()).update(actions=[UsageModel.count.add(-n)], condition=UsageModel.count >= n)
     except UpdateError:
         pass
 

@@ -72,9 +72,7 @@ METADATA_ADDRESSES = frozenset({"169.254.169.254", "fd00:ec2::254", "169.254.170
 #: private IPv4 one through a translator: NAT64 (RFC 6052 well-known prefix, RFC 8215 local-use
 #: prefix), 6to4 (RFC 3056) and IPv4-compatible addresses (RFC 4291 2.5.5.1, deprecated).
 #: Python's ``is_global`` calls them global.
-TRANSLATED_NETWORKS = tuple(
-    ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "::/96")
-)
+TRANSLATED_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "::/96"))
 #: The only port a production webhook may use (``ALLOW_LOOPBACK_WEBHOOKS`` admits any port on loopback).
 HTTPS_PORT = 443
 
@@ -146,9 +144,7 @@ def check_url(url: Any, *, resolve: bool = True) -> CheckedUrl:
             raise WebhookAddressError("webhook_url host does not resolve")
         for address in addresses:
             if not _address_allowed(address, allow_loopback):
-                raise WebhookAddressError(
-                    "webhook_url resolves to a private, loopback, link-local or metadata address"
-                )
+                raise WebhookAddressError("webhook_url resolves to a private, loopback, link-local or metadata address")
     else:
         try:
             literal = ipaddress.ip_address(host.strip("[]"))

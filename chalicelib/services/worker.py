@@ -636,7 +636,6 @@ def handle_event(event: dict[str, Any], context: Any = None) -> dict[str, list[d
     return {"batchItemFailures": failures}
 
 
-
 def requeue_expired(item: JobItemModel, now: float | None = None) -> bool:
     """running with an expired lease -> queued (the stuck-work sweep then sends a
     message). Conditional on the same lease token, so a live lease is never touched.
