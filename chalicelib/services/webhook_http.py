@@ -12,6 +12,7 @@ webhook needs over a plain socket instead:
   deadline itself, so the exchange ends by ``deadline_s`` whatever the receiver does;
 - it reads at most ``max_bytes`` of the answer (status line, headers and body
   together) and then closes the connection: the status code is all that matters;
+- the host name was resolved before (by the SSRF checks), outside this deadline;
 - it connects to the address that was checked (no second DNS lookup), sends
   ``Connection: close``, never follows redirects and ignores proxy settings; TLS uses
   the system trust store with SNI and host-name verification for the URL's host.
@@ -35,7 +36,7 @@ class DeliveryError(Exception):
     """The exchange failed: connection, TLS, deadline or an unreadable answer.
 
     ``reason`` is short and client-safe (it is stored on the job): ``connect``, ``tls``,
-    ``deadline``, ``closed`` or ``bad-response``.
+    ``deadline``, ``closed``, ``bad-response`` or ``bad-request`` (a header with CR/LF).
     """
 
     def __init__(self, reason: str) -> None:
