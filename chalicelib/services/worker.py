@@ -1,4 +1,7 @@
-"""The jobs-queue worker: one SQS message per item (or archive, or webhook), idempotent.
+"""The jobs-queue worker: one SQS message per item (or archive), idempotent.
+
+Webhooks are never delivered here: a ``webhook`` message still found on the jobs queue
+is forwarded to the webhooks queue (:mod:`chalicelib.services.webhook_queue`).
 
 The handler gets Lambda SQS events (``@app.on_sqs_message`` on the jobs queue) and
 returns a *partial batch response*: ``{"batchItemFailures": [{"itemIdentifier":
