@@ -100,7 +100,14 @@ class Settings:
     archive_inline_max_images: int = 20  # ZIPs up to this size are built in the request
     archive_part_bytes: int = 8 * 1024 * 1024  # multipart part size (S3 minimum 5 MiB)
     webhook_max_attempts: int = 8  # deliveries per job finish
-    webhook_timeout_seconds: float = 5.0  # one delivery's HTTP timeout
+    webhook_timeout_seconds: float = 5.0  # one delivery's whole exchange (connect + TLS + send + read), wall clock
+    webhook_max_response_bytes: int = 4096  # bytes of a receiver's answer read (status, headers, body)
+    webhooks_queue_name: str = "promptcanvas-webhooks"  # deliveries' own queue (never the jobs queue)
+    webhook_worker_batch_size: int = 5  # SQS records per webhook-worker invocation (1-10)
+    webhook_worker_max_concurrency: int = 2  # concurrent webhook-worker invocations (SQS MaximumConcurrency, >= 2)
+    webhook_user_rate_limit: int = 20  # deliveries per user per rate window; more are deferred
+    webhook_rate_window_seconds: int = 60  # the per-user delivery rate window
+    webhook_secret_kms_key_id: str = "alias/promptcanvas-webhook-secrets"  # KMS key wrapping signing secrets
     allow_loopback_webhooks: bool = False  # dev stack only: http(s)://127.0.0.1 / localhost
     sweep_time_budget_seconds: float = 50.0  # one stuck-work sweep run
     sweep_dry_run: bool = False  # log what the sweep would do, change nothing
@@ -175,6 +182,21 @@ class Settings:
             archive_part_bytes=max(5 * 1024 * 1024, _int(env, "ARCHIVE_PART_BYTES", defaults.archive_part_bytes)),
             webhook_max_attempts=_int(env, "WEBHOOK_MAX_ATTEMPTS", defaults.webhook_max_attempts),
             webhook_timeout_seconds=_float(env, "WEBHOOK_TIMEOUT_SECONDS", defaults.webhook_timeout_seconds),
+            webhook_max_response_bytes=max(
+                256, _int(env, "WEBHOOK_MAX_RESPONSE_BYTES", defaults.webhook_max_response_bytes)
+            ),
+            webhooks_queue_name=env.get("WEBHOOKS_QUEUE_NAME") or defaults.webhooks_queue_name,
+            webhook_worker_batch_size=max(
+                1, min(10, _int(env, "WEBHOOK_WORKER_BATCH_SIZE", defaults.webhook_worker_batch_size))
+            ),
+            webhook_worker_max_concurrency=max(
+                2, _int(env, "WEBHOOK_WORKER_MAX_CONCURRENCY", defaults.webhook_worker_max_concurrency)
+            ),
+            webhook_user_rate_limit=max(1, _int(env, "WEBHOOK_USER_RATE_LIMIT", defaults.webhook_user_rate_limit)),
+            webhook_rate_window_seconds=max(
+                1, _int(env, "WEBHOOK_RATE_WINDOW_SECONDS", defaults.webhook_rate_window_seconds)
+            ),
+            webhook_secret_kms_key_id=env.get("WEBHOOK_SECRET_KMS_KEY_ID") or defaults.webhook_secret_kms_key_id,
             allow_loopback_webhooks=(env.get("ALLOW_LOOPBACK_WEBHOOKS") or "").strip().lower() in ("1", "true", "yes"),
             sweep_time_budget_seconds=_float(env, "SWEEP_TIME_BUDGET_SECONDS", defaults.sweep_time_budget_seconds),
             sweep_dry_run=(env.get("SWEEP_DRY_RUN") or "").strip().lower() in ("1", "true", "yes"),

@@ -24,7 +24,7 @@ S3 user guide, "Required permissions for Amazon S3 API operations" (HeadObject a
 presigned GET need s3:GetObject, ListObjectsV2 needs s3:ListBucket); AWS Lambda
 developer guide, "Using Lambda with Amazon SQS" (the execution role needs
 ReceiveMessage, DeleteMessage, GetQueueAttributes) and "Lambda execution role"
-(CreateLogStream, PutLogEvents); Chalice docs, "Configuration file"
+(CreateLogStream, PutLogEvents); AWS KMS developer guide, "kms:ResourceAliases"; Chalice docs, "Configuration file"
 (``autogen_policy: false`` reads ``.chalice/policy-<stage>.json``).
 """
 
@@ -42,7 +42,14 @@ ROOT = Path(__file__).resolve().parent.parent
 CODE_DIR = ROOT / "chalicelib"
 
 #: IAM prefix per boto3 service name (those the code may use).
-IAM_PREFIX = {"s3": "s3", "sqs": "sqs", "secretsmanager": "secretsmanager", "dynamodb": "dynamodb", "logs": "logs"}
+IAM_PREFIX = {
+    "s3": "s3",
+    "sqs": "sqs",
+    "secretsmanager": "secretsmanager",
+    "dynamodb": "dynamodb",
+    "logs": "logs",
+    "kms": "kms",
+}
 
 #: API operation -> IAM actions, where the action is not ``prefix:Operation``.
 ACTION_OVERRIDES: dict[str, tuple[str, ...]] = {
@@ -109,7 +116,7 @@ CLASS_ONLY_METHODS = frozenset({"get", "exists"})
 RUNTIME_ACTIONS: dict[str, str] = {
     "logs:CreateLogStream": "the Lambda runtime writes each function's logs",
     "logs:PutLogEvents": "the Lambda runtime writes each function's logs",
-    "sqs:ReceiveMessage": "the worker's SQS event source mapping polls the jobs queue",
+    "sqs:ReceiveMessage": "the workers' SQS event source mappings poll the jobs and webhooks queues",
     "sqs:DeleteMessage": "the event source mapping deletes processed messages",
     "sqs:GetQueueAttributes": "the event source mapping reads the queue's attributes",
 }
@@ -284,8 +291,23 @@ def resources(stage: str) -> dict[str, list[str]]:
         "JobsQueues": [
             f"arn:aws:sqs:*:*:{names.jobs_queue(stage)}",
             f"arn:aws:sqs:*:*:{names.jobs_dlq(stage)}",
+            f"arn:aws:sqs:*:*:{names.webhooks_queue(stage)}",
         ],
+        # KMS authorizes on the key's ARN (a generated id), never the alias: the statement is
+        # narrowed to the stage's key by ``kms:ResourceAliases`` (:data:`CONDITIONS`).
+        "WebhookSecretsKey": ["arn:aws:kms:*:*:key/*"],
         "TogetherKeysSecret": [f"arn:aws:secretsmanager:*:*:secret:{names.keys_secret(stage)}-??????"],
+    }
+
+
+def conditions(stage: str) -> dict[str, dict[str, object]]:
+    """IAM conditions per statement id: the KMS statement applies only to the key behind the
+    stage's alias (AWS KMS developer guide, "kms:ResourceAliases" and "Use aliases to control
+    access to KMS keys")."""
+    return {
+        "WebhookSecretsKey": {
+            "ForAnyValue:StringEquals": {"kms:ResourceAliases": names.webhook_secrets_key_alias(stage)}
+        }
     }
 
 
@@ -306,6 +328,8 @@ def _statement_ids(action: str) -> list[str]:
         return ["JobsQueues"]
     if prefix == "secretsmanager":
         return ["TogetherKeysSecret"]
+    if prefix == "kms":
+        return ["WebhookSecretsKey"]
     raise ScanError(f"no resources for {action}: add them to infra.policy.resources")
 
 
@@ -322,9 +346,18 @@ def policy_document(stage: str, actions: Iterable[str] | None = None) -> dict[st
         for sid in _statement_ids(action):
             grouped.setdefault(sid, set()).add(action)
     arns = resources(stage)
-    statements = [
-        {"Sid": sid, "Effect": "Allow", "Action": sorted(grouped[sid]), "Resource": arns[sid]}
-        for sid in arns
-        if sid in grouped
-    ]
+    scoped = conditions(stage)
+    statements: list[dict[str, object]] = []
+    for sid in arns:
+        if sid not in grouped:
+            continue
+        statement: dict[str, object] = {
+            "Sid": sid,
+            "Effect": "Allow",
+            "Action": sorted(grouped[sid]),
+            "Resource": arns[sid],
+        }
+        if sid in scoped:
+            statement["Condition"] = scoped[sid]
+        statements.append(statement)
     return {"Version": "2012-10-17", "Statement": statements}

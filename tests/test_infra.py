@@ -199,6 +199,29 @@ def test_worker_event_source_override(tpl: dict[str, Any]) -> None:
     assert override["Properties"]["Handler"] == f"app.{worker.function}"
 
 
+def test_webhooks_queue_and_its_worker(tpl: dict[str, Any]) -> None:
+    res = tpl["Resources"]
+    queue = res["WebhooksQueue"]["Properties"]
+    assert resolve(queue["QueueName"], "dev") == names.webhooks_queue("dev")
+    webhook_worker = template.webhook_worker_handler()
+    jobs_worker = template.worker_handler()
+    assert webhook_worker is not None and jobs_worker is not None and webhook_worker != jobs_worker
+    for stage in names.STAGES:
+        assert queue["VisibilityTimeout"] >= 6 * template.lambda_timeout(CONFIG, webhook_worker.name, stage)
+    event = res[webhook_worker.resource]["Properties"]["Events"][f"{webhook_worker.resource}SqsEventSource"]
+    assert event["Properties"]["Queue"] == {"Fn::Sub": "${WebhooksQueue.Arn}"}
+    assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    env = tpl["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["WEBHOOKS_QUEUE_NAME"] == {"Fn::GetAtt": ["WebhooksQueue", "QueueName"]}
+    assert env["WEBHOOK_SECRET_KMS_KEY_ID"] == {"Ref": "WebhookSecretsKeyAlias"}
+    alias = res["WebhookSecretsKeyAlias"]["Properties"]
+    assert resolve(alias["AliasName"], "prod") == names.webhook_secrets_key_alias("prod")
+    assert alias["TargetKeyId"] == {"Ref": "WebhookSecretsKey"}
+    key = res["WebhookSecretsKey"]
+    assert key["Type"] == "AWS::KMS::Key" and key["DeletionPolicy"] == "Retain"
+    assert key["Properties"]["EnableKeyRotation"] is True
+
+
 def test_function_environment(tpl: dict[str, Any]) -> None:
     """Every variable the stack sets is one Settings reads, and the resource ones point at the stack."""
     from chalicelib.settings import Settings
@@ -276,7 +299,7 @@ def test_policy_resources_cover_the_stack_names(tpl: dict[str, Any]) -> None:
         )
         assert covered(f"arn:aws:s3:::{bucket}", "ImagesBucket")
         assert covered(f"arn:aws:s3:::{bucket}/users/u/images/x.png", "ImageObjects")
-        for queue in ("JobsQueue", "JobsDeadLetterQueue"):
+        for queue in ("JobsQueue", "JobsDeadLetterQueue", "WebhooksQueue"):
             name = resolve(res[queue]["Properties"]["QueueName"], stage)
             assert covered(f"arn:aws:sqs:eu-west-1:123456789012:{name}", "JobsQueues")
         secret = resolve(res["TogetherKeysSecret"]["Properties"]["Name"], stage)

@@ -144,6 +144,19 @@ def test_worker_event_source_mapping(package: Package) -> None:
     assert visibility >= 6 * timeout
 
 
+def test_webhook_worker_event_source_mapping(package: Package) -> None:
+    worker = template.webhook_worker_handler()
+    assert worker is not None and worker != template.worker_handler()
+    fn = package.template["Resources"][worker.resource]
+    props = fn["Properties"]["Events"][f"{worker.resource}SqsEventSource"]["Properties"]
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["ScalingConfig"]["MaximumConcurrency"] >= 2
+    assert props["Queue"] == {"Fn::Sub": "${WebhooksQueue.Arn}"}, "webhooks have their own queue"
+    assert 1 <= props["BatchSize"] <= 10
+    visibility = package.template["Resources"]["WebhooksQueue"]["Properties"]["VisibilityTimeout"]
+    assert visibility >= 6 * fn["Properties"]["Timeout"]
+
+
 def test_schedules(package: Package) -> None:
     fns = functions(package.template)
     schedules = {}

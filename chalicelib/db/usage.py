@@ -27,10 +27,15 @@ class UsageModel(BaseModel):
 
 
 class UserModel(BaseModel):
-    """Per-user settings: the webhook signing secret. Hash ``user_id``."""
+    """Per-user settings: the webhook signing secret. Hash ``user_id``.
+
+    ``webhook_secret_sealed`` is the secret's KMS envelope (``chalicelib.crypto.envelope``);
+    ``webhook_secret`` is the legacy plaintext shape, read once and removed.
+    """
 
     class Meta(BaseModel.Meta):
         table_name = table_name("users")
 
     user_id = UnicodeAttribute(hash_key=True)
     webhook_secret = UnicodeAttribute(null=True)
+    webhook_secret_sealed = UnicodeAttribute(null=True)

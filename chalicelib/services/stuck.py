@@ -18,7 +18,8 @@ counters disagree with the items       set from the items, if nothing moved for
                                        :data:`RECONCILE_AFTER_S` (a worker died between
                                        its item write and its counter write)
 counters complete, job not finished    finished (status, ``finished_at``, webhook due)
-webhook attempt due                    sent (``chalicelib.services.webhooks``)
+webhook attempt due                    enqueued on the webhooks queue (the webhook
+                                       worker delivers; the sweep never does)
 archive ``queued``, message never      its message is sent (``enqueued_at`` unset for
 sent or long unanswered                ``ARCHIVE_ENQUEUE_GRACE_S``, or sent
                                        ``ARCHIVE_RESEND_S`` ago)
@@ -48,7 +49,7 @@ from pynamodb.exceptions import UpdateError
 from chalicelib.aws import client
 from chalicelib.db import JobItemModel, JobModel
 from chalicelib.db.jobs import ACTIVE_SHARD, FAILED, QUEUED, RUNNING, SUCCEEDED, ArchiveModel
-from chalicelib.services import archives, jobs, webhooks, worker
+from chalicelib.services import archives, jobs, webhook_queue, worker
 from chalicelib.settings import get_settings
 
 logger = logging.getLogger("promptcanvas.stuck")
@@ -203,8 +204,12 @@ def sweep_job(job: JobModel, report: SweepReport, now: float) -> None:
     if job.webhook_state == "pending" and (job.webhook_next_at or 0) <= now:
         report.add("webhooks_due")
         if not dry:
-            outcome = webhooks.deliver_due(job.user_id, job.job_id, now=now)
-            report.add(f"webhooks_{outcome.replace('-', '_')}")
+            try:
+                webhook_queue.enqueue(job.user_id, job.job_id)
+                report.add("webhooks_enqueued")
+            except jobs.QueueError:
+                logger.error("sweep could not enqueue the webhook of job %s", job.job_id)
+                report.add("webhooks_enqueue_failed")
 
 
 def reconcile(job: JobModel, report: SweepReport) -> bool:

@@ -10,6 +10,9 @@ Source: Amazon DynamoDB developer guide, "Atomic counters" and "Condition expres
 - Rate limits: fixed one-minute windows, items ``(user_id, "rate#YYYY-MM-DDTHH:MM")``
   (image generation) and ``(user_id, "mut#YYYY-MM-DDTHH:MM")`` (every state-changing
   request), expiring through TTL.
+- Webhook deliveries: a fixed ``WEBHOOK_RATE_WINDOW_SECONDS`` window, item
+  ``(user_id, "webhook#<window number>")``, at most ``WEBHOOK_USER_RATE_LIMIT`` each,
+  expiring through TTL.
 """
 
 from __future__ import annotations
@@ -124,6 +127,36 @@ def _hit_window(user_id: str, prefix: str, limit: int, what: str) -> None:
             f"at most {limit} {what} a minute; retry in {retry_after} s",
             headers={"Retry-After": str(retry_after)},
         ) from None
+
+
+def webhook_window_left_s(now: float | None = None) -> float:
+    """Seconds until the next webhook rate window starts."""
+    window = get_settings().webhook_rate_window_seconds
+    now = time.time() if now is None else now
+    return window - (now % window)
+
+
+def take_webhook_slot(user_id: str) -> bool:
+    """Count one webhook delivery in the user's current window.
+
+    Returns:
+        True when the delivery may go now; False past ``WEBHOOK_USER_RATE_LIMIT`` in this
+        ``WEBHOOK_RATE_WINDOW_SECONDS`` window (nothing counted; defer it).
+    """
+    settings = get_settings()
+    now = time.time()
+    window = settings.webhook_rate_window_seconds
+    item = UsageModel(user_id, f"webhook#{int(now // window)}")
+    try:
+        item.update(
+            actions=[UsageModel.count.add(1), UsageModel.expires_at.set(timedelta(seconds=2 * window + 60))],
+            condition=UsageModel.count.does_not_exist() | (UsageModel.count < settings.webhook_user_rate_limit),
+        )
+    except UpdateError as exc:
+        if not _conditional_failed(exc):
+            raise
+        return False
+    return True
 
 
 def current(user_id: str) -> dict[str, object]:
