@@ -33,6 +33,7 @@ from chalicelib.flux import (
     reset_key_pool,
 )
 from chalicelib.flux.client import normalize_base_url, parse_retry_after
+from chalicelib.http import error_headers, error_status
 from chalicelib.settings import Settings, get_settings
 
 PARTI = Path("/work/shared/data/parti_prompts.tsv")
@@ -197,9 +198,9 @@ def test_all_keys_cooling_raises_with_retry_time(aws, flux):
     with pytest.raises(AllKeysCoolingError) as info:
         client.generate(params(PLAIN[2]))
     err = info.value
-    assert (err.status, err.code) == (503, "keys-cooling")
+    assert (error_status(err.code), err.code) == (503, "keys-cooling")
     assert 50 < err.retry_after <= 60.5 and err.retry_at >= before + 50
-    assert err.headers["Retry-After"] == str(math.ceil(err.retry_after))
+    assert error_headers(err)["Retry-After"] == str(math.ceil(err.retry_after))
     assert flux.stats()["requests"] == 4  # one 429 per key, no hammering
     # the next call fails fast, with no upstream request, on this and on a new instance
     with pytest.raises(AllKeysCoolingError):
@@ -247,7 +248,7 @@ def test_402_marks_out_of_credits_and_no_usable_key_is_a_503(aws, flux):
     broke = FluxClient(settings(flux, keys=(K1, K2)))
     with pytest.raises(NoUsableKeysError) as info:
         broke.generate(params(PLAIN[2]))
-    assert (info.value.status, info.value.code) == (503, "no-usable-keys")
+    assert (error_status(info.value.code), info.value.code) == (503, "no-usable-keys")
     # the new instance already knew K2 was out of credits (shared table): only K1 was tried
     assert flux.stats()["by_status"] == {"402": 1}
 
@@ -265,7 +266,12 @@ def test_422_is_not_retried(aws, flux):
     with pytest.raises(UpstreamRejectedError) as info:
         client.generate(params(PLAIN[0] + " __REJECT__"))
     err = info.value
-    assert (err.status, err.code, err.field, err.upstream_status) == (422, "upstream-rejected", "prompt", 422)
+    assert (error_status(err.code), err.code, err.field, err.upstream_status) == (
+        422,
+        "upstream-rejected",
+        "prompt",
+        422,
+    )
     assert "safety" in err.message
     assert flux.stats()["requests"] == 1
     assert all(r["errors"] == 0 and r["state"] == "healthy" for r in client.pool.health_report())
@@ -279,7 +285,7 @@ def test_503_everywhere_fails_within_the_deadline(aws, flux):
         client.generate(params())
     assert time.monotonic() - started < 6.5
     err = info.value
-    assert (err.status, err.code, err.retryable) == (502, "upstream-failed", True)
+    assert (error_status(err.code), err.code, err.retryable) == (502, "upstream-failed", True)
     assert err.attempts == flux.stats()["requests"] == 2 * 2 + 2  # bounded attempts
     assert "503" in err.last_error
     assert sum(r["errors"] for r in client.pool.health_report()) == err.attempts

@@ -37,7 +37,7 @@ from chalicelib.flux.exceptions import (
     UpstreamFailedError,
     UpstreamRejectedError,
 )
-from chalicelib.flux.keypool import KeyPool, Lease, get_key_pool, key_id, reset_key_pool
+from chalicelib.flux.keypool import KeyLease, KeyPool, get_key_pool, key_id, reset_key_pool
 
 __all__ = [
     "ASPECT_RATIOS",
@@ -52,7 +52,7 @@ __all__ = [
     "GeneratedImage",
     "GenerationParams",
     "KeyPool",
-    "Lease",
+    "KeyLease",
     "ModelSpec",
     "NoUsableKeysError",
     "UpstreamFailedError",

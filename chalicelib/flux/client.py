@@ -71,7 +71,7 @@ from chalicelib.flux.exceptions import (
     UpstreamFailedError,
     UpstreamRejectedError,
 )
-from chalicelib.flux.keypool import DISABLED, OUT_OF_CREDITS, KeyPool, Lease, get_key_pool
+from chalicelib.flux.keypool import DISABLED, OUT_OF_CREDITS, KeyLease, KeyPool, get_key_pool
 from chalicelib.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -368,7 +368,7 @@ class FluxClient:
 
     def _attempt(
         self,
-        lease: Lease,
+        lease: KeyLease,
         payload: dict[str, Any],
         params: GenerationParams,
         seed: int,

@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chalicelib.db.base import is_condition_failure
 from chalicelib.flux.exceptions import AllKeysCoolingError, NoUsableKeysError
 from chalicelib.settings import Settings, get_settings
 
@@ -71,7 +72,7 @@ def key_id(key: str) -> str:
 
 
 @dataclass(frozen=True)
-class Lease:
+class KeyLease:
     """A key handed out for one upstream call. ``repr`` hides the key."""
 
     key: str = field(repr=False)
@@ -148,12 +149,8 @@ def load_keys(settings: Settings) -> tuple[str, ...]:
                     raw = client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
                     cached = _parse_secret(raw)
                 except Exception as exc:  # noqa: BLE001 - any failure means "no keys"
-                    logger.error(
-                        "cannot load Together keys from secret %s: %s", secret_id, type(exc).__name__
-                    )
-                    raise NoUsableKeysError(
-                        "image generation is unavailable; keys cannot be loaded"
-                    ) from None
+                    logger.error("cannot load Together keys from secret %s: %s", secret_id, type(exc).__name__)
+                    raise NoUsableKeysError("image generation is unavailable; keys cannot be loaded") from None
                 _secret_cache[secret_id] = cached
             keys = cached
     return tuple(dict.fromkeys(k.strip() for k in keys if k and k.strip()))
@@ -298,7 +295,7 @@ class KeyPool:
 
     # -- choosing a key -------------------------------------------------------------------------
 
-    def acquire(self) -> Lease:
+    def acquire(self) -> KeyLease:
         """The next usable key, round-robin from a per-process random start.
 
         Raises:
@@ -306,6 +303,18 @@ class KeyPool:
                 earliest ``cooldown_until`` as ``retry_at``.
             NoUsableKeysError: none configured, or all disabled / out of credits.
         """
+        return self._pick(advance=True)
+
+    def check_available(self) -> None:
+        """Whether :meth:`acquire` would hand out a key now, without taking one: the
+        round-robin cursor does not move.
+
+        Raises:
+            AllKeysCoolingError / NoUsableKeysError: as :meth:`acquire`.
+        """
+        self._pick(advance=False)
+
+    def _pick(self, *, advance: bool) -> KeyLease:
         self.refresh()
         self._maybe_flush()
         now = self._clock()
@@ -317,8 +326,9 @@ class KeyPool:
                 idx = (self._cursor + step) % count
                 kid = self._ids[idx]
                 if self._health[kid].usable(now):
-                    self._cursor = (idx + 1) % count
-                    return Lease(key=self._keys[kid], key_id=kid)
+                    if advance:
+                        self._cursor = (idx + 1) % count
+                    return KeyLease(key=self._keys[kid], key_id=kid)
             cooling = [h.cooldown_until for h in self._health.values() if h.state not in TERMINAL_STATES]
         if cooling:
             raise AllKeysCoolingError(retry_at=min(cooling), now=now)
@@ -360,11 +370,9 @@ class KeyPool:
         """Create a healthy row for ``kid`` unless one exists (conditional PutItem)."""
         model = _model()
         try:
-            model(kid, state=HEALTHY, updated_at=int(self._clock())).save(
-                condition=model.key_id.does_not_exist()
-            )
+            model(kid, state=HEALTHY, updated_at=int(self._clock())).save(condition=model.key_id.does_not_exist())
         except Exception as exc:  # noqa: BLE001 - ConditionalCheckFailed means someone else seeded it
-            if getattr(exc, "cause_response_code", None) != "ConditionalCheckFailedException":
+            if not is_condition_failure(exc):
                 logger.warning("seeding key health failed key_id=%s: %s", kid, type(exc).__name__)
 
     def _update(self, kid: str, actions: list[Any], condition: Any = None) -> bool:
@@ -373,7 +381,7 @@ class KeyPool:
             _model()(kid).update(actions=actions, condition=condition)
             return True
         except Exception as exc:  # noqa: BLE001 - health writes must never break a request
-            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+            if is_condition_failure(exc):
                 with self._lock:
                     self._last_refresh = -math.inf  # another instance moved it: re-read
             else:
@@ -498,9 +506,7 @@ class KeyPool:
             h = self._health[key_id]
             h.state, h.cooldown_until, h.reason, h.updated_at = HEALTHY, 0.0, None, now
         m = _model()
-        self._update(
-            key_id, [m.state.set(HEALTHY), m.cooldown_until.set(0), m.reason.remove(), m.updated_at.set(now)]
-        )
+        self._update(key_id, [m.state.set(HEALTHY), m.cooldown_until.set(0), m.reason.remove(), m.updated_at.set(now)])
         logger.info("flux key reset key_id=%s", key_id)
 
     # -- counters -------------------------------------------------------------------------------
@@ -521,9 +527,7 @@ class KeyPool:
         now = self._clock()
         m = _model()
         for kid, (requests, successes) in pending.items():
-            ok = self._update(
-                kid, [m.requests.add(requests), m.successes.add(successes), m.updated_at.set(now)]
-            )
+            ok = self._update(kid, [m.requests.add(requests), m.successes.add(successes), m.updated_at.set(now)])
             with self._lock:
                 h = self._health[kid]
                 if ok:

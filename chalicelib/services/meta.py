@@ -1,4 +1,4 @@
-"""Read-only API metadata: the model catalog, the OpenAPI document, key health."""
+"""Read-only API metadata: the model catalog, the limits, the OpenAPI document, key health."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from chalicelib.flux.catalog import DEFAULT_MODEL, MAX_PROMPT_CHARS, catalog_json
+from chalicelib.flux.keypool import get_key_pool
+from chalicelib.settings import get_settings
 
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
 
@@ -18,15 +22,28 @@ def openapi() -> dict[str, Any]:
 
 def models() -> dict[str, Any]:
     """``GET /v1/models``: ``{"models": [...], "default": model_id}``."""
-    from chalicelib.flux.catalog import DEFAULT_MODEL, catalog_json
-
     return {"models": catalog_json(), "default": DEFAULT_MODEL}
+
+
+def limits() -> dict[str, Any]:
+    """``GET /v1/limits``: the input limits of this deployment (settings), so a client can
+    check a prompt file before sending it.
+
+    Returns:
+        ``{"jobs": {"max_items", "max_body_bytes"}, "prompt": {"max_chars"},
+        "archives": {"max_images"}, "request": {"max_body_bytes"}}`` (counts; bytes).
+    """
+    settings = get_settings()
+    return {
+        "jobs": {"max_items": settings.jobs_max_items, "max_body_bytes": settings.jobs_max_body_bytes},
+        "prompt": {"max_chars": MAX_PROMPT_CHARS},
+        "archives": {"max_images": settings.archive_max_images},
+        "request": {"max_body_bytes": settings.max_body_bytes},
+    }
 
 
 def key_health() -> dict[str, Any]:
     """``GET /v1/admin/keys``: ``{"keys": [...]}`` by key id (never the key)."""
-    from chalicelib.flux.keypool import get_key_pool
-
     pool = get_key_pool()
     pool.refresh(force=True)
     return {"keys": pool.health_report(), "healthy": pool.healthy_count()}
