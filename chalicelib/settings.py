@@ -52,6 +52,8 @@ class Settings:
     flux_request_timeout_seconds: float = 20.0  # one upstream HTTP attempt
     flux_default_cooldown_seconds: float = 10.0  # 429 without Retry-After
     key_health_refresh_seconds: float = 5.0  # how stale the shared key-health snapshot may be
+    default_model: str = "black-forest-labs/FLUX.1-schnell"  # model of requests that name none
+    model_availability_refresh_seconds: float = 60.0  # how stale the shared model-availability snapshot may be
 
     # Clerk
     clerk_jwt_key: str | None = None  # PEM public key
@@ -101,7 +103,6 @@ class Settings:
     sweep_time_budget_seconds: float = 50.0  # one stuck-work sweep run
     sweep_dry_run: bool = False  # log what the sweep would do, change nothing
 
-
     @property
     def jwks_url(self) -> str | None:
         """``CLERK_JWKS_URL``, else ``{CLERK_ISSUER}/.well-known/jwks.json``."""
@@ -131,8 +132,10 @@ class Settings:
             flux_default_cooldown_seconds=_float(
                 env, "FLUX_DEFAULT_COOLDOWN_SECONDS", defaults.flux_default_cooldown_seconds
             ),
-            key_health_refresh_seconds=_float(
-                env, "KEY_HEALTH_REFRESH_SECONDS", defaults.key_health_refresh_seconds
+            key_health_refresh_seconds=_float(env, "KEY_HEALTH_REFRESH_SECONDS", defaults.key_health_refresh_seconds),
+            default_model=(env.get("DEFAULT_MODEL") or "").strip() or defaults.default_model,
+            model_availability_refresh_seconds=_float(
+                env, "MODEL_AVAILABILITY_REFRESH_SECONDS", defaults.model_availability_refresh_seconds
             ),
             clerk_jwt_key=(env.get("CLERK_JWT_KEY") or "").replace("\\n", "\n") or None,
             clerk_jwks_url=env.get("CLERK_JWKS_URL") or None,
@@ -140,9 +143,7 @@ class Settings:
             clerk_authorized_parties=_csv(env.get("CLERK_AUTHORIZED_PARTIES")),
             clerk_admin_roles=_csv(env.get("CLERK_ADMIN_ROLES")) or defaults.clerk_admin_roles,
             jwks_cache_seconds=_float(env, "JWKS_CACHE_SECONDS", defaults.jwks_cache_seconds),
-            jwks_fetch_timeout_seconds=_float(
-                env, "JWKS_FETCH_TIMEOUT_SECONDS", defaults.jwks_fetch_timeout_seconds
-            ),
+            jwks_fetch_timeout_seconds=_float(env, "JWKS_FETCH_TIMEOUT_SECONDS", defaults.jwks_fetch_timeout_seconds),
             cors_allowed_origins=_csv(env.get("CORS_ALLOWED_ORIGINS")),
             table_prefix=env.get("TABLE_PREFIX") or defaults.table_prefix,
             images_bucket=env.get("IMAGES_BUCKET") or defaults.images_bucket,

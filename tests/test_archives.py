@@ -19,7 +19,7 @@ from chalicelib.settings import get_settings
 from tests import openapi_check
 from tests.fixtures.worker import wait_for
 
-MODEL = "black-forest-labs/FLUX.1-schnell-Free"
+MODEL = "black-forest-labs/FLUX.1-schnell"
 
 
 def make_images(user: str, n: int, collection: str | None = None) -> list[ImageModel]:

@@ -13,14 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.browser.conftest import SERVICE_VARS
 from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICE_VARS = ("AWS_ENDPOINT_URL", "TOGETHER_BASE_URL", "TOGETHER_API_KEYS", "TOGETHER_KEYS_SECRET_ID",
-                "CLERK_ISSUER", "CLERK_JWKS_URL", "CLERK_JWT_KEY", "CLERK_AUTHORIZED_PARTIES",
-                "CORS_ALLOWED_ORIGINS")
-
-
 
 
 def port_open(url: str) -> bool:
@@ -33,10 +29,24 @@ def port_open(url: str) -> bool:
 @pytest.fixture
 def dev_process(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
-    env.update({"PORT": "0", "WEB_PORT": "0", "AWS_PORT": "0", "FLUX_PORT": "0", "IDP_PORT": "0",
-                "DEVSTACK_STATE_DIR": str(tmp_path)})
-    proc = subprocess.Popen([sys.executable, "-m", "devstack"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env.update(
+        {
+            "PORT": "0",
+            "WEB_PORT": "0",
+            "AWS_PORT": "0",
+            "FLUX_PORT": "0",
+            "IDP_PORT": "0",
+            "DEVSTACK_STATE_DIR": str(tmp_path),
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devstack"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     yield proc, tmp_path
     if proc.poll() is None:
         proc.kill()
@@ -62,9 +72,12 @@ def test_make_dev_stack_serves_every_part_and_stops_cleanly(dev_process):
 
     # a signed-in user generates an image through the real HTTP API (chalice local)
     token = requests.post(info["auth"]["token_url"], json={"user_id": "devstack-user"}, timeout=5).json()["token"]
-    reply = requests.post(info["api_url"] + "/v1/images", timeout=30,
-                          headers={"Authorization": f"Bearer {token}", "Origin": info["web_url"]},
-                          json={"prompt": "a red bicycle leaning on a brick wall", "aspect_ratio": "square"})
+    reply = requests.post(
+        info["api_url"] + "/v1/images",
+        timeout=30,
+        headers={"Authorization": f"Bearer {token}", "Origin": info["web_url"]},
+        json={"prompt": "a red bicycle leaning on a brick wall", "aspect_ratio": "1:1"},
+    )
     assert reply.status_code == 201, reply.text
     assert reply.headers["Access-Control-Allow-Origin"] == info["web_url"]
     image = reply.json()["images"][0]
@@ -74,13 +87,22 @@ def test_make_dev_stack_serves_every_part_and_stops_cleanly(dev_process):
     api_port = info["api_url"].rsplit(":", 1)[1]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
-    for url in (info["api_url"], info["web_url"], info["aws_endpoint_url"], info["flux_base_url"],
-                info["auth"]["issuer"]):
+    for url in (
+        info["api_url"],
+        info["web_url"],
+        info["aws_endpoint_url"],
+        info["flux_base_url"],
+        info["auth"]["issuer"],
+    ):
         assert not port_open(url), url
-    leftover = subprocess.run(["pgrep", "-f", f"chalice local --no-autoreload --host 127.0.0.1 --port {api_port}"],
-                              capture_output=True, text=True)
+    leftover = subprocess.run(
+        ["pgrep", "-f", f"chalice local --no-autoreload --host 127.0.0.1 --port {api_port}"],
+        capture_output=True,
+        text=True,
+    )
     assert leftover.stdout.strip() == ""
     aws_port = info["aws_endpoint_url"].rsplit(":", 1)[1]
-    leftover = subprocess.run(["pgrep", "-f", f"devstack.moto_process --port {aws_port}"],
-                              capture_output=True, text=True)
+    leftover = subprocess.run(
+        ["pgrep", "-f", f"devstack.moto_process --port {aws_port}"], capture_output=True, text=True
+    )
     assert leftover.stdout.strip() == ""

@@ -12,6 +12,7 @@ Source: Amazon DynamoDB developer guide, "Atomic counters" and "Condition expres
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +21,8 @@ from pynamodb.exceptions import UpdateError
 from chalicelib.db import UsageModel
 from chalicelib.errors import ApiError
 from chalicelib.settings import get_settings
+
+logger = logging.getLogger("promptcanvas.usage")
 
 
 def _month(now: float | None = None) -> str:
@@ -45,9 +48,7 @@ def charge(user_id: str, n: int) -> None:
         )
     except UpdateError as exc:
         if _conditional_failed(exc) or quota - n < 0:
-            raise ApiError(
-                429, "quota-exceeded", f"monthly quota of {quota} images is used up", headers={}
-            ) from None
+            raise ApiError(429, "quota-exceeded", f"monthly quota of {quota} images is used up", headers={}) from None
         raise
 
 
@@ -56,11 +57,22 @@ def refund(user_id: str, n: int) -> None:
     if n <= 0:
         return
     try:
-        UsageModel(user_id, _month()).update(
-            actions=[UsageModel.count.add(-n)], condition=UsageModel.count >= n
-        )
+        UsageModel(user_id, _month()).update(actions=[UsageModel.count.add(-n)], condition=UsageModel.count >= n)
     except UpdateError:
         pass
+
+
+def add_cost(user_id: str, usd: float) -> None:
+    """Add ``usd`` (an image's upstream cost) to this month's cost. Best effort: never raises.
+
+    An atomic ADD on the month's usage item, next to the quota counter.
+    """
+    if usd <= 0:
+        return
+    try:
+        UsageModel(user_id, _month()).update(actions=[UsageModel.cost_usd.add(round(usd, 6))])
+    except Exception:  # noqa: BLE001 - the image is stored; its own item keeps its cost
+        logger.warning("could not add an image's cost to the month's usage")
 
 
 def hit_rate_limit(user_id: str) -> None:
@@ -94,11 +106,22 @@ def hit_rate_limit(user_id: str) -> None:
 
 
 def current(user_id: str) -> dict[str, object]:
-    """``{"period", "used", "quota", "remaining"}`` for this month."""
+    """``{"period", "used", "quota", "remaining", "cost_usd"}`` for this month.
+
+    ``cost_usd`` is what the month's stored images cost upstream (catalog prices,
+    Together's per-megapixel formula), rounded to 6 decimals.
+    """
     quota = get_settings().monthly_image_quota
     period = _month()
     try:
-        used = int(UsageModel.get(user_id, period).count or 0)
+        item = UsageModel.get(user_id, period)
+        used, cost = int(item.count or 0), float(item.cost_usd or 0)
     except UsageModel.DoesNotExist:
-        used = 0
-    return {"period": period, "used": used, "quota": quota, "remaining": max(0, quota - used)}
+        used, cost = 0, 0.0
+    return {
+        "period": period,
+        "used": used,
+        "quota": quota,
+        "remaining": max(0, quota - used),
+        "cost_usd": round(cost, 6),
+    }
