@@ -161,3 +161,15 @@ def test_a_job_keeps_the_parameters_its_model_takes(api):
     assert reply.status == 202, reply.body
     params = api.get(f"/v1/jobs/{reply.json['job_id']}", user="jobparams").json["params"]
     assert (params["model"], params["aspect_ratio"], params["negative_prompt"]) == (SCHNELL, "16:9", "blurry")
+
+
+def test_batch_images_record_their_price_and_add_to_the_month(api, worker):
+    fields = {"model": KONTEXT_PRO, "steps": 14, **SMALL}
+    reply = api.post("/v1/jobs", user="batchcost", json_body={"prompts": PROMPTS[11:14], **fields})
+    assert reply.status == 202, reply.body
+    worker.start()
+    worker.wait_finished("batchcost", reply.json["job_id"])
+    images = api.get("/v1/images", user="batchcost").json["images"]
+    each = image_cost(KONTEXT_PRO, 256, 256, 14)
+    assert len(images) == 3 and all(i["cost_usd"] == pytest.approx(each) for i in images)
+    assert usage(api, "batchcost")["cost_usd"] == pytest.approx(3 * each)

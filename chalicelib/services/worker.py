@@ -404,15 +404,16 @@ def upload_objects(lease: Lease, generated: Any) -> StagedImage:
 
 
 def write_metadata(lease: Lease, staged: StagedImage) -> ImageModel:
-    """Write the image metadata with ``attribute_not_exists``; if it exists already (an
-    earlier attempt got this far), keep that one and delete only our objects that it
-    does not use.
+    """Write the image metadata with ``attribute_not_exists`` (and add its cost to the
+    month's); if it exists already (an earlier attempt got this far), keep that one and
+    delete only our objects that it does not use.
 
     Returns:
         The stored image.
     """
     try:
         staged.model.save(condition=ImageModel.image_id.does_not_exist())
+        usage.add_cost(staged.model.user_id, float(staged.model.cost_usd or 0))  # once: only the first save
         return staged.model
     except PutError as exc:
         if not jobs.is_conditional_failure(exc):
@@ -634,7 +635,6 @@ def handle_event(event: dict[str, Any], context: Any = None) -> dict[str, list[d
             results = list(pool.map(lambda r: process_record(r, deadline), records))
     failures = [{"itemIdentifier": r["messageId"]} for r, ok in zip(records, results, strict=True) if not ok]
     return {"batchItemFailures": failures}
-
 
 
 def requeue_expired(item: JobItemModel, now: float | None = None) -> bool:
