@@ -383,3 +383,32 @@ def test_catalog_json():
     assert by_id[F2_DEV]["image_inputs"] == {"image_url": False, "reference_images": 6, "image_loras": 2}
     assert by_id[F2_PRO]["steps"] is None and by_id[F2_PRO]["aspect_ratios"] == []
     assert all(s["width"] <= 1440 and s["height"] <= 1440 for s in by_id[PRO_11]["sizes"])
+
+
+# -- an aspect_ratio request: the upstream picks the pixels ---------------------------------------
+
+
+def _jpeg(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (40, 90, 160)).save(out, format="JPEG")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("size", "ok"), [((1344, 768), True), ((1360, 768), True), ((1024, 1024), False)])
+def test_an_aspect_ratio_answer_is_checked_for_its_shape_not_its_pixels(size, ok):
+    from chalicelib.flux.client import verify_image
+    from chalicelib.flux.exceptions import CorruptImageError
+
+    p = parse(aspect_ratio="16:9")
+    data = _jpeg(*size)
+    if ok:
+        assert verify_image(data, p.width, p.height, ratio_only=True) == ("image/jpeg", "jpg")
+    else:
+        with pytest.raises(CorruptImageError):
+            verify_image(data, p.width, p.height, ratio_only=True)
+    with pytest.raises(CorruptImageError):  # a width/height request still needs the exact size
+        verify_image(_jpeg(1360, 768), 1344, 768)
