@@ -340,8 +340,13 @@ def default_model() -> ModelSpec:
     if spec is not None and not spec.retired:
         return spec
     fallback = catalog().current[0]
-    logger.warning("DEFAULT_MODEL %r is not a current catalog model; using %s", configured, fallback.id)
+    if configured not in _warned_defaults:  # once per process and value, not per request
+        _warned_defaults.add(configured)
+        logger.warning("DEFAULT_MODEL %r is not a current catalog model; using %s", configured, fallback.id)
     return fallback
+
+
+_warned_defaults: set[str] = set()
 
 
 def image_cost(model: str, width: int, height: int, steps: int | None) -> float:
