@@ -90,6 +90,20 @@ def get_key_health(ctx: RequestContext):
     return meta.key_health()
 
 
+@api.route("/v1/admin/models", methods=["GET"], admin=True)
+def get_model_status(ctx: RequestContext):
+    """The model catalog against the upstream's own model list (admins only)."""
+    return meta.model_status()
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def check_model_catalog(event):
+    """Hourly: compare the catalog with the upstream's GET /v1/models; unlisted models are refused."""
+    from chalicelib.flux import availability
+
+    return availability.check_upstream()
+
+
 # --- scheduled cleanup ---
 # Sweeps and gauges (issue 6): chalicelib.services.cleanup, chalicelib.observability.
 # Each returns its report; the counts are also logged (JSON) and metered (EMF).

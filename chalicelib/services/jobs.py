@@ -63,6 +63,7 @@ from chalicelib.db.jobs import (
     IdempotencyModel,
 )
 from chalicelib.errors import ApiError, NotFound, ValidationError
+from chalicelib.flux import availability
 from chalicelib.flux.catalog import GENERATION_FIELDS, MAX_SEED, parse_generation_params
 from chalicelib.jsonbody import parse_json_object
 from chalicelib.services import usage
@@ -94,7 +95,8 @@ REASONS = (
 )
 
 SUBMIT_FIELDS: frozenset[str] = GENERATION_FIELDS | {"prompts", "count", "name", "collection", "webhook_url"}
-JOB_PARAM_FIELDS = ("model", "width", "height", "steps", "negative_prompt", "guidance_scale", "output_format")
+#: The generation fields a job stores once for all its items (the rest: prompt, seed, n per item).
+JOB_PARAM_FIELDS = tuple(sorted(GENERATION_FIELDS - {"prompt", "seed", "n"}))
 MAX_NAME_CHARS = 200
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 IDEMPOTENCY_TTL = timedelta(hours=24)
@@ -591,6 +593,7 @@ def build_submission(
         if exc.field == "prompt":
             raise ValidationError(exc.message.replace("prompt", first_label, 1), field=first_field) from None
         raise
+    availability.require_available(params.model)
     n = params.n
     if len(prompts) * n > maximum:
         where = "prompts" if source == "prompts" else ("count" if source == "count" else "file")

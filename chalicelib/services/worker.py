@@ -410,7 +410,7 @@ def upload_objects(lease: Lease, generated: Any) -> StagedImage:
 
 def write_metadata(lease: Lease, staged: StagedImage) -> ImageModel:
     """Write the image metadata with ``attribute_not_exists`` (and its collection counter,
-    in one transaction); if it exists already (an earlier attempt got this far), keep
+    in one transaction; then its cost to the month's); if it exists already (an earlier attempt got this far), keep
     that one and delete only our objects that it does not use.
 
     Returns:
@@ -418,6 +418,7 @@ def write_metadata(lease: Lease, staged: StagedImage) -> ImageModel:
     """
     try:
         save_new_image(staged.model)
+        usage.add_cost(staged.model.user_id, float(staged.model.cost_usd or 0))  # once: only the first save
         return staged.model
     except (PutError, TransactWriteError) as exc:
         if not condition_failed(exc):
