@@ -450,7 +450,7 @@ def storage_resources() -> dict[str, Any]:
             "DeletionPolicy": "Retain",
             "UpdateReplacePolicy": "Retain",
             "Properties": {
-                "BucketName": sub(names.images_bucket_prefix(STAGE) + "${AWS::AccountId}-${AWS::Region}"),
+                "BucketName": sub(names.images_bucket(STAGE)),
                 **_private_bucket_properties(),
                 "CorsConfiguration": {
                     "CorsRules": [
@@ -740,7 +740,7 @@ def api_handler_overrides() -> dict[str, Any]:
     but its ``ApiHandlerLogGroup`` still names ``/aws/lambda/${ApiHandler}``, a resource that
     does not exist. The function gets an explicit name (``<stack>-api``, inside the log
     policy's ``<stack>-*``) and the log group that literal name, so neither refers to the other."""
-    function_name = "${AWS::StackName}-api"
+    function_name = names.API_FUNCTION_NAME
     return {
         "APIHandler": {
             "Type": "AWS::Serverless::Function",

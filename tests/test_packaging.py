@@ -160,8 +160,8 @@ def test_schedules(package: Package) -> None:
 def test_functions_config_logs_and_roles(package: Package) -> None:
     res = package.template["Resources"]
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"][STAGE]
-    expected_policy = json.loads(policy_path(STAGE).read_text())
     log_groups = {k: v for k, v in res.items() if v["Type"] == "AWS::Logs::LogGroup"}
+    roles: dict[str, str] = {}
     for name, fn in functions(package.template).items():
         props = fn["Properties"]
         by_resource = {h.resource: h.name for h in template.app_handlers()}
@@ -169,8 +169,11 @@ def test_functions_config_logs_and_roles(package: Package) -> None:
         wanted = config["lambda_functions"][handler_name]
         assert props["Timeout"] == wanted["lambda_timeout"], name
         assert props["MemorySize"] == wanted["lambda_memory_size"], name
-        role = res[props["Role"]["Fn::GetAtt"][0]]
-        assert role["Properties"]["Policies"][0]["PolicyDocument"] == expected_policy, name
+        role_id = props["Role"]["Fn::GetAtt"][0]
+        assert role_id not in roles, f"{name} shares {role_id} with {roles.get(role_id)}: one role per function"
+        roles[role_id] = name
+        expected_policy = json.loads(policy_path(STAGE, handler_name).read_text())
+        assert res[role_id]["Properties"]["Policies"][0]["PolicyDocument"] == expected_policy, name
         group = log_groups.get("ApiHandlerLogGroup" if name == "APIHandler" else f"{name}LogGroup")
         assert group and group["Properties"]["RetentionInDays"] == config["log_retention_in_days"], name
         log_name = group["Properties"]["LogGroupName"]["Fn::Sub"]
