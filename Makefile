@@ -45,7 +45,7 @@ package: install
 	$(PY) -m infra.build --check
 	rm -rf $(PACKAGE_DIR) $(PACKAGE_SRC) && mkdir -p $(PACKAGE_SRC)/.chalice build/chalice-deployments
 	cp app.py requirements.txt $(PACKAGE_SRC)/
-	cp .chalice/config.json .chalice/policy-*.json $(PACKAGE_SRC)/.chalice/
+	$(PY) -m infra.build --stage $(STAGE) --out $(PACKAGE_SRC)/.chalice
 	tar -cf - --exclude=__pycache__ --exclude='*.pyc' chalicelib | tar -xf - -C $(PACKAGE_SRC)
 	ln -s $(CURDIR)/build/chalice-deployments $(PACKAGE_SRC)/.chalice/deployments
 	cd $(PACKAGE_SRC) && AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PYTHONDONTWRITEBYTECODE=1 \

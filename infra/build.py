@@ -87,6 +87,31 @@ def generate() -> dict[Path, str]:
     return files
 
 
+def stage_files(stage: str, out: Path) -> dict[Path, str]:
+    """What ``chalice package --stage <stage>`` reads from ``.chalice/``, for any stage name
+    (``names.STAGE_PATTERN``): ``config.json`` with the stage (a stage it does not list
+    gets ``dev``'s settings) and the stage's policy files, as paths under ``out``.
+
+    Raises:
+        ValueError: ``stage`` does not match ``names.STAGE_PATTERN``.
+        infra.policy.ScanError: see :func:`generate`.
+    """
+    import re
+
+    from infra.policy import functions, policies
+    from infra.template import load_config
+
+    if not re.fullmatch(names.STAGE_PATTERN, stage):
+        raise ValueError(f"stage {stage!r} does not match {names.STAGE_PATTERN}")
+    config = load_config(CONFIG_PATH)
+    if stage not in config["stages"]:
+        config["stages"][stage] = json.loads(json.dumps(config["stages"][names.STAGES[0]]))
+    files = {out / "config.json": render(chalice_config(config, [fn.name for fn in functions()], (stage,)))}
+    for function, document in policies(stage).items():
+        files[out / policy_path(stage, function).name] = render(document)
+    return files
+
+
 def leftovers(files: dict[Path, str]) -> list[Path]:
     """Policy files in ``.chalice/`` that no longer belong to a function."""
     return sorted(p for p in (ROOT / ".chalice").glob("policy-*.json") if p not in files)
@@ -101,7 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m infra.build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="fail if a committed file is out of date")
+    parser.add_argument("--stage", help="with --out: write one stage's .chalice files (any stage name)")
+    parser.add_argument("--out", type=Path, help="with --stage: the directory to write them to")
     args = parser.parse_args(argv)
+    if bool(args.stage) != bool(args.out):
+        parser.error("--stage and --out go together")
+    if args.stage:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for path, text in stage_files(args.stage, args.out).items():
+            path.write_text(text, encoding="utf-8")
+        return 0
     files = generate()
     if args.check:
         outdated = stale(files) + leftovers(files)

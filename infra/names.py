@@ -10,7 +10,8 @@ resources exactly. Chalice copies those files into the roles verbatim, so they u
 from __future__ import annotations
 
 APP = "promptcanvas"
-STAGES = ("dev", "prod")
+STAGES = ("dev", "prod")  # the stages with committed config and policies; any STAGE_PATTERN name deploys
+STAGE_PATTERN = r"[a-z][a-z0-9-]{0,15}"
 RUNTIME = "python3.12"  # Lambda runtime; Chalice takes it from the Python that packages
 
 

@@ -341,8 +341,8 @@ def parameters() -> dict[str, Any]:
     return {
         "Stage": {
             "Type": "String",
-            "AllowedValues": list(names.STAGES),
-            "Description": "The Chalice stage this template was packaged for (dev or prod).",
+            "AllowedPattern": f"^{names.STAGE_PATTERN}$",
+            "Description": "The Chalice stage this template was packaged for (dev, prod, or any [a-z][a-z0-9-]{0,15}).",
         },
         "ClerkIssuer": {
             "Type": "String",

@@ -404,3 +404,21 @@ def test_a_resource_is_granted_only_where_its_setting_is_read() -> None:
     assert allows(document, "dev", "sqs:SendMessage", queue)
     with pytest.raises(policy.ScanError, match="no resource"):
         policy.policy_document(policy.Needs(fn, (call,), frozenset(), ()), "dev")
+
+
+def test_any_stage_gets_its_config_and_policies(tmp_path: Path) -> None:
+    """``make package STAGE=feature-x`` packages with files written for that stage."""
+    from infra.build import stage_files
+
+    files = stage_files("feature-x", tmp_path)
+    config = json.loads(files[tmp_path / "config.json"])
+    stage_cfg = config["stages"]["feature-x"]
+    assert stage_cfg["autogen_policy"] is False and "iam_policy_file" not in stage_cfg
+    for function in FUNCTIONS:
+        name = stage_cfg["lambda_functions"][function]["iam_policy_file"]
+        document = json.loads(files[tmp_path / name])
+        text = json.dumps(document)
+        assert f"{names.APP}-feature-x" in text and f"{names.APP}-dev" not in text
+    assert config["stages"]["dev"] == json.loads(CONFIG_PATH.read_text())["stages"]["dev"]
+    with pytest.raises(ValueError):
+        stage_files("../prod", tmp_path)
