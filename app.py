@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from chalice import Chalice, Rate
 
-from chalicelib import observability
+from chalicelib import observability, snapstart
 from chalicelib.http import Api, RequestContext
 from chalicelib.services import archives, health, images, jobs, meta, stuck, usage, webhooks, worker
 from chalicelib.settings import get_settings
 
 app = Chalice(app_name="promptcanvas")
 api = Api(app)
+snapstart.register()  # SnapStart: fresh random state, connections and credentials after a restore
 
 
 @api.route("/health", methods=["GET"], auth=False)
@@ -129,7 +130,6 @@ def create_job(ctx: RequestContext):
     return jobs.submit(
         ctx.principal.user_id, ctx.header("content-type"), ctx.request.raw_body, ctx.header("idempotency-key")
     )
-
 
 
 @api.route("/v1/jobs", methods=["GET"])

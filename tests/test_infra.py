@@ -198,6 +198,20 @@ def test_worker_event_source_override(tpl: dict[str, Any]) -> None:
     assert override["Properties"]["Handler"] == f"app.{worker.function}"
 
 
+def test_api_gateway_invokes_the_api_alias(tpl: dict[str, Any]) -> None:
+    """Every operation Chalice writes into the REST API's swagger is overridden to the alias."""
+    paths = tpl["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]["paths"]
+    operations = template.api_operations()
+    assert {p: sorted(m) for p, m in paths.items()} == operations
+    assert ("/v1/images", ["get", "options", "post"]) in operations.items()
+    alias = template.alias_id("APIHandler")
+    for methods in paths.values():
+        for operation in methods.values():
+            assert "${" + alias + "}" in operation["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+    for name in ("APIHandler", template.worker_handler().resource):  # type: ignore[union-attr]
+        assert tpl["Resources"][name]["Properties"]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+
+
 def test_function_environment(tpl: dict[str, Any]) -> None:
     """Every variable the stack sets is one Settings reads, and the resource ones point at the stack."""
     from chalicelib.settings import Settings
