@@ -117,6 +117,64 @@ def test_zip_holds_nothing_compiled_here(package: Package) -> None:
     )
 
 
+def test_zip_is_slim_and_keeps_the_pinned_versions(package: Package) -> None:
+    from infra import slim
+
+    size = package.zip_path.stat().st_size
+    assert size <= slim.GOAL_BYTES, (
+        f"deployment.zip is {size / 1e6:.1f} MB, over the {slim.GOAL_BYTES / 1e6:.0f} MB goal"
+    )
+    services = slim.used_services()
+    assert {"s3", "sqs", "dynamodb", "secretsmanager"} <= services
+    with zipfile.ZipFile(package.zip_path) as archive:
+        entries = archive.namelist()
+    assert not [n for n in entries if slim.excluded(n, services)], "the zip holds what infra.slim leaves out"
+    data_services = {n.split("/")[2] for n in entries if n.startswith("botocore/data/") and n.count("/") > 2}
+    assert data_services == set(services), "botocore data for exactly the services the code calls"
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name, version = line.split("==")
+            pins[name.split("[")[0].lower().replace("-", "_")] = version
+    dists = {n.split("/")[0] for n in entries if n.split("/")[0].endswith(".dist-info")}
+    for name, version in pins.items():
+        assert any(d.lower() == f"{name}-{version}.dist-info" for d in dists), f"{name}=={version} not in the zip"
+
+
+def test_the_slim_zip_runs(package: Package, tmp_path: Path) -> None:
+    """Import the app from the unzipped package alone (no site-packages) and build a client
+    for every service it calls, PynamoDB's included: nothing it needs was left out."""
+    from infra import slim
+
+    with zipfile.ZipFile(package.zip_path) as archive:
+        archive.extractall(tmp_path)
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "import app, boto3\n"
+        "from chalicelib.aws import client\n"
+        "from chalicelib.db import ALL_MODELS\n"
+        "for service in sys.argv[2].split(','): client(service)\n"
+        "for model in ALL_MODELS: model._get_connection().connection.client\n"
+        "assert boto3.__file__.startswith(sys.argv[1]), boto3.__file__\n"
+        "print('ok')\n"
+    )
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", script, str(tmp_path), ",".join(sorted(slim.used_services()))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
 def test_cfn_lint_packaged_template(package: Package) -> None:
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "cfn-lint"), str(package.dir / "sam.json")],
@@ -199,6 +257,33 @@ def test_environment_and_outputs(package: Package) -> None:
         assert not set(own) & set(env), f"{name} overrides the stack's {set(own) & set(env)}"
     assert "EndpointURL" in tpl["Outputs"] and "WebUrl" in tpl["Outputs"]
     assert tpl["Parameters"]["Stage"]["AllowedPattern"] == f"^{names.STAGE_PATTERN}$"
+
+
+def test_snapstart_on_the_api_and_the_worker_through_their_alias(package: Package) -> None:
+    """SnapStart serves published versions only: SAM publishes one per change and the callers
+    invoke the alias (SAM points the SQS mapping at it; the merge template API Gateway)."""
+    res = package.template["Resources"]
+    worker = template.worker_handler()
+    snap = ["APIHandler"] + ([worker.resource] if worker else [])
+    for name in snap:
+        props = res[name]["Properties"]
+        assert props["SnapStart"] == {"ApplyOn": "PublishedVersions"}, name
+        assert props["AutoPublishAlias"] == template.ALIAS and props["AutoPublishAliasAllProperties"] is True, name
+    if worker:  # SAM connects a function's event sources to its alias when AutoPublishAlias is set
+        assert any(e["Type"] == "SQS" for e in res[worker.resource]["Properties"]["Events"].values())
+    alias = template.alias_id("APIHandler")
+    rest = json.dumps(res["RestAPI"])
+    assert "${APIHandler.Arn}" not in rest, "an API Gateway integration still invokes $LATEST"
+    paths = res["RestAPI"]["Properties"]["DefinitionBody"]["paths"]
+    for path, methods in paths.items():
+        for method, operation in methods.items():
+            integration = operation["x-amazon-apigateway-integration"]
+            assert "${" + alias + "}" in integration["uri"]["Fn::Sub"], (path, method)
+            assert integration["type"] == "aws_proxy" and "responses" in operation, (path, method)
+    assert res["APIHandlerInvokePermission"]["Properties"]["FunctionName"] == {"Ref": alias}
+    for name, fn in functions(package.template).items():
+        if name not in snap:
+            assert "SnapStart" not in fn["Properties"], f"{name}: scheduled sweeps gain nothing from SnapStart"
 
 
 # -- scripts/deploy.py: the parts that run without an AWS account ----------------------------------
