@@ -50,6 +50,16 @@ def jobs_dlq(stage: str) -> str:
     return f"{APP}-{stage}-jobs-dlq"
 
 
+def webhooks_queue(stage: str) -> str:
+    """``WEBHOOKS_QUEUE_NAME``: webhook deliveries, polled by their own function."""
+    return f"{APP}-{stage}-webhooks"
+
+
+def webhook_secrets_key_alias(stage: str) -> str:
+    """``WEBHOOK_SECRET_KMS_KEY_ID``: the alias of the KMS key that seals webhook signing secrets."""
+    return f"alias/{APP}-{stage}-webhook-secrets"
+
+
 def keys_secret(stage: str) -> str:
     """The Secrets Manager secret holding the Together keys (a JSON list)."""
     return f"{APP}/{stage}/together-keys"

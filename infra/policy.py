@@ -51,7 +51,14 @@ ROOT = Path(__file__).resolve().parent.parent
 CODE_DIR = ROOT / "chalicelib"
 
 #: IAM prefix per boto3 service name (those the code may use).
-IAM_PREFIX = {"s3": "s3", "sqs": "sqs", "secretsmanager": "secretsmanager", "dynamodb": "dynamodb", "logs": "logs"}
+IAM_PREFIX = {
+    "s3": "s3",
+    "sqs": "sqs",
+    "secretsmanager": "secretsmanager",
+    "dynamodb": "dynamodb",
+    "logs": "logs",
+    "kms": "kms",
+}
 
 #: API operation -> IAM actions, where the action is not ``prefix:Operation``.
 ACTION_OVERRIDES: dict[str, tuple[str, ...]] = {
@@ -322,6 +329,11 @@ SETTINGS_RESOURCES: dict[str, Callable[[str], tuple[Target, ...]]] = {
     ),
     "jobs_queue_name": lambda stage: (Target("JobsQueue", "sqs", (_queue(names.jobs_queue(stage)),)),),
     "jobs_dlq_name": lambda stage: (Target("JobsDeadLetterQueue", "sqs", (_queue(names.jobs_dlq(stage)),)),),
+    "webhooks_queue_name": lambda stage: (Target("WebhooksQueue", "sqs", (_queue(names.webhooks_queue(stage)),)),),
+    # KMS authorizes on the key's ARN, never its alias: the stack's key by its id (``Ref``).
+    "webhook_secret_kms_key_id": lambda stage: (
+        Target("WebhookSecretsKey", "kms", (arn("kms", "key/${WebhookSecretsKey}"),)),
+    ),
     "together_keys_secret_id": lambda stage: (
         Target(
             "TogetherKeysSecret",
@@ -463,8 +475,14 @@ def targets(needs_: Needs, stage: str) -> list[Target]:
         out.append(Target("Tables", "dynamodb", tuple(tables)))
     if indexes:
         out.append(Target("TableIndexes", "dynamodb", tuple(indexes), DYNAMODB_INDEX_ACTIONS))
+    code_actions = {action for call in needs_.calls for action in call.actions}
+    mapping_only = frozenset(SQS_EVENT_SOURCE_ACTIONS) - code_actions
     for field in sorted(needs_.fields):
-        out.extend(SETTINGS_RESOURCES[field](stage))
+        for target in SETTINGS_RESOURCES[field](stage):
+            if target.service == "sqs" and field != needs_.function.event_queue_field:
+                # the event source mapping's actions on its own queue only
+                target = replace(target, excludes=target.excludes | mapping_only)
+            out.append(target)
     return out
 
 

@@ -14,8 +14,9 @@ Commands (``python scripts/deploy.py <command> --stage <stage>``; a stage is
     for it, from any state the stack is in (infra/stack.py: a failed first deploy is
     deleted and created again, a leftover review is created, no changes is success).
     Template parameters come from the environment: ``CLERK_ISSUER`` (required for
-    the first deploy), ``CLERK_JWKS_URL``, ``CLERK_JWT_KEY``, ``CLERK_PUBLISHABLE_KEY``,
-    ``EXTRA_WEB_ORIGINS``, ``IMAGE_RETENTION_DAYS``, ``ALARM_EMAIL``; on an update, a
+    the first deploy), ``CLERK_JWKS_URL``, ``CLERK_JWT_KEY``, ``CLERK_ADMIN_ORG_ID``,
+    ``CLERK_ADMIN_USER_IDS``, ``CLERK_PUBLISHABLE_KEY``, ``EXTRA_WEB_ORIGINS``,
+    ``IMAGE_RETENTION_DAYS``, ``ALARM_EMAIL``; on an update, a
     parameter not set keeps its previous value.
 ``web``
     Writes ``frontend_dist/config.js`` (``window.PROMPTCANVAS_CONFIG = {apiBaseUrl,
@@ -66,6 +67,8 @@ PARAMETER_ENV = {
     "ClerkIssuer": "CLERK_ISSUER",
     "ClerkJwksUrl": "CLERK_JWKS_URL",
     "ClerkJwtKey": "CLERK_JWT_KEY",
+    "ClerkAdminOrgId": "CLERK_ADMIN_ORG_ID",
+    "ClerkAdminUserIds": "CLERK_ADMIN_USER_IDS",
     "ClerkPublishableKey": "CLERK_PUBLISHABLE_KEY",
     "ExtraWebOrigins": "EXTRA_WEB_ORIGINS",
     "ImageRetentionDays": "IMAGE_RETENTION_DAYS",

@@ -208,8 +208,32 @@ def test_api_gateway_invokes_the_api_alias(tpl: dict[str, Any]) -> None:
     for methods in paths.values():
         for operation in methods.values():
             assert "${" + alias + "}" in operation["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
-    for name in ("APIHandler", template.worker_handler().resource):  # type: ignore[union-attr]
+    workers = [h.resource for h in template.app_handlers() if h.kind == "on_sqs_message"]
+    for name in ["APIHandler", *workers]:
         assert tpl["Resources"][name]["Properties"]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+
+
+def test_webhooks_queue_and_its_worker(tpl: dict[str, Any]) -> None:
+    res = tpl["Resources"]
+    queue = res["WebhooksQueue"]["Properties"]
+    assert resolve(queue["QueueName"], "dev") == names.webhooks_queue("dev")
+    webhook_worker = template.webhook_worker_handler()
+    jobs_worker = template.worker_handler()
+    assert webhook_worker is not None and jobs_worker is not None and webhook_worker != jobs_worker
+    for stage in names.STAGES:
+        assert queue["VisibilityTimeout"] >= 6 * template.lambda_timeout(CONFIG, webhook_worker.name, stage)
+    event = res[webhook_worker.resource]["Properties"]["Events"][f"{webhook_worker.resource}SqsEventSource"]
+    assert event["Properties"]["Queue"] == {"Fn::Sub": "${WebhooksQueue.Arn}"}
+    assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    env = tpl["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["WEBHOOKS_QUEUE_NAME"] == {"Fn::GetAtt": ["WebhooksQueue", "QueueName"]}
+    assert env["WEBHOOK_SECRET_KMS_KEY_ID"] == {"Ref": "WebhookSecretsKeyAlias"}
+    alias = res["WebhookSecretsKeyAlias"]["Properties"]
+    assert resolve(alias["AliasName"], "prod") == names.webhook_secrets_key_alias("prod")
+    assert alias["TargetKeyId"] == {"Ref": "WebhookSecretsKey"}
+    key = res["WebhookSecretsKey"]
+    assert key["Type"] == "AWS::KMS::Key" and key["DeletionPolicy"] == "Retain"
+    assert key["Properties"]["EnableKeyRotation"] is True
 
 
 def test_function_environment(tpl: dict[str, Any]) -> None:

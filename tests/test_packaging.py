@@ -202,6 +202,19 @@ def test_worker_event_source_mapping(package: Package) -> None:
     assert visibility >= 6 * timeout
 
 
+def test_webhook_worker_event_source_mapping(package: Package) -> None:
+    worker = template.webhook_worker_handler()
+    assert worker is not None and worker != template.worker_handler()
+    fn = package.template["Resources"][worker.resource]
+    props = fn["Properties"]["Events"][f"{worker.resource}SqsEventSource"]["Properties"]
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["ScalingConfig"]["MaximumConcurrency"] >= 2
+    assert props["Queue"] == {"Fn::Sub": "${WebhooksQueue.Arn}"}, "webhooks have their own queue"
+    assert 1 <= props["BatchSize"] <= 10
+    visibility = package.template["Resources"]["WebhooksQueue"]["Properties"]["VisibilityTimeout"]
+    assert visibility >= 6 * fn["Properties"]["Timeout"]
+
+
 def test_schedules(package: Package) -> None:
     fns = functions(package.template)
     schedules = {}
@@ -263,14 +276,14 @@ def test_snapstart_on_the_api_and_the_worker_through_their_alias(package: Packag
     """SnapStart serves published versions only: SAM publishes one per change and the callers
     invoke the alias (SAM points the SQS mapping at it; the merge template API Gateway)."""
     res = package.template["Resources"]
-    worker = template.worker_handler()
-    snap = ["APIHandler"] + ([worker.resource] if worker else [])
+    workers = [h.resource for h in template.app_handlers() if h.kind == "on_sqs_message"]
+    snap = ["APIHandler", *workers]
     for name in snap:
         props = res[name]["Properties"]
         assert props["SnapStart"] == {"ApplyOn": "PublishedVersions"}, name
         assert props["AutoPublishAlias"] == template.ALIAS and props["AutoPublishAliasAllProperties"] is True, name
-    if worker:  # SAM connects a function's event sources to its alias when AutoPublishAlias is set
-        assert any(e["Type"] == "SQS" for e in res[worker.resource]["Properties"]["Events"].values())
+    for worker in workers:  # SAM connects a function's event sources to its alias when AutoPublishAlias is set
+        assert any(e["Type"] == "SQS" for e in res[worker]["Properties"]["Events"].values())
     alias = template.alias_id("APIHandler")
     rest = json.dumps(res["RestAPI"])
     assert "${APIHandler.Arn}" not in rest, "an API Gateway integration still invokes $LATEST"

@@ -18,6 +18,7 @@ from infra.build import CONFIG_PATH, generate, leftovers, policy_path
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT, REGION, OTHER_ACCOUNT = "111122223333", "eu-west-1", "444455556666"
 FUNCTIONS = [fn.name for fn in policy.functions()]
+STACK_RESOURCES = set(json.loads((ROOT / "infra" / "resources.json").read_text())["Resources"])
 CASES = [(stage, fn) for stage in names.STAGES for fn in FUNCTIONS]
 
 
@@ -35,8 +36,9 @@ def concrete(arn: Any, stage: str, account: str = ACCOUNT, region: str = REGION)
         "AWS::StackName": names.stack_name(stage),
     }
     text = arn["Fn::Sub"]
-    unknown = set(re.findall(r"\$\{([^}]+)\}", text)) - set(values)
-    assert not unknown, f"{text}: names {unknown}, not a pseudo parameter"
+    for name in set(re.findall(r"\$\{([^}]+)\}", text)) - set(values):
+        assert name in STACK_RESOURCES, f"{text}: names {name}, neither a pseudo parameter nor a stack resource"
+        values[name] = f"{name.lower()}-id"  # a Ref: the resource's generated id
     return re.sub(r"\$\{([^}]+)\}", lambda m: values[m.group(1)], text)
 
 
@@ -139,6 +141,8 @@ def test_arns_are_this_stack_s_resources(stage: str, function: str) -> None:
                     "S3 names are global: the name carries the account"
                 )
             arn = concrete(resource, stage)
+            if re.search(r"\$\{[A-Za-z0-9]+\}", template):  # a stack resource's own id (the KMS key)
+                continue
             assert f"{names.APP}-{stage}" in arn or f"{names.APP}/{stage}/" in arn, arn
             head, _, tail = template.partition("${AWS::AccountId}")
             wild = re.sub(r"\$\{[^}]+\}", "", tail)
@@ -175,6 +179,22 @@ def test_sweeps_and_worker_get_what_they_use() -> None:
     for action in policy.SQS_EVENT_SOURCE_ACTIONS:
         assert allows(worker, stage, action, queue), action
     assert not allows(worker, stage, "sqs:ReceiveMessage", dlq)
+
+
+def test_webhook_queue_and_key_only_where_used() -> None:
+    stage = "dev"
+    webhooks = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{names.webhooks_queue(stage)}"
+    key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/webhooksecretskey-id"
+    webhook_worker = load(stage, "process_webhooks_queue")
+    for action in policy.SQS_EVENT_SOURCE_ACTIONS:
+        assert allows(webhook_worker, stage, action, webhooks), action
+    assert allows(webhook_worker, stage, "kms:Decrypt", key)
+    assert not allows(webhook_worker, stage, "kms:Decrypt", f"arn:aws:kms:{REGION}:{ACCOUNT}:key/other-key")
+    jobs_worker = load(stage, "process_jobs_queue")
+    assert allows(jobs_worker, stage, "sqs:SendMessage", webhooks), "the jobs worker forwards deliveries"
+    assert not allows(jobs_worker, stage, "sqs:ReceiveMessage", webhooks), "only the webhook worker's mapping polls"
+    for sweep in ("cleanup_retention", "cleanup_orphans", "cleanup_archives", "emit_gauges"):
+        assert not any(a.startswith("kms:") for a in granted(load(stage, sweep), stage)), sweep
 
 
 def _bucket_matches_another_account(document: dict[str, Any], stage: str) -> bool:

@@ -11,7 +11,7 @@ class UsageModel(BaseModel):
     """A counter for one user and one period. Hash ``user_id``, range ``period``.
 
     ``period`` is ``"YYYY-MM"`` for the monthly image quota, or
-    ``"rate#YYYY-MM-DDTHH:MM"`` for the fixed-window request rate limit (those
+    ``"rate#YYYY-MM-DDTHH:MM"`` / ``"mut#YYYY-MM-DDTHH:MM"`` for the fixed-window rate limits (those
     items expire through DynamoDB TTL on ``expires_at``).
     """
 
@@ -25,10 +25,15 @@ class UsageModel(BaseModel):
 
 
 class UserModel(BaseModel):
-    """Per-user settings: the webhook signing secret. Hash ``user_id``."""
+    """Per-user settings: the webhook signing secret. Hash ``user_id``.
+
+    ``webhook_secret_sealed`` is the secret's KMS envelope (``chalicelib.crypto.envelope``);
+    ``webhook_secret`` is the legacy plaintext shape, read once and removed.
+    """
 
     class Meta(BaseModel.Meta):
         table_name = table_name("users")
 
     user_id = UnicodeAttribute(hash_key=True)
     webhook_secret = UnicodeAttribute(null=True)
+    webhook_secret_sealed = UnicodeAttribute(null=True)

@@ -388,9 +388,11 @@ def finish_if_done(job: JobModel) -> bool:
         int(job.failed_count),
     )
     if job.webhook_url:
+        from chalicelib.services import webhook_queue
+
         try:
-            send_messages([{"type": "webhook", "user_id": job.user_id, "job_id": job.job_id}])
-        except Exception:  # noqa: BLE001 - the sweep sends due webhooks too
+            webhook_queue.enqueue(job.user_id, job.job_id)
+        except Exception:  # noqa: BLE001 - the sweep enqueues due webhooks too
             logger.warning("could not queue the webhook of job %s; the sweep will send it", job.job_id)
     return True
 
@@ -776,7 +778,7 @@ def submit(
         ValidationError: 400 naming the field (nothing written).
         ApiError: 413, 415, 409/422 (idempotency key), 429 ``rate-limited`` / ``quota-exceeded``.
     """
-    from chalicelib.services.webhooks import get_or_create_secret
+    from chalicelib.services.webhook_secrets import get_or_create_secret
 
     body = raw.encode("utf-8") if isinstance(raw, str) else (raw or b"")
     sub = parse_request(content_type, body)
@@ -1048,9 +1050,7 @@ def _cancel_one(item: JobItemModel) -> bool:
                 return True
         elif item.status == RUNNING:
             try:
-                item.update(
-                    actions=[JobItemModel.cancel_requested.set(True)], condition=JobItemModel.status == RUNNING
-                )
+                item.update(actions=[JobItemModel.cancel_requested.set(True)], condition=JobItemModel.status == RUNNING)
                 return False
             except UpdateError as exc:
                 if not is_conditional_failure(exc):

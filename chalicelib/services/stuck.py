@@ -18,7 +18,8 @@ counters disagree with the items       set from the items, if nothing moved for
                                        :data:`RECONCILE_AFTER_S` (a worker died between
                                        its item write and its counter write)
 counters complete, job not finished    finished (status, ``finished_at``, webhook due)
-webhook attempt due                    sent (``chalicelib.services.webhooks``)
+webhook attempt due                    enqueued on the webhooks queue (the webhook
+                                       worker delivers; the sweep never does)
 =====================================  =================================================
 
 Only jobs in the sparse ``by_active`` index are read, page by page, within a time
@@ -42,7 +43,7 @@ from pynamodb.exceptions import UpdateError
 from chalicelib.aws import client
 from chalicelib.db import JobItemModel, JobModel
 from chalicelib.db.jobs import ACTIVE_SHARD, FAILED, QUEUED, RUNNING, SUCCEEDED, ArchiveModel
-from chalicelib.services import jobs, webhooks, worker
+from chalicelib.services import jobs, webhook_queue, worker
 from chalicelib.settings import get_settings
 
 logger = logging.getLogger("promptcanvas.stuck")
@@ -179,9 +180,7 @@ def sweep_job(job: JobModel, report: SweepReport, now: float) -> None:
         elif int(item.attempts or 0) >= settings.max_item_attempts:
             report.add("items_lease_exhausted")
             if not dry:
-                worker.fail_stranded(
-                    item, jobs.REASON_LEASE, f"its lease expired {int(item.attempts)} times", now=now
-                )
+                worker.fail_stranded(item, jobs.REASON_LEASE, f"its lease expired {int(item.attempts)} times", now=now)
         else:
             report.add("leases_requeued")
             if not dry and worker.requeue_expired(item, now=now):
@@ -206,8 +205,12 @@ def sweep_job(job: JobModel, report: SweepReport, now: float) -> None:
     if job.webhook_state == "pending" and (job.webhook_next_at or 0) <= now:
         report.add("webhooks_due")
         if not dry:
-            outcome = webhooks.deliver_due(job.user_id, job.job_id, now=now)
-            report.add(f"webhooks_{outcome.replace('-', '_')}")
+            try:
+                webhook_queue.enqueue(job.user_id, job.job_id)
+                report.add("webhooks_enqueued")
+            except jobs.QueueError:
+                logger.error("sweep could not enqueue the webhook of job %s", job.job_id)
+                report.add("webhooks_enqueue_failed")
 
 
 def reconcile(job: JobModel, report: SweepReport) -> bool:

@@ -1,4 +1,7 @@
-"""The jobs-queue worker: one SQS message per item (or archive, or webhook), idempotent.
+"""The jobs-queue worker: one SQS message per item (or archive), idempotent.
+
+Webhooks are never delivered here: a ``webhook`` message still found on the jobs queue
+is forwarded to the webhooks queue (:mod:`chalicelib.services.webhook_queue`).
 
 The handler gets Lambda SQS events (``@app.on_sqs_message`` on the jobs queue) and
 returns a *partial batch response*: ``{"batchItemFailures": [{"itemIdentifier":
@@ -554,11 +557,11 @@ def process_message(body: dict[str, Any], deadline: float) -> Done | Later:
         from chalicelib.services import archives
 
         return Done() if archives.process_message(body) else Later(30, "archive-busy")
-    if kind == "webhook":
-        from chalicelib.services import webhooks
+    if kind == "webhook":  # sent here before webhooks had their own queue: forward, never deliver here
+        from chalicelib.services import webhook_queue
 
-        webhooks.deliver_due(str(body.get("user_id")), str(body.get("job_id")))
-        return Done("webhook")
+        webhook_queue.enqueue(str(body.get("user_id")), str(body.get("job_id")))
+        return Done("webhook-forwarded")
     logger.warning("unknown message type %r dropped", kind)
     return Done("unknown-type")
 
@@ -634,7 +637,6 @@ def handle_event(event: dict[str, Any], context: Any = None) -> dict[str, list[d
             results = list(pool.map(lambda r: process_record(r, deadline), records))
     failures = [{"itemIdentifier": r["messageId"]} for r, ok in zip(records, results, strict=True) if not ok]
     return {"batchItemFailures": failures}
-
 
 
 def requeue_expired(item: JobItemModel, now: float | None = None) -> bool:
