@@ -319,3 +319,30 @@ def test_chalice_config() -> None:
             assert 1 <= functions[name]["lambda_timeout"] <= 900
         assert functions["api_handler"]["lambda_timeout"] <= 30, "API Gateway stops waiting at 29 s"
         assert not set(functions) - set(handlers), f"{stage}: lambda_functions names unknown handlers"
+
+
+def test_slim_leaves_out_only_what_lambda_never_runs() -> None:
+    from infra import slim
+
+    services = {"s3", "dynamodb"}
+    for name in (
+        "botocore/data/ec2/2016-11-15/service-2.json.gz",
+        "botocore/data/s3/2006-03-01/examples-1.json",
+        "boto3/data/ec2/2016-11-15/resources-1.json",
+        "PIL/_imaging.pyi",
+        "certifi/tests/test_certify.py",
+        "chalicelib/__pycache__/aws.cpython-312.pyc",
+    ):
+        assert slim.excluded(name, services), name
+    for name in (
+        "botocore/data/s3/2006-03-01/service-2.json.gz",
+        "botocore/data/dynamodb/2012-08-10/endpoint-rule-set-1.json.gz",
+        "botocore/data/endpoints.json",
+        "botocore/data/partitions.json",
+        "botocore/docs/docstring.py",  # imported by botocore.client
+        "pillow-13.0.0.dist-info/RECORD",
+        "app.py",
+        "chalicelib/services/jobs.py",
+    ):
+        assert not slim.excluded(name, services), name
+    assert {"s3", "sqs", "dynamodb", "secretsmanager", "kms"} <= slim.used_services()
