@@ -61,6 +61,7 @@ six times the function timeout); Clerk docs, "Content Security Policy".
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -896,19 +897,32 @@ def snapstart() -> dict[str, Any]:
     }
 
 
+SWAGGER_PATHS = """
+import json, sys
+from chalice.deploy.swagger import CFNSwaggerGenerator
+import app
+paths = CFNSwaggerGenerator().generate_swagger(app.app)["paths"]
+json.dump({path: sorted(methods) for path, methods in paths.items()}, sys.stdout)
+"""
+
+
+@functools.cache
 def api_operations() -> dict[str, list[str]]:
     """The REST API's paths and their methods, as Chalice writes them into the ``RestAPI``
-    swagger (``chalice.deploy.swagger.CFNSwaggerGenerator`` over ``app.app``, imported)."""
+    swagger (``chalice.deploy.swagger.CFNSwaggerGenerator`` over ``app.app``). ``app.py`` is
+    imported in a child process, so its import-time effects (settings, logging) stay out of
+    the caller.
+
+    Raises:
+        subprocess.CalledProcessError: ``app.py`` does not import.
+    """
+    import subprocess
     import sys
 
-    from chalice.deploy.swagger import CFNSwaggerGenerator
-
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    import app as app_module
-
-    swagger = CFNSwaggerGenerator().generate_swagger(app_module.app)
-    return {path: sorted(methods) for path, methods in sorted(swagger["paths"].items())}
+    proc = subprocess.run(
+        [sys.executable, "-c", SWAGGER_PATHS], cwd=ROOT, capture_output=True, text=True, timeout=300, check=True
+    )
+    return dict(sorted(json.loads(proc.stdout).items()))
 
 
 def api_alias_overrides(operations: dict[str, list[str]]) -> dict[str, Any]:
