@@ -299,6 +299,35 @@ def test_snapstart_on_the_api_and_the_worker_through_their_alias(package: Packag
             assert "SnapStart" not in fn["Properties"], f"{name}: scheduled sweeps gain nothing from SnapStart"
 
 
+def test_any_stage_packages_with_its_own_roles(package: Package) -> None:
+    """``make package STAGE=pr-42``: a stage config.json does not list still packages, each
+    function with its own role naming that stage's resources (``package`` is a dependency so
+    the build cache is warm)."""
+    out = ROOT / "build" / f"test-package-stage-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT", "TOGETHER_", "CLERK_"))}
+    try:
+        proc = subprocess.run(
+            ["make", "-o", "install", "package", "STAGE=pr-42", f"PACKAGE_DIR={out.relative_to(ROOT)}"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        tpl = json.loads((out / "sam.json").read_text())
+        res = tpl["Resources"]
+        roles = set()
+        for name, fn in functions(tpl).items():
+            role = fn["Properties"]["Role"]["Fn::GetAtt"][0]
+            roles.add(role)
+            text = json.dumps(res[role]["Properties"]["Policies"][0]["PolicyDocument"])
+            assert "promptcanvas-pr-42" in text and "promptcanvas-dev" not in text, name
+        assert len(roles) == len(functions(tpl))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
 # -- scripts/deploy.py: the parts that run without an AWS account ----------------------------------
 
 
