@@ -80,6 +80,8 @@ ARTIFACT_EXPIRATION_DAYS = 90
 STAGE_RE = re.compile(names.STAGE_PATTERN)
 S3_BUCKET_NAME_MAX = 63  # Amazon S3 user guide, "Bucket naming rules"
 ACCOUNT_ID_CHARS = 12
+LAMBDA_NAME_MAX = 64  # Lambda function names (AWS Lambda quotas)
+GENERATED_SUFFIX_CHARS = 12  # CloudFormation's random suffix of a generated physical name
 
 
 class DeployError(Exception):
@@ -103,11 +105,17 @@ def images_bucket(stage: str, account: str, region: str) -> str:
     return names.images_bucket(stage).replace("${AWS::AccountId}", account).replace("${AWS::Region}", region)
 
 
-def check_stage_fits(stage: str, region: str) -> None:
-    """The images bucket name (stage, account and region in it) must stay within S3's 63 characters.
+def check_stage_fits(stage: str, region: str, handlers: list[str] | None = None) -> None:
+    """The names that carry the stage must fit their limits: the images bucket (stage, account
+    and region in it) S3's 63 characters, and each event handler's Lambda function, which
+    CloudFormation names ``<stack>-<logical id>-<12 random characters>``, Lambda's 64 (a
+    longer one is truncated and no longer matches its role's log-group ARN).
+
+    Args:
+        handlers: the functions' logical ids (default: the event handlers in ``app.py``).
 
     Raises:
-        DeployError: it would not.
+        DeployError: a name would not fit.
     """
     length = len(images_bucket(stage, "0" * ACCOUNT_ID_CHARS, region))
     if length > S3_BUCKET_NAME_MAX:
@@ -115,6 +123,17 @@ def check_stage_fits(stage: str, region: str) -> None:
             f"stage {stage!r} is too long for region {region}: the images bucket name would have {length} "
             f"characters (S3 allows {S3_BUCKET_NAME_MAX}); use a shorter stage name"
         )
+    if handlers is None:
+        from infra.template import app_handlers
+
+        handlers = [h.resource for h in app_handlers()]
+    for logical_id in handlers:
+        length = len(stack_name(stage)) + 1 + len(logical_id) + 1 + GENERATED_SUFFIX_CHARS
+        if length > LAMBDA_NAME_MAX:
+            raise DeployError(
+                f"stage {stage!r} is too long for function {logical_id}: its generated name would have {length} "
+                f"characters (Lambda allows {LAMBDA_NAME_MAX}); use a shorter stage name"
+            )
 
 
 def one_line(exc: BaseException) -> str:

@@ -296,6 +296,9 @@ def test_a_stage_too_long_for_the_bucket_name_is_refused(deploy_script: Any) -> 
     deploy_script.check_stage_fits("q" * 16, "eu-west-1")
     with pytest.raises(deploy_script.DeployError, match="too long"):
         deploy_script.check_stage_fits("q" * 16, "ap-southeast-3")
+    deploy_script.check_stage_fits("q" * 16, "eu-west-1", ["ProcessWebhooksQueue"])  # 63 of 64 characters
+    with pytest.raises(deploy_script.DeployError, match="function ProcessWebhooksQueueXY"):
+        deploy_script.check_stage_fits("q" * 16, "eu-west-1", ["ProcessWebhooksQueueXY"])
 
 
 class _Garbage(http.server.BaseHTTPRequestHandler):
