@@ -349,6 +349,11 @@ SETTINGS_RESOURCES: dict[str, Callable[[str], tuple[Target, ...]]] = {
 #: guide, "Lambda execution role" (logs) and "Using Lambda with Amazon SQS" (event source mapping).
 LOG_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
 SQS_EVENT_SOURCE_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+#: Code an operator runs from a workstation with their own credentials, never a Lambda
+#: function (so no role grants its calls): qualified name -> where it is documented.
+OPERATOR_ENTRY_POINTS: dict[str, str] = {
+    "chalicelib.services.cleanup.rebuild_collection_counts": "docs/deploy.md: once, for a stage with older images",
+}
 API_HANDLER = "api_handler"
 SETTINGS_MODULE = "chalicelib.settings"  # defines and reads every field: that is not a use
 

@@ -6,7 +6,7 @@ and infra tests compare it with the CloudFormation template.
 
 from __future__ import annotations
 
-from chalicelib.db.base import BaseModel, table_name, utcnow
+from chalicelib.db.base import BaseModel, same_item, table_name, utcnow
 from chalicelib.db.images import ImageModel, PromptHistoryModel
 from chalicelib.db.jobs import ArchiveModel, IdempotencyModel, JobItemModel, JobModel
 from chalicelib.db.keys import KeyHealthModel
@@ -36,6 +36,7 @@ __all__ = [
     "PromptHistoryModel",
     "UsageModel",
     "UserModel",
+    "same_item",
     "table_name",
     "utcnow",
 ]

@@ -12,7 +12,9 @@ class UsageModel(BaseModel):
 
     ``period`` is ``"YYYY-MM"`` for the monthly image quota, or
     ``"rate#YYYY-MM-DDTHH:MM"`` / ``"mut#YYYY-MM-DDTHH:MM"`` for the fixed-window rate limits (those
-    items expire through DynamoDB TTL on ``expires_at``).
+    items expire through DynamoDB TTL on ``expires_at``), or ``"collection#{name}"``
+    for the number of images in one of the user's collections (changed only together
+    with the image items, see ``chalicelib.db.images``).
     """
 
     class Meta(BaseModel.Meta):

@@ -66,6 +66,7 @@ from chalicelib.flux.catalog import GenerationParams
 from chalicelib.flux.exceptions import (
     AllKeysCoolingError,
     CorruptImageError,
+    FailureKind,
     FluxError,
     UpstreamFailedError,
     UpstreamRejectedError,
@@ -210,9 +211,17 @@ def verify_image(data: bytes, width: int, height: int) -> tuple[str, str]:
 class _Transient(Exception):
     """One attempt failed in a way worth retrying on another key after a back-off."""
 
+    def __init__(self, message: str, kind: FailureKind) -> None:
+        super().__init__(message)
+        self.kind = kind
+
 
 class _NextKey(Exception):
     """One attempt failed because of the key (429/401/402/403); try the next key now."""
+
+    def __init__(self, message: str, kind: FailureKind) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class FluxClient:
@@ -316,6 +325,7 @@ class FluxClient:
         transient = 0
         only_rate_limited = True
         last_error: str | None = None
+        last_kind: FailureKind | None = None
         while True:
             remaining = deadline - self._monotonic()
             if attempts >= max_attempts or remaining < MIN_ATTEMPT_S:
@@ -329,6 +339,7 @@ class FluxClient:
                     f"image generation failed upstream ({why} exhausted after {attempts} attempts)",
                     last_error=last_error,
                     attempts=attempts,
+                    last_kind=last_kind,
                 )
             try:
                 lease = self.pool.acquire()
@@ -342,10 +353,10 @@ class FluxClient:
             try:
                 return self._attempt(lease, payload, params, seed, index, timeout, deadline)
             except _NextKey as exc:
-                last_error = str(exc)
+                last_error, last_kind = str(exc), exc.kind
                 only_rate_limited = only_rate_limited and last_error.startswith("429")
             except _Transient as exc:
-                last_error = str(exc)
+                last_error, last_kind = str(exc), exc.kind
                 only_rate_limited = False
                 transient += 1
                 if attempts >= max_attempts:
@@ -381,10 +392,10 @@ class FluxClient:
             )
         except requests.Timeout:
             observability.record_upstream_call((self._monotonic() - started) * 1000, None)
-            raise self._transient(kid, f"timeout after {timeout:.1f} s") from None
+            raise self._transient(kid, f"timeout after {timeout:.1f} s", FailureKind.TIMEOUT) from None
         except requests.RequestException as exc:
             observability.record_upstream_call((self._monotonic() - started) * 1000, None)
-            raise self._transient(kid, f"connection error ({type(exc).__name__})") from None
+            raise self._transient(kid, f"connection error ({type(exc).__name__})", FailureKind.CONNECTION) from None
         status = resp.status_code
         observability.record_upstream_call((self._monotonic() - started) * 1000, status)
         if status == 200:
@@ -392,7 +403,7 @@ class FluxClient:
                 data = self._image_bytes(resp, deadline)
                 content_type, ext = verify_image(data, params.width, params.height)
             except CorruptImageError as exc:
-                raise self._transient(kid, f"200 with a bad image: {exc.message}") from None
+                raise self._transient(kid, f"200 with a bad image: {exc.message}", exc.kind) from None
             elapsed = self._monotonic() - started
             self.pool.report_success(kid, elapsed)
             logger.info("flux ok key_id=%s ms=%d bytes=%d index=%d", kid, elapsed * 1000, len(data), index)
@@ -413,17 +424,17 @@ class FluxClient:
         if status == 429:
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             self.pool.report_rate_limited(kid, retry_after)
-            raise _NextKey(f"429 from key {kid}: {message}")
+            raise _NextKey(f"429 from key {kid}: {message}", FailureKind.RATE_LIMITED)
         if status in (401, 403):
             self.pool.report_disabled(kid, f"{status}: {message}", state=DISABLED)
-            raise _NextKey(f"{status} from key {kid}: {message}")
+            raise _NextKey(f"{status} from key {kid}: {message}", FailureKind.KEY_UNUSABLE)
         if status == 402:
             self.pool.report_disabled(kid, f"402: {message}", state=OUT_OF_CREDITS)
-            raise _NextKey(f"402 from key {kid}: {message}")
+            raise _NextKey(f"402 from key {kid}: {message}", FailureKind.KEY_UNUSABLE)
         if status in REJECT_STATUSES:
             logger.info("flux rejected status=%d key_id=%s param=%s", status, kid, param)
             raise UpstreamRejectedError(message, field=param, upstream_status=status)
-        raise self._transient(kid, f"{status} from upstream: {message}")
+        raise self._transient(kid, f"{status} from upstream: {message}", FailureKind.SERVER)
 
     def _cooling_error(self) -> AllKeysCoolingError:
         """The pool's own cooling error (earliest retry time), or one a default cooldown away."""
@@ -435,10 +446,10 @@ class FluxClient:
             pass
         return AllKeysCoolingError(time.time() + self.settings.flux_default_cooldown_seconds)
 
-    def _transient(self, kid: str, message: str) -> _Transient:
+    def _transient(self, kid: str, message: str, kind: FailureKind) -> _Transient:
         """Report a transient failure on ``kid``; returns the exception to raise."""
         self.pool.report_error(kid, message)
-        return _Transient(f"{message} (key {kid})")
+        return _Transient(f"{message} (key {kid})", kind)
 
     def _image_bytes(self, resp: requests.Response, deadline: float) -> bytes:
         """The first image of a 200 answer: base64-decoded, or downloaded from its URL.
@@ -470,7 +481,7 @@ class FluxClient:
         try:
             with self.session.get(url, timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout), stream=True) as r:
                 if r.status_code != 200:
-                    raise CorruptImageError(f"image download answered {r.status_code}")
+                    raise CorruptImageError(f"image download answered {r.status_code}", FailureKind.IMAGE_DOWNLOAD)
                 chunks, total = [], 0
                 for chunk in r.iter_content(64 * 1024):
                     total += len(chunk)
@@ -479,7 +490,9 @@ class FluxClient:
                     chunks.append(chunk)
                 return b"".join(chunks)
         except requests.RequestException as exc:
-            raise CorruptImageError(f"image download failed ({type(exc).__name__})") from None
+            raise CorruptImageError(
+                f"image download failed ({type(exc).__name__})", FailureKind.IMAGE_DOWNLOAD
+            ) from None
 
 
 _client: FluxClient | None = None
