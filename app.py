@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from chalice import Chalice, Rate
 
-from chalicelib import observability
+from chalicelib import observability, snapstart
 from chalicelib.http import Api, RequestContext
 from chalicelib.services import (
     archives,
@@ -26,6 +26,7 @@ from chalicelib.settings import get_settings
 
 app = Chalice(app_name="promptcanvas")
 api = Api(app)
+snapstart.register()  # SnapStart: fresh random state, connections and credentials after a restore
 
 
 @api.route("/health", methods=["GET"], auth=False)
