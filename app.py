@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from chalice import Chalice, Rate
 
-from chalicelib import observability
+from chalicelib import observability, snapstart
+from chalicelib.flux import availability
 from chalicelib.http import Api, RequestContext
 from chalicelib.jobs import control, recovery, submit, views, worker
 from chalicelib.services import (
@@ -27,6 +28,7 @@ from chalicelib.sweeps import time_budget
 
 app = Chalice(app_name="promptcanvas")
 api = Api(app)
+snapstart.register()  # SnapStart: fresh random state, connections and credentials after a restore
 
 
 @api.route("/health", methods=["GET"], auth=False)
@@ -95,6 +97,18 @@ def get_usage(ctx: RequestContext):
 def get_key_health(ctx: RequestContext):
     """Per-key health of the Together key pool (admins only)."""
     return meta.key_health()
+
+
+@api.route("/v1/admin/models", methods=["GET"], admin=True)
+def get_model_status(ctx: RequestContext):
+    """The model catalog against the upstream's own model list (admins only)."""
+    return meta.model_status()
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def check_model_catalog(event):
+    """Hourly: compare the catalog with the upstream's GET /v1/models; unlisted models are refused."""
+    return availability.check_upstream()
 
 
 # --- scheduled sweeps ---

@@ -30,6 +30,9 @@ class ErrorCode(StrEnum):
     TOO_MANY_IMAGES = "too-many-images"
     BODY_TOO_LARGE = "body-too-large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type"
+    UNSUPPORTED_PARAMETER = "unsupported-parameter"
+    MODEL_RETIRED = "model-retired"
+    MODEL_UNAVAILABLE = "model-unavailable"
     # authentication (codes after Clerk's SDK reasons, see chalicelib.auth.exceptions)
     TOKEN_MISSING = "token-missing"
     TOKEN_EXPIRED = "token-expired"

@@ -184,6 +184,9 @@ ERROR_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_MULTIPART: 400,
     ErrorCode.UNKNOWN_FIELD: 400,
     ErrorCode.TOO_MANY_IMAGES: 400,
+    ErrorCode.UNSUPPORTED_PARAMETER: 400,
+    ErrorCode.MODEL_RETIRED: 400,
+    ErrorCode.MODEL_UNAVAILABLE: 400,
     ErrorCode.BODY_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     # every authentication failure is a 401, jwks-unavailable too: the caller cannot be

@@ -26,7 +26,7 @@ from chalicelib.timefmt import iso8601
 from tests import openapi_check
 from tests.fixtures.worker import wait_for
 
-MODEL = "black-forest-labs/FLUX.1-schnell-Free"
+MODEL = "black-forest-labs/FLUX.1-schnell"
 PARTI = Path("/work/shared/data/parti_prompts.tsv")
 
 

@@ -50,9 +50,10 @@ class ImageModel(BaseModel):
     model = UnicodeAttribute()
     width = NumberAttribute()  # pixels
     height = NumberAttribute()  # pixels
-    steps = NumberAttribute()
+    steps = NumberAttribute(null=True)  # None: the model takes no steps, or the upstream's default
     seed = NumberAttribute()
     guidance = NumberAttribute(null=True)
+    cost_usd = NumberAttribute(null=True)  # what the generation cost upstream, USD (catalog price)
     key_id = UnicodeAttribute(null=True)  # sha256 prefix of the Together key used, never the key
     job_id = UnicodeAttribute(null=True)
     item_id = UnicodeAttribute(null=True)

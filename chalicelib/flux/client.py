@@ -6,8 +6,10 @@ Wire contract (Together's API reference,
 https://docs.together.ai/reference/post-images-generations, and the
 ``images.generate`` resource of togethercomputer/together-python):
 ``POST {base}/v1/images/generations`` with ``Authorization: Bearer <key>`` and a
-JSON body ``{model, prompt, width, height, steps, n, seed, response_format,
-output_format, negative_prompt?, guidance_scale?}``; the answer is
+JSON body ``{model, prompt, n, seed, response_format}`` plus the optional
+parameters the model takes (:meth:`GenerationParams.upstream_fields`: ``width`` and
+``height`` or ``aspect_ratio``, ``steps``, ``negative_prompt``, ``guidance``,
+``prompt_upsampling``, ``output_format``); the answer is
 ``{"data": [{"type": "b64_json", "b64_json": ...} | {"type": "url", "url": ...}]}``.
 We always send ``steps`` and ``response_format="base64"`` (Together's
 recommended way to save images: no second fetch); a ``url`` answer is still
@@ -83,6 +85,8 @@ MAX_COOLDOWN_WAIT_S = 2.0  # seconds; wait for a cooling key only if it is back 
 BACKOFF_BASE_S = 0.1  # seconds
 BACKOFF_CAP_S = 1.0  # seconds
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # bytes; a 1440x1440 PNG is ~6 MB
+RATIO_TOLERANCE = 0.03  # relative aspect-ratio difference accepted for an aspect_ratio request
+MAX_EDGE = 2048  # pixels; the longest side accepted for an aspect_ratio request
 REJECT_STATUSES = frozenset({400, 404, 413, 415, 422})
 FORMATS = {"JPEG": ("image/jpeg", "jpg"), "PNG": ("image/png", "png"), "WEBP": ("image/webp", "webp")}
 
@@ -173,8 +177,12 @@ def _error_detail(resp: requests.Response) -> tuple[str, str | None]:
     return f"HTTP {resp.status_code}", None
 
 
-def verify_image(data: bytes, width: int, height: int) -> tuple[str, str]:
+def verify_image(data: bytes, width: int, height: int, *, ratio_only: bool = False) -> tuple[str, str]:
     """Check that ``data`` is a whole JPEG/PNG/WebP of ``width`` x ``height`` pixels.
+
+    With ``ratio_only`` (a request that sent ``aspect_ratio``: the upstream picks the
+    exact size), any size of the same aspect ratio (within :data:`RATIO_TOLERANCE`) and
+    at most :data:`MAX_EDGE` pixels a side is accepted.
 
     The header is read first (so a wrong or huge size is refused before decoding),
     then ``verify()`` (PNG chunk CRCs) and a full ``load()`` (truncation, bad data).
@@ -194,7 +202,11 @@ def verify_image(data: bytes, width: int, height: int) -> tuple[str, str]:
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt, size = img.format, img.size
-            if size != (width, height):
+            if ratio_only:
+                ratio = size[0] / max(1, size[1])
+                if abs(ratio / (width / height) - 1) > RATIO_TOLERANCE or max(size) > MAX_EDGE:
+                    raise CorruptImageError(f"image is {size[0]}x{size[1]}, expected the shape of {width}x{height}")
+            elif size != (width, height):
                 raise CorruptImageError(f"image is {size[0]}x{size[1]}, expected {width}x{height}")
             img.verify()
         with Image.open(io.BytesIO(data)) as img:
@@ -300,22 +312,15 @@ class FluxClient:
     # -- one image ------------------------------------------------------------------------------
 
     def _payload(self, params: GenerationParams, seed: int) -> dict[str, Any]:
-        payload: dict[str, Any] = {
+        """The upstream body: only the parameters the model takes (the catalog checked them)."""
+        return {
             "model": params.model,
             "prompt": params.prompt,
-            "width": params.width,
-            "height": params.height,
-            "steps": params.steps,
             "n": 1,
             "seed": seed,
             "response_format": self.response_format,
-            "output_format": params.output_format,
+            **params.upstream_fields(),
         }
-        if params.negative_prompt:
-            payload["negative_prompt"] = params.negative_prompt
-        if params.guidance_scale is not None:
-            payload["guidance_scale"] = params.guidance_scale
-        return payload
 
     def _generate_one(self, params: GenerationParams, index: int, deadline: float) -> GeneratedImage:
         seed = params.seed_for(index)
@@ -401,7 +406,9 @@ class FluxClient:
         if status == 200:
             try:
                 data = self._image_bytes(resp, deadline)
-                content_type, ext = verify_image(data, params.width, params.height)
+                content_type, ext = verify_image(
+                    data, params.width, params.height, ratio_only=params.aspect_ratio is not None
+                )
             except CorruptImageError as exc:
                 raise self._transient(kid, f"200 with a bad image: {exc.message}", exc.kind) from None
             elapsed = self._monotonic() - started

@@ -354,7 +354,7 @@ def lease_item(
         user_id: when given, the item must belong to this user (else :class:`Done`).
 
     Returns:
-        :class:`Lease`; :class:`Done` (finished, failed now, gone, or not the user's);
+        :class:`ItemLease`; :class:`Done` (finished, failed now, gone, or not the user's);
         :class:`Later` (a live lease is held elsewhere: retry when it ends).
     """
     settings = get_settings()

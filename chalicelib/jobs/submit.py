@@ -32,6 +32,7 @@ from ulid import ULID
 from chalicelib.db import IdempotencyModel, JobItemModel, JobModel, is_condition_failure, same_item
 from chalicelib.db.jobs import ACTIVE_SHARD, JOB_QUEUED, QUEUED
 from chalicelib.errors import DomainError, ErrorCode, ValidationError
+from chalicelib.flux import availability
 from chalicelib.flux.catalog import GENERATION_FIELDS, MAX_SEED, parse_generation_params
 from chalicelib.jobs import state
 from chalicelib.jsonbody import parse_json_object
@@ -46,7 +47,8 @@ logger = logging.getLogger("promptcanvas.jobs")
 
 SUBMIT_FIELDS: frozenset[str] = GENERATION_FIELDS | {"prompts", "count", "name", "collection", "webhook_url"}
 
-JOB_PARAM_FIELDS = ("model", "width", "height", "steps", "negative_prompt", "guidance_scale", "output_format")
+#: The generation fields a job stores once for all its items (the rest: prompt, seed, n per item).
+JOB_PARAM_FIELDS = tuple(sorted(GENERATION_FIELDS - {"prompt", "seed", "n"}))
 
 MAX_NAME_CHARS = 200
 
@@ -175,6 +177,7 @@ def build_submission(
         if exc.field == "prompt":
             raise ValidationError(exc.message.replace("prompt", first_label, 1), field=first_field) from None
         raise
+    availability.require_available(params.model)
     n = params.n
     if len(prompts) * n > maximum:
         where = "prompts" if source == "prompts" else ("count" if source == "count" else "file")

@@ -69,7 +69,7 @@ from chalicelib.flux.exceptions import (
 from chalicelib.flux.keypool import get_key_pool
 from chalicelib.jobs import state
 from chalicelib.jobs.state import Done, ItemLease, Later
-from chalicelib.services import archives, images, webhook_queue
+from chalicelib.services import archives, images, usage, webhook_queue
 from chalicelib.settings import get_settings
 from chalicelib.sqsbatch import Deferred, process_batch
 from chalicelib.storage import imaging, objects
@@ -153,7 +153,7 @@ def upload_objects(lease: ItemLease, generated: Any) -> StagedImage:
 
 def write_metadata(lease: ItemLease, staged: StagedImage) -> ImageModel:
     """Write the image metadata with ``attribute_not_exists`` (and its collection counter,
-    in one transaction); if it exists already (an earlier attempt got this far), keep
+    in one transaction; then its cost to the month's); if it exists already (an earlier attempt got this far), keep
     that one and delete only our objects that it does not use.
 
     Returns:
@@ -161,6 +161,7 @@ def write_metadata(lease: ItemLease, staged: StagedImage) -> ImageModel:
     """
     try:
         save_new_image(staged.model)
+        usage.add_cost(staged.model.user_id, float(staged.model.cost_usd or 0))  # once: only the first save
         return staged.model
     except (PutError, TransactWriteError) as exc:
         if not is_condition_failure(exc):

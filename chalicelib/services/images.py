@@ -33,7 +33,8 @@ from chalicelib import observability
 from chalicelib.db import ImageModel, PromptHistoryModel, is_condition_failure, same_item, utcnow
 from chalicelib.db.images import collection_counts, delete_image_item, save_new_image
 from chalicelib.errors import DomainError, ErrorCode, NotFound, ValidationError
-from chalicelib.flux.catalog import GENERATION_FIELDS, GenerationParams, parse_generation_params
+from chalicelib.flux import availability
+from chalicelib.flux.catalog import GENERATION_FIELDS, GenerationParams, image_cost, parse_generation_params
 from chalicelib.flux.client import get_flux_client
 from chalicelib.services import usage
 from chalicelib.services.pagination import decode_cursor, encode_cursor, parse_limit
@@ -82,9 +83,10 @@ def image_json(item: ImageModel) -> dict[str, Any]:
         "model": item.model,
         "width": int(item.width),
         "height": int(item.height),
-        "steps": int(item.steps),
+        "steps": int(item.steps) if item.steps is not None else None,
         "seed": int(item.seed),
-        "guidance_scale": item.guidance,
+        "guidance": item.guidance,
+        "cost_usd": float(item.cost_usd) if item.cost_usd is not None else None,
         "collection": item.collection,
         "job_id": item.job_id,
         "content_type": item.content_type,
@@ -130,7 +132,8 @@ def new_image_model(
         height=processed.height,
         steps=params.steps,
         seed=seed,
-        guidance=params.guidance_scale,
+        guidance=params.guidance,
+        cost_usd=image_cost(params.model, processed.width, processed.height, params.steps),
         key_id=key_id,
         job_id=job_id,
         item_id=item_id,
@@ -157,7 +160,8 @@ def store_image(
     collection: str | None = None,
     image_id: str | None = None,
 ) -> ImageModel:
-    """Store one generated image: S3 objects first, then the metadata item.
+    """Store one generated image: S3 objects first, then the metadata item (with its
+    cost, :func:`~chalicelib.flux.catalog.image_cost`), then the month's cost counter.
 
     Args:
         data: the image bytes from Flux (JPEG or PNG).
@@ -192,6 +196,7 @@ def store_image(
         except Exception:  # noqa: BLE001 - the orphan sweep removes what is left
             logger.warning("could not delete objects of failed image %s", item.image_id)
         raise
+    usage.add_cost(user_id, float(item.cost_usd or 0))
     return item
 
 
@@ -250,6 +255,7 @@ def generate(user_id: str, body: Mapping[str, Any]) -> Generated:
     check_unknown_fields(body, CREATE_FIELDS)
     collection = parse_collection(body.get("collection"))
     params = parse_generation_params(body)
+    availability.require_available(params.model)
     usage.hit_rate_limit(user_id)
     period = usage.charge(user_id, params.n)
     stored: list[ImageModel] = []

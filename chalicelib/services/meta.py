@@ -7,7 +7,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from chalicelib.flux.catalog import DEFAULT_MODEL, MAX_PROMPT_CHARS, catalog_json
+from chalicelib.flux.availability import status_json, unavailable_models
+from chalicelib.flux.catalog import MAX_PROMPT_CHARS, catalog_json
 from chalicelib.flux.keypool import get_key_pool
 from chalicelib.settings import get_settings
 
@@ -21,8 +22,14 @@ def openapi() -> dict[str, Any]:
 
 
 def models() -> dict[str, Any]:
-    """``GET /v1/models``: ``{"models": [...], "default": model_id}``."""
-    return {"models": catalog_json(), "default": DEFAULT_MODEL}
+    """``GET /v1/models``: the catalog with each model's capabilities and availability
+    (see :func:`chalicelib.flux.catalog.catalog_json`)."""
+    return catalog_json(unavailable_models())
+
+
+def model_status() -> dict[str, Any]:
+    """``GET /v1/admin/models``: the catalog against the upstream's own model list."""
+    return status_json()
 
 
 def limits() -> dict[str, Any]:

@@ -17,6 +17,7 @@ Source: Amazon DynamoDB developer guide, "Atomic counters" and "Condition expres
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +26,8 @@ from pynamodb.exceptions import UpdateError
 from chalicelib.db import UsageModel, is_condition_failure
 from chalicelib.errors import DomainError, ErrorCode
 from chalicelib.settings import get_settings
+
+logger = logging.getLogger("promptcanvas.usage")
 
 
 def _month(now: float | None = None) -> str:
@@ -72,6 +75,19 @@ def refund(user_id: str, n: int, period: str | None) -> None:
         )
     except UpdateError:
         pass
+
+
+def add_cost(user_id: str, usd: float) -> None:
+    """Add ``usd`` (an image's upstream cost) to this month's cost. Best effort: never raises.
+
+    An atomic ADD on the month's usage item, next to the quota counter.
+    """
+    if usd <= 0:
+        return
+    try:
+        UsageModel(user_id, _month()).update(actions=[UsageModel.cost_usd.add(round(usd, 6))])
+    except Exception:  # noqa: BLE001 - the image is stored; its own item keeps its cost
+        logger.warning("could not add an image's cost to the month's usage")
 
 
 def hit_rate_limit(user_id: str) -> None:
@@ -155,11 +171,22 @@ def take_webhook_slot(user_id: str) -> bool:
 
 
 def current(user_id: str) -> dict[str, object]:
-    """``{"period", "used", "quota", "remaining"}`` for this month."""
+    """``{"period", "used", "quota", "remaining", "cost_usd"}`` for this month.
+
+    ``cost_usd`` is what the month's stored images cost upstream (catalog prices,
+    Together's per-megapixel formula), rounded to 6 decimals.
+    """
     quota = get_settings().monthly_image_quota
     period = _month()
     try:
-        used = int(UsageModel.get(user_id, period).count or 0)
+        item = UsageModel.get(user_id, period)
+        used, cost = int(item.count or 0), float(item.cost_usd or 0)
     except UsageModel.DoesNotExist:
-        used = 0
-    return {"period": period, "used": used, "quota": quota, "remaining": max(0, quota - used)}
+        used, cost = 0, 0.0
+    return {
+        "period": period,
+        "used": used,
+        "quota": quota,
+        "remaining": max(0, quota - used),
+        "cost_usd": round(cost, 6),
+    }

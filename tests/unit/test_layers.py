@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                   "chalicelib.observability", "chalicelib.sqsbatch")),
     ("domain", ("chalicelib.flux", "chalicelib.auth")),
     ("services", ("chalicelib.services", "chalicelib.jobs")),
-    ("edge", ("chalicelib.http",)),
+    ("edge", ("chalicelib.http", "chalicelib.snapstart")),
 ]  # fmt: skip
 
 
