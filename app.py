@@ -10,7 +10,19 @@ from chalice import Chalice, Rate
 
 from chalicelib import observability
 from chalicelib.http import Api, RequestContext
-from chalicelib.services import archives, health, images, jobs, meta, stuck, usage, webhooks, worker
+from chalicelib.services import (
+    archives,
+    health,
+    images,
+    jobs,
+    meta,
+    stuck,
+    upload_worker,
+    uploads,
+    usage,
+    webhooks,
+    worker,
+)
 from chalicelib.settings import get_settings
 
 app = Chalice(app_name="promptcanvas")
@@ -131,7 +143,6 @@ def create_job(ctx: RequestContext):
     )
 
 
-
 @api.route("/v1/jobs", methods=["GET"])
 def list_jobs(ctx: RequestContext):
     """The caller's jobs, newest first (?status=&collection=&limit=&cursor=)."""
@@ -215,3 +226,43 @@ def sweep_stuck_jobs(event):
     if getattr(event, "context", None) is not None:
         budget = min(budget, event.context.get_remaining_time_in_millis() / 1000 - 5)
     return stuck.sweep(budget_s=max(1.0, budget))
+
+
+# --- uploads (images in) ---
+# The client POSTs the file straight to S3 (a presigned POST); S3 notifies the uploads
+# queue and its worker verifies the object (chalicelib.services.upload_worker).
+
+
+@api.route("/v1/uploads", methods=["POST"])
+def create_upload(ctx: RequestContext):
+    """Announce an image or ZIP upload; answers the presigned POST to send it to S3."""
+    return 201, uploads.create(ctx.principal.user_id, ctx.json())
+
+
+@api.route("/v1/uploads", methods=["GET"])
+def list_uploads(ctx: RequestContext):
+    """The caller's uploads, newest first (?collection=&limit=&cursor=)."""
+    return uploads.list_uploads(ctx.principal.user_id, ctx.query)
+
+
+@api.route("/v1/uploads/{upload_id}", methods=["GET"])
+def get_upload(ctx: RequestContext):
+    """One upload: status, size, URLs once verified, the reason when rejected, a ZIP's files."""
+    return uploads.get_upload(ctx.principal.user_id, ctx.params["upload_id"])
+
+
+@api.route("/v1/uploads/{upload_id}", methods=["DELETE"])
+def delete_upload(ctx: RequestContext):
+    """Delete one of the caller's uploads (item, quota bytes, objects)."""
+    uploads.delete_upload(ctx.principal.user_id, ctx.params["upload_id"])
+    return 204, None
+
+
+@app.on_sqs_message(
+    queue=get_settings().uploads_queue_name,
+    batch_size=get_settings().uploads_batch_size,
+    maximum_concurrency=get_settings().uploads_max_concurrency,
+)
+def process_uploads_queue(event):
+    """The uploads-queue worker: S3 ObjectCreated events → verified uploads (partial batch response)."""
+    return upload_worker.handle_event(event.to_dict(), event.context)

@@ -101,6 +101,19 @@ class Settings:
     sweep_time_budget_seconds: float = 50.0  # one stuck-work sweep run
     sweep_dry_run: bool = False  # log what the sweep would do, change nothing
 
+    # Uploads (images in): presigned POST, verification worker, ZIP unpacking, storage quota
+    uploads_queue_name: str = "promptcanvas-uploads"
+    uploads_dlq_name: str = "promptcanvas-uploads-dlq"
+    uploads_batch_size: int = 5  # S3 event records per uploads-worker invocation
+    uploads_max_concurrency: int = 2  # concurrent uploads-worker invocations (>= 2)
+    upload_max_bytes: int = 20 * 1024 * 1024  # one image upload (and one ZIP member), bytes
+    upload_max_pixels: int = 40_000_000  # width * height of one image (decompression bombs)
+    upload_post_expires_seconds: int = 600  # lifetime of a presigned POST
+    upload_quota_bytes: int = 1024 * 1024 * 1024  # stored upload bytes per user
+    zip_max_bytes: int = 500 * 1024 * 1024  # one ZIP upload, bytes
+    zip_max_members: int = 1000  # files in one ZIP
+    zip_max_ratio: int = 100  # uncompressed / compressed size of one member
+    zip_max_total_bytes: int = 2 * 1024 * 1024 * 1024  # uncompressed bytes of all members
 
     @property
     def jwks_url(self) -> str | None:
@@ -131,18 +144,14 @@ class Settings:
             flux_default_cooldown_seconds=_float(
                 env, "FLUX_DEFAULT_COOLDOWN_SECONDS", defaults.flux_default_cooldown_seconds
             ),
-            key_health_refresh_seconds=_float(
-                env, "KEY_HEALTH_REFRESH_SECONDS", defaults.key_health_refresh_seconds
-            ),
+            key_health_refresh_seconds=_float(env, "KEY_HEALTH_REFRESH_SECONDS", defaults.key_health_refresh_seconds),
             clerk_jwt_key=(env.get("CLERK_JWT_KEY") or "").replace("\\n", "\n") or None,
             clerk_jwks_url=env.get("CLERK_JWKS_URL") or None,
             clerk_issuer=env.get("CLERK_ISSUER") or None,
             clerk_authorized_parties=_csv(env.get("CLERK_AUTHORIZED_PARTIES")),
             clerk_admin_roles=_csv(env.get("CLERK_ADMIN_ROLES")) or defaults.clerk_admin_roles,
             jwks_cache_seconds=_float(env, "JWKS_CACHE_SECONDS", defaults.jwks_cache_seconds),
-            jwks_fetch_timeout_seconds=_float(
-                env, "JWKS_FETCH_TIMEOUT_SECONDS", defaults.jwks_fetch_timeout_seconds
-            ),
+            jwks_fetch_timeout_seconds=_float(env, "JWKS_FETCH_TIMEOUT_SECONDS", defaults.jwks_fetch_timeout_seconds),
             cors_allowed_origins=_csv(env.get("CORS_ALLOWED_ORIGINS")),
             table_prefix=env.get("TABLE_PREFIX") or defaults.table_prefix,
             images_bucket=env.get("IMAGES_BUCKET") or defaults.images_bucket,
@@ -173,6 +182,18 @@ class Settings:
             allow_loopback_webhooks=(env.get("ALLOW_LOOPBACK_WEBHOOKS") or "").strip().lower() in ("1", "true", "yes"),
             sweep_time_budget_seconds=_float(env, "SWEEP_TIME_BUDGET_SECONDS", defaults.sweep_time_budget_seconds),
             sweep_dry_run=(env.get("SWEEP_DRY_RUN") or "").strip().lower() in ("1", "true", "yes"),
+            uploads_queue_name=env.get("UPLOADS_QUEUE_NAME") or defaults.uploads_queue_name,
+            uploads_dlq_name=env.get("UPLOADS_DLQ_NAME") or defaults.uploads_dlq_name,
+            uploads_batch_size=_int(env, "UPLOADS_BATCH_SIZE", defaults.uploads_batch_size),
+            uploads_max_concurrency=_int(env, "UPLOADS_MAX_CONCURRENCY", defaults.uploads_max_concurrency),
+            upload_max_bytes=_int(env, "UPLOAD_MAX_BYTES", defaults.upload_max_bytes),
+            upload_max_pixels=_int(env, "UPLOAD_MAX_PIXELS", defaults.upload_max_pixels),
+            upload_post_expires_seconds=_int(env, "UPLOAD_POST_EXPIRES_SECONDS", defaults.upload_post_expires_seconds),
+            upload_quota_bytes=_int(env, "UPLOAD_QUOTA_BYTES", defaults.upload_quota_bytes),
+            zip_max_bytes=_int(env, "ZIP_MAX_BYTES", defaults.zip_max_bytes),
+            zip_max_members=_int(env, "ZIP_MAX_MEMBERS", defaults.zip_max_members),
+            zip_max_ratio=_int(env, "ZIP_MAX_RATIO", defaults.zip_max_ratio),
+            zip_max_total_bytes=_int(env, "ZIP_MAX_TOTAL_BYTES", defaults.zip_max_total_bytes),
         )
 
 

@@ -39,6 +39,16 @@ def jobs_dlq(stage: str) -> str:
     return f"{APP}-{stage}-jobs-dlq"
 
 
+def uploads_queue(stage: str) -> str:
+    """``UPLOADS_QUEUE_NAME``: S3 ObjectCreated events of ``uploads/``."""
+    return f"{APP}-{stage}-uploads"
+
+
+def uploads_dlq(stage: str) -> str:
+    """``UPLOADS_DLQ_NAME``."""
+    return f"{APP}-{stage}-uploads-dlq"
+
+
 def keys_secret(stage: str) -> str:
     """The Secrets Manager secret holding the Together keys (a JSON list)."""
     return f"{APP}/{stage}/together-keys"

@@ -109,7 +109,7 @@ CLASS_ONLY_METHODS = frozenset({"get", "exists"})
 RUNTIME_ACTIONS: dict[str, str] = {
     "logs:CreateLogStream": "the Lambda runtime writes each function's logs",
     "logs:PutLogEvents": "the Lambda runtime writes each function's logs",
-    "sqs:ReceiveMessage": "the worker's SQS event source mapping polls the jobs queue",
+    "sqs:ReceiveMessage": "the workers' SQS event source mappings poll the jobs and uploads queues",
     "sqs:DeleteMessage": "the event source mapping deletes processed messages",
     "sqs:GetQueueAttributes": "the event source mapping reads the queue's attributes",
 }
@@ -284,6 +284,8 @@ def resources(stage: str) -> dict[str, list[str]]:
         "JobsQueues": [
             f"arn:aws:sqs:*:*:{names.jobs_queue(stage)}",
             f"arn:aws:sqs:*:*:{names.jobs_dlq(stage)}",
+            f"arn:aws:sqs:*:*:{names.uploads_queue(stage)}",
+            f"arn:aws:sqs:*:*:{names.uploads_dlq(stage)}",
         ],
         "TogetherKeysSecret": [f"arn:aws:secretsmanager:*:*:secret:{names.keys_secret(stage)}-??????"],
     }

@@ -20,7 +20,12 @@ writes it. Nothing here is hand-maintained JSON:
   HTTPS only, and a response-headers policy with CSP, HSTS, nosniff, frame and
   referrer policies.
 - **SQS**: the jobs queue and its DLQ (redrive after ``jobs_max_receive_count``
-  receives); the visibility timeout is 6x the worker's Lambda timeout.
+  receives); the visibility timeout is 6x the worker's Lambda timeout. The uploads
+  queue and its DLQ likewise for the uploads worker; a queue policy lets only the images
+  bucket (``aws:SourceArn``, ``aws:SourceAccount``) send to it.
+- **Upload notifications**: the images bucket sends ``s3:ObjectCreated:*`` events for
+  keys under ``uploads/`` to the uploads queue; CORS lets the web origins POST (presigned
+  POST uploads); a lifecycle rule expires unverified sources under ``uploads/`` after 1 day.
 - **Secrets Manager**: the Together keys secret (value ``[]`` until the operator puts
   the keys; ``TOGETHER_KEYS_SECRET_ID`` points at it).
 - **Alarms** (SNS topic, optional e-mail): the DLQ holds a message; no key is healthy.
@@ -29,9 +34,10 @@ writes it. Nothing here is hand-maintained JSON:
   with each function's own variables (SAM developer guide, "Globals section").
 - **API handler**: an explicit function name, so its log group (retention) names it
   correctly (:func:`api_handler_overrides` works around a Chalice 1.34 bug).
-- **Worker event source**: the SQS handler in ``app.py`` (found by parsing it) gets
+- **Worker event sources**: each SQS handler in ``app.py`` (found by parsing it; its
+  queue by the setting its decorator names, :data:`QUEUE_RESOURCES`) gets
   ``FunctionResponseTypes: [ReportBatchItemFailures]`` and its ``Queue`` pointed at
-  the ``JobsQueue`` resource (Chalice writes an ARN built from the queue *name* the
+  its queue resource (``JobsQueue``, ``UploadsQueue``) (Chalice writes an ARN built from the queue *name* the
   decorator saw at packaging time; the override makes the mapping follow the stack's
   queue whatever that name was). ``ScalingConfig.MaximumConcurrency`` and
   ``BatchSize`` come from the decorator.
@@ -41,7 +47,9 @@ Sources: AWS CloudFormation template reference for AWS::DynamoDB::Table
 (LifecycleConfiguration Rule, CorsConfiguration, PublicAccessBlockConfiguration),
 AWS::CloudFront::Distribution, AWS::CloudFront::OriginAccessControl,
 AWS::CloudFront::ResponseHeadersPolicy, AWS::SQS::Queue (RedrivePolicy),
-AWS::SecretsManager::Secret, AWS::CloudWatch::Alarm; AWS SAM "SQS" event
+AWS::SecretsManager::Secret, AWS::CloudWatch::Alarm, AWS::SQS::QueuePolicy, AWS::S3::Bucket
+NotificationConfiguration (QueueConfigurations; Amazon S3 user guide, "Granting permissions to
+publish event notification messages to a destination"); AWS SAM "SQS" event
 (FunctionResponseTypes, ScalingConfig); Amazon CloudFront developer guide,
 "Restricting access to an Amazon S3 origin" (OAC bucket policy with AWS:SourceArn);
 AWS Lambda developer guide, "Using Lambda with Amazon SQS" (visibility timeout at least
@@ -69,6 +77,10 @@ DEFAULT_MAX_RECEIVE_COUNT = 5
 JOBS_RETENTION_S = 4 * 24 * 3600  # SQS default message retention, 4 days
 DLQ_RETENTION_S = 14 * 24 * 3600  # SQS maximum, 14 days: time to inspect failures
 ARCHIVE_EXPIRATION_DAYS = 1
+UPLOAD_SOURCE_EXPIRATION_DAYS = 1  # a source is deleted once verified; this catches the rest
+UPLOADS_PREFIX = "uploads/"
+#: The setting an ``@app.on_sqs_message(queue=get_settings().<setting>)`` decorator names → its queue resource.
+QUEUE_RESOURCES = {"jobs_queue_name": "JobsQueue", "uploads_queue_name": "UploadsQueue"}
 MULTIPART_ABORT_DAYS = 1
 HSTS_MAX_AGE_S = 2 * 365 * 24 * 3600
 #: CloudFront managed cache policy "CachingOptimized" (CloudFront developer guide, "Use managed cache policies").
@@ -113,6 +125,7 @@ class Handler:
     kind: str
     function: str
     name: str
+    queue_setting: str | None = None  # on_sqs_message: the Settings field named by ``queue=``
 
     @property
     def resource(self) -> str:
@@ -145,23 +158,54 @@ def app_handlers(app_path: Path = APP_PATH) -> list[Handler]:
             if func.attr in ("route", "middleware", "authorizer"):
                 continue
             name = node.name
+            queue_setting = None
             for keyword in call.keywords if call else []:
                 if keyword.arg == "name" and isinstance(keyword.value, ast.Constant):
                     name = str(keyword.value.value)
-            found.append(Handler(func.attr, node.name, name))
+                if keyword.arg == "queue" and isinstance(keyword.value, ast.Attribute):
+                    queue_setting = keyword.value.attr
+            found.append(Handler(func.attr, node.name, name, queue_setting))
+    return found
+
+
+def queue_handlers(handlers: list[Handler] | None = None) -> dict[str, Handler]:
+    """``{queue resource: handler}`` for every ``@app.on_sqs_message`` handler.
+
+    A handler whose decorator names no known setting is the jobs worker (the historic default).
+
+    Raises:
+        ValueError: two handlers on one queue, or a setting :data:`QUEUE_RESOURCES` does not know.
+    """
+    found: dict[str, Handler] = {}
+    for h in app_handlers() if handlers is None else handlers:
+        if h.kind != "on_sqs_message":
+            continue
+        setting = h.queue_setting or "jobs_queue_name"
+        if setting not in QUEUE_RESOURCES:
+            raise ValueError(f"{h.function}: no queue resource for {setting!r} (infra.template.QUEUE_RESOURCES)")
+        resource = QUEUE_RESOURCES[setting]
+        if resource in found:
+            raise ValueError(f"two @app.on_sqs_message handlers on {resource}: {found[resource].function}, {h.name}")
+        found[resource] = h
     return found
 
 
 def worker_handler(handlers: list[Handler] | None = None) -> Handler | None:
-    """The jobs-queue worker (the one ``@app.on_sqs_message`` handler), or None.
+    """The jobs-queue worker, or None.
 
     Raises:
-        ValueError: more than one SQS handler (the template would not know which queue).
+        ValueError: see :func:`queue_handlers`.
     """
-    sqs = [h for h in (app_handlers() if handlers is None else handlers) if h.kind == "on_sqs_message"]
-    if len(sqs) > 1:
-        raise ValueError(f"more than one @app.on_sqs_message handler: {[h.function for h in sqs]}")
-    return sqs[0] if sqs else None
+    return queue_handlers(handlers).get("JobsQueue")
+
+
+def uploads_handler(handlers: list[Handler] | None = None) -> Handler | None:
+    """The uploads-queue worker, or None.
+
+    Raises:
+        ValueError: see :func:`queue_handlers`.
+    """
+    return queue_handlers(handlers).get("UploadsQueue")
 
 
 def load_config(path: Path = CONFIG_PATH) -> dict[str, Any]:
@@ -404,6 +448,8 @@ def environment() -> dict[str, Any]:
         "IMAGES_BUCKET": ref("ImagesBucket"),
         "JOBS_QUEUE_NAME": get_att("JobsQueue", "QueueName"),
         "JOBS_DLQ_NAME": get_att("JobsDeadLetterQueue", "QueueName"),
+        "UPLOADS_QUEUE_NAME": get_att("UploadsQueue", "QueueName"),
+        "UPLOADS_DLQ_NAME": get_att("UploadsDeadLetterQueue", "QueueName"),
         "TOGETHER_KEYS_SECRET_ID": ref("TogetherKeysSecret"),
         "CLERK_ISSUER": ref("ClerkIssuer"),
         "CLERK_JWKS_URL": ref("ClerkJwksUrl"),
@@ -442,35 +488,61 @@ def _private_bucket_properties() -> dict[str, Any]:
     }
 
 
+IMAGES_BUCKET_NAME = names.images_bucket_prefix(STAGE) + "${AWS::AccountId}-${AWS::Region}"
+
+
+def _web_origins_list() -> dict[str, Any]:
+    """The web origins as a list (CORS ``AllowedOrigins``)."""
+    return {
+        "Fn::If": [
+            "HasExtraWebOrigins",
+            {"Fn::Split": [",", sub("https://${WebDistribution.DomainName},${ExtraWebOrigins}")]},
+            [sub("https://${WebDistribution.DomainName}")],
+        ]
+    }
+
+
 def storage_resources() -> dict[str, Any]:
-    """The images bucket and its policy."""
+    """The images bucket (with its upload notifications) and its policy.
+
+    The bucket's name is built with Fn::Sub, not referenced, so the uploads queue policy can
+    name the bucket's ARN before the bucket exists: S3 checks that it may send to the queue
+    when the notification is created (hence ``DependsOn``).
+    """
     return {
         "ImagesBucket": {
             "Type": "AWS::S3::Bucket",
             "DeletionPolicy": "Retain",
             "UpdateReplacePolicy": "Retain",
+            "DependsOn": ["UploadsQueuePolicy"],
             "Properties": {
-                "BucketName": sub(names.images_bucket_prefix(STAGE) + "${AWS::AccountId}-${AWS::Region}"),
+                "BucketName": sub(IMAGES_BUCKET_NAME),
                 **_private_bucket_properties(),
                 "CorsConfiguration": {
                     "CorsRules": [
                         {
                             "Id": "presigned-get-from-web",
                             "AllowedMethods": ["GET", "HEAD"],
-                            "AllowedOrigins": {
-                                "Fn::If": [
-                                    "HasExtraWebOrigins",
-                                    {
-                                        "Fn::Split": [
-                                            ",",
-                                            sub("https://${WebDistribution.DomainName},${ExtraWebOrigins}"),
-                                        ]
-                                    },
-                                    [sub("https://${WebDistribution.DomainName}")],
-                                ]
-                            },
+                            "AllowedOrigins": _web_origins_list(),
                             "ExposedHeaders": ["Content-Disposition", "Content-Length", "Content-Type", "ETag"],
                             "MaxAge": 3600,
+                        },
+                        {
+                            "Id": "presigned-post-from-web",
+                            "AllowedMethods": ["POST"],
+                            "AllowedOrigins": _web_origins_list(),
+                            "AllowedHeaders": ["*"],
+                            "ExposedHeaders": ["ETag", "Location"],
+                            "MaxAge": 3600,
+                        },
+                    ]
+                },
+                "NotificationConfiguration": {
+                    "QueueConfigurations": [
+                        {
+                            "Event": "s3:ObjectCreated:*",
+                            "Queue": get_att("UploadsQueue", "Arn"),
+                            "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": UPLOADS_PREFIX}]}},
                         }
                     ]
                 },
@@ -481,6 +553,12 @@ def storage_resources() -> dict[str, Any]:
                             "Status": "Enabled",
                             "Prefix": "archives/",
                             "ExpirationInDays": ARCHIVE_EXPIRATION_DAYS,
+                        },
+                        {
+                            "Id": "expire-unverified-upload-sources",
+                            "Status": "Enabled",
+                            "Prefix": UPLOADS_PREFIX,
+                            "ExpirationInDays": UPLOAD_SOURCE_EXPIRATION_DAYS,
                         },
                         {
                             "Id": "abort-incomplete-multipart-uploads",
@@ -616,33 +694,76 @@ def web_resources() -> dict[str, Any]:
     }
 
 
-def queue_resources(visibility_timeout_s: int) -> dict[str, Any]:
-    """The jobs queue and its dead-letter queue."""
+def _queue_with_dlq(queue: str, dlq: str, queue_name: str, dlq_name: str, visibility_timeout_s: int) -> dict[str, Any]:
+    """A queue and its dead-letter queue (logical ids ``queue``/``dlq``, names for Fn::Sub)."""
     return {
-        "JobsDeadLetterQueue": {
+        dlq: {
             "Type": "AWS::SQS::Queue",
             "Properties": {
-                "QueueName": sub(names.jobs_dlq(STAGE)),
+                "QueueName": sub(dlq_name),
                 "MessageRetentionPeriod": DLQ_RETENTION_S,
                 "SqsManagedSseEnabled": True,
                 "Tags": _tags(),
             },
         },
-        "JobsQueue": {
+        queue: {
             "Type": "AWS::SQS::Queue",
             "Properties": {
-                "QueueName": sub(names.jobs_queue(STAGE)),
+                "QueueName": sub(queue_name),
                 "VisibilityTimeout": visibility_timeout_s,
                 "MessageRetentionPeriod": JOBS_RETENTION_S,
                 "SqsManagedSseEnabled": True,
                 "RedrivePolicy": {
-                    "deadLetterTargetArn": get_att("JobsDeadLetterQueue", "Arn"),
+                    "deadLetterTargetArn": get_att(dlq, "Arn"),
                     "maxReceiveCount": max_receive_count(),
                 },
                 "Tags": _tags(),
             },
         },
     }
+
+
+def uploads_queue_resources(visibility_timeout_s: int) -> dict[str, Any]:
+    """The uploads queue (S3 events), its dead-letter queue, and the policy letting the
+    images bucket, and only it, send to it."""
+    return {
+        **_queue_with_dlq(
+            "UploadsQueue",
+            "UploadsDeadLetterQueue",
+            names.uploads_queue(STAGE),
+            names.uploads_dlq(STAGE),
+            visibility_timeout_s,
+        ),
+        "UploadsQueuePolicy": {
+            "Type": "AWS::SQS::QueuePolicy",
+            "Properties": {
+                "Queues": [ref("UploadsQueue")],
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "ImagesBucketNotifications",
+                            "Effect": "Allow",
+                            "Principal": {"Service": "s3.amazonaws.com"},
+                            "Action": "sqs:SendMessage",
+                            "Resource": get_att("UploadsQueue", "Arn"),
+                            "Condition": {
+                                "ArnEquals": {"aws:SourceArn": sub("arn:${AWS::Partition}:s3:::" + IMAGES_BUCKET_NAME)},
+                                "StringEquals": {"aws:SourceAccount": ref("AWS::AccountId")},
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def queue_resources(visibility_timeout_s: int) -> dict[str, Any]:
+    """The jobs queue and its dead-letter queue."""
+    return _queue_with_dlq(
+        "JobsQueue", "JobsDeadLetterQueue", names.jobs_queue(STAGE), names.jobs_dlq(STAGE), visibility_timeout_s
+    )
 
 
 def secret_resources() -> dict[str, Any]:
@@ -661,8 +782,29 @@ def secret_resources() -> dict[str, Any]:
     }
 
 
+def _dlq_alarm(dlq: str, suffix: str, description: str, actions: dict[str, Any]) -> dict[str, Any]:
+    """An alarm when the dead-letter queue ``dlq`` holds a message."""
+    return {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmName": sub("${AWS::StackName}-" + suffix),
+            "AlarmDescription": description,
+            "Namespace": "AWS/SQS",
+            "MetricName": "ApproximateNumberOfMessagesVisible",
+            "Dimensions": [{"Name": "QueueName", "Value": get_att(dlq, "QueueName")}],
+            "Statistic": "Maximum",
+            "Period": 300,
+            "EvaluationPeriods": 1,
+            "Threshold": 0,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching",
+            **actions,
+        },
+    }
+
+
 def alarm_resources() -> dict[str, Any]:
-    """The alarms topic (with an optional e-mail subscription) and the two alarms."""
+    """The alarms topic (with an optional e-mail subscription) and the alarms."""
     actions = {"AlarmActions": [ref("AlarmTopic")], "OKActions": [ref("AlarmTopic")]}
     return {
         "AlarmTopic": {
@@ -674,24 +816,20 @@ def alarm_resources() -> dict[str, Any]:
             "Condition": "HasAlarmEmail",
             "Properties": {"TopicArn": ref("AlarmTopic"), "Protocol": "email", "Endpoint": ref("AlarmEmail")},
         },
-        "JobsDeadLetterQueueAlarm": {
-            "Type": "AWS::CloudWatch::Alarm",
-            "Properties": {
-                "AlarmName": sub("${AWS::StackName}-jobs-dlq-not-empty"),
-                "AlarmDescription": "Jobs messages reached the dead-letter queue: a job item failed "
-                "every delivery. See docs/deploy.md, 'Alarms'.",
-                "Namespace": "AWS/SQS",
-                "MetricName": "ApproximateNumberOfMessagesVisible",
-                "Dimensions": [{"Name": "QueueName", "Value": get_att("JobsDeadLetterQueue", "QueueName")}],
-                "Statistic": "Maximum",
-                "Period": 300,
-                "EvaluationPeriods": 1,
-                "Threshold": 0,
-                "ComparisonOperator": "GreaterThanThreshold",
-                "TreatMissingData": "notBreaching",
-                **actions,
-            },
-        },
+        "UploadsDeadLetterQueueAlarm": _dlq_alarm(
+            "UploadsDeadLetterQueue",
+            "uploads-dlq-not-empty",
+            "S3 upload events reached the dead-letter queue: an upload could not be "
+            "verified in any delivery (it stays pending). See docs/deploy.md, 'Alarms'.",
+            actions,
+        ),
+        "JobsDeadLetterQueueAlarm": _dlq_alarm(
+            "JobsDeadLetterQueue",
+            "jobs-dlq-not-empty",
+            "Jobs messages reached the dead-letter queue: a job item failed "
+            "every delivery. See docs/deploy.md, 'Alarms'.",
+            actions,
+        ),
         "AllKeysUnhealthyAlarm": {
             "Type": "AWS::CloudWatch::Alarm",
             "Properties": {
@@ -713,9 +851,9 @@ def alarm_resources() -> dict[str, Any]:
     }
 
 
-def worker_override(worker: Handler) -> dict[str, Any]:
-    """The worker function's merge: its SQS event reports partial batch failures and reads
-    the stack's ``JobsQueue``. ``Handler``/``Runtime`` repeat Chalice's values so this
+def worker_override(worker: Handler, queue: str = "JobsQueue") -> dict[str, Any]:
+    """A worker function's merge: its SQS event reports partial batch failures and reads
+    the stack's ``queue`` resource. ``Handler``/``Runtime`` repeat Chalice's values so this
     file is also a valid template on its own (cfn-lint)."""
     return {
         "Type": "AWS::Serverless::Function",
@@ -726,7 +864,7 @@ def worker_override(worker: Handler) -> dict[str, Any]:
                 f"{worker.resource}SqsEventSource": {
                     "Type": "SQS",
                     "Properties": {
-                        "Queue": sub("${JobsQueue.Arn}"),
+                        "Queue": sub("${" + queue + ".Arn}"),
                         "FunctionResponseTypes": ["ReportBatchItemFailures"],
                     },
                 }
@@ -765,6 +903,8 @@ def outputs() -> dict[str, Any]:
         "ImagesBucketName": {"Value": ref("ImagesBucket")},
         "JobsQueueUrl": {"Value": ref("JobsQueue")},
         "JobsDeadLetterQueueUrl": {"Value": ref("JobsDeadLetterQueue")},
+        "UploadsQueueUrl": {"Value": ref("UploadsQueue")},
+        "UploadsDeadLetterQueueUrl": {"Value": ref("UploadsDeadLetterQueue")},
         "TogetherKeysSecretArn": {"Value": ref("TogetherKeysSecret")},
         "AlarmTopicArn": {"Value": ref("AlarmTopic")},
         "Stage": {"Value": ref("Stage")},
@@ -784,20 +924,26 @@ def build_template(config: dict[str, Any] | None = None, handlers: list[Handler]
     """
     config = load_config() if config is None else config
     handlers = app_handlers() if handlers is None else handlers
-    worker = worker_handler(handlers)
+    workers = queue_handlers(handlers)
+    worker = workers.get("JobsQueue")
     worker_timeout = max(
         lambda_timeout(config, worker.name if worker else "process_jobs", stage) for stage in names.STAGES
+    )
+    uploader = workers.get("UploadsQueue")
+    uploads_timeout = max(
+        lambda_timeout(config, uploader.name if uploader else "process_uploads_queue", stage) for stage in names.STAGES
     )
     resources: dict[str, Any] = {}
     resources.update(table_resources())
     resources.update(storage_resources())
     resources.update(web_resources())
     resources.update(queue_resources(VISIBILITY_TIMEOUT_FACTOR * worker_timeout))
+    resources.update(uploads_queue_resources(min(43200, VISIBILITY_TIMEOUT_FACTOR * uploads_timeout)))
     resources.update(secret_resources())
     resources.update(alarm_resources())
     resources.update(api_handler_overrides())
-    if worker is not None:
-        resources[worker.resource] = worker_override(worker)
+    for queue, handler in workers.items():
+        resources[handler.resource] = worker_override(handler, queue)
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",

@@ -10,6 +10,7 @@ from chalicelib.db.base import BaseModel, table_name, utcnow
 from chalicelib.db.images import ImageModel, PromptHistoryModel
 from chalicelib.db.jobs import ArchiveModel, IdempotencyModel, JobItemModel, JobModel
 from chalicelib.db.keys import KeyHealthModel
+from chalicelib.db.uploads import UploadModel
 from chalicelib.db.usage import UsageModel, UserModel
 
 ALL_MODELS: list[type[BaseModel]] = [
@@ -22,6 +23,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     JobItemModel,
     IdempotencyModel,
     ArchiveModel,
+    UploadModel,
 ]
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "PromptHistoryModel",
     "UsageModel",
     "UserModel",
+    "UploadModel",
     "table_name",
     "utcnow",
 ]
