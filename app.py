@@ -99,15 +99,17 @@ observability.configure(app)
 
 @app.schedule(Rate(1, unit=Rate.HOURS))
 def cleanup_retention(event):
-    """Hourly: images older than IMAGE_RETENTION_DAYS lose metadata and objects."""
-    from chalicelib.services import cleanup
+    """Hourly: images and uploads older than IMAGE_RETENTION_DAYS lose metadata and objects."""
+    from chalicelib.services import cleanup, upload_cleanup
 
-    return cleanup.sweep_retention(budget_s=cleanup.time_budget(event.context)).as_dict()
+    images_report = cleanup.sweep_retention(budget_s=cleanup.time_budget(event.context)).as_dict()
+    uploads_report = upload_cleanup.sweep_upload_retention(budget_s=cleanup.time_budget(event.context)).as_dict()
+    return [images_report, uploads_report]
 
 
 @app.schedule(Rate(1, unit=Rate.DAYS))
 def cleanup_orphans(event):
-    """Daily: objects under users/ older than 1 h without metadata, and metadata without its object."""
+    """Daily: objects older than 1 h without metadata, metadata without its object, stale pending uploads."""
     from chalicelib.services import cleanup
 
     reports = cleanup.sweep_orphans(budget_s=cleanup.time_budget(event.context))

@@ -425,3 +425,51 @@ def test_zip_members_are_read_with_ranged_gets(api, monkeypatch):
     with zipfile.ZipFile(io.BufferedReader(raw, buffer_size=64 * 1024)) as zf:
         assert [zf.read(i) == photo("astronaut.png") for i in zf.namelist()] == [True] * 3
     assert raw.requests >= len(archive) // (64 * 1024)
+
+
+# --- cleanup sweeps -------------------------------------------------------------------------------
+
+
+def test_cleanup_sweeps_cover_uploads(api):
+    """The orphan sweep deletes upload objects no item owns and settles stale pending uploads
+    (verifying those whose S3 event was lost); the retention sweep deletes old uploads."""
+    from datetime import UTC, datetime, timedelta
+
+    from chalicelib.services import uploads
+    from chalicelib.services.cleanup import sweep_orphans
+    from chalicelib.services.upload_cleanup import sweep_upload_retention
+
+    bucket = get_settings().images_bucket
+    s3 = boto3.client("s3")
+    ready = announce(api, "sweep", photo("brick.png"), "image/png").json
+    post_to_s3(ready, photo("brick.png"))
+    uploads.ready_upload("sweep", ready["upload_id"])
+    never_sent = announce(api, "sweep", photo("gravel.png"), "image/png").json
+    event_lost = announce(api, "sweep", photo("coins.png"), "image/png").json
+    post_to_s3(event_lost, photo("coins.png"))  # no worker runs: the event is never processed
+    orphan = "users/sweep/uploads/01ARZ3NDEKTSV4RRFFQ69G5FAV.png"
+    s3.put_object(Bucket=bucket, Key=orphan, Body=b"left behind by a crash")
+    reserved = used_bytes(api, "sweep")
+
+    later = datetime.now(UTC) + timedelta(hours=2)
+    dry = sweep_orphans(now=later, dry_run=True)[-1]
+    assert dry.counts["would_delete_objects"] == 1 and dry.counts["would_settle"] == 2
+    assert orphan in keys_under("users/sweep/uploads/")
+
+    report = sweep_orphans(now=later)[-1]
+    assert report.sweep == "upload_orphans"
+    assert report.counts["objects_deleted"] == 1, report.counts
+    assert report.counts["rejected_not_received"] == 1 and report.counts["verified_late"] == 1
+    assert orphan not in keys_under("users/sweep/uploads/")
+    assert api.get(f"/v1/uploads/{never_sent['upload_id']}", user="sweep").json["error"]["code"] == "not-received"
+    late = api.get(f"/v1/uploads/{event_lost['upload_id']}", user="sweep").json
+    assert late["status"] == "ready" and (late["width"], late["height"]) == (384, 303)
+    assert used_bytes(api, "sweep") < reserved, "the never-sent reservation went back"
+    kept = api.get(f"/v1/uploads/{ready['upload_id']}", user="sweep").json
+    assert kept["status"] == "ready" and requests.get(kept["url"], timeout=10).status_code == 200
+
+    retention = sweep_upload_retention(now=later + timedelta(days=2), retention_days=1)
+    assert retention.counts["uploads_deleted"] == 3, retention.counts
+    assert api.get("/v1/uploads", user="sweep").json["uploads"] == []
+    assert keys_under("users/sweep/") == [] and keys_under("uploads/sweep/") == []
+    assert used_bytes(api, "sweep") == 0
