@@ -27,11 +27,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pynamodb.exceptions import TransactWriteError
-from pynamodb.transactions import TransactWrite
 
 from chalicelib.db import UploadModel
 from chalicelib.db.uploads import KIND_IMAGE, PENDING
-from chalicelib.services import storage_quota
 from chalicelib.services.cleanup import (
     ORPHAN_MIN_AGE,
     SCAN_PAGE_SIZE,
@@ -45,6 +43,7 @@ from chalicelib.services.cleanup import (
     _list_objects,
     _now,
 )
+from chalicelib.services.uploads import delete_item
 from chalicelib.settings import get_settings
 from chalicelib.storage import uploads as upload_store
 
@@ -58,19 +57,6 @@ def _scan_uploads(filter_condition: Any = None) -> Any:
     results = UploadModel.scan(filter_condition=filter_condition, page_size=SCAN_PAGE_SIZE)
     for page in results.page_iter:
         yield [UploadModel.from_raw_data(raw) for raw in page.get("Items", [])]
-
-
-def _delete_upload(item: UploadModel) -> bool:
-    """Delete the item and give its bytes back, in one transaction. False: it changed or is gone."""
-    try:
-        with TransactWrite(connection=storage_quota.connection()) as tx:
-            tx.delete(item, condition=UploadModel.stored_bytes == item.stored_bytes)
-            storage_quota.add_to(tx, item.user_id, -int(item.stored_bytes or 0))
-    except TransactWriteError as exc:
-        if storage_quota.failed_condition(exc, 0):
-            return False
-        raise
-    return True
 
 
 def sweep_upload_retention(
@@ -107,7 +93,7 @@ def sweep_upload_retention(
         keys: list[str] = []
         for item in batch:
             try:
-                report.add("uploads_deleted" if _delete_upload(item) else "already_gone")
+                report.add("uploads_deleted" if delete_item(item) else "already_gone")
             except TransactWriteError:
                 report.add("errors")
                 continue

@@ -239,15 +239,26 @@ def delete_upload(user_id: str, upload_id: str) -> None:
         NotFound: 404 when it does not exist or belongs to another user.
     """
     item = get_owned(user_id, upload_id, consistent=True)
+    if not delete_item(item):
+        raise ApiError(409, "upload-changed", "the upload changed while deleting it; try again")
+    objects.delete(object_keys(item))
+
+
+def delete_item(item: UploadModel) -> bool:
+    """Delete an upload's item and give its bytes back to the quota, in one transaction.
+
+    Returns:
+        False when the item changed (its ``stored_bytes``) or is gone meanwhile.
+    """
     try:
         with TransactWrite(connection=storage_quota.connection()) as tx:
             tx.delete(item, condition=UploadModel.stored_bytes == item.stored_bytes)
-            storage_quota.add_to(tx, user_id, -int(item.stored_bytes or 0))
+            storage_quota.add_to(tx, item.user_id, -int(item.stored_bytes or 0))
     except TransactWriteError as exc:
         if storage_quota.failed_condition(exc, 0):
-            raise ApiError(409, "upload-changed", "the upload changed while deleting it; try again") from None
+            return False
         raise
-    objects.delete(object_keys(item))
+    return True
 
 
 def ready_upload(user_id: str, upload_id: str, field: str = "upload_id") -> UploadModel:
