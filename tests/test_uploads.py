@@ -447,19 +447,28 @@ def test_cleanup_sweeps_cover_uploads(api):
     never_sent = announce(api, "sweep", photo("gravel.png"), "image/png").json
     event_lost = announce(api, "sweep", photo("coins.png"), "image/png").json
     post_to_s3(event_lost, photo("coins.png"))  # no worker runs: the event is never processed
+    stuck = announce(api, "sweep", b"z" * 2000, "application/zip", "stuck.zip").json
+    from chalicelib.db import UploadModel
+
+    stuck_item = UploadModel.get("sweep", stuck["upload_id"])
+    stuck_item.update(  # a worker took the lease, then crashed on every delivery
+        actions=[UploadModel.status.set("processing"), UploadModel.lease_until.set(time.time())]
+    )
     orphan = "users/sweep/uploads/01ARZ3NDEKTSV4RRFFQ69G5FAV.png"
     s3.put_object(Bucket=bucket, Key=orphan, Body=b"left behind by a crash")
     reserved = used_bytes(api, "sweep")
 
     later = datetime.now(UTC) + timedelta(hours=2)
     dry = sweep_orphans(now=later, dry_run=True)[-1]
-    assert dry.counts["would_delete_objects"] == 1 and dry.counts["would_settle"] == 2
+    assert dry.counts["would_delete_objects"] == 1 and dry.counts["would_settle"] == 3
     assert orphan in keys_under("users/sweep/uploads/")
 
     report = sweep_orphans(now=later)[-1]
     assert report.sweep == "upload_orphans"
     assert report.counts["objects_deleted"] == 1, report.counts
     assert report.counts["rejected_not_received"] == 1 and report.counts["verified_late"] == 1
+    assert report.counts["rejected_unpack_failed"] == 1
+    assert api.get(f"/v1/uploads/{stuck['upload_id']}", user="sweep").json["error"]["code"] == "unpack-failed"
     assert orphan not in keys_under("users/sweep/uploads/")
     assert api.get(f"/v1/uploads/{never_sent['upload_id']}", user="sweep").json["error"]["code"] == "not-received"
     late = api.get(f"/v1/uploads/{event_lost['upload_id']}", user="sweep").json
@@ -469,7 +478,24 @@ def test_cleanup_sweeps_cover_uploads(api):
     assert kept["status"] == "ready" and requests.get(kept["url"], timeout=10).status_code == 200
 
     retention = sweep_upload_retention(now=later + timedelta(days=2), retention_days=1)
-    assert retention.counts["uploads_deleted"] == 3, retention.counts
+    assert retention.counts["uploads_deleted"] == 4, retention.counts
     assert api.get("/v1/uploads", user="sweep").json["uploads"] == []
     assert keys_under("users/sweep/") == [] and keys_under("uploads/sweep/") == []
     assert used_bytes(api, "sweep") == 0
+
+
+def test_the_zip_central_directory_is_counted_before_it_is_parsed():
+    """A ZIP's entry count comes from its (ZIP64) end record, so a crafted central directory of
+    millions of entries is refused before ``zipfile`` would load it into memory."""
+    from chalicelib.services.upload_zip import central_directory
+
+    for entries in (3, 70_000):  # 70,000 needs the ZIP64 end record
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for i in range(entries):
+                zf.writestr(f"f{i}.png", b"")
+        data = buf.getvalue()
+        counted, cd_bytes = central_directory(io.BytesIO(data), len(data))
+        assert counted == entries and 0 < cd_bytes < len(data)
+    with pytest.raises(zipfile.BadZipFile):
+        central_directory(io.BytesIO(photo("coins.png")), len(photo("coins.png")))

@@ -12,7 +12,9 @@ upload_orphans       (a) objects ``users/{user}/uploads/{id}.*`` older than 1 h 
                      (b) pending uploads older than the presigned POST's lifetime plus
                      1 h are settled: verified now when their file arrived (a lost S3
                      event), else ``rejected`` as ``not-received`` (their reservation
-                     goes back to the quota).
+                     goes back to the quota); (c) ZIPs still ``processing`` 1 h after
+                     their worker's lease ended (it crashed every time) are ``rejected``
+                     as ``unpack-failed``, keeping their per-file results so far.
 ===================  ==================================================================
 
 Both are paginated, stop at their time budget (``complete=False``), are idempotent, and
@@ -29,7 +31,7 @@ from typing import Any
 from pynamodb.exceptions import TransactWriteError
 
 from chalicelib.db import UploadModel
-from chalicelib.db.uploads import KIND_IMAGE, PENDING
+from chalicelib.db.uploads import KIND_IMAGE, PENDING, PROCESSING
 from chalicelib.services.cleanup import (
     ORPHAN_MIN_AGE,
     SCAN_PAGE_SIZE,
@@ -173,6 +175,20 @@ def _settle_stale_pending(report: SweepReport, now: datetime, deadline: Deadline
                 report.add("rejected_not_received" if moved else "already_gone")
             else:
                 report.add("zip_left_to_queue")
+    stuck_before = (now - ORPHAN_MIN_AGE).timestamp()
+    for batch in _scan_uploads((UploadModel.status == PROCESSING) & (UploadModel.lease_until < stuck_before)):
+        if deadline.expired():
+            report.complete = False
+            return
+        for item in batch:
+            report.add("stuck_processing")
+            if report.dry_run:
+                report.add("would_settle")
+                continue
+            moved = upload_worker.reject(
+                item, "unpack-failed", "the ZIP could not be unpacked; its results so far are kept", PROCESSING
+            )
+            report.add("rejected_unpack_failed" if moved else "already_gone")
 
 
 def sweep_upload_orphans(
@@ -187,7 +203,8 @@ def sweep_upload_orphans(
     Returns:
         counts ``listed``, ``kept_young``, ``kept_referenced``, ``objects_deleted`` (or
         ``would_delete_objects``), ``stale_pending``, ``verified_late``,
-        ``rejected_not_received`` (or ``would_settle``), ``errors``.
+        ``rejected_not_received``, ``stuck_processing``, ``rejected_unpack_failed`` (or
+        ``would_settle``), ``errors``.
     """
     started = time.monotonic()
     now = _now(now)

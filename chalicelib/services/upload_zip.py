@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import struct
 import time
 import zipfile
 import zlib
@@ -49,6 +50,8 @@ from chalicelib.storage import uploads as upload_store
 logger = logging.getLogger("promptcanvas.uploads")
 
 READ_CHUNK_BYTES = 1024 * 1024
+CENTRAL_DIRECTORY_BYTES_PER_MEMBER = 4096  # a generous bound on one central directory entry
+EOCD_SEARCH_BYTES = 22 + 65535 + 20  # end record, the longest comment, the ZIP64 locator
 MAX_NAME_CHARS = 200  # a member name as shown in the results
 LEASE_MARGIN_S = 30.0
 
@@ -183,6 +186,38 @@ def unpack_member(
         return {**result, "status": REJECTED, "error": {"code": exc.code, "message": str(exc)}}
 
 
+def central_directory(fh: Any, size: int) -> tuple[int, int]:
+    """``(entries, bytes)`` of a ZIP's central directory, read from its end records only.
+
+    ``zipfile`` parses the whole central directory into memory when it opens an archive, so
+    a crafted one (millions of tiny entries) would exhaust memory before any count is
+    checked; this reads the (ZIP64) end of central directory record first.
+    Source: PKWARE APPNOTE.TXT 4.3.14-4.3.16.
+
+    Raises:
+        zipfile.BadZipFile: no end of central directory record.
+    """
+    tail_len = min(size, EOCD_SEARCH_BYTES)
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        raise zipfile.BadZipFile("no end of central directory record")
+    entries, cd_bytes = struct.unpack("<HI", tail[at + 10 : at + 16])
+    if entries == 0xFFFF or cd_bytes == 0xFFFFFFFF:
+        locator = tail[at - 20 : at] if at >= 20 else b""
+        if not locator.startswith(b"PK\x06\x07"):
+            raise zipfile.BadZipFile("ZIP64 end of central directory locator missing")
+        (record_at,) = struct.unpack("<Q", locator[8:16])
+        fh.seek(record_at)
+        record = fh.read(56)
+        if not record.startswith(b"PK\x06\x06") or len(record) < 56:
+            raise zipfile.BadZipFile("ZIP64 end of central directory record missing")
+        entries, cd_bytes = struct.unpack("<QQ", record[32:48])
+    fh.seek(0)
+    return int(entries), int(cd_bytes)
+
+
 def _take(item: UploadModel, deadline: float) -> bool:
     """Lease the ZIP: pending → processing (its reservation goes back to the quota, each
     image is charged on its own), or take over an expired lease. False: not ours."""
@@ -256,9 +291,17 @@ def unpack(item: UploadModel, deadline: float) -> bool:
         return True
     if not _take(item, deadline):
         return item.status != PROCESSING
+    fh = upload_store.open_ranged(item.source_key, size)
     try:
-        zf = zipfile.ZipFile(upload_store.open_ranged(item.source_key, size))
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        entries, cd_bytes = central_directory(fh, size)
+        if (
+            entries > settings.zip_max_members
+            or cd_bytes > settings.zip_max_members * CENTRAL_DIRECTORY_BYTES_PER_MEMBER
+        ):
+            _finish_rejected(item, "too-many-files", f"the ZIP holds more than {settings.zip_max_members} files")
+            return True
+        zf = zipfile.ZipFile(fh)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error):
         _finish_rejected(item, "not-a-zip", "the file is not a readable ZIP archive")
         return True
     with zf:
