@@ -40,11 +40,13 @@ def as_format(name: str, fmt: str, long_side: int | None = None, **save: object)
         return buf.getvalue()
 
 
-def jpeg_with_exif() -> bytes:
+def jpeg_with_exif(orientation: int | None = 6) -> bytes:
+    """chelsea.png as a JPEG carrying EXIF (and by default Orientation 6: rotate 90° clockwise to display)."""
     exif = Image.Exif()
     exif[0x010F] = "Canon"  # Make
     exif[0x0131] = "secret-camera-software"  # Software
-    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
+    if orientation is not None:
+        exif[0x0112] = orientation
     with Image.open(PHOTOS / "chelsea.png") as img:
         buf = io.BytesIO()
         img.convert("RGB").save(buf, format="JPEG", quality=90, exif=exif, comment=b"gps 52.1,4.3")
@@ -321,6 +323,15 @@ def test_verify_on_first_use_without_the_worker(api):
     assert "X-Amz-Expires=300" in url and item.s3_key in url and "uploads/gen/" not in url
     with Image.open(io.BytesIO(requests.get(url, timeout=10).content)) as img:
         assert img.size == (512, 512)
+    upright = jpeg_with_exif(orientation=None)  # no rotation: re-saved with its own quantisation tables
+    ticket = announce(api, "gen", upright, "image/jpeg", "cat.jpg").json
+    post_to_s3(ticket, upright)
+    cat = uploads.ready_upload("gen", ticket["upload_id"])
+    assert (cat.width, cat.height) == (451, 300)
+    stripped = requests.get(uploads.upstream_url(cat), timeout=10).content
+    assert b"secret-camera-software" not in stripped and b"gps 52.1" not in stripped
+    with Image.open(io.BytesIO(stripped)) as img:
+        assert not img.getexif() and "comment" not in img.info
     with pytest.raises(ApiError) as other:
         uploads.ready_upload("someone-else", upload_id)
     assert other.value.status == 404
