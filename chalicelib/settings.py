@@ -114,6 +114,7 @@ class Settings:
     zip_max_members: int = 1000  # files in one ZIP
     zip_max_ratio: int = 100  # uncompressed / compressed size of one member
     zip_max_total_bytes: int = 2 * 1024 * 1024 * 1024  # uncompressed bytes of all members
+    zip_slice_seconds: float = 60.0  # a ZIP is unpacked in slices this long, then re-queued (fairness)
 
     @property
     def jwks_url(self) -> str | None:
@@ -194,6 +195,7 @@ class Settings:
             zip_max_members=_int(env, "ZIP_MAX_MEMBERS", defaults.zip_max_members),
             zip_max_ratio=_int(env, "ZIP_MAX_RATIO", defaults.zip_max_ratio),
             zip_max_total_bytes=_int(env, "ZIP_MAX_TOTAL_BYTES", defaults.zip_max_total_bytes),
+            zip_slice_seconds=_float(env, "ZIP_SLICE_SECONDS", defaults.zip_slice_seconds),
         )
 
 

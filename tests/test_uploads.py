@@ -510,3 +510,22 @@ def test_the_zip_central_directory_is_counted_before_it_is_parsed():
         assert counted == entries and 0 < cd_bytes < len(data)
     with pytest.raises(zipfile.BadZipFile):
         central_directory(io.BytesIO(photo("coins.png")), len(photo("coins.png")))
+
+
+def test_a_zip_is_unpacked_in_turns_without_duplicates(api, worker):
+    """With ZIP_SLICE_SECONDS=0 every turn unpacks one member and queues a continuation, so a big
+    ZIP never holds a worker; the member ids make every turn skip what is done."""
+    worker.configure(ZIP_SLICE_SECONDS=0)
+    worker.start()
+    photos = twenty_photos()[:8]
+    archive = build_zip([*photos, ("notes.txt", b"not an image")])
+    zip_id = upload(api, "turns", archive, "application/zip", "eight.zip", collection="turns")
+    got = wait_verdict(api, worker, "turns", zip_id, timeout_s=120)
+    assert got["status"] == "ready", got
+    assert got["file_counts"] == {"ready": 8, "rejected": 1, "skipped": 0}
+    assert [f["name"] for f in got["files"]] == [name for name, _ in photos] + ["notes.txt"]
+    children = [
+        u for u in api.get("/v1/uploads?collection=turns&limit=100", user="turns").json["uploads"] if u["parent_id"]
+    ]
+    assert sorted(u["id"] for u in children) == sorted(f["upload_id"] for f in got["files"] if f["status"] == "ready")
+    assert used_bytes(api, "turns") == sum(u["bytes"] for u in children)

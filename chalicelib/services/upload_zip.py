@@ -18,8 +18,10 @@ gets a per-file result saying why; nothing is ever written to a file system):
 
 Each image becomes an upload of its own (same collection, ``parent_id`` = the ZIP) with an
 id derived from the ZIP's id and the member's index, so a retried message skips what is
-already done. The ZIP item holds a lease while a worker unpacks it; out of time, the
-worker saves its results so far and leaves the message to be retried.
+already done. The ZIP item holds a lease while a worker unpacks it. A worker unpacks for at
+most ``ZIP_SLICE_SECONDS`` (and never past its Lambda's deadline), then saves its results so
+far, releases the lease and sends a continuation message to the uploads queue: one user's
+1,000-image ZIP never holds a worker for long while other users' uploads wait.
 
 Sources: PKWARE APPNOTE.TXT (local/central headers, general purpose flag bit 0 =
 encrypted); Python docs, ``zipfile`` ("Decompression pitfalls", ``ZipInfo``).
@@ -28,17 +30,20 @@ encrypted); Python docs, ``zipfile`` ("Decompression pitfalls", ``ZipInfo``).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import struct
 import time
 import zipfile
 import zlib
 from typing import Any
+from urllib.parse import quote_plus
 
 from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 from ulid import ULID
 
+from chalicelib.aws import client
 from chalicelib.db import UploadModel
 from chalicelib.db.uploads import KIND_IMAGE, PENDING, PROCESSING, READY, REJECTED
 from chalicelib.services import storage_quota
@@ -256,6 +261,7 @@ def _take(item: UploadModel, deadline: float) -> bool:
 
 
 def _save(item: UploadModel, results: list[dict[str, Any]], final: bool) -> None:
+    """Store the results so far; ``final`` marks the ZIP ready, else the lease is released."""
     actions = [UploadModel.results.set(results)]
     if final:
         actions += [
@@ -263,6 +269,8 @@ def _save(item: UploadModel, results: list[dict[str, Any]], final: bool) -> None
             UploadModel.verified_at.set(time.time()),
             UploadModel.lease_until.remove(),
         ]
+    else:
+        actions.append(UploadModel.lease_until.set(0))
     try:
         item.update(actions=actions, condition=UploadModel.status == PROCESSING)
     except UpdateError:
@@ -273,8 +281,8 @@ def unpack(item: UploadModel, deadline: float) -> bool:
     """Unpack a ZIP upload whose file has arrived (see the module docstring).
 
     Returns:
-        True when finished (or nothing to do); False when it must be retried (out of
-        time, or another worker holds the lease).
+        True when finished, handed to a continuation message, or nothing to do; False when
+        it must be retried (another worker holds the lease).
     """
     settings = get_settings()
     if item.status in (READY, REJECTED):
@@ -315,16 +323,35 @@ def unpack(item: UploadModel, deadline: float) -> bool:
             )
             return True
         budget = [settings.zip_max_total_bytes]
+        previous = list(item.results or [])  # earlier turns' results, in member order
         results: list[dict[str, Any]] = []
+        slice_end = min(deadline, time.monotonic() + settings.zip_slice_seconds)
+        fresh = 0
         for index, info in enumerate(infos):
-            if time.monotonic() >= deadline:
+            if index < len(previous):
+                results.append(previous[index])
+                continue
+            if fresh and time.monotonic() >= slice_end:  # at least one new member per turn
                 _save(item, results, final=False)
-                return False
+                continue_later(item)
+                return True
             results.append(unpack_member(item, zf, info, index, budget))
+            fresh += 1
     _save(item, results, final=True)
     objects.delete([item.source_key])
     logger.info("zip upload %s unpacked: %d files", item.upload_id, len(results))
     return True
+
+
+def continue_later(item: UploadModel) -> None:
+    """Queue another turn at this ZIP: an S3-shaped ``ObjectCreated`` record for its source key."""
+    from chalicelib.services.jobs import queue_url
+
+    record = {"eventName": "ObjectCreated:Continue", "s3": {"object": {"key": quote_plus(item.source_key)}}}
+    client("sqs").send_message(
+        QueueUrl=queue_url(get_settings().uploads_queue_name),
+        MessageBody=json.dumps({"Records": [record]}, separators=(",", ":")),
+    )
 
 
 def _finish_rejected(item: UploadModel, code: str, message: str) -> None:

@@ -28,7 +28,7 @@ from ulid import ULID
 from chalicelib.db import UploadModel
 from chalicelib.db.uploads import KIND_IMAGE, KIND_ZIP, PENDING, PROCESSING, READY, REJECTED
 from chalicelib.errors import ApiError, NotFound, ValidationError
-from chalicelib.services import storage_quota
+from chalicelib.services import storage_quota, upload_worker
 from chalicelib.services.images import ULID_RE, check_unknown_fields, parse_collection
 from chalicelib.services.pagination import owner_page
 from chalicelib.settings import get_settings
@@ -143,7 +143,11 @@ def create(user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         if storage_quota.failed_condition(exc, 1):
             raise storage_quota.exceeded() from None
         raise
-    post = upload_store.presign_post(key, content_type, size)
+    try:
+        post = upload_store.presign_post(key, content_type, size)
+    except Exception:
+        delete_item(item)  # no POST to hand out: give the reservation back at once
+        raise
     return {
         "upload_id": upload_id,
         "url": post.url,
@@ -272,8 +276,6 @@ def ready_upload(user_id: str, upload_id: str, field: str = "upload_id") -> Uplo
             ``upload-rejected`` (with the reason) or ``upload-not-an-image`` (a ZIP); each
             naming ``field``.
     """
-    from chalicelib.services import upload_worker
-
     item = get_owned(user_id, upload_id, consistent=True)
     if item.kind != KIND_IMAGE:
         raise ApiError(422, "upload-not-an-image", "a ZIP upload cannot be used as an image", field=field)
