@@ -15,7 +15,7 @@ from typing import Any
 from PIL import Image
 from playwright.sync_api import expect
 
-from tests.browser.test_web_client import expect_loaded, go, sign_in
+from tests.browser.test_web_client import assert_fits_width, expect_loaded, go, sign_in
 
 PHOTOS = Path("/work/shared/data/images")
 
@@ -94,3 +94,17 @@ def test_images_tab_uploads_png_and_jpeg_to_s3_and_shows_verdicts(open_page, sho
         ("notes.png", "rejected"),
     ]
     assert stack.api("GET", "/v1/uploads", "someone-else").json()["uploads"] == []
+
+
+def test_images_tab_fits_a_phone(open_page, shot, stack):
+    page = open_page(390, 844)
+    sign_in(page, "phone-uploader")
+    page.goto(stack.web_url + "/#/images")
+    expect(page.get_by_role("heading", name="Images", exact=True, level=1)).to_be_visible()
+    page.locator("#images-files").set_input_files(
+        [{"name": "horse.png", "mimeType": "image/png", "buffer": (PHOTOS / "horse.png").read_bytes()}]
+    )
+    expect(row(page, "horse.png")).to_have_attribute("data-status", "ready", timeout=60_000)
+    expect_loaded(page, page.get_by_role("img", name="horse.png"))
+    assert_fits_width(page)
+    shot(page, "images-tab")
