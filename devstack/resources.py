@@ -52,11 +52,33 @@ def _ensure_queue_with_dlq(sqs, name: str, dlq_name: str, visibility_timeout: in
 
 
 def ensure_queues(sqs, settings: Settings, visibility_timeout: int = 60) -> dict[str, str]:
-    """Create the jobs queue and its DLQ. Returns ``{"jobs": url, "dlq": url}``."""
+    """Create the jobs queue and its DLQ, and the webhooks queue.
+
+    Returns ``{"jobs": url, "dlq": url, "webhooks": url}``.
+    """
     jobs_url, dlq_url = _ensure_queue_with_dlq(
         sqs, settings.jobs_queue_name, settings.jobs_dlq_name, visibility_timeout
     )
-    return {"jobs": jobs_url, "dlq": dlq_url}
+    webhooks_url = sqs.create_queue(
+        QueueName=settings.webhooks_queue_name, Attributes={"VisibilityTimeout": str(visibility_timeout)}
+    )["QueueUrl"]
+    return {"jobs": jobs_url, "dlq": dlq_url, "webhooks": webhooks_url}
+
+
+def ensure_kms_key(kms, alias: str) -> str:
+    """Create the symmetric KMS key that seals webhook secrets, under ``alias``, if missing.
+
+    Returns:
+        The key id.
+    """
+    try:
+        return kms.describe_key(KeyId=alias)["KeyMetadata"]["KeyId"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "NotFoundException":
+            raise
+    key_id = kms.create_key(Description="PromptCanvas webhook signing secrets (dev stack)")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName=alias, TargetKeyId=key_id)
+    return key_id
 
 
 def ensure_uploads_queue(sqs, settings: Settings, visibility_timeout: int = 120) -> dict[str, str]:
@@ -119,7 +141,7 @@ def ensure_secret(secrets, secret_id: str, keys: list[str]) -> None:
 
 
 def ensure_all(settings: Settings | None = None) -> dict[str, object]:
-    """Create every table, bucket and queue. Safe to call any number of times."""
+    """Create every table, bucket, queue and the KMS key. Safe to call any number of times."""
     settings = settings or get_settings()
     session = boto3.session.Session()
     tables = ensure_tables()
@@ -128,4 +150,5 @@ def ensure_all(settings: Settings | None = None) -> dict[str, object]:
     upload_queues = ensure_uploads_queue(session.client("sqs"), settings)
     ensure_upload_notifications(session.client("s3"), settings, upload_queues.pop("uploads_arn"))
     queues.update(upload_queues)
-    return {"tables": tables, "bucket": settings.images_bucket, "queues": queues}
+    kms_key = ensure_kms_key(session.client("kms"), settings.webhook_secret_kms_key_id)
+    return {"tables": tables, "bucket": settings.images_bucket, "queues": queues, "kms_key": kms_key}

@@ -6,7 +6,8 @@ and infra tests compare it with the CloudFormation template.
 
 from __future__ import annotations
 
-from chalicelib.db.base import BaseModel, table_name, utcnow
+from chalicelib.db.base import BaseModel, same_item, table_name, utcnow
+from chalicelib.db.catalog import CatalogStatusModel
 from chalicelib.db.images import ImageModel, PromptHistoryModel
 from chalicelib.db.jobs import ArchiveModel, IdempotencyModel, JobItemModel, JobModel
 from chalicelib.db.keys import KeyHealthModel
@@ -24,6 +25,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     IdempotencyModel,
     ArchiveModel,
     UploadModel,
+    CatalogStatusModel,
 ]
 
 __all__ = [
@@ -33,12 +35,14 @@ __all__ = [
     "JobItemModel",
     "JobModel",
     "BaseModel",
+    "CatalogStatusModel",
     "ImageModel",
     "KeyHealthModel",
     "PromptHistoryModel",
     "UsageModel",
     "UserModel",
     "UploadModel",
+    "same_item",
     "table_name",
     "utcnow",
 ]
