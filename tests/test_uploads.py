@@ -1,6 +1,6 @@
 """Uploads end to end on the local stack: presigned POST to moto's S3 → S3 event → uploads
 queue → the worker (the dev stack's poller) → a verified upload. Real photos from
-/work/shared/data/images/.
+../shared/data/images/ (next to the repository).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from PIL import Image
 from chalicelib.settings import get_settings
 from tests import openapi_check
 
-PHOTOS = Path("/work/shared/data/images")
+PHOTOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "images"
 
 
 def photo(name: str) -> bytes:

@@ -17,7 +17,7 @@ from playwright.sync_api import expect
 
 from tests.browser.test_web_client import assert_fits_width, expect_loaded, go, sign_in
 
-PHOTOS = Path("/work/shared/data/images")
+PHOTOS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "images"
 
 
 def jpeg_of(name: str) -> bytes:
