@@ -33,6 +33,8 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_PARAMETER = "unsupported-parameter"
     MODEL_RETIRED = "model-retired"
     MODEL_UNAVAILABLE = "model-unavailable"
+    UNSUPPORTED_CONTENT_TYPE = "unsupported-content-type"
+    FILE_TOO_LARGE = "file-too-large"
     # authentication (codes after Clerk's SDK reasons, see chalicelib.auth.exceptions)
     TOKEN_MISSING = "token-missing"
     TOKEN_EXPIRED = "token-expired"
@@ -55,11 +57,16 @@ class ErrorCode(StrEnum):
     JOB_FINISHED = "job-finished"
     NOTHING_TO_RETRY = "nothing-to-retry"
     NOTHING_TO_ARCHIVE = "nothing-to-archive"
+    UPLOAD_CHANGED = "upload-changed"
+    UPLOAD_PENDING = "upload-pending"
+    UPLOAD_NOT_AN_IMAGE = "upload-not-an-image"
+    UPLOAD_REJECTED = "upload-rejected"
     IDEMPOTENCY_KEY_IN_PROGRESS = "idempotency-key-in-progress"
     IDEMPOTENCY_KEY_REUSED = "idempotency-key-reused"
     # limits
     RATE_LIMITED = "rate-limited"
     QUOTA_EXCEEDED = "quota-exceeded"
+    STORAGE_QUOTA_EXCEEDED = "storage-quota-exceeded"
     # upstream and storage
     UPSTREAM_REJECTED = "upstream-rejected"
     UPSTREAM_FAILED = "upstream-failed"

@@ -23,6 +23,7 @@ guide, "Handling errors for an SQS event source in Lambda" (ReportBatchItemFailu
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -32,6 +33,20 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 #: ``defer(record, delay_s) -> bool``: True when the message may be deleted.
 DeferHook = Callable[[dict[str, Any], float], bool]
+
+
+#: Seconds a Lambda SQS invocation may run when there is no context (the Lambda maximum).
+MAX_INVOCATION_S = 900.0
+
+
+def invocation_deadline(context: Any, margin_s: float) -> float:
+    """The ``time.monotonic()`` by which record handlers must be done: the invocation's
+    remaining time (``context.get_remaining_time_in_millis()``; 900 s without a context)
+    minus ``margin_s`` seconds."""
+    remaining_s = MAX_INVOCATION_S
+    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+        remaining_s = context.get_remaining_time_in_millis() / 1000.0
+    return time.monotonic() + remaining_s - margin_s
 
 
 class Deferred(Exception):  # noqa: N818 - a control-flow signal, not an error

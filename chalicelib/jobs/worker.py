@@ -71,7 +71,7 @@ from chalicelib.jobs import state
 from chalicelib.jobs.state import Done, ItemLease, Later
 from chalicelib.services import archives, images, usage, webhook_queue
 from chalicelib.settings import get_settings
-from chalicelib.sqsbatch import Deferred, process_batch
+from chalicelib.sqsbatch import Deferred, invocation_deadline, process_batch
 from chalicelib.storage import imaging, objects
 
 logger = logging.getLogger("promptcanvas.worker")
@@ -364,9 +364,6 @@ def handle_event(event: dict[str, Any], context: Any = None) -> dict[str, list[d
     Returns:
         ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}``.
     """
-    remaining_s = 900.0
-    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
-        remaining_s = context.get_remaining_time_in_millis() / 1000.0
-    deadline = time.monotonic() + remaining_s - 1.0
+    deadline = invocation_deadline(context, margin_s=1.0)
     threads = max(1, min(len(event.get("Records") or []), get_settings().worker_threads))
     return process_batch(event, lambda record: handle_record(record, deadline), threads=threads, defer=defer)

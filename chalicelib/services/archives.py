@@ -58,7 +58,7 @@ from pynamodb.exceptions import DeleteError, PutError, UpdateError
 from ulid import ULID
 
 from chalicelib import queue
-from chalicelib.db import ImageModel, is_condition_failure
+from chalicelib.db import ImageModel, is_condition_failure, same_item
 from chalicelib.db.jobs import SUCCEEDED, ArchiveModel, IdempotencyModel
 from chalicelib.errors import DomainError, ErrorCode, NotFound, ValidationError
 from chalicelib.jobs.state import query_items
@@ -391,7 +391,13 @@ def _create(user_id: str, source: str, ref: str | None, image_ids: list[str]) ->
         created_at=now,
         expires_at=timedelta(seconds=ARCHIVE_TTL_S),
     )
-    archive.save(condition=ArchiveModel.archive_id.does_not_exist())
+    try:
+        archive.save(condition=ArchiveModel.archive_id.does_not_exist())
+    except PutError as exc:  # a retried put whose first attempt committed fails its condition
+        if not is_condition_failure(exc):
+            raise
+        if not same_item(ArchiveModel.get(user_id, archive_id, consistent_read=True), archive):
+            raise
     holder = claim_selection(archive, now)
     if holder is not archive:
         return archive_json(holder)

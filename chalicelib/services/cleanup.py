@@ -29,6 +29,8 @@ orphans          daily     (a) objects ``users/{user}/images/{image}.{ext}`` old
                            kept. (b) items whose original object is missing (HeadObject 404)
                            are removed with their thumbnail; a missing thumbnail alone is
                            only counted (the image is still viewable).
+uploads          (above)   the retention and orphan rules for uploads, in
+                           ``chalicelib.services.upload_cleanup``.
 archives         hourly    ZIPs under ``archives/`` older than :data:`ARCHIVE_MAX_AGE` (24 h)
                            are deleted; an S3 lifecycle rule (infra/) backs this up.
 ===============  ========  ================================================================
@@ -352,23 +354,6 @@ def sweep_orphan_metadata(
     return _finish(report, started)
 
 
-def sweep_orphans(
-    *,
-    now: datetime | None = None,
-    dry_run: bool | None = None,
-    budget_s: float | None = None,
-) -> list[SweepReport]:
-    """Both orphan sweeps, sharing one time budget: objects first, then metadata."""
-    deadline_start = time.monotonic()
-    first = sweep_orphan_objects(now=now, dry_run=dry_run, budget_s=budget_s)
-    left = None if budget_s is None else budget_s - (time.monotonic() - deadline_start)
-    second = sweep_orphan_metadata(now=now, dry_run=dry_run, budget_s=left)
-    return [first, second]
-
-
-# -- archives -------------------------------------------------------------------------------------
-
-
 def sweep_archives(
     *,
     now: datetime | None = None,
@@ -432,15 +417,3 @@ def rebuild_collection_counts() -> dict[str, int]:
         UsageModel(user_id, collection_counter_period(collection)).update(actions=[UsageModel.count.set(n)])
     observability.get_logger().info("collection counters rebuilt images=%d counters=%d", scanned, len(counts))
     return {"images": scanned, "counters": len(counts)}
-
-
-def run_all(
-    *, now: datetime | None = None, dry_run: bool | None = None, budget_s: float | None = None
-) -> list[SweepReport]:
-    """Every sweep once, in order retention, orphans, archives (each with ``budget_s``).
-    For operators and tests; the schedules run them separately."""
-    return [
-        sweep_retention(now=now, dry_run=dry_run, budget_s=budget_s),
-        *sweep_orphans(now=now, dry_run=dry_run, budget_s=budget_s),
-        sweep_archives(now=now, dry_run=dry_run, budget_s=budget_s),
-    ]

@@ -37,7 +37,7 @@ from chalicelib.flux import availability
 from chalicelib.flux.catalog import GENERATION_FIELDS, GenerationParams, image_cost, parse_generation_params
 from chalicelib.flux.client import get_flux_client
 from chalicelib.services import usage
-from chalicelib.services.pagination import decode_cursor, encode_cursor, parse_limit
+from chalicelib.services.pagination import owner_page
 from chalicelib.settings import get_settings
 from chalicelib.storage import imaging, objects
 from chalicelib.timefmt import iso8601
@@ -323,18 +323,9 @@ def list_images(user_id: str, query: Mapping[str, str]) -> dict[str, Any]:
     Returns:
         ``{"images": [...], "next_cursor": str | None}``.
     """
-    limit = parse_limit(query.get("limit"))
     collection = parse_collection(query.get("collection")) if query.get("collection") else None
-    if collection:
-        start = decode_cursor(query.get("cursor"), user_id, user_attr="user_collection")
-        result = ImageModel.by_collection.query(
-            f"{user_id}#{collection}", scan_index_forward=False, limit=limit, last_evaluated_key=start
-        )
-    else:
-        start = decode_cursor(query.get("cursor"), user_id)
-        result = ImageModel.query(user_id, scan_index_forward=False, limit=limit, last_evaluated_key=start)
-    items = list(result)
-    return {"images": [image_json(i) for i in items], "next_cursor": encode_cursor(result.last_evaluated_key)}
+    page = owner_page(ImageModel, user_id, query, collection)
+    return {"images": [image_json(i) for i in page["items"]], "next_cursor": page["next_cursor"]}
 
 
 def get_owned_image(user_id: str, image_id: str) -> ImageModel:
