@@ -80,6 +80,19 @@ class RequestContext:
         """A request header, case-insensitively."""
         return self.request.headers.get(name)
 
+    @property
+    def source_ip(self) -> str:
+        """The client address API Gateway saw (``requestContext.identity.sourceIp``), or ``""``."""
+        identity = (self.request.context or {}).get("identity") or {}
+        return str(identity.get("sourceIp") or "")
+
+    @property
+    def base_url(self) -> str:
+        """``{scheme}://{host}`` of this request (``X-Forwarded-Proto``, default ``http``, and ``Host``)."""
+        proto = (self.header("x-forwarded-proto") or "http").split(",")[0].strip().lower()
+        scheme = "https" if proto == "https" else "http"
+        return f"{scheme}://{self.header('host') or 'localhost'}"
+
     def json(self) -> dict[str, Any]:
         """The JSON object body.
 

@@ -10,6 +10,7 @@ from chalicelib.db.base import BaseModel, table_name, utcnow
 from chalicelib.db.images import ImageModel, PromptHistoryModel
 from chalicelib.db.jobs import ArchiveModel, IdempotencyModel, JobItemModel, JobModel
 from chalicelib.db.keys import KeyHealthModel
+from chalicelib.db.shares import ShareHitModel, ShareModel
 from chalicelib.db.usage import UsageModel, UserModel
 
 ALL_MODELS: list[type[BaseModel]] = [
@@ -22,6 +23,8 @@ ALL_MODELS: list[type[BaseModel]] = [
     JobItemModel,
     IdempotencyModel,
     ArchiveModel,
+    ShareModel,
+    ShareHitModel,
 ]
 
 __all__ = [
@@ -34,6 +37,8 @@ __all__ = [
     "ImageModel",
     "KeyHealthModel",
     "PromptHistoryModel",
+    "ShareHitModel",
+    "ShareModel",
     "UsageModel",
     "UserModel",
     "table_name",

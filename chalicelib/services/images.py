@@ -312,7 +312,8 @@ def get_image(user_id: str, image_id: str) -> dict[str, Any]:
 
 def delete_image(user_id: str, image_id: str) -> None:
     """``DELETE /v1/images/{id}``: metadata first, then the objects (a leftover
-    object is an orphan the sweep removes; metadata never points at nothing).
+    object is an orphan the sweep removes; metadata never points at nothing), then the
+    image's share links (a link whose image is gone answers 404 in any case).
 
     Raises:
         NotFound: 404 when it does not exist or belongs to another user.
@@ -320,3 +321,6 @@ def delete_image(user_id: str, image_id: str) -> None:
     item = get_owned(user_id, image_id)
     item.delete(condition=ImageModel.image_id.exists())
     objects.delete([item.s3_key, item.thumb_key])
+    from chalicelib.services import shares
+
+    shares.revoke_for_image(user_id, image_id)
