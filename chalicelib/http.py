@@ -88,10 +88,16 @@ class RequestContext:
 
     @property
     def base_url(self) -> str:
-        """``{scheme}://{host}`` of this request (``X-Forwarded-Proto``, default ``http``, and ``Host``)."""
+        """Where this API is reached: ``{scheme}://{host}`` (``X-Forwarded-Proto``, default ``http``,
+        and ``Host``), plus ``/{stage}`` on an API Gateway ``execute-api`` host, whose paths start
+        with the stage. Used for links when ``SHARE_BASE_URL`` is not set."""
         proto = (self.header("x-forwarded-proto") or "http").split(",")[0].strip().lower()
         scheme = "https" if proto == "https" else "http"
-        return f"{scheme}://{self.header('host') or 'localhost'}"
+        host = self.header("host") or "localhost"
+        stage = (self.request.context or {}).get("stage")
+        if stage and host.endswith(".amazonaws.com"):
+            return f"{scheme}://{host}/{stage}"
+        return f"{scheme}://{host}"
 
     def json(self) -> dict[str, Any]:
         """The JSON object body.
