@@ -69,7 +69,7 @@ def test_share_an_image_opens_signed_out_with_image_prompt_and_headers(api, prom
     assert "default-src 'none'" in csp and "script-src" not in csp and "frame-ancestors 'none'" in csp
     assert page.header("X-Content-Type-Options") == "nosniff"
     assert page.header("Referrer-Policy") == "no-referrer"
-    assert page.header("Cache-Control") == "private, max-age=60"
+    assert page.header("Cache-Control") == "private, max-age=0, must-revalidate"
 
 
 def test_each_view_mints_a_fresh_presigned_url_and_counts(api, prompts):

@@ -8,9 +8,10 @@ script; its one inline style is allowed by hash. Headers on every answer (200, 4
   origin; the inline style by its sha256; no base, forms or framing;
 - ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer`` (the page URL is the
   secret; presigned image URLs must not leak it), ``X-Frame-Options: DENY``;
-- ``Cache-Control: private, max-age=60`` for a page (shorter than its presigned URLs live, and
-  ``private`` keeps shared caches such as CloudFront from serving it after a revoke),
-  ``no-store`` for 404 and 429.
+- ``Cache-Control: private, max-age=0, must-revalidate`` for a page: no shared cache (CloudFront)
+  keeps it, and a browser asks again on every open, so each view is counted, gets fresh
+  presigned URLs, and a revoked link stops showing at once (the page carries no validator, so
+  the revalidation is a full fetch); ``no-store`` for 404 and 429.
 
 Errors are small HTML pages too (a browser user opens these links), with ``Retry-After`` on 429.
 Sources: OWASP XSS Prevention Cheat Sheet (output encoding), MDN "Content-Security-Policy",
@@ -39,6 +40,7 @@ STYLE = (
 STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
 SITE = "PromptCanvas"
 MAX_TITLE_CHARS = 120
+PAGE_CACHE_CONTROL = "private, max-age=0, must-revalidate"
 
 
 def _origin(url: str) -> str:
@@ -109,8 +111,8 @@ def render(view: SharedView) -> tuple[int, str, dict[str, str]]:
             f'<p class="prompt">{e(img.prompt)}</p></li>'
             for img, url, thumb in zip(view.images, urls, thumbs, strict=True)
         )
-        body = f"<h1>{e(view.title)}</h1><ul class=\"grid\">{cells}</ul>"
-    headers = {**security_headers(_origin(urls[0])), "Cache-Control": "private, max-age=60"}
+        body = f'<h1>{e(view.title)}</h1><ul class="grid">{cells}</ul>'
+    headers = {**security_headers(_origin(urls[0])), "Cache-Control": PAGE_CACHE_CONTROL}
     return 200, _document(f"{title} · {SITE}", body, og), headers
 
 
