@@ -161,8 +161,39 @@ def test_deleting_the_image_revokes_its_links(api, prompts):
     image = make_image(api, "alice", prompts[4])
     created = share(api, "alice", image["id"])
     assert api.delete(f"/v1/images/{image['id']}", user="alice").status == 204
+    assert api.get("/v1/shares", user="alice").json["shares"] == []  # revoked by the delete, not on a view
     assert open_share(api, created["url"]).status == 404
+
+
+def test_deleting_a_collections_last_image_revokes_its_links(api, prompts):
+    one = make_image(api, "alice", prompts[0], collection="brief")
+    two = make_image(api, "alice", prompts[1], collection="brief")
+    link = api.post("/v1/collections/brief/shares", user="alice", json_body={}).json
+    assert api.delete(f"/v1/images/{one['id']}", user="alice").status == 204
+    assert open_share(api, link["url"]).status == 200  # one image left: still a collection
+    assert api.delete(f"/v1/images/{two['id']}", user="alice").status == 204
     assert api.get("/v1/shares", user="alice").json["shares"] == []
+    make_image(api, "alice", prompts[2], collection="brief")  # the same name again: a new collection
+    assert open_share(api, link["url"]).status == 404
+
+
+def test_scheduled_share_sweep_runs(api, prompts):
+    import os
+
+    from chalice.test import Client
+
+    import app as app_module
+
+    image = make_image(api, "alice", prompts[0])
+    share(api, "alice", image["id"], expires_in_s=1)
+    wait_for(lambda: api.get("/v1/shares", user="alice").json["shares"] == [], timeout_s=10, what="link expired")
+    project_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with Client(app_module.app, stage_name="local", project_dir=project_dir) as client:
+        event = client.events.generate_cw_event(
+            source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
+        )
+        result = client.lambda_.invoke("cleanup_shares", event).payload
+    assert result["sweep"] == "shares" and result["counts"]["shares_deleted"] == 1
 
 
 def test_prompt_is_html_escaped(api):

@@ -57,9 +57,7 @@ def parse_collection(value: Any, field: str = "collection") -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not COLLECTION_RE.match(value.strip()):
-        raise ValidationError(
-            "collection must be 1-64 characters: letters, digits, space, '_', '.', '-'", field=field
-        )
+        raise ValidationError("collection must be 1-64 characters: letters, digits, space, '_', '.', '-'", field=field)
     return value.strip()
 
 
@@ -313,7 +311,8 @@ def get_image(user_id: str, image_id: str) -> dict[str, Any]:
 def delete_image(user_id: str, image_id: str) -> None:
     """``DELETE /v1/images/{id}``: metadata first, then the objects (a leftover
     object is an orphan the sweep removes; metadata never points at nothing), then the
-    image's share links (a link whose image is gone answers 404 in any case).
+    image's share links, and its collection's links when it was the collection's last image
+    (a link whose image or collection is gone answers 404 in any case).
 
     Raises:
         NotFound: 404 when it does not exist or belongs to another user.
@@ -324,3 +323,5 @@ def delete_image(user_id: str, image_id: str) -> None:
     from chalicelib.services import shares
 
     shares.revoke_for_image(user_id, image_id)
+    if item.collection:
+        shares.revoke_for_collection_if_empty(user_id, item.collection)

@@ -218,8 +218,12 @@ def revoke_for_image(user_id: str, image_id: str) -> int:
     return revoke_for(user_id, TARGET_IMAGE, image_id)
 
 
-def revoke_for_collection(user_id: str, name: str) -> int:
-    """Revoke the links to one collection (called when the collection is deleted). Returns how many."""
+def revoke_for_collection_if_empty(user_id: str, name: str) -> int:
+    """Revoke the links to a collection once its last image is gone (a collection exists
+    while it holds an image), so a later image under the same name does not revive them.
+    Returns how many were revoked."""
+    if _collection_images(user_id, name, 1):
+        return 0
     return revoke_for(user_id, TARGET_COLLECTION, name)
 
 
@@ -269,9 +273,7 @@ def _hit(bucket: str, limit: int, now: float) -> None:
 
 
 def _collection_images(user_id: str, collection: str, limit: int) -> list[ImageModel]:
-    return list(
-        ImageModel.by_collection.query(f"{user_id}#{collection}", scan_index_forward=False, limit=limit)
-    )
+    return list(ImageModel.by_collection.query(f"{user_id}#{collection}", scan_index_forward=False, limit=limit))
 
 
 def view(code: str, source_ip: str) -> SharedView:
