@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from chalice import Chalice, Rate, Response
 
-from chalicelib import observability
+from chalicelib import observability, snapstart
 from chalicelib.http import Api, RequestContext
 from chalicelib.services import (
     archives,
@@ -28,6 +28,7 @@ from chalicelib.settings import get_settings
 
 app = Chalice(app_name="promptcanvas")
 api = Api(app)
+snapstart.register()  # SnapStart: fresh random state, connections and credentials after a restore
 
 
 @api.route("/health", methods=["GET"], auth=False)
@@ -124,6 +125,20 @@ def get_usage(ctx: RequestContext):
 def get_key_health(ctx: RequestContext):
     """Per-key health of the Together key pool (admins only)."""
     return meta.key_health()
+
+
+@api.route("/v1/admin/models", methods=["GET"], admin=True)
+def get_model_status(ctx: RequestContext):
+    """The model catalog against the upstream's own model list (admins only)."""
+    return meta.model_status()
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def check_model_catalog(event):
+    """Hourly: compare the catalog with the upstream's GET /v1/models; unlisted models are refused."""
+    from chalicelib.flux import availability
+
+    return availability.check_upstream()
 
 
 # --- scheduled cleanup ---

@@ -52,6 +52,8 @@ class Settings:
     flux_request_timeout_seconds: float = 20.0  # one upstream HTTP attempt
     flux_default_cooldown_seconds: float = 10.0  # 429 without Retry-After
     key_health_refresh_seconds: float = 5.0  # how stale the shared key-health snapshot may be
+    default_model: str = "black-forest-labs/FLUX.1-schnell"  # model of requests that name none
+    model_availability_refresh_seconds: float = 60.0  # how stale the shared model-availability snapshot may be
 
     # Clerk
     clerk_jwt_key: str | None = None  # PEM public key
@@ -151,6 +153,10 @@ class Settings:
                 env, "FLUX_DEFAULT_COOLDOWN_SECONDS", defaults.flux_default_cooldown_seconds
             ),
             key_health_refresh_seconds=_float(env, "KEY_HEALTH_REFRESH_SECONDS", defaults.key_health_refresh_seconds),
+            default_model=(env.get("DEFAULT_MODEL") or "").strip() or defaults.default_model,
+            model_availability_refresh_seconds=_float(
+                env, "MODEL_AVAILABILITY_REFRESH_SECONDS", defaults.model_availability_refresh_seconds
+            ),
             clerk_jwt_key=(env.get("CLERK_JWT_KEY") or "").replace("\\n", "\n") or None,
             clerk_jwks_url=env.get("CLERK_JWKS_URL") or None,
             clerk_issuer=env.get("CLERK_ISSUER") or None,

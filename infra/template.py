@@ -36,6 +36,11 @@ writes it. Nothing here is hand-maintained JSON:
   with each function's own variables (SAM developer guide, "Globals section").
 - **API handler**: an explicit function name, so its log group (retention) names it
   correctly (:func:`api_handler_overrides` works around a Chalice 1.34 bug).
+- **SnapStart** on the API and the SQS worker functions: ``SnapStart.ApplyOn:
+  PublishedVersions`` with ``AutoPublishAlias`` (and ``AutoPublishAliasAllProperties``),
+  SAM's SQS mappings on the alias, and every API Gateway integration plus its invoke
+  permission overridden to the alias (:func:`api_alias_overrides`, from Chalice's own
+  swagger of ``app.py``).
 - **Worker event sources**: each SQS handler in ``app.py`` (found by parsing it; its
   ``queue=get_settings().<name>`` picks the queue) gets
   ``FunctionResponseTypes: [ReportBatchItemFailures]`` and its ``Queue`` pointed at
@@ -60,6 +65,7 @@ six times the function timeout); Clerk docs, "Content Security Policy".
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -391,8 +397,8 @@ def parameters() -> dict[str, Any]:
     return {
         "Stage": {
             "Type": "String",
-            "AllowedValues": list(names.STAGES),
-            "Description": "The Chalice stage this template was packaged for (dev or prod).",
+            "AllowedPattern": f"^{names.STAGE_PATTERN}$",
+            "Description": "The Chalice stage this template was packaged for (dev, prod, or any [a-z][a-z0-9-]{0,15}).",
         },
         "ClerkIssuer": {
             "Type": "String",
@@ -529,7 +535,7 @@ def storage_resources() -> dict[str, Any]:
             "DeletionPolicy": "Retain",
             "UpdateReplacePolicy": "Retain",
             "Properties": {
-                "BucketName": sub(names.images_bucket_prefix(STAGE) + "${AWS::AccountId}-${AWS::Region}"),
+                "BucketName": sub(names.images_bucket(STAGE)),
                 **_private_bucket_properties(),
                 "CorsConfiguration": {
                     "CorsRules": [
@@ -883,6 +889,7 @@ def worker_override(worker: Handler, queue: str = "JobsQueue") -> dict[str, Any]
         "Properties": {
             "Handler": worker.handler,
             "Runtime": names.RUNTIME,
+            **snapstart(),
             "Events": {
                 f"{worker.resource}SqsEventSource": {
                     "Type": "SQS",
@@ -901,15 +908,115 @@ def api_handler_overrides() -> dict[str, Any]:
     but its ``ApiHandlerLogGroup`` still names ``/aws/lambda/${ApiHandler}``, a resource that
     does not exist. The function gets an explicit name (``<stack>-api``, inside the log
     policy's ``<stack>-*``) and the log group that literal name, so neither refers to the other."""
-    function_name = "${AWS::StackName}-api"
+    function_name = names.API_FUNCTION_NAME
     return {
         "APIHandler": {
             "Type": "AWS::Serverless::Function",
-            "Properties": {"FunctionName": sub(function_name), "Handler": "app.app", "Runtime": names.RUNTIME},
+            "Properties": {
+                "FunctionName": sub(function_name),
+                "Handler": "app.app",
+                "Runtime": names.RUNTIME,
+                **snapstart(),
+            },
         },
         "ApiHandlerLogGroup": {
             "Type": "AWS::Logs::LogGroup",
             "Properties": {"LogGroupName": sub("/aws/lambda/" + function_name)},
+        },
+    }
+
+
+#: The alias SAM publishes for the SnapStart functions (``AutoPublishAlias``); SAM names the
+#: ``AWS::Lambda::Alias`` it creates ``<function logical id>Alias<alias>`` (SAM developer guide,
+#: "CloudFormation resources generated when AWS::Serverless::Function is specified").
+ALIAS = "live"
+
+
+def alias_id(function_resource: str) -> str:
+    """The logical id of a function's published alias (``APIHandlerAliaslive``)."""
+    return f"{function_resource}Alias{ALIAS}"
+
+
+def snapstart() -> dict[str, Any]:
+    """Function properties for SnapStart: Lambda snapshots the initialized environment of each
+    published version (``SnapStart.ApplyOn: PublishedVersions``), so SAM must publish one on
+    every change: ``AutoPublishAlias`` with ``AutoPublishAliasAllProperties`` (a new version
+    also when only memory, timeout or environment change, not only the code). Callers must
+    invoke the alias: SAM points the function's event sources (the SQS mapping) at it;
+    :func:`api_alias_overrides` points API Gateway at it.
+
+    Sources: AWS Lambda developer guide, "Improving startup performance with Lambda SnapStart"
+    (Python 3.12+; published versions only); AWS SAM, ``AWS::Serverless::Function``
+    ``AutoPublishAlias``, ``AutoPublishAliasAllProperties``, ``SnapStart``.
+    """
+    return {
+        "AutoPublishAlias": ALIAS,
+        "AutoPublishAliasAllProperties": True,
+        "SnapStart": {"ApplyOn": "PublishedVersions"},
+    }
+
+
+SWAGGER_PATHS = """
+import json, sys
+from chalice.deploy.swagger import CFNSwaggerGenerator
+import app
+paths = CFNSwaggerGenerator().generate_swagger(app.app)["paths"]
+json.dump({path: sorted(methods) for path, methods in paths.items()}, sys.stdout)
+"""
+
+
+@functools.cache
+def api_operations() -> dict[str, list[str]]:
+    """The REST API's paths and their methods, as Chalice writes them into the ``RestAPI``
+    swagger (``chalice.deploy.swagger.CFNSwaggerGenerator`` over ``app.app``). ``app.py`` is
+    imported in a child process, so its import-time effects (settings, logging) stay out of
+    the caller.
+
+    Raises:
+        subprocess.CalledProcessError: ``app.py`` does not import.
+    """
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", SWAGGER_PATHS], cwd=ROOT, capture_output=True, text=True, timeout=300, check=True
+    )
+    return dict(sorted(json.loads(proc.stdout).items()))
+
+
+def api_alias_overrides(operations: dict[str, list[str]]) -> dict[str, Any]:
+    """Point API Gateway at the API function's alias (a SnapStart snapshot serves only
+    published versions): every swagger integration URI names ``APIHandlerAliaslive``
+    instead of ``APIHandler.Arn``, and API Gateway's invoke permission is on the alias.
+    ``StageName``, ``swagger`` and the permission's other fields repeat Chalice's values so
+    this file is also a valid template on its own (cfn-lint)."""
+    alias = alias_id("APIHandler")
+    uri = sub(
+        "arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${" + alias + "}/invocations"
+    )
+    integration = {"x-amazon-apigateway-integration": {"uri": uri, "type": "aws_proxy", "httpMethod": "POST"}}
+    paths = {path: {method: integration for method in methods} for path, methods in operations.items()}
+    return {
+        "RestAPI": {
+            "Type": "AWS::Serverless::Api",
+            "Properties": {
+                "StageName": "api",
+                "DefinitionBody": {"swagger": "2.0", "info": {"version": "1.0", "title": names.APP}, "paths": paths},
+            },
+        },
+        "APIHandlerInvokePermission": {
+            "Type": "AWS::Lambda::Permission",
+            "Properties": {
+                "FunctionName": ref(alias),
+                "Action": "lambda:InvokeFunction",
+                "Principal": "apigateway.amazonaws.com",
+                "SourceArn": {
+                    "Fn::Sub": [
+                        "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${RestAPIId}/*",
+                        {"RestAPIId": ref("RestAPI")},
+                    ]
+                },
+            },
         },
     }
 
@@ -935,12 +1042,17 @@ def outputs() -> dict[str, Any]:
     }
 
 
-def build_template(config: dict[str, Any] | None = None, handlers: list[Handler] | None = None) -> dict[str, Any]:
+def build_template(
+    config: dict[str, Any] | None = None,
+    handlers: list[Handler] | None = None,
+    operations: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
     """The merge template (``infra/resources.json``).
 
     Args:
         config: ``.chalice/config.json`` (default: read it).
         handlers: the app's event handlers (default: :func:`app_handlers`).
+        operations: the REST API's paths and methods (default: :func:`api_operations`).
 
     Raises:
         ValueError: see :func:`table_resources` and :func:`sqs_handlers`.
@@ -967,6 +1079,7 @@ def build_template(config: dict[str, Any] | None = None, handlers: list[Handler]
     resources.update(secret_resources())
     resources.update(alarm_resources())
     resources.update(api_handler_overrides())
+    resources.update(api_alias_overrides(api_operations() if operations is None else operations))
     if worker is not None:
         resources[worker.resource] = worker_override(worker)
     if webhook_worker is not None:

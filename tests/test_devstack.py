@@ -13,20 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.browser.conftest import SERVICE_VARS
 from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICE_VARS = (
-    "AWS_ENDPOINT_URL",
-    "TOGETHER_BASE_URL",
-    "TOGETHER_API_KEYS",
-    "TOGETHER_KEYS_SECRET_ID",
-    "CLERK_ISSUER",
-    "CLERK_JWKS_URL",
-    "CLERK_JWT_KEY",
-    "CLERK_AUTHORIZED_PARTIES",
-    "CORS_ALLOWED_ORIGINS",
-)
 
 
 def port_open(url: str) -> bool:
@@ -86,7 +76,7 @@ def test_make_dev_stack_serves_every_part_and_stops_cleanly(dev_process):
         info["api_url"] + "/v1/images",
         timeout=30,
         headers={"Authorization": f"Bearer {token}", "Origin": info["web_url"]},
-        json={"prompt": "a red bicycle leaning on a brick wall", "aspect_ratio": "square"},
+        json={"prompt": "a red bicycle leaning on a brick wall", "aspect_ratio": "1:1"},
     )
     assert reply.status_code == 201, reply.text
     assert reply.headers["Access-Control-Allow-Origin"] == info["web_url"]

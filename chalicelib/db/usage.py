@@ -10,9 +10,11 @@ from chalicelib.db.base import BaseModel, table_name
 class UsageModel(BaseModel):
     """A counter for one user and one period. Hash ``user_id``, range ``period``.
 
-    ``period`` is ``"YYYY-MM"`` for the monthly image quota, or
+    ``period`` is ``"YYYY-MM"`` for the monthly image quota (and the month's cost), or
     ``"rate#YYYY-MM-DDTHH:MM"`` / ``"mut#YYYY-MM-DDTHH:MM"`` for the fixed-window rate limits (those
-    items expire through DynamoDB TTL on ``expires_at``).
+    items expire through DynamoDB TTL on ``expires_at``), or ``"collection#{name}"``
+    for the number of images in one of the user's collections (changed only together
+    with the image items, see ``chalicelib.db.images``).
     """
 
     class Meta(BaseModel.Meta):
@@ -21,6 +23,7 @@ class UsageModel(BaseModel):
     user_id = UnicodeAttribute(hash_key=True)
     period = UnicodeAttribute(range_key=True)
     count = NumberAttribute(default=0)
+    cost_usd = NumberAttribute(null=True)  # monthly items: upstream cost of the stored images, USD
     expires_at = TTLAttribute(null=True)
 
 

@@ -20,6 +20,12 @@ counters disagree with the items       set from the items, if nothing moved for
 counters complete, job not finished    finished (status, ``finished_at``, webhook due)
 webhook attempt due                    enqueued on the webhooks queue (the webhook
                                        worker delivers; the sweep never does)
+archive ``queued``, message never      its message is sent (``enqueued_at`` unset for
+sent or long unanswered                ``ARCHIVE_ENQUEUE_GRACE_S``, or sent
+                                       ``ARCHIVE_RESEND_S`` ago)
+archive ``building``, lease expired    its message is sent (the worker takes the lease
+                                       over), or failed after ``ARCHIVE_MAX_ATTEMPTS``
+archive unfinished after 1 h           failed (``ARCHIVE_GIVE_UP_S``)
 =====================================  =================================================
 
 Only jobs in the sparse ``by_active`` index are read, page by page, within a time
@@ -43,7 +49,7 @@ from pynamodb.exceptions import UpdateError
 from chalicelib.aws import client
 from chalicelib.db import JobItemModel, JobModel
 from chalicelib.db.jobs import ACTIVE_SHARD, FAILED, QUEUED, RUNNING, SUCCEEDED, ArchiveModel
-from chalicelib.services import jobs, webhook_queue, worker
+from chalicelib.services import archives, jobs, webhook_queue, worker
 from chalicelib.settings import get_settings
 
 logger = logging.getLogger("promptcanvas.stuck")
@@ -145,14 +151,7 @@ def _record_dead_letter(raw: str, report: SweepReport, now: float) -> bool:
             report.add("archives_dead_lettered")
             if not report.dry_run:
                 try:
-                    archive.update(
-                        actions=[
-                            ArchiveModel.status.set("failed"),
-                            ArchiveModel.error_message.set("the archive could not be built"),
-                            ArchiveModel.finished_at.set(now),
-                        ],
-                        condition=ArchiveModel.status.is_in("queued", "building"),
-                    )
+                    archives.fail(archive, "the archive could not be built", now)
                 except UpdateError:
                     pass
         return True
@@ -288,6 +287,12 @@ def sweep(*, budget_s: float | None = None, dry_run: bool | None = None, now: fl
         last_key = page.last_evaluated_key
         if not last_key:
             break
+    try:
+        for name, n in archives.sweep_stuck(now, dry_run=report.dry_run, deadline=deadline).items():
+            report.add(name, n)
+    except Exception:  # noqa: BLE001 - the job part of the sweep has run; report and go on
+        logger.exception("sweep failed on archives")
+        report.add("archive_errors")
     report.out_of_time = time.monotonic() >= deadline
     report.seconds = time.monotonic() - started
     logger.info(json.dumps(report.as_dict()))

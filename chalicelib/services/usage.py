@@ -4,8 +4,9 @@ Both are counters in ``UsageModel`` changed with a conditional atomic ADD
 (UpdateItem with a ConditionExpression), so concurrent Lambdas never overshoot.
 Source: Amazon DynamoDB developer guide, "Atomic counters" and "Condition expressions".
 
-- Quota: item ``(user_id, "YYYY-MM")``; ``charge`` adds n only while count + n <= quota;
-  ``refund`` subtracts what a failed generation charged.
+- Quota: item ``(user_id, "YYYY-MM")``; ``charge`` adds n only while count + n <= quota
+  and returns the month it charged; ``refund`` subtracts what a failed generation charged
+  from that same month (a job charged in March and failing in April refunds March).
 - Rate limits: fixed one-minute windows, items ``(user_id, "rate#YYYY-MM-DDTHH:MM")``
   (image generation) and ``(user_id, "mut#YYYY-MM-DDTHH:MM")`` (every state-changing
   request), expiring through TTL.
@@ -16,6 +17,7 @@ Source: Amazon DynamoDB developer guide, "Atomic counters" and "Condition expres
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -25,42 +27,71 @@ from chalicelib.db import UsageModel
 from chalicelib.errors import ApiError
 from chalicelib.settings import get_settings
 
+logger = logging.getLogger("promptcanvas.usage")
+
 
 def _month(now: float | None = None) -> str:
     return datetime.fromtimestamp(now or time.time(), UTC).strftime("%Y-%m")
+
+
+def current_month() -> str:
+    """The quota period now: ``"YYYY-MM"`` (UTC)."""
+    return _month()
 
 
 def _conditional_failed(exc: UpdateError) -> bool:
     return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
 
 
-def charge(user_id: str, n: int) -> None:
+def charge(user_id: str, n: int) -> str:
     """Charge ``n`` images to this month's quota.
+
+    Returns:
+        The period charged (``"YYYY-MM"``): keep it with the charge and pass it to :func:`refund`.
 
     Raises:
         ApiError: 429 ``quota-exceeded`` when it would exceed ``MONTHLY_IMAGE_QUOTA``.
     """
     quota = get_settings().monthly_image_quota
-    item = UsageModel(user_id, _month())
+    period = _month()
+    item = UsageModel(user_id, period)
     try:
         item.update(
             actions=[UsageModel.count.add(n)],
             condition=UsageModel.count.does_not_exist() | (UsageModel.count <= quota - n),
         )
+        return period
     except UpdateError as exc:
         if _conditional_failed(exc) or quota - n < 0:
             raise ApiError(429, "quota-exceeded", f"monthly quota of {quota} images is used up", headers={}) from None
         raise
 
 
-def refund(user_id: str, n: int) -> None:
-    """Give back ``n`` images charged by :func:`charge` (a failed generation). Never raises."""
+def refund(user_id: str, n: int, period: str | None) -> None:
+    """Give back ``n`` images charged by :func:`charge` (a failed generation) to ``period``,
+    the month :func:`charge` returned (None, for a charge recorded before periods were
+    kept: the current month). Never raises."""
     if n <= 0:
         return
     try:
-        UsageModel(user_id, _month()).update(actions=[UsageModel.count.add(-n)], condition=UsageModel.count >= n)
+        UsageModel(user_id, period or _month()).update(
+            actions=[UsageModel.count.add(-n)], condition=UsageModel.count >= n
+        )
     except UpdateError:
         pass
+
+
+def add_cost(user_id: str, usd: float) -> None:
+    """Add ``usd`` (an image's upstream cost) to this month's cost. Best effort: never raises.
+
+    An atomic ADD on the month's usage item, next to the quota counter.
+    """
+    if usd <= 0:
+        return
+    try:
+        UsageModel(user_id, _month()).update(actions=[UsageModel.cost_usd.add(round(usd, 6))])
+    except Exception:  # noqa: BLE001 - the image is stored; its own item keeps its cost
+        logger.warning("could not add an image's cost to the month's usage")
 
 
 def hit_rate_limit(user_id: str) -> None:
@@ -145,11 +176,22 @@ def take_webhook_slot(user_id: str) -> bool:
 
 
 def current(user_id: str) -> dict[str, object]:
-    """``{"period", "used", "quota", "remaining"}`` for this month."""
+    """``{"period", "used", "quota", "remaining", "cost_usd"}`` for this month.
+
+    ``cost_usd`` is what the month's stored images cost upstream (catalog prices,
+    Together's per-megapixel formula), rounded to 6 decimals.
+    """
     quota = get_settings().monthly_image_quota
     period = _month()
     try:
-        used = int(UsageModel.get(user_id, period).count or 0)
+        item = UsageModel.get(user_id, period)
+        used, cost = int(item.count or 0), float(item.cost_usd or 0)
     except UsageModel.DoesNotExist:
-        used = 0
-    return {"period": period, "used": used, "quota": quota, "remaining": max(0, quota - used)}
+        used, cost = 0, 0.0
+    return {
+        "period": period,
+        "used": used,
+        "quota": quota,
+        "remaining": max(0, quota - used),
+        "cost_usd": round(cost, 6),
+    }
