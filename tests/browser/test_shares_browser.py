@@ -26,8 +26,10 @@ def test_share_an_image_open_it_signed_out_then_revoke(open_page, shot, stack):
     expect(link_field).to_be_visible()
     url = link_field.input_value()
     assert "/s/" in url
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.web_url)
     dialog.get_by_role("button", name="Copy Share link").click()
-    expect(page.get_by_role("status").filter(has_text="copied")).to_have_count(1)
+    expect(page.get_by_role("status").filter(has_text="Link copied.")).to_have_count(1)
+    assert page.evaluate("navigator.clipboard.readText()") == url
     shot(page, "share-lightbox")
     page.keyboard.press("Escape")
 
