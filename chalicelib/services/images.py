@@ -344,7 +344,9 @@ def get_image(user_id: str, image_id: str) -> dict[str, Any]:
 
 def delete_image(user_id: str, image_id: str) -> None:
     """``DELETE /v1/images/{id}``: metadata first, then the objects (a leftover
-    object is an orphan the sweep removes; metadata never points at nothing).
+    object is an orphan the sweep removes; metadata never points at nothing), then the
+    image's share links, and its collection's links when it was the collection's last image
+    (a link whose image or collection is gone answers 404 in any case).
 
     Raises:
         NotFound: 404 when it does not exist or belongs to another user.
@@ -353,3 +355,8 @@ def delete_image(user_id: str, image_id: str) -> None:
     if not delete_image_item(user_id, image_id, item.collection, ImageModel.image_id.exists()):
         raise NotFound("image")
     objects.delete([item.s3_key, item.thumb_key])
+    from chalicelib.services import shares
+
+    shares.revoke_for_image(user_id, image_id)
+    if item.collection:
+        shares.revoke_for_collection_if_empty(user_id, item.collection)
