@@ -67,15 +67,31 @@ def test_model_defaults(model, steps, size):
     ("alias", "model"),
     [
         ("flux-schnell-free", SCHNELL_FREE),
-        ("FLUX-DEV", DEV),
+        ("flux-dev", DEV),
         ("schnell", "black-forest-labs/FLUX.1-schnell"),
         ("flux-pro", PRO),
-        ("Black-Forest-Labs/flux.1-dev", DEV),
     ],
 )
 def test_aliases_resolve_to_the_model_id(alias, model):
     assert parse(model=alias).model == model
     assert get_model(alias).id == model
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        # the document lists model, aspect_ratio and output_format as enums: exact spelling
+        ({"model": "FLUX-DEV"}, "model"),
+        ({"model": " dev"}, "model"),
+        ({"model": "Black-Forest-Labs/flux.1-dev"}, "model"),
+        ({"output_format": "PNG"}, "output_format"),
+        ({"aspect_ratio": "Square"}, "aspect_ratio"),
+    ],
+)
+def test_enums_take_the_documented_spelling_only(body, field):
+    with pytest.raises(ValidationError) as caught:
+        parse(**body)
+    assert caught.value.field == field
 
 
 def test_explicit_fields_are_kept():
@@ -88,7 +104,7 @@ def test_explicit_fields_are_kept():
         seed=7,
         negative_prompt="  blurry\r\nlow quality ",
         guidance_scale=7,
-        output_format="PNG",
+        output_format="png",
     )
     assert (p.width, p.height, p.steps, p.n, p.seed) == (1440, 256, 50, 4, 7)
     assert p.negative_prompt == "blurry\nlow quality"
@@ -158,8 +174,11 @@ def test_presets_are_valid_sizes_with_the_right_shape(spec):
     assert presets["9:16"] == presets["16:9"][::-1]
 
 
-def test_aspect_ratio_is_case_insensitive():
-    assert (parse(aspect_ratio="Portrait").width, parse(aspect_ratio="Portrait").height) == (576, 768)
+def test_integers_with_a_zero_fraction_are_integers():
+    # JSON Schema 2020-12: an "integer" is any number with a zero fractional part
+    p = parse(width=512.0, height=768, steps=4.0, n=2.0, seed=7.0)
+    assert (p.width, p.height, p.steps, p.n, p.seed) == (512, 768, 4, 2, 7)
+    assert all(isinstance(v, int) for v in (p.width, p.steps, p.n, p.seed))
 
 
 # -- errors name their field ----------------------------------------------------------------------
@@ -190,7 +209,7 @@ INVALID = [
     ({"width": 1456, "height": 512}, "width"),
     ({"width": 1000, "height": 512}, "width"),
     ({"width": "512", "height": 512}, "width"),
-    ({"width": 512.0, "height": 512}, "width"),
+    ({"width": 512.5, "height": 512}, "width"),
     ({"width": True, "height": 512}, "width"),
     ({"width": 512, "height": 1000}, "height"),
     ({"width": 512, "height": -512}, "height"),
@@ -198,7 +217,8 @@ INVALID = [
     ({"steps": 13}, "steps"),
     ({"steps": True}, "steps"),
     ({"steps": "4"}, "steps"),
-    ({"steps": 4.0}, "steps"),
+    ({"steps": 4.5}, "steps"),
+    ({"prompt": " " + "x" * 2000}, "prompt"),
     ({"model": "dev", "steps": 51}, "steps"),
     ({"model": "pro", "steps": 4}, "steps"),
     ({"n": 0}, "n"),

@@ -30,8 +30,8 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 import secrets
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -184,18 +184,21 @@ MODELS: tuple[ModelSpec, ...] = (
 DEFAULT_MODEL = MODELS[0].id
 _BY_NAME: dict[str, ModelSpec] = {}
 for _spec in MODELS:
-    _BY_NAME[_spec.id.lower()] = _spec
+    _BY_NAME[_spec.id] = _spec
     for _alias in _spec.aliases:
-        _BY_NAME[_alias.lower()] = _spec
+        _BY_NAME[_alias] = _spec
+
+#: Every name a request may give as ``model``: the ids, then the aliases (exact spelling).
+MODEL_NAMES: tuple[str, ...] = tuple(_BY_NAME)
 
 
 def get_model(name: str) -> ModelSpec:
-    """The spec for a model id or alias (case-insensitive).
+    """The spec for a model id or alias, spelled exactly as in :data:`MODEL_NAMES`.
 
     Raises:
         ValidationError: unknown model (field ``model``).
     """
-    spec = _BY_NAME.get(name.strip().lower()) if isinstance(name, str) else None
+    spec = _BY_NAME.get(name) if isinstance(name, str) else None
     if spec is None:
         known = ", ".join(m.id for m in MODELS)
         raise ValidationError(f"unknown model; choose one of: {known}", field="model")
@@ -244,8 +247,26 @@ def _fail(field: str, message: str) -> ValidationError:
     return ValidationError(message, field=field)
 
 
+#: Characters a text field may not hold: the C0/C1 control characters (Unicode category Cc)
+#: except TAB, LF and CR. Shared with the OpenAPI document's ``pattern`` (ECMA-262 syntax).
+FORBIDDEN_CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+#: What Python's ``str.strip()`` removes, besides control characters: Unicode White_Space.
+_BLANKS = r"\x20\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+#: A text field: no forbidden control character (the document's ``pattern``).
+TEXT_PATTERN = f"^[^{FORBIDDEN_CONTROLS}]*$"
+#: A required text field: as :data:`TEXT_PATTERN`, with at least one visible character.
+REQUIRED_TEXT_PATTERN = rf"^[^{FORBIDDEN_CONTROLS}]*[^\x00-\x1f\x7f-\x9f{_BLANKS}][^{FORBIDDEN_CONTROLS}]*$"
+_FORBIDDEN_RE = re.compile(f"[{FORBIDDEN_CONTROLS}]")
+
+
 def _text(body: Mapping[str, Any], field: str, limit: int, *, required: bool) -> str | None:
-    """A trimmed text field; CRLF/CR become LF; no control characters but LF and TAB."""
+    """A text field as sent: at most ``limit`` characters (code points, before any
+    trimming, as JSON Schema's ``maxLength`` counts them), no control characters but
+    TAB, LF and CR; a required one needs a character that is not white space.
+
+    Returns the value trimmed, with CRLF/CR turned into LF (None for an optional field
+    that is blank).
+    """
     value = body.get(field)
     if value is None:
         if required:
@@ -253,29 +274,46 @@ def _text(body: Mapping[str, Any], field: str, limit: int, *, required: bool) ->
         return None
     if not isinstance(value, str):
         raise _fail(field, f"{field} must be a string")
+    if len(value) > limit:
+        raise _fail(field, f"{field} must be at most {limit} characters (got {len(value)})")
+    found = _FORBIDDEN_RE.search(value)
+    if found:
+        raise _fail(field, f"{field} must not contain control characters (found U+{ord(found.group()):04X})")
     value = value.replace("\r\n", "\n").replace("\r", "\n").strip()
     if not value:
         if required:
             raise _fail(field, f"{field} must not be empty")
         return None
-    if len(value) > limit:
-        raise _fail(field, f"{field} must be at most {limit} characters (got {len(value)})")
-    for ch in value:
-        if ch not in "\n\t" and unicodedata.category(ch) == "Cc":
-            raise _fail(field, f"{field} must not contain control characters (found U+{ord(ch):04X})")
     return value
 
 
 def _int(body: Mapping[str, Any], field: str, lo: int, hi: int) -> int | None:
-    """An integer field in ``lo..hi``; booleans and floats are not integers."""
+    """An integer field in ``lo..hi``. As in JSON Schema, a number with a zero fractional
+    part (``4.0``) is an integer; booleans are not."""
     value = body.get(field)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
+    value = as_integer(value)
+    if value is None:
         raise _fail(field, f"{field} must be an integer")
     if not lo <= value <= hi:
         raise _fail(field, f"{field} must be between {lo} and {hi} (got {value})")
     return value
+
+
+def as_integer(value: Any) -> int | None:
+    """``value`` as an int when JSON Schema calls it an integer (``3`` or ``3.0``), else None.
+
+    Source: JSON Schema 2020-12 validation, section 6.1.1 ("integer" is any number with a
+    zero fractional part).
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _size(body: Mapping[str, Any], field: str) -> int | None:
@@ -303,9 +341,9 @@ def _dimensions(body: Mapping[str, Any], spec: ModelSpec) -> tuple[int, int]:
     if aspect is not None:
         if width is not None or height is not None:
             raise _fail("aspect_ratio", "send aspect_ratio or width and height, not both")
-        if not isinstance(aspect, str) or aspect.strip().lower() not in spec.presets:
+        if not isinstance(aspect, str) or aspect not in spec.presets:
             raise _fail("aspect_ratio", f"aspect_ratio must be one of: {', '.join(ASPECT_RATIOS)}")
-        return spec.presets[aspect.strip().lower()]
+        return spec.presets[aspect]
     if width is None and height is None:
         return spec.default_size
     if width is None:
@@ -323,7 +361,8 @@ def parse_generation_params(body: Mapping[str, Any], *, allow_n: bool = True) ->
             ``prompt`` str, ``model`` id or alias, ``aspect_ratio`` one of
             :data:`ASPECT_RATIOS` *or* ``width`` + ``height`` (pixels), ``steps`` int,
             ``seed`` int, ``negative_prompt`` str, ``guidance_scale`` number, ``n`` int,
-            ``output_format`` "jpeg" | "png". A JSON ``null`` counts as absent.
+            ``output_format`` "jpeg" | "png". ``None`` counts as absent (routes refuse JSON ``null``
+            first, see :func:`chalicelib.jsonbody.reject_nulls`).
             Unknown fields are ignored here; routes reject them using
             :data:`GENERATION_FIELDS`.
         allow_n: when False (e.g. a single-image route), ``n`` other than 1 is an error.
@@ -351,10 +390,8 @@ def parse_generation_params(body: Mapping[str, Any], *, allow_n: bool = True) ->
     negative = _text(body, "negative_prompt", MAX_NEGATIVE_PROMPT_CHARS, required=False)
     guidance = _guidance(body)
     fmt = body.get("output_format")
-    if fmt is not None:
-        if not isinstance(fmt, str) or fmt.strip().lower() not in OUTPUT_FORMATS:
-            raise _fail("output_format", "output_format must be 'jpeg' or 'png'")
-        fmt = fmt.strip().lower()
+    if fmt is not None and (not isinstance(fmt, str) or fmt not in OUTPUT_FORMATS):
+        raise _fail("output_format", "output_format must be 'jpeg' or 'png'")
     return GenerationParams(
         prompt=prompt,
         model=spec.id,

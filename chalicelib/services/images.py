@@ -28,15 +28,18 @@ from chalicelib import observability
 from chalicelib.db import ImageModel, PromptHistoryModel, utcnow
 from chalicelib.errors import ApiError, NotFound, ValidationError
 from chalicelib.flux.catalog import GENERATION_FIELDS, GenerationParams, parse_generation_params
+from chalicelib.jsonbody import reject_nulls
 from chalicelib.services import usage
-from chalicelib.services.pagination import decode_cursor, encode_cursor, parse_limit
+from chalicelib.services.pagination import ULID_PATTERN, decode_cursor, encode_cursor, matches, parse_limit
 from chalicelib.settings import get_settings
 from chalicelib.storage import imaging, objects
 
 logger = logging.getLogger("promptcanvas.images")
 
-COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}$")
-ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+#: A collection name (the document's ``pattern``): 1-64 characters, letters, digits, space,
+#: ``_ . -``; it starts and ends with a letter, digit, ``_``, ``.`` or ``-`` (no outer spaces).
+COLLECTION_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9 _.\-]{0,62}[A-Za-z0-9_.\-])?$"
+ULID_RE = re.compile(ULID_PATTERN.removesuffix("$") + r"\Z")
 CREATE_FIELDS = GENERATION_FIELDS | {"collection"}
 RECENT_PROMPTS = 20
 
@@ -49,18 +52,21 @@ def check_unknown_fields(body: Mapping[str, Any], allowed: frozenset[str] | set[
 
 
 def parse_collection(value: Any, field: str = "collection") -> str | None:
-    """A collection name: 1-64 characters, letters, digits, space, ``_ . -``.
+    """A collection name (None stays None) matching :data:`COLLECTION_PATTERN`: 1-64
+    characters, letters, digits, space, ``_ . -``, no leading or trailing space.
 
     Raises:
         ValidationError: 400 naming ``field``.
     """
     if value is None:
         return None
-    if not isinstance(value, str) or not COLLECTION_RE.match(value.strip()):
+    if not isinstance(value, str) or not matches(COLLECTION_PATTERN, value):
         raise ValidationError(
-            "collection must be 1-64 characters: letters, digits, space, '_', '.', '-'", field=field
+            "collection must be 1-64 characters: letters, digits, space, '_', '.', '-',"
+            " with no leading or trailing space",
+            field=field,
         )
-    return value.strip()
+    return value
 
 
 def image_json(item: ImageModel) -> dict[str, Any]:
@@ -208,6 +214,7 @@ def generate(user_id: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], flo
     from chalicelib.flux.client import get_flux_client
 
     check_unknown_fields(body, CREATE_FIELDS)
+    reject_nulls(body)
     collection = parse_collection(body.get("collection"))
     params = parse_generation_params(body)
     usage.hit_rate_limit(user_id)
@@ -278,17 +285,21 @@ def list_images(user_id: str, query: Mapping[str, str]) -> dict[str, Any]:
         ``{"images": [...], "next_cursor": str | None}``.
     """
     limit = parse_limit(query.get("limit"))
-    collection = parse_collection(query.get("collection")) if query.get("collection") else None
+    collection = parse_collection(query.get("collection"))
     if collection:
-        start = decode_cursor(query.get("cursor"), user_id, user_attr="user_collection")
+        partition = {"user_collection": f"{user_id}#{collection}", "user_id": user_id}
+        start = decode_cursor(query.get("cursor"), partition, "image_id")
         result = ImageModel.by_collection.query(
-            f"{user_id}#{collection}", scan_index_forward=False, limit=limit, last_evaluated_key=start
+            partition["user_collection"], scan_index_forward=False, limit=limit, last_evaluated_key=start
         )
     else:
-        start = decode_cursor(query.get("cursor"), user_id)
+        start = decode_cursor(query.get("cursor"), {"user_id": user_id}, "image_id")
         result = ImageModel.query(user_id, scan_index_forward=False, limit=limit, last_evaluated_key=start)
     items = list(result)
-    return {"images": [image_json(i) for i in items], "next_cursor": encode_cursor(result.last_evaluated_key)}
+    return {
+        "images": [image_json(i) for i in items],
+        "next_cursor": encode_cursor(result.last_evaluated_key, "image_id"),
+    }
 
 
 def get_owned(user_id: str, image_id: str) -> ImageModel:
