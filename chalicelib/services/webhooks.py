@@ -57,8 +57,9 @@ SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 24
 MAX_URL_CHARS = 2048
 #: A webhook URL's shape (the document's ``pattern``): http(s), a host with no credentials,
-#: no white space. Whether it may receive webhooks is decided by :func:`check_url`.
-URL_PATTERN = r"^https?://[^\s/?#@]+(?:[/?#]\S*)?$"
+#: no ASCII space or control character (explicit classes: ``\s`` differs between regex
+#: dialects). Whether it may receive webhooks is decided by :func:`check_url`.
+URL_PATTERN = r"^https?://[^\x00-\x20\x7f/?#@]+(?:[/?#][^\x00-\x20\x7f]*)?$"
 TIMESTAMP_TOLERANCE_S = 300  # Standard Webhooks: reject timestamps more than 5 minutes off
 #: Seconds to wait before attempt k+1 after attempt k failed (k = 1, 2, ...); the last value repeats.
 BACKOFF_SCHEDULE_S = (30, 120, 600, 1800, 3600, 7200, 14400)
