@@ -45,6 +45,9 @@ MAX_PROMPT_CHARS = 2000
 MAX_NEGATIVE_PROMPT_CHARS = 2000
 MIN_GUIDANCE = 0.0
 MAX_GUIDANCE = 20.0
+#: Decimal places ``guidance_scale`` is kept to: DynamoDB numbers stop at magnitudes of 1e-130
+#: (a subnormal float would fail the metadata write), and no model tells 1e-6 apart.
+GUIDANCE_DECIMALS = 6
 MAX_SEED = 2**32 - 1
 MIN_N = 1
 MAX_N = 4
@@ -218,7 +221,7 @@ class GenerationParams:
         seed: 0..2**32-1; drawn at random when the client sent none. Image ``i``
             of ``n`` uses ``seed + i`` (mod 2**32), see :func:`seed_for`.
         negative_prompt: trimmed text or None.
-        guidance_scale: 0..20 or None (upstream default).
+        guidance_scale: 0..20, rounded to 6 decimal places, or None (upstream default).
         output_format: "jpeg" or "png".
     """
 
@@ -324,6 +327,7 @@ def _size(body: Mapping[str, Any], field: str) -> int | None:
 
 
 def _guidance(body: Mapping[str, Any]) -> float | None:
+    """``guidance_scale`` in ``MIN_GUIDANCE..MAX_GUIDANCE``, rounded to ``GUIDANCE_DECIMALS`` places."""
     value = body.get("guidance_scale")
     if value is None:
         return None
@@ -331,7 +335,7 @@ def _guidance(body: Mapping[str, Any]) -> float | None:
         raise _fail("guidance_scale", "guidance_scale must be a number")
     if not MIN_GUIDANCE <= value <= MAX_GUIDANCE:
         raise _fail("guidance_scale", f"guidance_scale must be between {MIN_GUIDANCE:g} and {MAX_GUIDANCE:g}")
-    return float(value)
+    return round(float(value), GUIDANCE_DECIMALS)
 
 
 def _dimensions(body: Mapping[str, Any], spec: ModelSpec) -> tuple[int, int]:
