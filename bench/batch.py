@@ -51,9 +51,12 @@ def run_job(info: dict, mint, n: int, progress, task) -> dict[str, Any]:
 
     prompts = first(n)
     started = time.monotonic()
-    reply = requests.post(api + "/v1/jobs", json={"prompts": prompts, "collection": "bench",
-                                                  "width": 512, "height": 512},
-                          headers=headers(), timeout=120)
+    reply = requests.post(
+        api + "/v1/jobs",
+        json={"prompts": prompts, "collection": "bench", "width": 512, "height": 512},
+        headers=headers(),
+        timeout=120,
+    )
     if reply.status_code != 202:
         raise RuntimeError(f"POST /v1/jobs answered {reply.status_code}: {reply.text[:300]}")
     job_id = reply.json()["job_id"]
@@ -84,13 +87,19 @@ def audit(info: dict, user: str, job_id: str) -> dict[str, int]:
     duplicated = sum(count - 1 for count in per_item.values() if count > 1)
     s3 = boto3.client("s3")
     keys: set[str] = set()
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=get_settings().images_bucket,
-                                                             Prefix=f"users/{user}/images/"):
+    for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=get_settings().images_bucket, Prefix=f"users/{user}/images/"
+    ):
         keys.update(o["Key"] for o in page.get("Contents", []))
     known = {i.s3_key for i in images} | {i.thumb_key for i in images}
     orphans = len(keys - known)
-    return {"items": len(items), "succeeded": len(succeeded), "failed": sum(1 for it in items if it.status == "failed"),
-            "lost": lost, "duplicated": duplicated + orphans}
+    return {
+        "items": len(items),
+        "succeeded": len(succeeded),
+        "failed": sum(1 for it in items if it.status == "failed"),
+        "lost": lost,
+        "duplicated": duplicated + orphans,
+    }
 
 
 def naive_client(flux_base: str, keys: list[str], n: int, rate: int, scale: float, progress, task) -> dict:
@@ -101,10 +110,19 @@ def naive_client(flux_base: str, keys: list[str], n: int, rate: int, scale: floa
     for i, prompt in enumerate(first(n)):
         key = keys[i % len(keys)]
         while True:
-            reply = session.post(flux_base.rstrip("/") + "/images/generations", timeout=60,
-                                 headers={"Authorization": f"Bearer {key}"},
-                                 json={"model": "black-forest-labs/FLUX.1-schnell-Free", "prompt": prompt,
-                                       "width": 512, "height": 512, "steps": 4, "response_format": "base64"})
+            reply = session.post(
+                flux_base.rstrip("/") + "/images/generations",
+                timeout=60,
+                headers={"Authorization": f"Bearer {key}"},
+                json={
+                    "model": "black-forest-labs/FLUX.1-schnell",
+                    "prompt": prompt,
+                    "width": 512,
+                    "height": 512,
+                    "steps": 4,
+                    "response_format": "base64",
+                },
+            )
             time.sleep(delay)
             if reply.status_code == 429:
                 rate_limited += 1
@@ -113,8 +131,13 @@ def naive_client(flux_base: str, keys: list[str], n: int, rate: int, scale: floa
         made += reply.status_code == 200
         progress.update(task, completed=i + 1)
     wall = time.monotonic() - started
-    return {"images": made, "wall_s": round(wall, 2), "images_per_s": round(made / wall, 3),
-            "rate_limited": rate_limited, "delay_s": round(delay, 4)}
+    return {
+        "images": made,
+        "wall_s": round(wall, 2),
+        "images_per_s": round(made / wall, 3),
+        "rate_limited": rate_limited,
+        "delay_s": round(delay, 4),
+    }
 
 
 ZIP_PROBE = """
@@ -138,8 +161,9 @@ print(json.dumps({"peak_bytes": peak, "images": count, "zip_bytes": size,
 
 def zip_peak_memory(user: str, job_id: str, env: dict[str, str]) -> dict[str, Any]:
     """Build the job's ZIP with the production builder in a fresh process; its traced peak memory."""
-    proc = subprocess.run([sys.executable, "-c", ZIP_PROBE, user, job_id], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", ZIP_PROBE, user, job_id], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
     import json
@@ -156,8 +180,11 @@ def run(info: dict, mint, progress, console) -> dict[str, Any]:
     admin = _admin(info["flux_base_url"])
     keys = requests.get(admin + "/admin/config", timeout=5).json()["keys"]
     assert len(keys) == 4, keys
-    requests.post(admin + "/admin/reset", json={"rate_limit_per_minute": rate, "time_scale": scale,
-                                                "latency_ms": latency_ms}, timeout=5).raise_for_status()
+    requests.post(
+        admin + "/admin/reset",
+        json={"rate_limit_per_minute": rate, "time_scale": scale, "latency_ms": latency_ms},
+        timeout=5,
+    ).raise_for_status()
     bound_s = n / (len(keys) * rate) * 60 / scale
 
     task = progress.add_task(f"batch job of {n} PartiPrompts", total=n)
@@ -165,25 +192,39 @@ def run(info: dict, mint, progress, console) -> dict[str, Any]:
     stats = requests.get(admin + "/admin/stats", timeout=5).json()
     counts = audit(info, ours["user"], ours["job_id"])
 
-    requests.post(admin + "/admin/reset", json={"rate_limit_per_minute": rate, "time_scale": scale,
-                                                "latency_ms": latency_ms}, timeout=5).raise_for_status()
+    requests.post(
+        admin + "/admin/reset",
+        json={"rate_limit_per_minute": rate, "time_scale": scale, "latency_ms": latency_ms},
+        timeout=5,
+    ).raise_for_status()
     task = progress.add_task(f"naive sequential client, {naive_n} prompts", total=naive_n)
     naive = naive_client(info["flux_base_url"], keys, naive_n, rate, scale, progress, task)
 
     task = progress.add_task("ZIP of the job's images", total=None)
-    zip_result = zip_peak_memory(ours["user"], ours["job_id"], {**os.environ,
-                                                                 "AWS_ENDPOINT_URL": info["aws_endpoint_url"]})
+    zip_result = zip_peak_memory(
+        ours["user"], ours["job_id"], {**os.environ, "AWS_ENDPOINT_URL": info["aws_endpoint_url"]}
+    )
     progress.update(task, total=1, completed=1)
 
     ours_rate = counts["succeeded"] / ours["wall_s"]
     result = {
         "batch": {
-            "images": n, "keys": len(keys), "rate_per_key_per_min": rate, "time_scale": scale,
-            "emulator_latency_ms": latency_ms, "bound_s": round(bound_s, 2), "wall_s": round(ours["wall_s"], 2),
-            "bound_ratio": round(bound_s / ours["wall_s"], 3), "images_per_s": round(ours_rate, 3),
-            "succeeded": counts["succeeded"], "failed": counts["failed"], "lost": counts["lost"],
-            "duplicated": counts["duplicated"], "upstream_429s": stats["by_status"].get("429", 0),
-            "upstream_requests": stats["requests"], "status": ours["job"]["status"],
+            "images": n,
+            "keys": len(keys),
+            "rate_per_key_per_min": rate,
+            "time_scale": scale,
+            "emulator_latency_ms": latency_ms,
+            "bound_s": round(bound_s, 2),
+            "wall_s": round(ours["wall_s"], 2),
+            "bound_ratio": round(bound_s / ours["wall_s"], 3),
+            "images_per_s": round(ours_rate, 3),
+            "succeeded": counts["succeeded"],
+            "failed": counts["failed"],
+            "lost": counts["lost"],
+            "duplicated": counts["duplicated"],
+            "upstream_429s": stats["by_status"].get("429", 0),
+            "upstream_requests": stats["requests"],
+            "status": ours["job"]["status"],
         },
         "naive_client": {**naive, "prompts": naive_n},
         "speedup_vs_naive": round(ours_rate / naive["images_per_s"], 2) if naive["images_per_s"] else None,
@@ -191,8 +232,7 @@ def run(info: dict, mint, progress, console) -> dict[str, Any]:
     }
     b = result["batch"]
     rows = [
-        (f"batch: {n} images, 4 keys × {rate}/min (time ×{scale:g})",
-         f"{b['wall_s']} s vs bound {b['bound_s']} s"),
+        (f"batch: {n} images, 4 keys × {rate}/min (time ×{scale:g})", f"{b['wall_s']} s vs bound {b['bound_s']} s"),
         ("  ratio to the rate-limit bound (goal ≥ 0.95)", f"{b['bound_ratio']}"),
         ("  succeeded / failed", f"{b['succeeded']} / {b['failed']}"),
         ("  images lost / duplicated", f"{b['lost']} / {b['duplicated']}"),
@@ -203,8 +243,12 @@ def run(info: dict, mint, progress, console) -> dict[str, Any]:
     if zip_result and "peak_bytes" in zip_result:
         peak_mib = zip_result["peak_bytes"] / 1048576
         zip_mib = zip_result.get("zip_bytes", 0) / 1048576
-        rows.append((f"ZIP of {zip_result.get('images', '?')} images: peak memory",
-                     f"{peak_mib:.1f} MiB (zip {zip_mib:.1f} MiB)"))
+        rows.append(
+            (
+                f"ZIP of {zip_result.get('images', '?')} images: peak memory",
+                f"{peak_mib:.1f} MiB (zip {zip_mib:.1f} MiB)",
+            )
+        )
     elif zip_result:
         rows.append(("ZIP peak memory", str(zip_result.get("error"))))
     result["table_rows"] = rows

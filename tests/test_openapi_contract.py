@@ -26,7 +26,20 @@ import jsonschema
 import pytest
 import requests
 
-from chalicelib.flux import catalog
+from chalicelib.errors import ValidationError
+from chalicelib.flux.catalog import (
+    MAX_GUIDANCE,
+    MAX_N,
+    MIN_GUIDANCE,
+    OUTPUT_FORMATS,
+    REQUIRED_TEXT_PATTERN,
+    TEXT_PARAMETERS,
+    TEXT_PATTERN,
+    aspect_ratios,
+    catalog,
+    model_names,
+    parse_generation_params,
+)
 from chalicelib.services.images import COLLECTION_PATTERN
 from chalicelib.services.pagination import ITEM_ID_PATTERN, ULID_PATTERN
 from chalicelib.services.webhooks import URL_PATTERN
@@ -34,7 +47,7 @@ from tests import openapi_check
 from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTI = Path("/work/shared/data/parti_prompts.tsv")
+PARTI = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "parti_prompts.tsv"
 SERVICE_VARS = (
     "AWS_ENDPOINT_URL",
     "TOGETHER_BASE_URL",
@@ -152,15 +165,13 @@ def test_the_document_carries_the_codes_patterns_and_enums():
     generate = schemas["GenerateRequest"]["properties"]
     assert schemas["CollectionName"]["pattern"] == COLLECTION_PATTERN
     assert schemas["Ulid"]["pattern"] == ULID_PATTERN
-    assert generate["prompt"]["pattern"] == catalog.REQUIRED_TEXT_PATTERN
-    assert generate["negative_prompt"]["pattern"] == catalog.TEXT_PATTERN
-    assert generate["model"]["enum"] == list(catalog.MODEL_NAMES)
-    assert generate["aspect_ratio"]["enum"] == list(catalog.ASPECT_RATIOS)
-    assert generate["output_format"]["enum"] == list(catalog.OUTPUT_FORMATS)
-    assert (generate["guidance_scale"]["minimum"], generate["guidance_scale"]["maximum"]) == (
-        catalog.MIN_GUIDANCE,
-        catalog.MAX_GUIDANCE,
-    )
+    assert generate["prompt"]["pattern"] == REQUIRED_TEXT_PATTERN
+    assert generate["negative_prompt"]["pattern"] == TEXT_PATTERN
+    assert generate["model"]["enum"] == list(model_names())
+    assert generate["aspect_ratio"]["enum"] == list(aspect_ratios())
+    assert generate["output_format"]["enum"] == list(OUTPUT_FORMATS)
+    assert (generate["guidance"]["minimum"], generate["guidance"]["maximum"]) == (MIN_GUIDANCE, MAX_GUIDANCE)
+    assert "guidance_scale" not in generate  # no current model takes it: 400 unsupported-parameter
     assert schemas["JobRequest"]["properties"]["webhook_url"]["pattern"] == URL_PATTERN
 
     def rules(props: dict[str, Any]) -> dict[str, Any]:
@@ -177,15 +188,56 @@ def test_the_document_carries_the_codes_patterns_and_enums():
     assert next(p for p in items if p["name"] == "cursor")["schema"]["pattern"] == ITEM_ID_PATTERN
 
 
-@pytest.mark.parametrize("spec", catalog.MODELS, ids=lambda m: m.id)
-def test_the_documented_steps_range_is_each_models(spec):
-    for name in (n for n in catalog.MODEL_NAMES if catalog.get_model(n) is spec):
-        for steps in range(0, 52):
-            allowed = spec.min_steps <= steps <= spec.max_steps
-            assert _valid("GenerateRequest", {"prompt": "a fox", "model": name, "steps": steps}) == allowed, steps
-    default = catalog.get_model(catalog.DEFAULT_MODEL)
-    assert _valid("GenerateRequest", {"prompt": "a fox", "steps": default.max_steps})
-    assert not _valid("GenerateRequest", {"prompt": "a fox", "steps": default.max_steps + 1})
+#: One value per optional parameter, valid for the models that take it.
+PARAMETER_VALUES = {
+    "aspect_ratio": "16:9",
+    "steps": 1,
+    "negative_prompt": "blurry",
+    "guidance": 3.5,
+    "prompt_upsampling": True,
+    "output_format": "png",
+}
+#: Every ``model`` a request might name: absent, each id and alias, retired names, other spellings.
+MODEL_CHOICES = [
+    None,
+    *(name for spec in catalog().models for name in (spec.id, *spec.aliases)),
+    "FLUX-2-DEV",
+    "black-forest-labs/FLUX.1-schnell ",
+    "stabilityai/stable-diffusion-xl",
+]
+
+
+def _code_accepts(body: dict[str, Any]) -> bool:
+    try:
+        parse_generation_params(body)
+    except ValidationError:
+        return False
+    return True
+
+
+def _bodies(model: str | None) -> Iterator[dict[str, Any]]:
+    base = {"prompt": "a fox"} if model is None else {"prompt": "a fox", "model": model}
+    yield base
+    for name, value in PARAMETER_VALUES.items():
+        yield {**base, name: value}
+    for steps in (0, 1, 4, 12, 13, 28, 50, 51):
+        yield {**base, "steps": steps}
+    for size in (256, 1440, 1456, 1920, 1936):
+        yield {**base, "width": size, "height": 512}
+    yield {**base, "guidance_scale": 3.5}
+
+
+@pytest.mark.parametrize("model", MODEL_CHOICES, ids=repr)
+def test_the_document_states_each_models_rules(model):
+    # the per-model rules of models.json: parameters taken, steps and size ranges, retired names
+    for body in _bodies(model):
+        assert _valid("GenerateRequest", body) == _code_accepts(body), body
+        job = {k: v for k, v in body.items() if k != "prompt"} | {"prompts": ["a fox"]}
+        assert _valid("JobRequest", job) == _code_accepts(body), job
+
+
+def test_every_optional_parameter_is_checked_per_model():
+    assert set(PARAMETER_VALUES) | {"width", "height"} == set(TEXT_PARAMETERS)
 
 
 # --- the API answers as the document says ------------------------------------------------------------
@@ -297,8 +349,10 @@ JOB_BODIES = [
     ({"prompts": ["a"], "n": 2.0, "steps": 4.0}, True),
     ({"prompts": ["a"], "aspect_ratio": "square", "width": 256}, False),
     ({"prompts": ["a"], "width": 256}, False),
-    ({"prompts": ["a"], "model": "FLUX-DEV"}, False),
-    ({"prompts": ["a"], "model": "flux-dev", "steps": 50}, True),
+    ({"prompts": ["a"], "model": "FLUX-2-DEV"}, False),
+    ({"prompts": ["a"], "model": "flux-2-dev", "steps": 50}, True),
+    ({"prompts": ["a"], "model": "flux-1.1-pro", "steps": 28}, False),
+    ({"prompts": ["a"], "model": "flux-schnell-free"}, False),
     ({"prompts": ["a"], "steps": 13}, False),
     ({"prompts": ["a"], "name": None}, False),
     ({"prompts": ["a"], "name": "   "}, True),
@@ -315,7 +369,7 @@ def test_job_bodies_are_what_the_one_of_and_rules_say(api, body, allowed):
 
 
 def test_the_document_caps_a_job_at_500_images():
-    for n in range(1, catalog.MAX_N + 1):
+    for n in range(1, MAX_N + 1):
         most = 500 // n
         assert _valid("JobRequest", {"prompt": "a", "count": most, "n": n})
         assert not _valid("JobRequest", {"prompt": "a", "count": most + 1, "n": n})
@@ -364,12 +418,13 @@ def test_limit_is_an_integer_in_range(api, limit, allowed):
     _agrees(api.get(f"/v1/images?limit={quote(limit)}", user="limits"), allowed, limit)
 
 
-def test_a_subnormal_guidance_scale_is_stored(api):
+def test_a_subnormal_guidance_is_stored(api):
     # 2.2e-309 is a number in 0-20; DynamoDB numbers stop at 1e-130, so it is kept as 0.0
-    body = {"prompt": parti(1)[0], "model": "flux-dev", "guidance_scale": 2.225073858507203e-309, **SMALL}
+    body = {"prompt": parti(1)[0], "model": "flux-2-dev", "guidance": 2.225073858507203e-309, **SMALL}
+    assert _valid("GenerateRequest", body)
     reply = api.post("/v1/images", user="tiny", json_body=body)
     assert reply.status == 201, reply.body
-    assert reply.json["images"][0]["guidance_scale"] == 0.0
+    assert reply.json["images"][0]["guidance"] == 0.0
 
 
 def test_unpaired_surrogates_and_nulls_are_refused(api):

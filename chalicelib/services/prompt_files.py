@@ -3,7 +3,8 @@
 ``POST /v1/jobs`` with ``multipart/form-data`` (RFC 7578) takes one file part named
 ``file`` and optional text fields: the generation parameters of ``/v1/images``
 (``model``, ``width``, ``height``, ``aspect_ratio``, ``steps``, ``seed``, ``n``,
-``negative_prompt``, ``guidance_scale``, ``output_format``), ``name``,
+``negative_prompt``, ``guidance``, ``prompt_upsampling``, ``output_format``; each
+only for the models that take it), ``name``,
 ``collection``, ``webhook_url``, and ``offset`` / ``limit`` to take a slice of a
 file that holds more prompts than a job may (e.g. all of PartiPrompts).
 
@@ -38,7 +39,10 @@ from chalicelib.flux.catalog import GENERATION_FIELDS, as_integer
 FILE_FIELD = "file"
 MAX_PARTS = 40
 INT_FIELDS = frozenset({"width", "height", "steps", "seed", "n", "offset", "limit"})
-FLOAT_FIELDS = frozenset({"guidance_scale"})
+FLOAT_FIELDS = frozenset({"guidance", "guidance_scale"})
+BOOL_FIELDS = frozenset({"prompt_upsampling"})
+#: A boolean form field is a JSON literal, as the document's ``boolean`` type says.
+BOOL_VALUES = {"true": True, "false": False}
 FORM_FIELDS: frozenset[str] = (GENERATION_FIELDS - {"prompt"}) | {
     "name",
     "collection",
@@ -133,11 +137,15 @@ def parse_multipart(content_type: str, body: bytes) -> list[Part]:
 def _typed(name: str, raw: bytes) -> Any:
     """A form field's value: UTF-8 text as sent; for a number field a JSON number
     (RFC 8259 grammar; an integer field takes one with a zero fractional part, as JSON
-    Schema does)."""
+    Schema does); for a boolean field the JSON literal ``true`` or ``false``."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise _bad(f"{name} must be UTF-8 text", field=name) from None
+    if name in BOOL_FIELDS:
+        if text not in BOOL_VALUES:
+            raise _bad(f"{name} must be true or false", field=name)
+        return BOOL_VALUES[text]
     if name not in INT_FIELDS and name not in FLOAT_FIELDS:
         return text
     number = json.loads(text) if JSON_NUMBER_RE.fullmatch(text) else None
