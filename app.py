@@ -17,6 +17,8 @@ from chalicelib.services import (
     jobs,
     meta,
     stuck,
+    upload_worker,
+    uploads,
     usage,
     webhook_queue,
     webhook_secrets,
@@ -113,15 +115,17 @@ observability.configure(app)
 
 @app.schedule(Rate(1, unit=Rate.HOURS))
 def cleanup_retention(event):
-    """Hourly: images older than IMAGE_RETENTION_DAYS lose metadata and objects."""
-    from chalicelib.services import cleanup
+    """Hourly: images and uploads older than IMAGE_RETENTION_DAYS lose metadata and objects."""
+    from chalicelib.services import cleanup, upload_cleanup
 
-    return cleanup.sweep_retention(budget_s=cleanup.time_budget(event.context)).as_dict()
+    images_report = cleanup.sweep_retention(budget_s=cleanup.time_budget(event.context)).as_dict()
+    uploads_report = upload_cleanup.sweep_upload_retention(budget_s=cleanup.time_budget(event.context)).as_dict()
+    return [images_report, uploads_report]
 
 
 @app.schedule(Rate(1, unit=Rate.DAYS))
 def cleanup_orphans(event):
-    """Daily: objects under users/ older than 1 h without metadata, and metadata without its object."""
+    """Daily: objects older than 1 h without metadata, metadata without its object, stale pending uploads."""
     from chalicelib.services import cleanup
 
     reports = cleanup.sweep_orphans(budget_s=cleanup.time_budget(event.context))
@@ -256,3 +260,43 @@ def sweep_stuck_jobs(event):
     if getattr(event, "context", None) is not None:
         budget = min(budget, event.context.get_remaining_time_in_millis() / 1000 - 5)
     return stuck.sweep(budget_s=max(1.0, budget))
+
+
+# --- uploads (images in) ---
+# The client POSTs the file straight to S3 (a presigned POST); S3 notifies the uploads
+# queue and its worker verifies the object (chalicelib.services.upload_worker).
+
+
+@api.route("/v1/uploads", methods=["POST"])
+def create_upload(ctx: RequestContext):
+    """Announce an image or ZIP upload; answers the presigned POST to send it to S3."""
+    return 201, uploads.create(ctx.principal.user_id, ctx.json())
+
+
+@api.route("/v1/uploads", methods=["GET"])
+def list_uploads(ctx: RequestContext):
+    """The caller's uploads, newest first (?collection=&limit=&cursor=)."""
+    return uploads.list_uploads(ctx.principal.user_id, ctx.query)
+
+
+@api.route("/v1/uploads/{upload_id}", methods=["GET"])
+def get_upload(ctx: RequestContext):
+    """One upload: status, size, URLs once verified, the reason when rejected, a ZIP's files."""
+    return uploads.get_upload(ctx.principal.user_id, ctx.params["upload_id"])
+
+
+@api.route("/v1/uploads/{upload_id}", methods=["DELETE"])
+def delete_upload(ctx: RequestContext):
+    """Delete one of the caller's uploads (item, quota bytes, objects)."""
+    uploads.delete_upload(ctx.principal.user_id, ctx.params["upload_id"])
+    return 204, None
+
+
+@app.on_sqs_message(
+    queue=get_settings().uploads_queue_name,
+    batch_size=get_settings().uploads_batch_size,
+    maximum_concurrency=get_settings().uploads_max_concurrency,
+)
+def process_uploads_queue(event):
+    """The uploads-queue worker: S3 ObjectCreated events → verified uploads (partial batch response)."""
+    return upload_worker.handle_event(event.to_dict(), event.context)

@@ -116,9 +116,12 @@ def test_images_bucket(tpl: dict[str, Any]) -> None:
     assert props["PublicAccessBlockConfiguration"] == PUBLIC_ACCESS_BLOCKED
     assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
     assert resolve(props["BucketName"], "prod").startswith(names.images_bucket_prefix("prod"))
-    (rule,) = props["CorsConfiguration"]["CorsRules"]
-    assert set(rule["AllowedMethods"]) == {"GET", "HEAD"}
-    assert "https://${WebDistribution.DomainName}" in json.dumps(rule["AllowedOrigins"])
+    get_rule, post_rule = props["CorsConfiguration"]["CorsRules"]
+    assert set(get_rule["AllowedMethods"]) == {"GET", "HEAD"}
+    assert set(post_rule["AllowedMethods"]) == {"POST"}, "presigned POST uploads from the browser"
+    for rule in (get_rule, post_rule):
+        assert "https://${WebDistribution.DomainName}" in json.dumps(rule["AllowedOrigins"])
+        assert "*" not in rule["AllowedOrigins"]
     rules = props["LifecycleConfiguration"]["Rules"]
     archives = [r for r in rules if r.get("Prefix") == "archives/"]
     assert archives and archives[0]["ExpirationInDays"] >= 1 and archives[0]["Status"] == "Enabled"
@@ -185,6 +188,37 @@ def test_queues(tpl: dict[str, Any]) -> None:
     for stage in names.STAGES:
         timeout = template.lambda_timeout(CONFIG, worker_name, stage)
         assert queue["VisibilityTimeout"] >= 6 * timeout, stage
+
+
+def test_uploads_queue_and_bucket_notification(tpl: dict[str, Any]) -> None:
+    """Objects created under uploads/ notify the uploads queue; only the images bucket may send;
+    the uploads worker reads that queue with partial batch responses."""
+    res = tpl["Resources"]
+    bucket = res["ImagesBucket"]
+    assert "UploadsQueuePolicy" in bucket["DependsOn"], "S3 checks the queue policy when the notification is made"
+    (notification,) = bucket["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert notification["Event"] == "s3:ObjectCreated:*"
+    assert notification["Queue"] == {"Fn::GetAtt": ["UploadsQueue", "Arn"]}
+    assert notification["Filter"] == {"S3Key": {"Rules": [{"Name": "prefix", "Value": "uploads/"}]}}
+    queue = res["UploadsQueue"]["Properties"]
+    assert resolve(queue["QueueName"], "prod") == names.uploads_queue("prod")
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["UploadsDeadLetterQueue", "Arn"]}
+    (statement,) = res["UploadsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"} and statement["Action"] == "sqs:SendMessage"
+    source_arn = resolve(statement["Condition"]["ArnEquals"]["aws:SourceArn"], "prod")
+    assert source_arn.endswith(resolve(bucket["Properties"]["BucketName"], "prod"))
+    assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert any(r.get("Prefix") == "uploads/" and r["ExpirationInDays"] >= 1 for r in rules)
+    uploader = template.uploads_handler()
+    assert uploader is not None and uploader.function == "process_uploads_queue"
+    event = res[uploader.resource]["Properties"]["Events"][f"{uploader.resource}SqsEventSource"]
+    assert event["Properties"]["Queue"] == {"Fn::Sub": "${UploadsQueue.Arn}"}
+    assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    for stage in names.STAGES:
+        assert queue["VisibilityTimeout"] >= 6 * template.lambda_timeout(CONFIG, uploader.name, stage)
+    env = tpl["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["UPLOADS_QUEUE_NAME"] == {"Fn::GetAtt": ["UploadsQueue", "QueueName"]}
 
 
 def test_worker_event_source_override(tpl: dict[str, Any]) -> None:

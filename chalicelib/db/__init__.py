@@ -11,6 +11,7 @@ from chalicelib.db.catalog import CatalogStatusModel
 from chalicelib.db.images import ImageModel, PromptHistoryModel
 from chalicelib.db.jobs import ArchiveModel, IdempotencyModel, JobItemModel, JobModel
 from chalicelib.db.keys import KeyHealthModel
+from chalicelib.db.uploads import UploadModel
 from chalicelib.db.usage import UsageModel, UserModel
 
 ALL_MODELS: list[type[BaseModel]] = [
@@ -23,6 +24,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     JobItemModel,
     IdempotencyModel,
     ArchiveModel,
+    UploadModel,
     CatalogStatusModel,
 ]
 
@@ -39,6 +41,7 @@ __all__ = [
     "PromptHistoryModel",
     "UsageModel",
     "UserModel",
+    "UploadModel",
     "same_item",
     "table_name",
     "utcnow",

@@ -36,7 +36,7 @@ from chalicelib.flux import availability
 from chalicelib.flux.catalog import GENERATION_FIELDS, GenerationParams, image_cost, parse_generation_params
 from chalicelib.jsonbody import reject_nulls
 from chalicelib.services import usage
-from chalicelib.services.pagination import ULID_PATTERN, decode_cursor, encode_cursor, matches, parse_limit
+from chalicelib.services.pagination import ULID_PATTERN, matches, owner_page
 from chalicelib.settings import get_settings
 from chalicelib.storage import imaging, objects
 
@@ -327,22 +327,9 @@ def list_images(user_id: str, query: Mapping[str, str]) -> dict[str, Any]:
     Returns:
         ``{"images": [...], "next_cursor": str | None}``.
     """
-    limit = parse_limit(query.get("limit"))
     collection = parse_collection(query.get("collection"))
-    if collection:
-        partition = {"user_collection": f"{user_id}#{collection}", "user_id": user_id}
-        start = decode_cursor(query.get("cursor"), partition, "image_id")
-        result = ImageModel.by_collection.query(
-            partition["user_collection"], scan_index_forward=False, limit=limit, last_evaluated_key=start
-        )
-    else:
-        start = decode_cursor(query.get("cursor"), {"user_id": user_id}, "image_id")
-        result = ImageModel.query(user_id, scan_index_forward=False, limit=limit, last_evaluated_key=start)
-    items = list(result)
-    return {
-        "images": [image_json(i) for i in items],
-        "next_cursor": encode_cursor(result.last_evaluated_key, "image_id"),
-    }
+    page = owner_page(ImageModel, user_id, query, collection)
+    return {"images": [image_json(i) for i in page["items"]], "next_cursor": page["next_cursor"]}
 
 
 def get_owned(user_id: str, image_id: str) -> ImageModel:

@@ -10,6 +10,7 @@ only ever page the caller's data, and any cursor of the documented pattern is va
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from chalicelib.errors import ValidationError
@@ -50,6 +51,34 @@ def decode_cursor(
     if not matches(pattern, cursor):
         raise ValidationError("cursor is not valid", field="cursor", code="invalid-cursor")
     return {name: {"S": value} for name, value in {**partition, sort_attr: cursor}.items()}
+
+
+def owner_page(model: Any, user_id: str, query: Mapping[str, str], collection: str | None) -> dict[str, Any]:
+    """One page of the caller's items of ``model``, newest first (range key descending).
+
+    With ``collection``, the page comes from the model's ``by_collection`` index (hash
+    ``"{user_id}#{collection}"``); ``?limit=`` and ``?cursor=`` are read from ``query``.
+    The cursor is the range key (a ULID) of the previous page's last item.
+
+    Returns:
+        ``{"items": [model, ...], "next_cursor": str | None}``.
+
+    Raises:
+        ValidationError: 400 naming ``limit`` or ``cursor``.
+    """
+    limit = parse_limit(query.get("limit"))
+    sort_attr = model._range_key_attribute().attr_name  # the item's ULID id: the cursor
+    if collection:
+        partition = {"user_collection": f"{user_id}#{collection}", "user_id": user_id}
+        start = decode_cursor(query.get("cursor"), partition, sort_attr)
+        result = model.by_collection.query(
+            partition["user_collection"], scan_index_forward=False, limit=limit, last_evaluated_key=start
+        )
+    else:
+        start = decode_cursor(query.get("cursor"), {"user_id": user_id}, sort_attr)
+        result = model.query(user_id, scan_index_forward=False, limit=limit, last_evaluated_key=start)
+    items = list(result)
+    return {"items": items, "next_cursor": encode_cursor(result.last_evaluated_key, sort_attr)}
 
 
 def parse_limit(raw: str | None, default: int = 24, maximum: int = 100) -> int:
