@@ -42,6 +42,7 @@ from chalicelib.flux.catalog import (
 )
 from chalicelib.services.images import COLLECTION_PATTERN
 from chalicelib.services.pagination import ITEM_ID_PATTERN, ULID_PATTERN
+from chalicelib.services.uploads import FILENAME_PATTERN
 from chalicelib.services.webhooks import URL_PATTERN
 from tests import openapi_check
 from tests.polling import wait_for
@@ -173,6 +174,7 @@ def test_the_document_carries_the_codes_patterns_and_enums():
     assert (generate["guidance"]["minimum"], generate["guidance"]["maximum"]) == (MIN_GUIDANCE, MAX_GUIDANCE)
     assert "guidance_scale" not in generate  # no current model takes it: 400 unsupported-parameter
     assert schemas["JobRequest"]["properties"]["webhook_url"]["pattern"] == URL_PATTERN
+    assert schemas["UploadRequest"]["properties"]["filename"]["pattern"] == FILENAME_PATTERN
 
     def rules(props: dict[str, Any]) -> dict[str, Any]:
         skip = {"prompt", "description"}
