@@ -6,7 +6,7 @@ Auth, CORS and JSON errors are applied by ``chalicelib.http.Api``.
 
 from __future__ import annotations
 
-from chalice import Chalice, Rate
+from chalice import Chalice, Rate, Response
 
 from chalicelib import observability, snapstart
 from chalicelib.flux import availability
@@ -20,6 +20,8 @@ from chalicelib.services import (
     health,
     images,
     meta,
+    share_pages,
+    shares,
     upload_cleanup,
     upload_queue,
     uploads,
@@ -81,8 +83,43 @@ def get_image(ctx: RequestContext):
 @api.route("/v1/images/{image_id}", methods=["DELETE"])
 def delete_image(ctx: RequestContext):
     """Delete one of the caller's images (objects and metadata)."""
-    images.delete_image(ctx.principal.user_id, ctx.params["image_id"])
+    deleted = images.delete_image(ctx.principal.user_id, ctx.params["image_id"])
+    shares.revoke_for_deleted_image(ctx.principal.user_id, deleted.image_id, deleted.collection)
     return 204, None
+
+
+@api.route("/v1/images/{image_id}/shares", methods=["POST"])
+def share_image(ctx: RequestContext):
+    """A public link to one of the caller's images ({"expires_in_s"?})."""
+    body = ctx.json() if ctx.request.raw_body else {}
+    return 201, shares.create_for_image(ctx.principal.user_id, ctx.params["image_id"], body, ctx.base_url)
+
+
+@api.route("/v1/collections/{name}/shares", methods=["POST"])
+def share_collection(ctx: RequestContext):
+    """A public link to one of the caller's collections ({"expires_in_s"?})."""
+    body = ctx.json() if ctx.request.raw_body else {}
+    return 201, shares.create_for_collection(ctx.principal.user_id, ctx.params["name"], body, ctx.base_url)
+
+
+@api.route("/v1/shares", methods=["GET"])
+def list_shares(ctx: RequestContext):
+    """The caller's live share links with view counts, newest first."""
+    return shares.list_shares(ctx.principal.user_id, ctx.query, ctx.base_url)
+
+
+@api.route("/v1/shares/{share_id}", methods=["DELETE"])
+def revoke_share(ctx: RequestContext):
+    """Revoke one of the caller's share links at once."""
+    shares.revoke(ctx.principal.user_id, ctx.params["share_id"])
+    return 204, None
+
+
+@api.route("/s/{code}", methods=["GET"], auth=False)
+def view_share(ctx: RequestContext):
+    """The public page of a share link (HTML; 404 and 429 are HTML too)."""
+    status, html, headers = share_pages.page(ctx.params["code"], ctx.source_ip)
+    return Response(body=html, status_code=status, headers=headers)
 
 
 @api.route("/v1/prompts/recent", methods=["GET"])
@@ -144,6 +181,14 @@ def cleanup_orphans(event):
 def cleanup_archives(event):
     """Hourly: ZIPs under archives/ older than 24 h."""
     return cleanup.sweep_archives(budget_s=_cleanup_budget(event)).as_dict()
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def cleanup_shares(event):
+    """Hourly: share links past their expiry are deleted (DynamoDB TTL is the backstop)."""
+    from chalicelib.services import cleanup
+
+    return cleanup.sweep_shares(budget_s=_cleanup_budget(event)).as_dict()
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES))

@@ -63,9 +63,12 @@ class ErrorCode(StrEnum):
     UPLOAD_REJECTED = "upload-rejected"
     IDEMPOTENCY_KEY_IN_PROGRESS = "idempotency-key-in-progress"
     IDEMPOTENCY_KEY_REUSED = "idempotency-key-reused"
+    INVALID_PROMPT_FILE = "invalid-prompt-file"
+    WEBHOOK_URL_REFUSED = "webhook-url-refused"
     # limits
     RATE_LIMITED = "rate-limited"
     QUOTA_EXCEEDED = "quota-exceeded"
+    SHARE_UNAVAILABLE = "share-unavailable"
     STORAGE_QUOTA_EXCEEDED = "storage-quota-exceeded"
     # upstream and storage
     UPSTREAM_REJECTED = "upstream-rejected"

@@ -56,7 +56,7 @@ from chalice import Chalice, Response
 from chalice.app import Request
 
 from chalicelib import observability
-from chalicelib.errors import DomainError, ErrorCode, Forbidden
+from chalicelib.errors import DomainError, ErrorCode, Forbidden, ValidationError
 from chalicelib.jsonbody import parse_json_object
 from chalicelib.settings import get_settings
 
@@ -80,12 +80,40 @@ class RequestContext:
 
     @property
     def query(self) -> dict[str, str]:
-        """Query-string parameters (single values)."""
-        return dict(self.request.query_params or {})
+        """Query-string parameters, each given at most once (the document declares every
+        query parameter as one value).
+
+        Raises:
+            ValidationError: 400 naming a parameter given more than once.
+        """
+        params = self.request.query_params or {}
+        for name in params:
+            if len(params.getlist(name)) > 1:
+                raise ValidationError(f"{name} may be given only once", field=name)
+        return dict(params)
 
     def header(self, name: str) -> str | None:
         """A request header, case-insensitively."""
         return self.request.headers.get(name)
+
+    @property
+    def source_ip(self) -> str:
+        """The client address API Gateway saw (``requestContext.identity.sourceIp``), or ``""``."""
+        identity = (self.request.context or {}).get("identity") or {}
+        return str(identity.get("sourceIp") or "")
+
+    @property
+    def base_url(self) -> str:
+        """Where this API is reached: ``{scheme}://{host}`` (``X-Forwarded-Proto``, default ``http``,
+        and ``Host``), plus ``/{stage}`` on an API Gateway ``execute-api`` host, whose paths start
+        with the stage. Used for links when ``SHARE_BASE_URL`` is not set."""
+        proto = (self.header("x-forwarded-proto") or "http").split(",")[0].strip().lower()
+        scheme = "https" if proto == "https" else "http"
+        host = self.header("host") or "localhost"
+        stage = (self.request.context or {}).get("stage")
+        if stage and host.endswith(".amazonaws.com"):
+            return f"{scheme}://{host}/{stage}"
+        return f"{scheme}://{host}"
 
     def json(self) -> dict[str, Any]:
         """The JSON object body.
@@ -219,6 +247,8 @@ ERROR_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UPLOAD_NOT_AN_IMAGE: 422,
     ErrorCode.UPLOAD_REJECTED: 422,
     ErrorCode.IDEMPOTENCY_KEY_REUSED: 422,
+    ErrorCode.INVALID_PROMPT_FILE: 422,
+    ErrorCode.WEBHOOK_URL_REFUSED: 422,
     ErrorCode.UPSTREAM_REJECTED: 422,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.QUOTA_EXCEEDED: 429,
@@ -227,6 +257,7 @@ ERROR_STATUS: dict[ErrorCode, int] = {
     ErrorCode.STORAGE_FAILED: 502,
     ErrorCode.KEYS_COOLING: 503,
     ErrorCode.NO_USABLE_KEYS: 503,
+    ErrorCode.SHARE_UNAVAILABLE: 503,
 }
 
 

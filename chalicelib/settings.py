@@ -128,6 +128,14 @@ class Settings:
     zip_max_ratio: int = 100  # uncompressed / compressed size of one member
     zip_max_total_bytes: int = 2 * 1024 * 1024 * 1024  # uncompressed bytes of all members
     zip_slice_seconds: float = 60.0  # a ZIP is unpacked in slices this long, then re-queued (fairness)
+    # Share links: public /s/{code} pages (chalicelib.services.shares)
+    share_base_url: str | None = None  # origin of share URLs, e.g. https://app.example.com; None: the request's
+    share_default_lifetime_seconds: int = 7 * 24 * 3600  # a link's lifetime when expires_in_s is left out
+    share_max_lifetime_seconds: int = 90 * 24 * 3600  # the longest expires_in_s accepted
+    share_presign_expires_seconds: int = 300  # presigned image URLs on a share page
+    share_views_per_ip_per_minute: int = 60  # /s/ hits per client IP per minute (0: no limit)
+    share_views_per_code_per_minute: int = 300  # /s/ hits per code per minute (0: no limit)
+    share_collection_max_images: int = 60  # images on one collection page (newest first)
 
     @property
     def jwks_url(self) -> str | None:
@@ -234,6 +242,25 @@ class Settings:
             zip_max_ratio=_int(env, "ZIP_MAX_RATIO", defaults.zip_max_ratio),
             zip_max_total_bytes=_int(env, "ZIP_MAX_TOTAL_BYTES", defaults.zip_max_total_bytes),
             zip_slice_seconds=_float(env, "ZIP_SLICE_SECONDS", defaults.zip_slice_seconds),
+            share_base_url=(env.get("SHARE_BASE_URL") or "").strip().rstrip("/") or None,
+            share_default_lifetime_seconds=max(
+                1, _int(env, "SHARE_DEFAULT_LIFETIME_SECONDS", defaults.share_default_lifetime_seconds)
+            ),
+            share_max_lifetime_seconds=max(
+                1, _int(env, "SHARE_MAX_LIFETIME_SECONDS", defaults.share_max_lifetime_seconds)
+            ),
+            share_presign_expires_seconds=max(
+                1, _int(env, "SHARE_PRESIGN_EXPIRES_SECONDS", defaults.share_presign_expires_seconds)
+            ),
+            share_views_per_ip_per_minute=max(
+                0, _int(env, "SHARE_VIEWS_PER_IP_PER_MINUTE", defaults.share_views_per_ip_per_minute)
+            ),
+            share_views_per_code_per_minute=max(
+                0, _int(env, "SHARE_VIEWS_PER_CODE_PER_MINUTE", defaults.share_views_per_code_per_minute)
+            ),
+            share_collection_max_images=max(
+                1, _int(env, "SHARE_COLLECTION_MAX_IMAGES", defaults.share_collection_max_images)
+            ),
         )
 
 

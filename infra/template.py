@@ -16,9 +16,13 @@ writes it. Nothing here is hand-maintained JSON:
   lifecycle rules: ``archives/`` expire after 1 day (the sweep deletes at 24 h; this is
   the backstop), incomplete multipart uploads are aborted after 1 day. Retained.
 - **Web**: a private bucket served by CloudFront through Origin Access Control,
-  ``index.html`` as default root object, SPA fallback (403/404 -> ``/index.html``),
-  HTTPS only, and a response-headers policy with CSP, HSTS, nosniff, frame and
-  referrer policies.
+  ``index.html`` as default root object, SPA fallback (403 -> ``/index.html``; a 404 is
+  left alone so a revoked share link stays a 404), HTTPS only, and a response-headers
+  policy with CSP, HSTS, nosniff, frame and referrer policies. With ``ApiOriginDomain``
+  set, ``/s/*`` (share pages) is served from the API origin, uncached, so share links
+  live on the site's own domain; ``SHARE_BASE_URL`` then names the distribution. (The
+  origin is a parameter, not a reference to the API: the functions' environment names the
+  distribution and the API names the functions, so a reference would be a cycle.)
 - **SQS**: the jobs queue and its DLQ (redrive after ``jobs_max_receive_count``
   receives); the webhooks queue (deliveries only, its own worker function); the uploads
   queue and its DLQ for the uploads worker, with a queue policy that lets only the images
@@ -94,6 +98,12 @@ MULTIPART_ABORT_DAYS = 1
 HSTS_MAX_AGE_S = 2 * 365 * 24 * 3600
 #: CloudFront managed cache policy "CachingOptimized" (CloudFront developer guide, "Use managed cache policies").
 CACHING_OPTIMIZED_POLICY_ID = "658327ea-f89d-4fab-a63d-7e88639e58f6"
+#: Managed cache policy "CachingDisabled": share pages are never cached at the edge (a revoke is immediate).
+CACHING_DISABLED_POLICY_ID = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
+#: Managed origin request policy "AllViewerExceptHostHeader" (API Gateway needs its own Host).
+ALL_VIEWER_EXCEPT_HOST_POLICY_ID = "b689b0a8-53d0-40ab-baf2-68738e2966ac"
+#: The public share pages' path on the site's own domain, served from the API origin.
+SHARE_PATH_PATTERN = "/s/*"
 TTL_CONVENTION = "expires_at"
 
 
@@ -459,11 +469,24 @@ def parameters() -> dict[str, Any]:
             "Default": "",
             "Description": "Optional e-mail address subscribed to the alarms topic.",
         },
+        "ApiOriginDomain": {
+            "Type": "String",
+            "Default": "",
+            "AllowedPattern": "^$|^[a-z0-9][a-z0-9.-]*[a-z0-9]$",
+            "Description": "The API's host name (<rest-api-id>.execute-api.<region>.amazonaws.com, from the "
+            "EndpointURL output) or a custom API domain; when set, CloudFront serves /s/* (share links) from it.",
+        },
+        "ApiOriginPath": {
+            "Type": "String",
+            "Default": "/api",
+            "AllowedPattern": "^$|^/[A-Za-z0-9_-]+$",
+            "Description": "The API Gateway stage path in front of the API's routes (Chalice's api_gateway_stage).",
+        },
     }
 
 
 def conditions() -> dict[str, Any]:
-    """``IsProd``, ``HasExtraWebOrigins``, ``HasAlarmEmail``, ``HasClerkPublishableKey``."""
+    """``IsProd``, ``HasExtraWebOrigins``, ``HasAlarmEmail``, ``HasClerkPublishableKey``, ``HasApiOrigin``."""
 
     def not_empty(parameter: str) -> dict[str, Any]:
         return {"Fn::Not": [{"Fn::Equals": [ref(parameter), ""]}]}
@@ -473,6 +496,7 @@ def conditions() -> dict[str, Any]:
         "HasExtraWebOrigins": not_empty("ExtraWebOrigins"),
         "HasAlarmEmail": not_empty("AlarmEmail"),
         "HasClerkPublishableKey": not_empty("ClerkPublishableKey"),
+        "HasApiOrigin": not_empty("ApiOriginDomain"),
     }
 
 
@@ -496,6 +520,7 @@ def environment() -> dict[str, Any]:
         "CLERK_AUTHORIZED_PARTIES": web_origins(),
         "CORS_ALLOWED_ORIGINS": web_origins(),
         "IMAGE_RETENTION_DAYS": ref("ImageRetentionDays"),
+        "SHARE_BASE_URL": {"Fn::If": ["HasApiOrigin", sub("https://${WebDistribution.DomainName}"), ""]},
         "POWERTOOLS_SERVICE_NAME": sub(names.service_name(STAGE)),
         "POWERTOOLS_METRICS_NAMESPACE": names.METRICS_NAMESPACE,
     }
@@ -616,6 +641,37 @@ def storage_resources() -> dict[str, Any]:
     }
 
 
+def api_origin() -> dict[str, Any]:
+    """The API as a CloudFront origin (``ApiOriginDomain`` + ``ApiOriginPath``), HTTPS only."""
+    return {
+        "Id": "api",
+        "DomainName": ref("ApiOriginDomain"),
+        "OriginPath": ref("ApiOriginPath"),
+        "CustomOriginConfig": {
+            "OriginProtocolPolicy": "https-only",
+            "OriginSSLProtocols": ["TLSv1.2"],
+            "HTTPSPort": 443,
+        },
+    }
+
+
+def share_cache_behavior() -> dict[str, Any]:
+    """``/s/*`` from the API origin: GET/HEAD only, never cached at the edge (each view is
+    counted and mints fresh presigned URLs; a revoke takes effect at once), every viewer
+    header but ``Host`` forwarded. The page sets its own CSP and security headers, so the
+    web client's response-headers policy is not attached."""
+    return {
+        "PathPattern": SHARE_PATH_PATTERN,
+        "TargetOriginId": "api",
+        "ViewerProtocolPolicy": "https-only",
+        "AllowedMethods": ["GET", "HEAD"],
+        "CachedMethods": ["GET", "HEAD"],
+        "Compress": True,
+        "CachePolicyId": CACHING_DISABLED_POLICY_ID,
+        "OriginRequestPolicyId": ALL_VIEWER_EXCEPT_HOST_POLICY_ID,
+    }
+
+
 def web_resources() -> dict[str, Any]:
     """The web bucket, Origin Access Control, security headers and the distribution."""
     return {
@@ -703,8 +759,10 @@ def web_resources() -> dict[str, Any]:
                             "DomainName": get_att("WebBucket", "RegionalDomainName"),
                             "S3OriginConfig": {"OriginAccessIdentity": ""},
                             "OriginAccessControlId": get_att("WebOriginAccessControl", "Id"),
-                        }
+                        },
+                        {"Fn::If": ["HasApiOrigin", api_origin(), ref("AWS::NoValue")]},
                     ],
+                    "CacheBehaviors": {"Fn::If": ["HasApiOrigin", [share_cache_behavior()], ref("AWS::NoValue")]},
                     "DefaultCacheBehavior": {
                         "TargetOriginId": "web-bucket",
                         "ViewerProtocolPolicy": "https-only",
@@ -714,14 +772,15 @@ def web_resources() -> dict[str, Any]:
                         "CachePolicyId": CACHING_OPTIMIZED_POLICY_ID,
                         "ResponseHeadersPolicyId": ref("WebSecurityHeadersPolicy"),
                     },
+                    # 403 only: S3 through OAC answers 403 for a missing key; a 404 (a revoked
+                    # share link from the API origin) must reach the browser as a 404.
                     "CustomErrorResponses": [
                         {
-                            "ErrorCode": code,
+                            "ErrorCode": 403,
                             "ResponseCode": 200,
                             "ResponsePagePath": "/index.html",
                             "ErrorCachingMinTTL": 0,
                         }
-                        for code in (403, 404)
                     ],
                 },
                 "Tags": _tags(),

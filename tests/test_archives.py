@@ -8,7 +8,6 @@ import os
 import time
 import zipfile
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import boto3
 import requests
@@ -23,17 +22,11 @@ from chalicelib.services import archives
 from chalicelib.settings import get_settings
 from chalicelib.storage.multipart import MultipartZipSink
 from chalicelib.timefmt import iso8601
+from devstack.prompts import parti_prompts
 from tests import openapi_check
 from tests.fixtures.worker import wait_for
 
 MODEL = "black-forest-labs/FLUX.1-schnell"
-PARTI = Path("/work/shared/data/parti_prompts.tsv")
-
-
-def parti_prompts() -> list[str]:
-    """The real prompts of PartiPrompts (column ``Prompt``), in file order."""
-    with PARTI.open(encoding="utf-8", newline="") as fh:
-        return [row["Prompt"].strip() for row in csv.DictReader(fh, delimiter="\t") if row["Prompt"].strip()]
 
 
 def make_images(user: str, n: int, collection: str | None = None) -> list[ImageModel]:

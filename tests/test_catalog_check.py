@@ -4,20 +4,17 @@ result in DynamoDB (moto), and the API refusing what the upstream no longer list
 
 from __future__ import annotations
 
-import csv
 import os
-from pathlib import Path
 
 import pytest
 
 from chalicelib.flux import availability
 from chalicelib.settings import get_settings
+from devstack.prompts import parti_prompts
 from tests import openapi_check
 from tests.fixtures.api import WEB_ORIGIN
 
-PARTI = Path("/work/shared/data/parti_prompts.tsv")
-with PARTI.open(encoding="utf-8", newline="") as _fh:
-    PROMPTS = [row["Prompt"].strip() for row in csv.DictReader(_fh, delimiter="\t") if row["Prompt"].strip()][:10]
+PROMPTS = parti_prompts()[:10]
 FLASH = "google/flash-image-2.5"
 SCHNELL = "black-forest-labs/FLUX.1-schnell"
 SMALL = {"width": 256, "height": 256}

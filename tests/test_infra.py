@@ -133,7 +133,8 @@ def test_web_distribution(tpl: dict[str, Any]) -> None:
     res = tpl["Resources"]
     config = res["WebDistribution"]["Properties"]["DistributionConfig"]
     assert config["DefaultRootObject"] == "index.html"
-    (origin,) = config["Origins"]
+    origin, api_origin = config["Origins"]
+    assert api_origin["Fn::If"][0] == "HasApiOrigin"
     assert origin["OriginAccessControlId"] == {"Fn::GetAtt": ["WebOriginAccessControl", "Id"]}
     assert origin["S3OriginConfig"] == {"OriginAccessIdentity": ""}
     assert res["WebOriginAccessControl"]["Properties"]["OriginAccessControlConfig"]["SigningBehavior"] == "always"
@@ -141,7 +142,7 @@ def test_web_distribution(tpl: dict[str, Any]) -> None:
     assert behavior["ViewerProtocolPolicy"] == "https-only"
     assert behavior["ResponseHeadersPolicyId"] == {"Ref": "WebSecurityHeadersPolicy"}
     fallback = {(e["ErrorCode"], e["ResponseCode"], e["ResponsePagePath"]) for e in config["CustomErrorResponses"]}
-    assert fallback == {(403, 200, "/index.html"), (404, 200, "/index.html")}
+    assert fallback == {(403, 200, "/index.html")}  # a 404 (revoked share link) stays a 404
     headers = res["WebSecurityHeadersPolicy"]["Properties"]["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
     csp = headers["ContentSecurityPolicy"]["ContentSecurityPolicy"]["Fn::Sub"]
     assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "${ClerkIssuer}" in csp
@@ -380,3 +381,40 @@ def test_slim_leaves_out_only_what_lambda_never_runs() -> None:
     ):
         assert not slim.excluded(name, services), name
     assert {"s3", "sqs", "dynamodb", "secretsmanager", "kms"} <= slim.used_services()
+
+
+def test_share_links_are_served_from_the_api_origin(tpl: dict[str, Any]) -> None:
+    config = tpl["Resources"]["WebDistribution"]["Properties"]["DistributionConfig"]
+    condition, api_origin, absent = config["Origins"][1]["Fn::If"]
+    assert condition == "HasApiOrigin" and absent == {"Ref": "AWS::NoValue"}
+    assert api_origin["Id"] == "api"
+    assert api_origin["DomainName"] == {"Ref": "ApiOriginDomain"}
+    assert api_origin["OriginPath"] == {"Ref": "ApiOriginPath"}
+    assert api_origin["CustomOriginConfig"]["OriginProtocolPolicy"] == "https-only"
+    condition, behaviors, absent = config["CacheBehaviors"]["Fn::If"]
+    assert condition == "HasApiOrigin" and absent == {"Ref": "AWS::NoValue"}
+    (share,) = behaviors
+    assert share["PathPattern"] == "/s/*" and share["TargetOriginId"] == "api"
+    assert share["ViewerProtocolPolicy"] == "https-only"
+    assert set(share["AllowedMethods"]) == {"GET", "HEAD"}
+    assert share["CachePolicyId"] == "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"  # CachingDisabled: revokes are immediate
+    assert "ResponseHeadersPolicyId" not in share  # the page sets its own CSP
+    params = tpl["Parameters"]
+    assert params["ApiOriginDomain"]["Default"] == "" and params["ApiOriginPath"]["Default"] == "/api"
+    assert tpl["Conditions"]["HasApiOrigin"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ApiOriginDomain"}, ""]}]}
+    env = tpl["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["SHARE_BASE_URL"] == {
+        "Fn::If": ["HasApiOrigin", {"Fn::Sub": "https://${WebDistribution.DomainName}"}, ""]
+    }
+
+
+def test_share_tables_come_from_the_models(tpl: dict[str, Any]) -> None:
+    res = tpl["Resources"]
+    shares = res["SharesTable"]["Properties"]
+    assert shares["KeySchema"] == [{"AttributeName": "code_hash", "KeyType": "HASH"}]
+    (by_user,) = shares["GlobalSecondaryIndexes"]
+    assert by_user["IndexName"] == "by_user"
+    assert shares["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    hits = res["ShareHitsTable"]["Properties"]
+    assert hits["KeySchema"] == [{"AttributeName": "bucket", "KeyType": "HASH"}]
+    assert hits["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}

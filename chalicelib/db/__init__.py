@@ -11,6 +11,7 @@ from chalicelib.db.catalog import CatalogStatusModel
 from chalicelib.db.images import ImageModel, PromptHistoryModel
 from chalicelib.db.jobs import ArchiveModel, IdempotencyModel, JobItemModel, JobModel
 from chalicelib.db.keys import KeyHealthModel
+from chalicelib.db.shares import ShareHitModel, ShareModel
 from chalicelib.db.uploads import UploadModel
 from chalicelib.db.usage import UsageModel, UserModel
 
@@ -26,6 +27,8 @@ ALL_MODELS: list[type[BaseModel]] = [
     ArchiveModel,
     UploadModel,
     CatalogStatusModel,
+    ShareModel,
+    ShareHitModel,
 ]
 
 __all__ = [
@@ -39,6 +42,8 @@ __all__ = [
     "ImageModel",
     "KeyHealthModel",
     "PromptHistoryModel",
+    "ShareHitModel",
+    "ShareModel",
     "UsageModel",
     "UserModel",
     "UploadModel",

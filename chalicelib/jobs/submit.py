@@ -33,12 +33,13 @@ from chalicelib.db import IdempotencyModel, JobItemModel, JobModel, is_condition
 from chalicelib.db.jobs import ACTIVE_SHARD, JOB_QUEUED, QUEUED
 from chalicelib.errors import DomainError, ErrorCode, ValidationError
 from chalicelib.flux import availability
-from chalicelib.flux.catalog import GENERATION_FIELDS, MAX_SEED, parse_generation_params
+from chalicelib.flux.catalog import GENERATION_FIELDS, MAX_SEED, TEXT_PATTERN, as_integer, parse_generation_params
 from chalicelib.jobs import state
-from chalicelib.jsonbody import parse_json_object
+from chalicelib.jsonbody import parse_json_object, reject_nulls
 from chalicelib.queue import QueueError, send_messages
 from chalicelib.services import prompt_files, usage
 from chalicelib.services.images import check_unknown_fields, parse_collection
+from chalicelib.services.pagination import matches
 from chalicelib.services.webhook_secrets import get_or_create_secret
 from chalicelib.services.webhooks import validate_webhook_url
 from chalicelib.settings import get_settings
@@ -99,26 +100,37 @@ class Submission:
 
 
 def _name(value: Any) -> str | None:
+    """The job's ``name``: at most ``MAX_NAME_CHARS`` characters as sent, no control
+    characters but TAB/LF/CR (:data:`TEXT_PATTERN`); runs of white space become one space."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise ValidationError("name must be a string", field="name")
-    value = " ".join(value.split())
-    if not value:
-        return None
     if len(value) > MAX_NAME_CHARS:
         raise ValidationError(f"name must be at most {MAX_NAME_CHARS} characters", field="name")
-    return value
+    if not matches(TEXT_PATTERN, value):
+        raise ValidationError("name must not contain control characters", field="name")
+    return " ".join(value.split()) or None
 
 
 def _count(value: Any, maximum: int) -> int:
     if value is None:
         return 1
-    if isinstance(value, bool) or not isinstance(value, int):
+    value = as_integer(value)
+    if value is None:
         raise ValidationError("count must be an integer", field="count")
     if not 1 <= value <= maximum:
         raise ValidationError(f"count must be between 1 and {maximum} (got {value})", field="count")
     return value
+
+
+def _prompt_error(message: str, field: str) -> DomainError:
+    """A bad prompt (or too many images) in a JSON body is 400 naming ``field``; in a
+    prompt file it is 422 ``invalid-prompt-file`` (the form matched the schema, its file
+    content did not make a job)."""
+    if field == "file":
+        return prompt_files.unusable_file(message)
+    return ValidationError(message, field=field)
 
 
 def build_submission(
@@ -143,6 +155,8 @@ def build_submission(
         ValidationError: 400 naming the field: ``prompts`` (empty, not a list, over the
             limit), ``prompts[i]`` (a bad prompt), ``count``, ``name``, ``collection``,
             ``webhook_url`` or a generation field.
+        DomainError: 422 ``invalid-prompt-file`` for a bad line of a prompt file, or a file
+            that makes too many images; 422 ``webhook-url-refused``.
     """
     settings = get_settings()
     maximum = settings.jobs_max_items
@@ -175,16 +189,14 @@ def build_submission(
         params = parse_generation_params({**base, "prompt": first_prompt})
     except ValidationError as exc:
         if exc.field == "prompt":
-            raise ValidationError(exc.message.replace("prompt", first_label, 1), field=first_field) from None
+            raise _prompt_error(exc.message.replace("prompt", first_label, 1), first_field) from None
         raise
     availability.require_available(params.model)
     n = params.n
     if len(prompts) * n > maximum:
         where = "prompts" if source == "prompts" else ("count" if source == "count" else "file")
-        raise ValidationError(
-            f"a job makes at most {maximum} images; {len(prompts)} prompts x n={n} is {len(prompts) * n}",
-            field=where,
-        )
+        message = f"a job makes at most {maximum} images; {len(prompts)} prompts x n={n} is {len(prompts) * n}"
+        raise _prompt_error(message, where)
     job_params = {k: v for k, v in params.to_body().items() if k in JOB_PARAM_FIELDS}
     texts: list[str] = []
     checked: dict[str, str] = {}
@@ -195,7 +207,7 @@ def build_submission(
         try:
             one = parse_generation_params({**job_params, "prompt": text, "seed": 0})
         except ValidationError as exc:
-            raise ValidationError(exc.message.replace("prompt", label, 1), field=where) from None
+            raise _prompt_error(exc.message.replace("prompt", label, 1), where) from None
         checked[text] = one.prompt
         texts.append(one.prompt)
     expanded = [t for t in texts for _ in range(n)]
@@ -245,6 +257,7 @@ def parse_request(content_type: str | None, raw: bytes) -> Submission:
         raise DomainError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send application/json or multipart/form-data")
     body = parse_json_object(raw)
     check_unknown_fields(body, SUBMIT_FIELDS)
+    reject_nulls(body)
     return build_submission(body, None, source="prompts")
 
 

@@ -14,7 +14,7 @@ from chalicelib.db.jobs import FAILED, ITEM_STATES, JOB_STATUSES, QUEUED, RUNNIN
 from chalicelib.errors import NotFound, ValidationError
 from chalicelib.jobs import state
 from chalicelib.services.images import ULID_RE, parse_collection
-from chalicelib.services.pagination import decode_cursor, encode_cursor, parse_limit
+from chalicelib.services.pagination import ITEM_ID_PATTERN, decode_cursor, encode_cursor, parse_limit
 from chalicelib.storage import objects
 from chalicelib.timefmt import iso8601
 
@@ -156,11 +156,11 @@ def list_jobs(user_id: str, query: Mapping[str, str]) -> dict[str, Any]:
         ValidationError: 400 naming ``status``, ``collection``, ``limit`` or ``cursor``.
     """
     limit = parse_limit(query.get("limit"), default=20)
-    status = query.get("status") or None
+    status = query.get("status")
     if status is not None and status not in JOB_STATUSES:
         raise ValidationError(f"status must be one of: {', '.join(JOB_STATUSES)}", field="status")
-    collection = parse_collection(query.get("collection")) if query.get("collection") else None
-    start = decode_cursor(query.get("cursor"), user_id)
+    collection = parse_collection(query.get("collection"))
+    start = decode_cursor(query.get("cursor"), {"user_id": user_id}, "job_id")
     condition = None
     if status:
         condition = JobModel.status == status
@@ -174,7 +174,7 @@ def list_jobs(user_id: str, query: Mapping[str, str]) -> dict[str, Any]:
         )
 
     jobs, last = _filtered_page(run, limit, start)
-    return {"jobs": [job_json(j) for j in jobs], "next_cursor": encode_cursor(last)}
+    return {"jobs": [job_json(j) for j in jobs], "next_cursor": encode_cursor(last, "job_id")}
 
 
 def images_by_id(user_id: str, image_ids: list[str]) -> dict[str, ImageModel]:
@@ -198,10 +198,10 @@ def list_items(user_id: str, job_id: str, query: Mapping[str, str]) -> dict[str,
     """
     get_owned_job(user_id, job_id)
     limit = parse_limit(query.get("limit"), default=50)
-    status = query.get("status") or None
+    status = query.get("status")
     if status is not None and status not in ITEM_STATES:
         raise ValidationError(f"status must be one of: {', '.join(ITEM_STATES)}", field="status")
-    start = decode_cursor(query.get("cursor"), job_id, user_attr="job_id")
+    start = decode_cursor(query.get("cursor"), {"job_id": job_id}, "item_id", ITEM_ID_PATTERN)
     condition = (JobItemModel.status == status) if status else None
 
     def run(n: int, key: dict[str, Any] | None) -> Any:
@@ -211,5 +211,5 @@ def list_items(user_id: str, job_id: str, query: Mapping[str, str]) -> dict[str,
     images = images_by_id(user_id, [i.image_id for i in items if i.status == SUCCEEDED])
     return {
         "items": [item_json(i, images.get(i.image_id)) for i in items],
-        "next_cursor": encode_cursor(last),
+        "next_cursor": encode_cursor(last, "item_id"),
     }

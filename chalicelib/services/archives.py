@@ -63,6 +63,7 @@ from chalicelib.db.jobs import SUCCEEDED, ArchiveModel, IdempotencyModel
 from chalicelib.errors import DomainError, ErrorCode, NotFound, ValidationError
 from chalicelib.jobs.state import query_items
 from chalicelib.jobs.views import get_owned_job, images_by_id
+from chalicelib.jsonbody import reject_nulls
 from chalicelib.services.images import ULID_RE, check_unknown_fields, parse_collection
 from chalicelib.settings import get_settings
 from chalicelib.storage import objects
@@ -529,6 +530,7 @@ def create_for_images(user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         NotFound: 404 when an id is not one of the caller's images.
     """
     check_unknown_fields(body, {"image_ids"})
+    reject_nulls(body)
     raw = body.get("image_ids")
     maximum = get_settings().archive_max_images
     if not isinstance(raw, list) or not raw:

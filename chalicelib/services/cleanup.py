@@ -33,6 +33,8 @@ uploads          (above)   the retention and orphan rules for uploads, in
                            ``chalicelib.services.upload_cleanup``.
 archives         hourly    ZIPs under ``archives/`` older than :data:`ARCHIVE_MAX_AGE` (24 h)
                            are deleted; an S3 lifecycle rule (infra/) backs this up.
+shares           hourly    share links whose ``expires_at`` has passed are deleted (conditional
+                           DeleteItem); DynamoDB TTL on ``expires_at`` is the backstop.
 ===============  ========  ================================================================
 
 Order of deletes: metadata first, then objects (as ``images.delete_image`` does), so a
@@ -417,3 +419,32 @@ def rebuild_collection_counts() -> dict[str, int]:
         UsageModel(user_id, collection_counter_period(collection)).update(actions=[UsageModel.count.set(n)])
     observability.get_logger().info("collection counters rebuilt images=%d counters=%d", scanned, len(counts))
     return {"images": scanned, "counters": len(counts)}
+
+
+# -- share links ----------------------------------------------------------------------------------
+
+
+def sweep_shares(
+    *, now: datetime | None = None, dry_run: bool | None = None, budget_s: float | None = None
+) -> SweepReport:
+    """Delete expired share links (``chalicelib.services.shares.sweep_expired``).
+
+    Args:
+        now: reference time (aware UTC; default now).
+        dry_run: default ``CLEANUP_DRY_RUN``.
+        budget_s: seconds this run may take (default: no limit).
+
+    Returns:
+        counts ``scanned``, ``shares_deleted`` (or ``would_delete_shares``), ``already_gone``.
+    """
+    from chalicelib.services import shares
+
+    started = time.monotonic()
+    now = _now(now)
+    dry = _dry_run(dry_run)
+    report = SweepReport("shares", dry, now)
+    counts = shares.sweep_expired(now=now, dry_run=dry, deadline=Deadline(budget_s))
+    report.complete = not counts.pop("incomplete")
+    for name, n in counts.items():
+        report.add(name, n)
+    return _finish(report, started)
