@@ -52,6 +52,7 @@ from werkzeug.wrappers import Request, Response
 
 __all__ = [
     "API_PATH",
+    "MODELS_PATH",
     "EmulatorConfig",
     "FluxEmulator",
     "key_id",
@@ -61,6 +62,9 @@ __all__ = [
 
 API_PATH = "/v1/images/generations"
 """Path of the image generation endpoint, relative to :attr:`FluxEmulator.url`."""
+
+MODELS_PATH = "/v1/models"
+"""Path of the model list: an authenticated, cheap ``GET`` (clients probe a key with it)."""
 
 DEFAULT_PORT = 8090
 """Port used by :func:`main` when neither ``--port`` nor ``FLUX_EMULATOR_PORT`` is given."""
@@ -115,6 +119,21 @@ class EmulatorConfig:
         fault_seed: Seed of the fault RNG, for reproducible fault sequences; None = random.
         reject_substring: A prompt containing this string is refused with a 422
             ``content_policy_violation``. Empty string disables the check.
+        revoked: Keys that are known but revoked: every request with one, the generation
+            endpoint and ``GET /v1/models`` alike, is answered 403 ``authentication_error``.
+        forbid_substring: A prompt containing this string is refused with a 403
+            ``invalid_request_error`` (Together answers 403 to some request errors, e.g. input
+            over the limit); the key is fine and ``GET /v1/models`` still answers 200. Empty
+            string disables the check.
+        waf_substring: A prompt containing this string is refused with a 403 HTML page, as a
+            web application firewall in front of the API would. Empty string disables it.
+        status_marker: Prefix of a marker that makes one request answer a chosen status: a
+            prompt containing ``<prefix>NNN__`` (e.g. ``__STATUS_403__``) is answered with HTTP
+            ``NNN`` and a Together-shaped error body (429 and 503 carry ``Retry-After``), and
+            ``<prefix>GARBAGE__`` is answered 200 with a body that is not JSON. Checked after
+            authentication and validation; the key is fine. Empty string disables markers.
+        retry_after_503: ``Retry-After`` of 503 capacity answers, in emulated seconds
+            (scaled by ``time_scale`` like 429s); 0 sends none.
     """
 
     keys: list[str] = field(default_factory=list)
@@ -130,6 +149,11 @@ class EmulatorConfig:
     out_of_credits: list[str] = field(default_factory=list)
     fault_seed: int | None = None
     reject_substring: str = "__REJECT__"
+    revoked: list[str] = field(default_factory=list)
+    forbid_substring: str = "__FORBID__"
+    waf_substring: str = "__WAF__"
+    status_marker: str = "__STATUS_"
+    retry_after_503: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -140,29 +164,30 @@ class EmulatorConfig:
         Raises:
             ValueError: a field has the wrong type or is out of range (message names the field).
         """
-        for name in ("keys", "out_of_credits"):
+        for name in ("keys", "out_of_credits", "revoked"):
             value = getattr(self, name)
             if not isinstance(value, list | tuple) or not all(isinstance(k, str) for k in value):
                 raise ValueError(f"{name} must be a list of strings")
             setattr(self, name, list(value))
         if not _is_int(self.rate_limit_per_minute) or self.rate_limit_per_minute < 0:
             raise ValueError("rate_limit_per_minute must be an integer >= 0")
-        for name in ("time_scale", "latency_ms", "hang_seconds", *_FAULT_FIELDS.values()):
+        for name in ("time_scale", "latency_ms", "hang_seconds", "retry_after_503", *_FAULT_FIELDS.values()):
             value = getattr(self, name)
             if not _is_number(value) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number")
             setattr(self, name, float(value))
         if self.time_scale <= 0:
             raise ValueError("time_scale must be > 0")
-        if self.latency_ms < 0 or self.hang_seconds < 0:
-            raise ValueError("latency_ms and hang_seconds must be >= 0")
+        if self.latency_ms < 0 or self.hang_seconds < 0 or self.retry_after_503 < 0:
+            raise ValueError("latency_ms, hang_seconds and retry_after_503 must be >= 0")
         for name in _FAULT_FIELDS.values():
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
         if self.fault_seed is not None and not _is_int(self.fault_seed):
             raise ValueError("fault_seed must be an integer or null")
-        if not isinstance(self.reject_substring, str):
-            raise ValueError("reject_substring must be a string")
+        for name in ("reject_substring", "forbid_substring", "waf_substring", "status_marker"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as a JSON-serialisable dict (the ``GET /admin/config`` body)."""
@@ -190,6 +215,7 @@ class EmulatorConfig:
             FLUX_EMULATOR_LATENCY_MS: float added latency in ms.
             FLUX_EMULATOR_FAULTS: e.g. ``"429=0.1,500=0,503=0.1,timeout=0,corrupt=0.02"``.
             FLUX_EMULATOR_OUT_OF_CREDITS: comma-separated keys answered with 402.
+            FLUX_EMULATOR_REVOKED: comma-separated keys answered with 403 (revoked).
             FLUX_EMULATOR_HANG_SECONDS: float, how long a timeout fault hangs.
             FLUX_EMULATOR_FAULT_SEED: int seed of the fault RNG.
             FLUX_EMULATOR_REJECT_SUBSTRING: content-policy trigger string.
@@ -201,6 +227,7 @@ class EmulatorConfig:
         kwargs: dict[str, Any] = {
             "keys": _csv(env.get("FLUX_EMULATOR_KEYS")),
             "out_of_credits": _csv(env.get("FLUX_EMULATOR_OUT_OF_CREDITS")),
+            "revoked": _csv(env.get("FLUX_EMULATOR_REVOKED")),
         }
         numeric = {
             "FLUX_EMULATOR_RATE_LIMIT": ("rate_limit_per_minute", int),
@@ -742,6 +769,7 @@ class FluxEmulator:
         path, method = request.path, request.method
         routes: dict[str, dict[str, Any]] = {
             API_PATH: {"POST": self._generate},
+            MODELS_PATH: {"GET": self._models},
             "/health": {"GET": lambda r: _json({"status": "ok"})},
             "/admin/config": {"GET": lambda r: _json(self.config.to_dict()), "POST": self._admin_config},
             "/admin/reset": {"POST": self._admin_reset},
@@ -843,7 +871,27 @@ class FluxEmulator:
                 "You can find your API key at https://api.together.xyz/settings/api-keys.",
                 code="invalid_api_key",
             )
+        if token in config.revoked:
+            raise _ApiError(
+                403,
+                f"This API key has been revoked (key id {key_id(token)}).",
+                type_="authentication_error",
+                code="api_key_revoked",
+            )
         return token
+
+    def _models(self, request: Request) -> Response:
+        """``GET /v1/models``: authenticated like generation, answers a short model list.
+
+        Not counted in :meth:`stats` (only generation requests are).
+        """
+        self._authenticate(request, self.config)
+        created = 1_700_000_000
+        models = [
+            {"id": model, "object": "model", "created": created, "type": "image", "owned_by": "black-forest-labs"}
+            for model in ("black-forest-labs/FLUX.1-schnell-Free", "black-forest-labs/FLUX.1-schnell")
+        ]
+        return _json(models)
 
     def _retry_headers(self, seconds: float, config: EmulatorConfig) -> dict[str, str]:
         return {"Retry-After": _fmt_seconds(seconds, config.time_scale)}
@@ -858,6 +906,9 @@ class FluxEmulator:
                 code="insufficient_quota",
             )
         params = _parse_params(self._read_json(request), config.reject_substring)
+        marked = self._marked_answer(params.prompt, config)
+        if marked is not None:
+            return marked, 0, "marker"
 
         fault = self._draw_fault(config)
         if fault == "429":
@@ -879,13 +930,7 @@ class FluxEmulator:
                 headers={"X-Emulator-Fault": fault},
             )
         if fault == "503":
-            raise _ApiError(
-                503,
-                "The server is overloaded or not ready yet (emulated fault)",
-                type_="server_error",
-                code="service_unavailable",
-                headers={"X-Emulator-Fault": fault},
-            )
+            raise self._capacity_error(config, {"X-Emulator-Fault": fault})
         if fault == "timeout":
             self._stopping.wait(config.hang_seconds)
             raise _ApiError(
@@ -941,6 +986,58 @@ class FluxEmulator:
         body = {"id": uuid.uuid4().hex, "model": params.model, "object": "list", "data": data}
         images = 0 if fault else params.n
         return _json(body, 200, headers), images, fault
+
+    def _capacity_error(self, config: EmulatorConfig, headers: Mapping[str, str]) -> _ApiError:
+        """A 503 "no capacity" answer (with ``Retry-After`` when ``retry_after_503`` > 0)."""
+        headers = dict(headers)
+        if config.retry_after_503 > 0:
+            headers.update(self._retry_headers(config.retry_after_503 / config.time_scale, config))
+        return _ApiError(
+            503,
+            "The server is overloaded or not ready yet (emulated fault)",
+            type_="server_error",
+            code="service_unavailable",
+            headers=headers,
+        )
+
+    def _marked_answer(self, prompt: str, config: EmulatorConfig) -> Response | None:
+        """The answer a marker in ``prompt`` asks for (see :class:`EmulatorConfig`), or None.
+
+        Raises:
+            _ApiError: the 403 of ``forbid_substring``, or the status of a status marker.
+        """
+        if config.forbid_substring and config.forbid_substring in prompt:
+            raise _ApiError(
+                403,
+                "Input validation error: the request exceeds the limits of this model.",
+                code="request_forbidden",
+                param="prompt",
+            )
+        if config.waf_substring and config.waf_substring in prompt:
+            page = "<html><head><title>403 Forbidden</title></head><body><h1>Request blocked</h1></body></html>"
+            return Response(page, status=403, mimetype="text/html")
+        marker = config.status_marker
+        if not marker or marker not in prompt:
+            return None
+        code = prompt.split(marker, 1)[1].split("__", 1)[0]
+        if code == "GARBAGE":
+            return Response(b"\x89<html>not json at all", status=200, mimetype="application/json")
+        if not (code.isdigit() and len(code) == 3 and 400 <= int(code) <= 599):
+            return None
+        status = int(code)
+        headers = {"X-Emulator-Fault": "marker"}
+        if status == 503:
+            raise self._capacity_error(config, headers)
+        if status == 429:
+            headers.update(self._retry_headers(1.0 / config.time_scale, config))
+        kinds = {401: "authentication_error", 402: "billing_error", 429: "rate_limit_error"}
+        raise _ApiError(
+            status,
+            f"Emulated {status} answer (status marker).",
+            type_=kinds.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+            code=f"emulated_{status}",
+            headers=headers,
+        )
 
     def _draw_fault(self, config: EmulatorConfig) -> str | None:
         """Pick at most one random fault, checking 429, 500, 503, timeout, corrupt in order."""

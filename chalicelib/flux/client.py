@@ -51,6 +51,7 @@ import binascii
 import email.utils
 import io
 import logging
+import math
 import random
 import threading
 import time
@@ -67,10 +68,12 @@ from chalicelib.flux.exceptions import (
     AllKeysCoolingError,
     CorruptImageError,
     FluxError,
+    NoUsableKeysError,
+    UpstreamBusyError,
     UpstreamFailedError,
     UpstreamRejectedError,
 )
-from chalicelib.flux.keypool import DISABLED, OUT_OF_CREDITS, KeyPool, Lease, get_key_pool
+from chalicelib.flux.keypool import DISABLED, MAX_COOLDOWN_S, OUT_OF_CREDITS, KeyPool, Lease, get_key_pool
 from chalicelib.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -79,6 +82,8 @@ USER_AGENT = "PromptCanvas/1.0 (flux-client; python-requests)"
 CONNECT_TIMEOUT_S = 3.05  # seconds; a little over a TCP retransmit window
 MIN_ATTEMPT_S = 0.3  # seconds; no new attempt with less time than this left
 MAX_COOLDOWN_WAIT_S = 2.0  # seconds; wait for a cooling key only if it is back this soon
+PROBE_TIMEOUT_S = 2.0  # seconds; GET /models that checks a key after a 401/403
+BUSY_RETRY_S = 5.0  # seconds; Retry-After we give after 503s that carried none
 BACKOFF_BASE_S = 0.1  # seconds
 BACKOFF_CAP_S = 1.0  # seconds
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # bytes; a 1440x1440 PNG is ~6 MB
@@ -208,11 +213,47 @@ def verify_image(data: bytes, width: int, height: int) -> tuple[str, str]:
 
 
 class _Transient(Exception):
-    """One attempt failed in a way worth retrying on another key after a back-off."""
+    """One attempt failed in a way worth retrying after a back-off (another key or the same).
+
+    ``busy``: upstream said it is at capacity (503); ``retry_after``: its ``Retry-After`` (s).
+    """
+
+    def __init__(self, message: str, *, busy: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.busy = busy
+        self.retry_after = retry_after
 
 
 class _NextKey(Exception):
-    """One attempt failed because of the key (429/401/402/403); try the next key now."""
+    """One attempt failed because of the key (429/401/402/403); try the next key now.
+
+    ``busy``: it was a 429 (the key is over its rate, not broken).
+    """
+
+    def __init__(self, message: str, *, busy: bool = False) -> None:
+        super().__init__(message)
+        self.busy = busy
+
+
+@dataclass
+class _Call:
+    """What one :meth:`FluxClient.generate` call did to the key pool (all its images).
+
+    Attributes:
+        changed: the key id whose shared state (cooldown, disabled, out of credits) this
+            call changed; one call changes at most one key.
+        excluded: key id -> epoch seconds until which this call does not use it again
+            (``inf``: not at all), for keys it may not change or could not judge.
+        busy_until: epoch seconds; the latest end of a 503's ``Retry-After`` (0: no 503).
+    """
+
+    changed: str | None = None
+    excluded: dict[str, float] = field(default_factory=dict)
+    busy_until: float = 0.0
+
+    def may_change(self, kid: str) -> bool:
+        """True if this call may still change ``kid``'s shared state."""
+        return self.changed is None or self.changed == kid
 
 
 class FluxClient:
@@ -249,6 +290,7 @@ class FluxClient:
         self.settings = settings or get_settings()
         self.pool = pool
         self.endpoint = normalize_base_url(self.settings.together_base_url) + "/images/generations"
+        self.models_url = normalize_base_url(self.settings.together_base_url) + "/models"
         if session is None:
             session = requests.Session()
             adapter = HTTPAdapter(pool_connections=2, pool_maxsize=8, max_retries=0)
@@ -286,7 +328,8 @@ class FluxClient:
         """
         budget = self.settings.flux_deadline_seconds if deadline_s is None else deadline_s
         deadline = self._monotonic() + max(0.0, budget)
-        return [self._generate_one(params, index, deadline) for index in range(params.n)]
+        call = _Call()
+        return [self._generate_one(params, index, deadline, call) for index in range(params.n)]
 
     # -- one image ------------------------------------------------------------------------------
 
@@ -308,49 +351,61 @@ class FluxClient:
             payload["guidance_scale"] = params.guidance_scale
         return payload
 
-    def _generate_one(self, params: GenerationParams, index: int, deadline: float) -> GeneratedImage:
+    def _generate_one(self, params: GenerationParams, index: int, deadline: float, call: _Call) -> GeneratedImage:
         seed = params.seed_for(index)
         payload = self._payload(params, seed)
         max_attempts = 2 * max(1, len(self.pool)) + 2
         attempts = 0
         transient = 0
-        only_rate_limited = True
+        only_busy = True  # every attempt so far was a 429 or a 503
         last_error: str | None = None
         while True:
             remaining = deadline - self._monotonic()
             if attempts >= max_attempts or remaining < MIN_ATTEMPT_S:
                 why = "attempts" if attempts >= max_attempts else "deadline"
                 logger.error("flux gave up reason=%s attempts=%d last_error=%s", why, attempts, last_error)
-                if attempts and only_rate_limited:
-                    # Every attempt was a 429: the keys are saturated, not broken. Say so (503 with
-                    # Retry-After), so callers back off instead of counting an upstream failure.
-                    raise self._cooling_error()
+                if attempts and only_busy:
+                    # Every attempt was a 429 or a 503: upstream is saturated, not broken. Say so
+                    # (503 with Retry-After), so callers back off instead of counting a failure.
+                    raise self._busy_error(call)
                 raise UpstreamFailedError(
                     f"image generation failed upstream ({why} exhausted after {attempts} attempts)",
                     last_error=last_error,
                     attempts=attempts,
                 )
             try:
-                lease = self.pool.acquire()
+                lease = self.pool.acquire(exclude=call.excluded)
             except AllKeysCoolingError as exc:
                 if exc.retry_after <= MAX_COOLDOWN_WAIT_S and exc.retry_after + MIN_ATTEMPT_S < remaining:
                     self._sleep(exc.retry_after + 0.01)
                     continue
                 raise
+            except NoUsableKeysError:
+                if not call.excluded:
+                    raise
+                if only_busy:
+                    raise self._busy_error(call) from None
+                raise UpstreamFailedError(
+                    f"image generation failed upstream (no key left to try after {attempts} attempts)",
+                    last_error=last_error,
+                    attempts=attempts,
+                ) from None
             attempts += 1
             timeout = min(self.settings.flux_request_timeout_seconds, remaining)
             try:
-                return self._attempt(lease, payload, params, seed, index, timeout, deadline)
+                return self._attempt(lease, payload, params, seed, index, timeout, deadline, call)
             except _NextKey as exc:
                 last_error = str(exc)
-                only_rate_limited = only_rate_limited and last_error.startswith("429")
+                only_busy = only_busy and exc.busy
             except _Transient as exc:
                 last_error = str(exc)
-                only_rate_limited = False
+                only_busy = only_busy and exc.busy
                 transient += 1
                 if attempts >= max_attempts:
                     continue  # no back-off before giving up
                 pause = random.uniform(0.0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**transient))
+                if exc.retry_after is not None:  # upstream said how long: wait that (within the deadline)
+                    pause = max(pause, exc.retry_after)
                 pause = min(pause, max(0.0, deadline - self._monotonic() - MIN_ATTEMPT_S))
                 if pause > 0:
                     self._sleep(pause)
@@ -364,6 +419,7 @@ class FluxClient:
         index: int,
         timeout: float,
         deadline: float,
+        call: _Call,
     ) -> GeneratedImage:
         """One upstream call with ``lease``; reports the outcome to the pool.
 
@@ -412,27 +468,100 @@ class FluxClient:
         message = self.pool.redact(message)
         if status == 429:
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-            self.pool.report_rate_limited(kid, retry_after)
-            raise _NextKey(f"429 from key {kid}: {message}")
+            if call.may_change(kid):
+                call.changed = kid
+                self.pool.report_rate_limited(kid, retry_after)
+            else:  # this call already changed another key: skip this one, write nothing
+                wait = self.settings.flux_default_cooldown_seconds if retry_after is None else retry_after
+                call.excluded[kid] = time.time() + min(wait, MAX_COOLDOWN_S)
+            raise _NextKey(f"429 from key {kid}: {message}", busy=True)
         if status in (401, 403):
-            self.pool.report_disabled(kid, f"{status}: {message}", state=DISABLED)
-            raise _NextKey(f"{status} from key {kid}: {message}")
+            return self._auth_failure(lease, status, message, param, deadline, call)
         if status == 402:
-            self.pool.report_disabled(kid, f"402: {message}", state=OUT_OF_CREDITS)
+            self._take_out(kid, f"402: {message}", OUT_OF_CREDITS, call)
             raise _NextKey(f"402 from key {kid}: {message}")
         if status in REJECT_STATUSES:
             logger.info("flux rejected status=%d key_id=%s param=%s", status, kid, param)
             raise UpstreamRejectedError(message, field=param, upstream_status=status)
+        if status == 503:  # platform capacity: back off, no key is to blame
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            wait = BUSY_RETRY_S if retry_after is None else min(retry_after, MAX_COOLDOWN_S)
+            call.busy_until = max(call.busy_until, time.time() + wait)
+            logger.warning("flux upstream busy (503) key_id=%s retry_after=%s", kid, retry_after)
+            raise _Transient(f"503 from upstream: {message}", busy=True, retry_after=retry_after)
         raise self._transient(kid, f"{status} from upstream: {message}")
 
-    def _cooling_error(self) -> AllKeysCoolingError:
-        """The pool's own cooling error (earliest retry time), or one a default cooldown away."""
+    def _auth_failure(
+        self, lease: Lease, status: int, message: str, param: str | None, deadline: float, call: _Call
+    ) -> GeneratedImage:
+        """A 401/403 to a generation request: ask the key itself (``GET /models``).
+
+        The key still authenticates: the refusal was about this request (Together answers 403
+        to some request errors; a WAF may answer 403 on content), so the user gets
+        :class:`UpstreamRejectedError` and no key changes. The probe is refused with 401/403 too:
+        the key is disabled (if this call has not changed another key). No answer: the key is
+        skipped for this call and nothing is written.
+
+        Raises:
+            UpstreamRejectedError, _NextKey: always (the return type only satisfies the caller).
+        """
+        kid = lease.key_id
+        probe = self._probe(lease, deadline)
+        if probe is not None and 200 <= probe < 300:
+            logger.info("flux refused status=%d key_id=%s probe=%d: a request error", status, kid, probe)
+            raise UpstreamRejectedError(message, field=param, upstream_status=status)
+        if probe in (401, 403):
+            self._take_out(kid, f"{status}: {message} (GET /models: {probe})", DISABLED, call)
+            raise _NextKey(f"{status} from key {kid}, confirmed: {message}")
+        call.excluded[kid] = math.inf
+        logger.warning("flux refused status=%d key_id=%s probe=%s: unconfirmed, key skipped", status, kid, probe)
+        raise _NextKey(f"{status} from key {kid} (probe {probe}): {message}")
+
+    def _take_out(self, kid: str, reason: str, state: str, call: _Call) -> None:
+        """Disable ``kid`` (``state``) unless this call already changed another key; then
+        only skip it for the rest of this call."""
+        if call.may_change(kid):
+            call.changed = kid
+            self.pool.report_disabled(kid, reason, state=state)
+        else:
+            call.excluded[kid] = math.inf
+            logger.warning("flux key %s not written (one key per call) key_id=%s", state, kid)
+
+    def _probe(self, lease: Lease, deadline: float) -> int | None:
+        """Status of ``GET {base}/models`` with ``lease``'s key: a cheap authenticated call.
+
+        At most :data:`PROBE_TIMEOUT_S` (and the time left before ``deadline``); the body is
+        never read (only the status matters), so its size does not matter. None on a
+        timeout, a connection error, or no time left.
+        """
+        timeout = min(PROBE_TIMEOUT_S, deadline - self._monotonic())
+        if timeout < MIN_ATTEMPT_S:
+            return None
         try:
-            self.pool.acquire()
+            with self.session.get(
+                self.models_url,
+                headers={"Authorization": f"Bearer {lease.key}"},
+                timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout),
+                stream=True,
+            ) as resp:
+                return resp.status_code
+        except requests.RequestException:
+            return None
+
+    def _busy_error(self, call: _Call) -> AllKeysCoolingError:
+        """503 with a retry time when the attempts were all 429/503: :class:`UpstreamBusyError`
+        if upstream answered 503, else the pool's cooling error (or its skipped keys')."""
+        if call.busy_until:
+            return UpstreamBusyError(retry_at=call.busy_until)
+        waits = [until for until in call.excluded.values() if until < math.inf]
+        try:
+            self.pool.acquire(exclude=call.excluded)
         except AllKeysCoolingError as exc:
-            return exc
+            waits.append(exc.retry_at)
         except FluxError:
             pass
+        if waits:
+            return AllKeysCoolingError(retry_at=min(waits))
         return AllKeysCoolingError(time.time() + self.settings.flux_default_cooldown_seconds)
 
     def _transient(self, kid: str, message: str) -> _Transient:

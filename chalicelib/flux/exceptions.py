@@ -33,7 +33,14 @@ class AllKeysCoolingError(FluxError):
 
     The response carries ``Retry-After`` = ``ceil(retry_after)``, at least 1
     (RFC 9110 section 10.2.3: a non-negative integer number of seconds).
+
+    Subclasses (:class:`UpstreamBusyError`, :class:`KeyHealthUnavailableError`) are other
+    "come back at ``retry_at``" conditions: whoever handles a cooling pool (the API's 503,
+    the batch worker's deferral without spending an attempt) handles them alike.
     """
+
+    error_code = "keys-cooling"
+    what = "image generation is busy"
 
     def __init__(self, retry_at: float, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -42,10 +49,33 @@ class AllKeysCoolingError(FluxError):
         seconds = max(1, math.ceil(self.retry_after))
         super().__init__(
             503,
-            "keys-cooling",
-            f"image generation is busy; retry in {seconds} s",
+            type(self).error_code,
+            f"{type(self).what}; retry in {seconds} s",
             headers={"Retry-After": str(seconds)},
         )
+
+
+class UpstreamBusyError(AllKeysCoolingError):
+    """503 ``upstream-busy``: Together answered 503 (no capacity on its side) until the
+    deadline ran out. No key is to blame and none changed state.
+
+    ``retry_at`` comes from the last 503's ``Retry-After`` when it had one, else a
+    short default. Together's error-code table, https://docs.together.ai/docs/error-codes:
+    503 "engine overloaded", retry after a brief wait.
+    """
+
+    error_code = "upstream-busy"
+    what = "the image service upstream is at capacity"
+
+
+class KeyHealthUnavailableError(AllKeysCoolingError):
+    """503 ``key-health-unavailable``: this instance has not yet read the key-health table
+    (DynamoDB failed), so it cannot tell which keys are disabled or out of credits, and
+    uses none (fail closed). ``retry_at`` is when it reads again (about a second away).
+    """
+
+    error_code = "key-health-unavailable"
+    what = "image generation is starting up"
 
 
 class NoUsableKeysError(FluxError):
@@ -61,7 +91,8 @@ class NoUsableKeysError(FluxError):
 
 
 class UpstreamRejectedError(FluxError):
-    """422 ``upstream-rejected``: Together refused the request itself (400/404/413/422).
+    """422 ``upstream-rejected``: Together refused the request itself (400/404/413/422,
+    or a 401/403 while the same key still authenticates on ``GET /v1/models``).
 
     Not retried: the same parameters would be refused by every key. ``message``
     is upstream's message (redacted); ``field`` is upstream's ``param`` when given.
