@@ -844,6 +844,7 @@ class FluxEmulator:
             if config.latency_ms > 0:
                 self._stopping.wait(config.latency_ms / 1000.0)
             key = self._authenticate(request, config)
+            self._check_revoked(key, config)
             response, images, fault = self._generate_authed(request, config, key)
             status = response.status_code
             return response
@@ -871,21 +872,24 @@ class FluxEmulator:
                 "You can find your API key at https://api.together.xyz/settings/api-keys.",
                 code="invalid_api_key",
             )
-        if token in config.revoked:
+        return token
+
+    def _check_revoked(self, key: str, config: EmulatorConfig) -> None:
+        """Raise the 403 of a revoked key (see ``EmulatorConfig.revoked``)."""
+        if key in config.revoked:
             raise _ApiError(
                 403,
-                f"This API key has been revoked (key id {key_id(token)}).",
+                f"This API key has been revoked (key id {key_id(key)}).",
                 type_="authentication_error",
                 code="api_key_revoked",
             )
-        return token
 
     def _models(self, request: Request) -> Response:
         """``GET /v1/models``: authenticated like generation, answers a short model list.
 
         Not counted in :meth:`stats` (only generation requests are).
         """
-        self._authenticate(request, self.config)
+        self._check_revoked(self._authenticate(request, self.config), self.config)
         created = 1_700_000_000
         models = [
             {"id": model, "object": "model", "created": created, "type": "image", "owned_by": "black-forest-labs"}

@@ -21,6 +21,7 @@ from chalicelib.db.keys import KeyHealthModel
 from chalicelib.flux import (
     AllKeysCoolingError,
     FluxClient,
+    KeyHealthUnavailableError,
     KeyPool,
     NoUsableKeysError,
     UpstreamBusyError,
@@ -331,6 +332,191 @@ def test_deadline_override(aws, flux):
     with pytest.raises(UpstreamFailedError):
         FluxClient(settings(flux, keys=(K1, K2, K3, K4))).generate(params(), deadline_s=0.8)
     assert time.monotonic() - started < 1.3
+
+
+# -- one request changes at most one key ----------------------------------------------------------
+
+KEYS4 = (K1, K2, K3, K4)
+
+
+def stored(keys=KEYS4) -> dict[str, tuple[str, bool]]:
+    """The key-health table as DynamoDB holds it: key id -> (stored state, cooldown running)."""
+    now = time.time()
+    rows = {row.key_id: row for row in KeyHealthModel.batch_get([key_id(k) for k in keys], consistent_read=True)}
+    out = {}
+    for key in keys:
+        row = rows.get(key_id(key))
+        state = (row.state or "healthy") if row else "healthy"
+        out[key_id(key)] = (state, bool(row and float(row.cooldown_until or 0) > now))
+    return out
+
+
+def changed_keys(before: dict, after: dict) -> dict[str, tuple[str, bool]]:
+    return {kid: after[kid] for kid in before if after[kid] != before[kid]}
+
+
+def test_a_403_request_error_is_the_users_problem_and_no_key_changes(aws, flux):
+    client = FluxClient(settings(flux, keys=KEYS4))
+    client.pool.refresh()
+    before = stored()
+    with pytest.raises(UpstreamRejectedError) as info:
+        client.generate(params(PLAIN[0] + " __FORBID__"))
+    assert (info.value.status, info.value.code, info.value.upstream_status) == (422, "upstream-rejected", 403)
+    assert flux.stats()["requests"] == 1  # not retried on every key
+    assert changed_keys(before, stored()) == {}
+    assert all(r["state"] == "healthy" and r["usable"] for r in client.pool.health_report())
+    # the next request (another user's) is served
+    assert client.generate(params(PLAIN[1]))[0].data
+
+
+def test_a_waf_403_page_on_content_changes_no_key(aws, flux):
+    client = FluxClient(settings(flux, keys=KEYS4))
+    with pytest.raises(UpstreamRejectedError) as info:
+        client.generate(params(PLAIN[2] + " __WAF__"))
+    assert info.value.upstream_status == 403 and "Request blocked" in info.value.message
+    assert all(state == "healthy" for state, _ in stored().values())
+    assert client.pool.healthy_count() == 4
+
+
+def test_a_revoked_key_is_disabled_and_only_that_one(aws, flux):
+    flux.reset(revoked=[K3])
+    client = FluxClient(settings(flux, keys=KEYS4))
+    for prompt in PLAIN[:5]:  # round-robin meets K3 within four calls; every call is served
+        assert client.generate(params(prompt))[0].key_id != key_id(K3)
+    states = {kid: state for kid, (state, _) in stored().items()}
+    assert states == {key_id(K1): "healthy", key_id(K2): "healthy", key_id(K3): "disabled", key_id(K4): "healthy"}
+    row = report(client.pool, K3)
+    assert row["reason"].startswith("403") and "GET /models: 403" in row["reason"]
+    assert by_key(flux, K3)["by_status"] == {"403": 1}  # never used again
+
+
+def test_one_request_disables_at_most_one_key_even_if_all_are_revoked(aws, flux):
+    flux.reset(revoked=list(KEYS4))
+    client = FluxClient(settings(flux, keys=KEYS4))
+    client.pool.refresh()
+    before = stored()
+    with pytest.raises(UpstreamFailedError):
+        client.generate(params(PLAIN[0]))
+    first = changed_keys(before, stored())
+    assert list(first.values()) == [("disabled", False)]
+    assert flux.stats()["by_status"] == {"403": 4}  # each key tried once, three only skipped
+    with pytest.raises(UpstreamFailedError):  # the next request takes out the next key
+        FluxClient(settings(flux, keys=KEYS4)).generate(params(PLAIN[1]))
+    assert sorted(state for state, _ in stored().values()) == ["disabled", "disabled", "healthy", "healthy"]
+
+
+def test_a_503_storm_leaves_every_key_healthy_and_is_a_503_with_retry_after(aws, flux):
+    flux.reset(p503=1.0, retry_after_503=1.0)
+    client = FluxClient(settings(flux, keys=KEYS4, flux_deadline_seconds=3.0))
+    client.pool.refresh()
+    before = stored()
+    for prompt in PLAIN[:3]:
+        with pytest.raises(UpstreamBusyError) as info:
+            client.generate(params(prompt))
+        err = info.value
+        assert (err.status, err.code) == (503, "upstream-busy")
+        assert int(err.headers["Retry-After"]) >= 1
+    assert changed_keys(before, stored()) == {}
+    rows = client.pool.health_report()
+    assert all(r["state"] == "healthy" and r["errors"] == 0 and r["rate_limited"] == 0 for r in rows)
+    flux.reset()  # capacity is back: served at once
+    assert client.generate(params(PLAIN[3]))[0].data
+
+
+def _delete_key_table() -> None:
+    from chalicelib.aws import client as aws_client
+
+    aws_client("dynamodb").delete_table(TableName=KeyHealthModel.Meta.table_name)
+
+
+def test_a_cold_instance_whose_health_read_fails_uses_no_key(aws, flux):
+    from devstack.resources import ensure_all
+
+    warm = KeyPool(settings(flux))
+    warm.refresh()
+    warm.report_disabled(key_id(K1), "401: revoked")
+    _delete_key_table()  # DynamoDB now answers ResourceNotFoundException to every read
+
+    cold = KeyPool(settings(flux))
+    assert cold.healthy_count() == 0
+    with pytest.raises(KeyHealthUnavailableError) as info:
+        FluxClient(settings(flux, flux_deadline_seconds=2.5), pool=cold).generate(params())
+    assert (info.value.status, info.value.code, info.value.headers["Retry-After"]) == (
+        503,
+        "key-health-unavailable",
+        "1",
+    )
+    assert flux.stats()["requests"] == 0  # K1 (disabled in the table) was not used, nor any key
+
+    ensure_all()  # the table is back, with the row that says K1 is disabled
+    KeyHealthModel(key_id(K1), state="disabled", reason="401: revoked", updated_at=int(time.time())).save()
+    client = FluxClient(settings(flux), pool=cold)
+    for prompt in PLAIN[:4]:
+        assert client.generate(params(prompt))[0].key_id == key_id(K2)
+    assert by_key(flux, K1)["requests"] == 0
+
+
+def test_a_disabled_key_stays_out_when_its_write_failed(aws, flux):
+    from devstack.resources import ensure_all
+
+    pool = KeyPool(settings(flux, key_health_refresh_seconds=0.0))
+    pool.refresh()
+    _delete_key_table()
+    pool.report_disabled(key_id(K1), "401: revoked")  # the write fails
+    assert not pool.refresh()  # and so does the read: the snapshot stands
+    assert report(pool, K1)["state"] == "disabled"
+    ensure_all()  # the table is back, empty: the rows are seeded healthy
+    assert pool.refresh(force=True)
+    assert report(pool, K1)["state"] == "disabled"  # not resurrected by the healthy seed...
+    assert stored((K1, K2))[key_id(K1)] == ("disabled", False)  # ...and written again
+    assert {pool.acquire().key_id for _ in range(4)} == {key_id(K2)}
+
+
+UPSTREAM_ANSWERS = [
+    # (case, emulator config, prompt marker, keys, error raised, stored state a key may take)
+    ("400", {}, "__STATUS_400__", KEYS4, UpstreamRejectedError, None),
+    ("401-request", {}, "__STATUS_401__", KEYS4, UpstreamRejectedError, None),
+    ("401-auth", {}, "", ("bogus-1", "bogus-2", "bogus-3", "bogus-4"), UpstreamFailedError, "disabled"),
+    ("402", {"out_of_credits": list(KEYS4)}, "", KEYS4, UpstreamFailedError, "out_of_credits"),
+    ("403-request", {}, "__FORBID__", KEYS4, UpstreamRejectedError, None),
+    ("403-waf", {}, "__WAF__", KEYS4, UpstreamRejectedError, None),
+    ("403-auth", {"revoked": list(KEYS4)}, "", KEYS4, UpstreamFailedError, "disabled"),
+    ("404", {}, "__STATUS_404__", KEYS4, UpstreamRejectedError, None),
+    ("413", {}, "__STATUS_413__", KEYS4, UpstreamRejectedError, None),
+    ("422", {}, "__REJECT__", KEYS4, UpstreamRejectedError, None),
+    ("429", {}, "__STATUS_429__", KEYS4, AllKeysCoolingError, None),
+    ("500", {}, "__STATUS_500__", KEYS4, UpstreamFailedError, None),
+    ("502", {}, "__STATUS_502__", KEYS4, UpstreamFailedError, None),
+    ("503", {}, "__STATUS_503__", KEYS4, UpstreamBusyError, None),
+    ("timeout", {"ptimeout": 1.0, "hang_seconds": 1.0}, "", KEYS4, UpstreamFailedError, None),
+    ("garbage", {}, "__STATUS_GARBAGE__", KEYS4, UpstreamFailedError, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "config", "marker", "keys", "error", "terminal"), UPSTREAM_ANSWERS, ids=[c[0] for c in UPSTREAM_ANSWERS]
+)
+def test_no_single_request_changes_more_than_one_key(aws, flux, case, config, marker, keys, error, terminal):
+    flux.reset(**config)
+    s = settings(flux, keys=keys, flux_deadline_seconds=3.0, flux_request_timeout_seconds=0.5)
+    client = FluxClient(s)
+    client.pool.refresh()
+    before = stored(keys)
+    with pytest.raises(error):
+        client.generate(params(f"{PLAIN[5]} {marker}".strip()))
+    changed = changed_keys(before, stored(keys))
+    assert len(changed) <= 1, changed
+    states = {state for state, _ in changed.values() if state != "healthy"}
+    if terminal is None:  # no auth/credit answer confirmed for a key: no stored state changes
+        assert states == set()
+    else:  # the key's own confirmed answer: that key, and only it
+        assert states == {terminal} and len(changed) == 1
+        assert set(flux.stats()["by_status"]) in ({"401"}, {"402"}, {"403"})  # each key's own answer
+    if case == "429":  # a cooldown, from the answer's Retry-After, on one key at most
+        assert [cooling for _, cooling in changed.values()] in ([], [True])
+    # the pool serves the next (ordinary) request if the upstream does
+    if not config and terminal is None:
+        assert client.generate(params(PLAIN[6]))[0].data
 
 
 # -- cost of the healthy path ---------------------------------------------------------------------
