@@ -519,6 +519,52 @@ def test_no_single_request_changes_more_than_one_key(aws, flux, case, config, ma
         assert client.generate(params(PLAIN[6]))[0].data
 
 
+# -- through the API (POST /v1/images on the app, with the stack behind it) -------------------------
+
+SMALL = {"width": 256, "height": 256}
+
+
+def test_api_a_403_prompt_is_a_4xx_and_another_user_is_still_served(api, flux):
+    before = stored()
+    reply = api.post("/v1/images", user="mallory", json_body={"prompt": PLAIN[0] + " __FORBID__", **SMALL})
+    assert reply.status == 422, reply.body
+    assert reply.json["error"]["code"] == "upstream-rejected"
+    for _ in range(3):  # hostile repeats change nothing either
+        assert (
+            api.post("/v1/images", user="mallory", json_body={"prompt": "__FORBID__ " + PLAIN[1], **SMALL}).status
+            == 422
+        )
+    assert changed_keys(before, stored()) == {}
+    assert all(state == "healthy" for state, _ in stored().values())
+    reply = api.post("/v1/images", user="alice", json_body={"prompt": PLAIN[2], **SMALL})
+    assert reply.status == 201, reply.body
+
+
+def test_api_a_revoked_key_is_disabled_and_users_are_served(api, flux):
+    flux.reset(revoked=[K2])
+    for prompt in PLAIN[:5]:
+        reply = api.post("/v1/images", user="bob", json_body={"prompt": prompt, **SMALL})
+        assert reply.status == 201, reply.body
+    assert {kid: state for kid, (state, _) in stored().items()} == {
+        key_id(K1): "healthy",
+        key_id(K2): "disabled",
+        key_id(K3): "healthy",
+        key_id(K4): "healthy",
+    }
+
+
+def test_api_a_503_storm_is_a_503_with_retry_after_and_blames_no_key(api, flux):
+    flux.reset(p503=1.0, retry_after_503=3.0)
+    before = stored()
+    reply = api.post("/v1/images", user="carol", json_body={"prompt": PLAIN[3], **SMALL})
+    assert reply.status == 503, reply.body
+    assert reply.json["error"]["code"] == "upstream-busy"
+    assert 1 <= int(reply.header("Retry-After")) <= 3  # the last 503's Retry-After, counted down
+    assert flux.stats()["by_status"] == {"503": flux.stats()["requests"]}
+    assert changed_keys(before, stored()) == {}
+    assert api.get("/v1/me/usage", user="carol").json["used"] == 0
+
+
 # -- cost of the healthy path ---------------------------------------------------------------------
 
 
