@@ -2,8 +2,10 @@
 
 It speaks the wire protocol of ``POST /v1/images/generations`` closely enough for the
 official ``together`` SDK and for our own client: bearer-key auth, Together's JSON error
-body, per-key rate limits with ``Retry-After``, and injectable faults (429/500/503,
-hanging requests answered with 504, and 200s whose image bytes are garbage). Images are
+body, per-key rate limits with ``Retry-After``, ``GET /v1/models`` (an authenticated probe),
+revoked keys (403 everywhere), and injectable faults (429/500/503, hanging requests answered
+with 504, 200s whose image bytes are garbage, and marker prompts that make one request answer
+a 403 request error, a WAF page or any status). Images are
 real JPEG/PNG files drawn deterministically from the request, so the same request (with a
 seed) always yields the same bytes, and different prompts yield visibly different pictures.
 

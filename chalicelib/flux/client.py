@@ -22,12 +22,25 @@ upstream                   client
 =========================  ===================================================
 200 + image that decodes   success (counted locally, no DynamoDB call)
 429                        key cools for Retry-After; next key at once
-401 / 403                  key disabled; next key at once
+401 / 403                  probe the key: ``GET {base}/models`` (at most
+                           :data:`PROBE_TIMEOUT_S`, body never read). 2xx:
+                           :class:`UpstreamRejectedError`, no key changes;
+                           401/403: key disabled, next key; no answer: key
+                           skipped for this call, nothing written
 402                        key out_of_credits; next key at once
 400 / 404 / 413 / 422      :class:`UpstreamRejectedError`, no retry
-5xx, 408, timeout, conn.   errors +1; full-jitter back-off; next key
+503                        capacity, no key blamed (no write): back off for
+                           Retry-After (else full jitter); when attempts or
+                           the deadline run out, :class:`UpstreamBusyError`
+other 5xx, 408, timeout    errors +1; full-jitter back-off; next key
 corrupt / wrong size       errors +1; full-jitter back-off; next key
 =========================  ===================================================
+
+One :meth:`FluxClient.generate` call (all ``n`` images) changes the shared state of at
+most one key: one user's request is no evidence against several shared keys. A 429,
+401/403 or 402 from a further key in the same call only skips that key for the call.
+Together documents 403 for request errors too (https://docs.together.ai/docs/error-codes),
+and a WAF in front of it may answer 403 on content: hence the probe.
 
 Back-off is AWS's "full jitter": ``uniform(0, min(cap, base * 2**k))``
 (AWS Architecture Blog, "Exponential Backoff and Jitter"), with ``cap`` 1 s so
@@ -322,9 +335,12 @@ class FluxClient:
 
         Raises:
             UpstreamRejectedError: 422, Together refused the parameters (no retry).
-            AllKeysCoolingError: 503, every key rate limited (``retry_at``, ``Retry-After``).
+            AllKeysCoolingError: 503, every key rate limited (``retry_at``, ``Retry-After``);
+                its subclasses :class:`UpstreamBusyError` (Together answered 503 until the
+                deadline) and :class:`KeyHealthUnavailableError` (key health never read).
             NoUsableKeysError: 503, no key configured or all disabled / out of credits.
-            UpstreamFailedError: 502, transient failures exhausted attempts or the deadline.
+            UpstreamFailedError: 502, transient failures exhausted attempts or the deadline,
+                or every key was skipped for this call.
         """
         budget = self.settings.flux_deadline_seconds if deadline_s is None else deadline_s
         deadline = self._monotonic() + max(0.0, budget)
