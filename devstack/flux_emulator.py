@@ -136,6 +136,15 @@ class EmulatorConfig:
             authentication and validation; the key is fine. Empty string disables markers.
         retry_after_503: ``Retry-After`` of 503 capacity answers, in emulated seconds
             (scaled by ``time_scale`` like 429s); 0 sends none.
+        tighten_after_429s: Dynamic limit: a key that is answered this many rate-limit 429s
+            within one window gets ``tighten_factor`` of its limit until a whole window passes
+            without a 429 (as Together's dynamic limits throttle bursts). 0 keeps the limit fixed.
+        tighten_factor: The fraction (0..1] of ``rate_limit_per_minute`` a tightened key gets.
+
+    Every answer to an authenticated generation request carries ``x-ratelimit-limit`` (the
+    key's current limit, images per window), ``x-ratelimit-remaining`` (images left in the
+    window) and ``x-ratelimit-reset`` (real seconds until the oldest image in the window leaves
+    it and frees a unit, 0 when the window is empty), when a rate limit is set.
     """
 
     keys: list[str] = field(default_factory=list)
@@ -156,6 +165,8 @@ class EmulatorConfig:
     waf_substring: str = "__WAF__"
     status_marker: str = "__STATUS_"
     retry_after_503: float = 0.0
+    tighten_after_429s: int = 0
+    tighten_factor: float = 0.5
 
     def __post_init__(self) -> None:
         self.validate()
@@ -173,6 +184,11 @@ class EmulatorConfig:
             setattr(self, name, list(value))
         if not _is_int(self.rate_limit_per_minute) or self.rate_limit_per_minute < 0:
             raise ValueError("rate_limit_per_minute must be an integer >= 0")
+        if not _is_int(self.tighten_after_429s) or self.tighten_after_429s < 0:
+            raise ValueError("tighten_after_429s must be an integer >= 0")
+        if not _is_number(self.tighten_factor) or not 0 < self.tighten_factor <= 1:
+            raise ValueError("tighten_factor must be a number in (0, 1]")
+        self.tighten_factor = float(self.tighten_factor)
         for name in ("time_scale", "latency_ms", "hang_seconds", "retry_after_503", *_FAULT_FIELDS.values()):
             value = getattr(self, name)
             if not _is_number(value) or not math.isfinite(value):
@@ -430,6 +446,13 @@ def _fmt_seconds(seconds: float, time_scale: float) -> str:
     return f"{max(0.01, math.ceil(seconds * 100 - 1e-6) / 100):.2f}"
 
 
+def _fmt_reset(seconds: float, time_scale: float) -> str:
+    """Format ``x-ratelimit-reset`` in real seconds: like ``Retry-After`` but may be 0."""
+    if seconds <= 0:
+        return "0"
+    return _fmt_seconds(seconds, time_scale)
+
+
 @dataclass
 class _Params:
     """Validated generation parameters."""
@@ -560,9 +583,41 @@ class _SlidingWindow:
 
     def __init__(self) -> None:
         self._events: dict[str, deque[tuple[float, int]]] = {}
+        self._rejections: dict[str, deque[float]] = {}  # key -> times of rate-limit 429s
+        self._tight_until: dict[str, float] = {}  # key -> monotonic time its tightening ends
 
     def clear(self) -> None:
         self._events.clear()
+        self._rejections.clear()
+        self._tight_until.clear()
+
+    def limit_for(self, key: str, limit: int, factor: float, now: float) -> int:
+        """``limit``, or ``factor`` of it (at least 1) while ``key`` is tightened."""
+        if self._tight_until.get(key, 0.0) > now:
+            return max(1, int(limit * factor))
+        return limit
+
+    def rejected(self, key: str, window: float, threshold: int, now: float) -> None:
+        """Count a rate-limit 429 for ``key``; ``threshold`` of them within ``window``
+        tighten it until a whole window passes without one (0: never)."""
+        if threshold <= 0:
+            return
+        times = self._rejections.setdefault(key, deque())
+        times.append(now)
+        while times and times[0] <= now - window:
+            times.popleft()
+        if len(times) >= threshold or self._tight_until.get(key, 0.0) > now:
+            self._tight_until[key] = now + window
+
+    def peek(self, key: str, limit: int, window: float, now: float) -> tuple[int, float]:
+        """``(remaining, reset)`` for ``key`` without consuming: images left in the window
+        and real seconds until its oldest image leaves it (0 if empty)."""
+        events = self._events.setdefault(key, deque())
+        while events and events[0][0] <= now - window:
+            events.popleft()
+        used = sum(count for _, count in events)
+        reset = events[0][0] + window - now if events else 0.0
+        return max(0, limit - used), max(0.0, reset)
 
     def acquire(self, key: str, n: int, limit: int, window: float, now: float) -> tuple[bool, int, float]:
         """Try to consume ``n`` images for ``key``.
@@ -849,10 +904,15 @@ class FluxEmulator:
             self._check_revoked(key, config)
             response, images, fault = self._generate_authed(request, config, key)
             status = response.status_code
+            for name, value in self._rate_headers(key, config).items():
+                response.headers.setdefault(name, value)
             return response
         except _ApiError as exc:
             status = exc.status
             fault = fault or exc.headers.get("X-Emulator-Fault")
+            if key is not None:
+                for name, value in self._rate_headers(key, config).items():
+                    exc.headers.setdefault(name, value)
             raise
         finally:
             self._record(status, key, images, fault)
@@ -902,6 +962,21 @@ class FluxEmulator:
     def _retry_headers(self, seconds: float, config: EmulatorConfig) -> dict[str, str]:
         return {"Retry-After": _fmt_seconds(seconds, config.time_scale)}
 
+    def _rate_headers(self, key: str, config: EmulatorConfig) -> dict[str, str]:
+        """The three ``x-ratelimit-*`` headers for ``key`` now ({} without a rate limit)."""
+        if config.rate_limit_per_minute <= 0:
+            return {}
+        window = 60.0 / config.time_scale
+        now = time.monotonic()
+        with self._lock:
+            limit = self._window.limit_for(key, config.rate_limit_per_minute, config.tighten_factor, now)
+            remaining, reset = self._window.peek(key, limit, window, now)
+        return {
+            "x-ratelimit-limit": str(limit),
+            "x-ratelimit-remaining": str(remaining),
+            "x-ratelimit-reset": _fmt_reset(reset, config.time_scale),
+        }
+
     def _generate_authed(self, request: Request, config: EmulatorConfig, key: str) -> tuple[Response, int, str | None]:
         """Everything after authentication. Returns ``(response, images, fault_name)``."""
         if key in config.out_of_credits:
@@ -949,11 +1024,19 @@ class FluxEmulator:
 
         headers: dict[str, str] = {}
         if fault is None and config.rate_limit_per_minute > 0:
-            limit = config.rate_limit_per_minute
             window = 60.0 / config.time_scale
+            now = time.monotonic()
             with self._lock:
-                allowed, remaining, retry_after = self._window.acquire(key, params.n, limit, window, time.monotonic())
-            headers = {"x-ratelimit-limit": str(limit), "x-ratelimit-remaining": str(remaining)}
+                limit = self._window.limit_for(key, config.rate_limit_per_minute, config.tighten_factor, now)
+                allowed, remaining, retry_after = self._window.acquire(key, params.n, limit, window, now)
+                _, reset = self._window.peek(key, limit, window, now)
+                if not allowed:
+                    self._window.rejected(key, window, config.tighten_after_429s, now)
+            headers = {
+                "x-ratelimit-limit": str(limit),
+                "x-ratelimit-remaining": str(remaining),
+                "x-ratelimit-reset": _fmt_reset(reset, config.time_scale),
+            }
             if not allowed:
                 headers.update(self._retry_headers(retry_after, config))
                 raise _ApiError(

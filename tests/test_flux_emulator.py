@@ -548,6 +548,33 @@ def test_503_capacity_answers_carry_a_scaled_retry_after(flux):
     assert error_of(r)["code"] == "service_unavailable"
 
 
+def test_every_answer_carries_the_rate_limit_headers(flux):
+    flux.configure(rate_limit_per_minute=3, time_scale=60.0)  # a 1 s window
+    first = post(flux, gen())
+    assert (first.headers["x-ratelimit-limit"], first.headers["x-ratelimit-remaining"]) == ("3", "2")
+    assert 0 < float(first.headers["x-ratelimit-reset"]) <= 1.0
+    refused = post(flux, gen(PROMPT_A + " __STATUS_400__"))  # an error answer has them too
+    assert refused.status_code == 400 and refused.headers["x-ratelimit-remaining"] == "2"
+    post(flux, gen())
+    post(flux, gen())
+    limited = post(flux, gen())
+    assert limited.status_code == 429
+    assert limited.headers["x-ratelimit-remaining"] == "0" and float(limited.headers["x-ratelimit-reset"]) > 0
+    assert "x-ratelimit-limit" not in post(flux, gen(), key="nope").headers  # no key, no limits
+
+
+def test_bursts_of_429s_tighten_the_limit_until_a_quiet_window(flux):
+    flux.configure(rate_limit_per_minute=4, time_scale=60.0, tighten_after_429s=3, tighten_factor=0.5)
+    answers = [post(flux, gen()) for _ in range(8)]
+    assert [a.status_code for a in answers].count(429) == 4
+    assert answers[-1].headers["x-ratelimit-limit"] == "2"  # tightened after the third 429
+    assert post(flux, gen(), key="test-key-2").headers["x-ratelimit-limit"] == "4"  # per key
+    # a 400 answer consumes nothing and shows the limit: it comes back after a quiet window
+    probe = gen(PROMPT_A + " __STATUS_400__")
+    wait_until(lambda: post(flux, probe).headers["x-ratelimit-limit"] == "4", timeout=5.0, interval=0.1)
+    assert post(flux, gen()).status_code == 200
+
+
 def test_config_from_env():
     config = EmulatorConfig.from_env(
         {

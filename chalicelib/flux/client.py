@@ -226,21 +226,14 @@ def verify_image(data: bytes, width: int, height: int) -> tuple[str, str]:
 
 
 class _Transient(Exception):
-    """One attempt failed in a way worth retrying after a back-off (another key or the same).
-
-    ``busy``: upstream said it is at capacity (503); ``retry_after``: its ``Retry-After`` (s).
-    """
-
-    def __init__(self, message: str, *, busy: bool = False, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.busy = busy
-        self.retry_after = retry_after
+    """One attempt failed in a way worth retrying after a back-off (another key or the same)."""
 
 
 class _NextKey(Exception):
-    """One attempt failed because of the key (429/401/402/403); try the next key now.
+    """One attempt failed because of the key (429/401/402/403) or the platform (503); try
+    again now (the key pool paces the next send).
 
-    ``busy``: it was a 429 (the key is over its rate, not broken).
+    ``busy``: it was a 429 (over our rate) or a 503 (no capacity): nothing is broken.
     """
 
     def __init__(self, message: str, *, busy: bool = False) -> None:
@@ -390,7 +383,8 @@ class FluxClient:
                     attempts=attempts,
                 )
             try:
-                lease = self.pool.acquire(exclude=call.excluded)
+                max_wait = min(MAX_COOLDOWN_WAIT_S, remaining - MIN_ATTEMPT_S)
+                lease, wait = self.pool.reserve(params.model, exclude=call.excluded, max_wait_s=max_wait)
             except AllKeysCoolingError as exc:
                 if exc.retry_after <= MAX_COOLDOWN_WAIT_S and exc.retry_after + MIN_ATTEMPT_S < remaining:
                     self._sleep(exc.retry_after + 0.01)
@@ -406,6 +400,9 @@ class FluxClient:
                     last_error=last_error,
                     attempts=attempts,
                 ) from None
+            if wait > 0:  # paced: the slot is booked, send when it comes
+                self._sleep(wait)
+                remaining = deadline - self._monotonic()
             attempts += 1
             timeout = min(self.settings.flux_request_timeout_seconds, remaining)
             try:
@@ -415,13 +412,11 @@ class FluxClient:
                 only_busy = only_busy and exc.busy
             except _Transient as exc:
                 last_error = str(exc)
-                only_busy = only_busy and exc.busy
+                only_busy = False
                 transient += 1
                 if attempts >= max_attempts:
                     continue  # no back-off before giving up
                 pause = random.uniform(0.0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**transient))
-                if exc.retry_after is not None:  # upstream said how long: wait that (within the deadline)
-                    pause = max(pause, exc.retry_after)
                 pause = min(pause, max(0.0, deadline - self._monotonic() - MIN_ATTEMPT_S))
                 if pause > 0:
                     self._sleep(pause)
@@ -459,6 +454,7 @@ class FluxClient:
             raise self._transient(kid, f"connection error ({type(exc).__name__})") from None
         status = resp.status_code
         observability.record_upstream_call((self._monotonic() - started) * 1000, status)
+        self.pool.report_answer(kid, params.model, resp.headers)
         if status == 200:
             try:
                 data = self._image_bytes(resp, deadline)
@@ -466,7 +462,7 @@ class FluxClient:
             except CorruptImageError as exc:
                 raise self._transient(kid, f"200 with a bad image: {exc.message}") from None
             elapsed = self._monotonic() - started
-            self.pool.report_success(kid, elapsed)
+            self.pool.report_success(kid, elapsed, model=params.model)
             logger.info("flux ok key_id=%s ms=%d bytes=%d index=%d", kid, elapsed * 1000, len(data), index)
             return GeneratedImage(
                 data=data,
@@ -499,12 +495,11 @@ class FluxClient:
         if status in REJECT_STATUSES:
             logger.info("flux rejected status=%d key_id=%s param=%s", status, kid, param)
             raise UpstreamRejectedError(message, field=param, upstream_status=status)
-        if status == 503:  # platform capacity: back off, no key is to blame
+        if status == 503:  # platform capacity: every key backs off, none is to blame
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-            wait = BUSY_RETRY_S if retry_after is None else min(retry_after, MAX_COOLDOWN_S)
-            call.busy_until = max(call.busy_until, time.time() + wait)
-            logger.warning("flux upstream busy (503) key_id=%s retry_after=%s", kid, retry_after)
-            raise _Transient(f"503 from upstream: {message}", busy=True, retry_after=retry_after)
+            until = self.pool.report_busy(params.model, retry_after)
+            call.busy_until = max(call.busy_until, until, time.time() + (BUSY_RETRY_S if retry_after is None else 0))
+            raise _NextKey(f"503 from upstream: {message}", busy=True)
         raise self._transient(kid, f"{status} from upstream: {message}")
 
     def _auth_failure(

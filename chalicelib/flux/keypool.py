@@ -62,7 +62,13 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib.flux.exceptions import AllKeysCoolingError, KeyHealthUnavailableError, NoUsableKeysError
+from chalicelib.flux.exceptions import (
+    AllKeysCoolingError,
+    KeyHealthUnavailableError,
+    NoUsableKeysError,
+    UpstreamBusyError,
+)
+from chalicelib.flux.pacing import Pacer, RateInfo
 from chalicelib.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -240,6 +246,7 @@ class KeyPool:
         self._last_refresh = -math.inf
         self._loaded = False  # True once the table has been read successfully
         self._unsynced: dict[str, str] = {}  # key_id -> terminal state whose write failed
+        self._pacer = Pacer()
         self._last_flush = clock()
         self._cursor = random.randrange(len(self._ids)) if self._ids else 0  # spread instances
         self._lock = threading.RLock()
@@ -315,7 +322,8 @@ class KeyPool:
     # -- choosing a key -------------------------------------------------------------------------
 
     def acquire(self, exclude: Collection[str] = ()) -> Lease:
-        """The next usable key, round-robin from a per-process random start.
+        """The key that would serve next, round-robin from a per-process random start,
+        without booking a send (a check: "is a key free now?").
 
         Args:
             exclude: key ids not to hand out (the ones one call has already ruled out).
@@ -323,10 +331,45 @@ class KeyPool:
         Raises:
             KeyHealthUnavailableError: the table has never been read by this instance
                 (fail closed); ``retry_at`` is about :data:`COLD_RETRY_S` away.
-            AllKeysCoolingError: none usable, at least one (not excluded) cooling; carries
-                the earliest ``cooldown_until`` as ``retry_at``.
+            AllKeysCoolingError: none free now: every usable key is cooling or paced into
+                the future (``retry_at``: the earliest free time).
             NoUsableKeysError: none configured, or all disabled / out of credits / excluded.
         """
+        lease, slot, now = self._choose(None, exclude)
+        if slot > now:
+            raise AllKeysCoolingError(retry_at=slot, now=now)
+        return lease
+
+    def reserve(self, model: str, exclude: Collection[str] = (), max_wait_s: float = 0.0) -> tuple[Lease, float]:
+        """Book the next send to ``model``: the key free soonest (round-robin among equals).
+
+        Args:
+            model: the Together model id (limits are per model).
+            exclude: key ids not to hand out.
+            max_wait_s: seconds the caller is willing to wait for the slot.
+
+        Returns:
+            ``(lease, wait_s)``: send after ``wait_s`` seconds (the slot is taken: a second
+            caller gets the following one).
+
+        Raises:
+            UpstreamBusyError: the platform back-off (503s) for ``model`` ends later than
+                ``max_wait_s`` from now.
+            AllKeysCoolingError: the earliest slot is later than ``max_wait_s`` from now.
+            KeyHealthUnavailableError, NoUsableKeysError: as :meth:`acquire`.
+        """
+        lease, slot, now = self._choose(model, exclude)
+        if slot - now > max_wait_s:
+            if self._pacer.busy_until(model) >= slot:
+                raise UpstreamBusyError(retry_at=slot, now=now)
+            raise AllKeysCoolingError(retry_at=slot, now=now)
+        with self._lock:
+            self._pacer.book(lease.key_id, model, slot)
+        return lease, max(0.0, slot - now)
+
+    def _choose(self, model: str | None, exclude: Collection[str]) -> tuple[Lease, float, float]:
+        """``(lease, slot, now)``: the usable key whose pacing slot comes first (ties go
+        round-robin); advances the cursor past it."""
         self.refresh()
         self._maybe_flush()
         now = self._clock()
@@ -336,12 +379,19 @@ class KeyPool:
             if not self._loaded:
                 raise KeyHealthUnavailableError(retry_at=now + COLD_RETRY_S, now=now)
             count = len(self._ids)
+            best: tuple[float, int] | None = None
             for step in range(count):
                 idx = (self._cursor + step) % count
                 kid = self._ids[idx]
                 if kid not in exclude and self._health[kid].usable(now):
-                    self._cursor = (idx + 1) % count
-                    return Lease(key=self._keys[kid], key_id=kid)
+                    slot = self._pacer.slot(kid, model, now)
+                    if best is None or slot < best[0]:
+                        best = (slot, idx)
+            if best is not None:
+                slot, idx = best
+                self._cursor = (idx + 1) % count
+                kid = self._ids[idx]
+                return Lease(key=self._keys[kid], key_id=kid), slot, now
             cooling = [
                 h.cooldown_until
                 for kid, h in self._health.items()
@@ -387,6 +437,8 @@ class KeyPool:
                         old = self._health[kid]
                         fresh.state, fresh.reason = old.state, old.reason
                     self._health[kid] = fresh
+                    if row.pace is not None:
+                        self._pacer.merge(kid, row.pace.as_dict())
             self._loaded = True
             unsynced = [(kid, self._health[kid]) for kid in self._unsynced]
         for kid, h in unsynced:
@@ -420,9 +472,12 @@ class KeyPool:
 
     # -- reports --------------------------------------------------------------------------------
 
-    def report_success(self, key_id: str, latency_s: float) -> None:
-        """Count a success locally (no DynamoDB call; flushed later). ``latency_s`` seconds."""
+    def report_success(self, key_id: str, latency_s: float, model: str | None = None) -> None:
+        """Count a success locally (no DynamoDB call; flushed later). ``latency_s`` seconds;
+        ``model`` ends its platform back-off streak."""
         with self._lock:
+            if model is not None:
+                self._pacer.calm(model)
             if key_id not in self._health:
                 return
             counts = self._pending.setdefault(key_id, [0, 0])
@@ -432,6 +487,24 @@ class KeyPool:
             prev = self._latency_ms.get(key_id)
             self._latency_ms[key_id] = ms if prev is None else 0.8 * prev + 0.2 * ms
         self._maybe_flush()
+
+    def report_answer(self, key_id: str, model: str, headers: Any) -> None:
+        """Pace ``key_id`` for ``model`` from an answer's ``x-ratelimit-*`` headers (any
+        status; no DynamoDB call: a key that ran dry is shared with the next flush)."""
+        info = RateInfo.from_headers(headers)
+        if info is None or key_id not in self._health:
+            return
+        with self._lock:
+            self._pacer.observe(key_id, model, info, self._clock())
+
+    def report_busy(self, model: str, retry_after_s: float | None = None) -> float:
+        """The platform answered 503 for ``model``: hold every key's sends to it back
+        (``Retry-After``, else jittered exponential back-off). No key is blamed and nothing
+        is written. Returns the epoch second the back-off ends."""
+        with self._lock:
+            until = self._pacer.busy(model, retry_after_s, self._clock())
+        logger.warning("flux upstream busy (503) model=%s backing off %.2f s", model, until - self._clock())
+        return until
 
     def report_rate_limited(self, key_id: str, retry_after_s: float | None = None) -> float:
         """Cool a key after a 429 and share it at once: ``cooldown_until`` is set, the
@@ -545,28 +618,37 @@ class KeyPool:
     # -- counters -------------------------------------------------------------------------------
 
     def _maybe_flush(self) -> None:
-        if self._pending and self._clock() - self._last_flush >= self._flush_interval_s:
+        if (self._pending or self._pacer.dirty) and self._clock() - self._last_flush >= self._flush_interval_s:
             self.flush()
 
     def flush(self) -> None:
-        """Write the locally counted successes: one UpdateItem ``ADD`` per key with any.
+        """Write the locally counted successes, and the pacing of keys that ran dry: one
+        UpdateItem per key with either.
 
         Counts that fail to write are kept for the next flush. Counts still pending
         when a Lambda instance is recycled are lost (they are statistics only).
         """
         with self._lock:
             pending, self._pending = self._pending, {}
+            dirty, self._pacer.dirty = self._pacer.dirty, set()
+            paces = {kid: self._pacer.export(kid) for kid in dirty}
             self._last_flush = self._clock()
         now = self._clock()
         m = _model()
-        for kid, (requests, successes) in pending.items():
-            ok = self._update(kid, [m.requests.add(requests), m.successes.add(successes), m.updated_at.set(now)])
+        for kid in sorted(set(pending) | set(paces)):
+            requests, successes = pending.get(kid, (0, 0))
+            actions = [m.updated_at.set(now)]
+            if requests or successes:
+                actions += [m.requests.add(requests), m.successes.add(successes)]
+            if kid in paces:
+                actions.append(m.pace.set(paces[kid]))
+            ok = self._update(kid, actions)
             with self._lock:
                 h = self._health[kid]
                 if ok:
                     h.requests += requests
                     h.successes += successes
-                else:
+                elif requests or successes:
                     counts = self._pending.setdefault(kid, [0, 0])
                     counts[0] += requests
                     counts[1] += successes
