@@ -196,7 +196,14 @@ def run_batch(
     task = progress.add_task(f"batch job of {n} PartiPrompts (time ×{scale:g})", total=n)
     ours = run_job(info, mint, n, progress, task, user=f"bench-batch-x{scale:g}")
     stats = requests.get(admin + "/admin/stats", timeout=5).json()
-    counts = audit(info, ours["user"], ours["job_id"])
+    for attempt in range(3):  # moto on a loaded machine may time out a read
+        try:
+            counts = audit(info, ours["user"], ours["job_id"])
+            break
+        except Exception:  # noqa: BLE001 - retried, then raised
+            if attempt == 2:
+                raise
+            time.sleep(5)
     rate_limited = stats["by_status"].get("429", 0)
     return {
         "images": n,

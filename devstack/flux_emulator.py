@@ -234,6 +234,7 @@ class EmulatorConfig:
             FLUX_EMULATOR_FAULTS: e.g. ``"429=0.1,500=0,503=0.1,timeout=0,corrupt=0.02"``.
             FLUX_EMULATOR_OUT_OF_CREDITS: comma-separated keys answered with 402.
             FLUX_EMULATOR_REVOKED: comma-separated keys answered with 403 (revoked).
+            FLUX_EMULATOR_TIGHTEN_AFTER_429S: int, 429s in a window that halve a key's limit.
             FLUX_EMULATOR_HANG_SECONDS: float, how long a timeout fault hangs.
             FLUX_EMULATOR_FAULT_SEED: int seed of the fault RNG.
             FLUX_EMULATOR_REJECT_SUBSTRING: content-policy trigger string.
@@ -253,6 +254,7 @@ class EmulatorConfig:
             "FLUX_EMULATOR_LATENCY_MS": ("latency_ms", float),
             "FLUX_EMULATOR_HANG_SECONDS": ("hang_seconds", float),
             "FLUX_EMULATOR_FAULT_SEED": ("fault_seed", int),
+            "FLUX_EMULATOR_TIGHTEN_AFTER_429S": ("tighten_after_429s", int),
         }
         for var, (name, kind) in numeric.items():
             raw = (env.get(var) or "").strip()

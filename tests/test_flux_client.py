@@ -84,7 +84,7 @@ def by_key(flux, key: str) -> dict:
 def free_now(pool: KeyPool) -> bool:
     """True if the pool would hand a key out now (none cooling, paced or backed off)."""
     try:
-        pool.acquire()
+        pool.reserve(params().model, max_wait_s=0.0)
     except AllKeysCoolingError:
         return False
     return True

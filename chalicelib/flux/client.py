@@ -29,12 +29,20 @@ upstream                   client
                            skipped for this call, nothing written
 402                        key out_of_credits; next key at once
 400 / 404 / 413 / 422      :class:`UpstreamRejectedError`, no retry
-503                        capacity, no key blamed (no write): back off for
-                           Retry-After (else full jitter); when attempts or
-                           the deadline run out, :class:`UpstreamBusyError`
+503                        capacity, no key blamed (no write): the pool backs
+                           the model off for every key (Retry-After, else
+                           jittered exponential); when attempts or the
+                           deadline run out, :class:`UpstreamBusyError`
 other 5xx, 408, timeout    errors +1; full-jitter back-off; next key
 corrupt / wrong size       errors +1; full-jitter back-off; next key
 =========================  ===================================================
+
+Every answer's ``x-ratelimit-*`` headers go to the pool, which paces each key per model
+(:mod:`chalicelib.flux.pacing`): a send books its slot with :meth:`KeyPool.reserve` and
+waits for it in process (at most :data:`~chalicelib.flux.pacing.MAX_PACE_WAIT_S`, and never
+past the deadline; a later slot is a 503 with Retry-After, which the batch worker turns into
+a deferred message), so work waits before sending rather than after a 429, and short waits
+do not pay SQS's one-second visibility granularity.
 
 One :meth:`FluxClient.generate` call (all ``n`` images) changes the shared state of at
 most one key: one user's request is no evidence against several shared keys. A 429,
@@ -87,6 +95,7 @@ from chalicelib.flux.exceptions import (
     UpstreamRejectedError,
 )
 from chalicelib.flux.keypool import DISABLED, MAX_COOLDOWN_S, OUT_OF_CREDITS, KeyPool, Lease, get_key_pool
+from chalicelib.flux.pacing import MAX_PACE_WAIT_S
 from chalicelib.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -383,7 +392,7 @@ class FluxClient:
                     attempts=attempts,
                 )
             try:
-                max_wait = min(MAX_COOLDOWN_WAIT_S, remaining - MIN_ATTEMPT_S)
+                max_wait = min(MAX_PACE_WAIT_S, remaining - MIN_ATTEMPT_S)
                 lease, wait = self.pool.reserve(params.model, exclude=call.excluded, max_wait_s=max_wait)
             except AllKeysCoolingError as exc:
                 if exc.retry_after <= MAX_COOLDOWN_WAIT_S and exc.retry_after + MIN_ATTEMPT_S < remaining:

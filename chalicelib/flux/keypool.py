@@ -22,7 +22,17 @@ report                       shared effect
 ``report_disabled``          ``state=disabled`` (auth failure confirmed for the key)
                              or ``state=out_of_credits`` (402), with ``reason``
 ``report_error``             ``errors`` +1 and ``last_error``; no state change
+``report_answer``            nothing at once: the answer's ``x-ratelimit-*``
+                             headers pace the key (:mod:`chalicelib.flux.pacing`);
+                             a key that ran dry is shared as ``pace`` with the
+                             next success flush, and read with the snapshot
+``report_busy``              nothing: a 503 backs the model off for every key in
+                             this process
 ===========================  =====================================================
+
+:meth:`KeyPool.reserve` books a send: the usable key whose pacing slot comes first.
+:meth:`KeyPool.acquire` only checks that a key is free now (the batch worker asks it
+before leasing work).
 
 The stored ``state`` is ``healthy``, ``disabled`` or ``out_of_credits``; "cooling" is
 derived from ``cooldown_until`` and the clock (a legacy stored ``cooling`` reads as
@@ -68,7 +78,7 @@ from chalicelib.flux.exceptions import (
     NoUsableKeysError,
     UpstreamBusyError,
 )
-from chalicelib.flux.pacing import Pacer, RateInfo
+from chalicelib.flux.pacing import MAX_PACE_WAIT_S, Pacer, RateInfo
 from chalicelib.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -323,7 +333,8 @@ class KeyPool:
 
     def acquire(self, exclude: Collection[str] = ()) -> Lease:
         """The key that would serve next, round-robin from a per-process random start,
-        without booking a send (a check: "is a key free now?").
+        without booking a send (a check: "is a key free now, or within the pacing horizon
+        :data:`~chalicelib.flux.pacing.MAX_PACE_WAIT_S` a caller waits for in process?").
 
         Args:
             exclude: key ids not to hand out (the ones one call has already ruled out).
@@ -331,12 +342,12 @@ class KeyPool:
         Raises:
             KeyHealthUnavailableError: the table has never been read by this instance
                 (fail closed); ``retry_at`` is about :data:`COLD_RETRY_S` away.
-            AllKeysCoolingError: none free now: every usable key is cooling or paced into
-                the future (``retry_at``: the earliest free time).
+            AllKeysCoolingError: every usable key is cooling, or paced beyond the horizon
+                (``retry_at``: the earliest free time).
             NoUsableKeysError: none configured, or all disabled / out of credits / excluded.
         """
         lease, slot, now = self._choose(None, exclude)
-        if slot > now:
+        if slot - now > MAX_PACE_WAIT_S:
             raise AllKeysCoolingError(retry_at=slot, now=now)
         return lease
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 PACE_MARGIN = 0.03  # fraction added to every spacing (clock skew, in-flight requests)
+MAX_PACE_WAIT_S = 10.0  # seconds a send waits for its slot in process before it is deferred
 MAX_PACE_S = 600.0  # seconds; a reset longer than this is capped
 BUSY_BASE_S = 0.5  # seconds; first back-off after a 503 without Retry-After
 BUSY_CAP_S = 8.0  # seconds; longest back-off after 503s without Retry-After
