@@ -342,13 +342,16 @@ class KeyPool:
         Raises:
             KeyHealthUnavailableError: the table has never been read by this instance
                 (fail closed); ``retry_at`` is about :data:`COLD_RETRY_S` away.
-            AllKeysCoolingError: every usable key is cooling, or paced beyond the horizon
-                (``retry_at``: the earliest free time).
+            AllKeysCoolingError: every usable key is cooling (``retry_at``: the earliest
+                cooldown end), or paced beyond the horizon (``retry_at``: the earliest free
+                slot, later for each caller sent away before it, see ``Pacer.defer``).
             NoUsableKeysError: none configured, or all disabled / out of credits / excluded.
         """
         lease, slot, now = self._choose(None, exclude)
         if slot - now > MAX_PACE_WAIT_S:
-            raise AllKeysCoolingError(retry_at=slot, now=now)
+            with self._lock:
+                retry_at = self._pacer.defer(self._ids, slot, now)
+            raise AllKeysCoolingError(retry_at=retry_at, now=now)
         return lease
 
     def reserve(self, model: str, exclude: Collection[str] = (), max_wait_s: float = 0.0) -> tuple[Lease, float]:
