@@ -746,3 +746,15 @@ def test_parse_retry_after():
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     assert parse_retry_after("-3") == 0.0
+
+
+def test_rate_limit_headers_are_parsed_defensively():
+    from chalicelib.flux.pacing import MAX_PACE_S, RateInfo
+
+    info = RateInfo.from_headers({"x-ratelimit-limit": "60", "x-ratelimit-remaining": "3", "x-ratelimit-reset": "1.5"})
+    assert (info.limit, info.remaining, info.reset_s) == (60, 3, 1.5)
+    assert RateInfo.from_headers({"x-ratelimit-remaining": "3"}) is None  # no reset: Retry-After decides
+    for bad in ("nan", "inf", "soon", ""):
+        assert RateInfo.from_headers({"x-ratelimit-remaining": bad, "x-ratelimit-reset": "1"}) is None
+    odd = RateInfo.from_headers({"x-ratelimit-remaining": "-4", "x-ratelimit-reset": "1e9"})
+    assert (odd.remaining, odd.reset_s) == (0, MAX_PACE_S)  # a hostile reset is capped

@@ -42,7 +42,7 @@ PACE_MARGIN = 0.03  # fraction added to every spacing (clock skew, in-flight req
 # record: long in-process waits hold whole batches (measured with `make bench`: 10 s halved
 # the throughput at time scale 1 against 2 s).
 MAX_PACE_WAIT_S = 2.0
-MAX_PACE_S = 600.0  # seconds; a reset longer than this is capped
+MAX_PACE_S = 120.0  # seconds; a longer reset (an odd answer) is capped: rate windows are a minute or less
 BUSY_BASE_S = 0.5  # seconds; first back-off after a 503 without Retry-After
 BUSY_CAP_S = 8.0  # seconds; longest back-off after 503s without Retry-After
 
