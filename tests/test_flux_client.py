@@ -538,8 +538,9 @@ def test_no_single_request_changes_more_than_one_key(aws, flux, case, config, ma
         assert set(flux.stats()["by_status"]) in ({"401"}, {"402"}, {"403"})  # each key's own answer
     if case == "429":  # a cooldown, from the answer's Retry-After, on one key at most
         assert [cooling for _, cooling in changed.values()] in ([], [True])
-    # the pool serves the next (ordinary) request if the upstream does
+    # the pool serves the next (ordinary) request if the upstream does (after a 503's back-off)
     if not config and terminal is None:
+        wait_for(lambda: free_now(client.pool), timeout_s=15, what="(the back-off to end)")
         assert client.generate(params(PLAIN[6]))[0].data
 
 
