@@ -15,11 +15,13 @@ The rule, per (key, model), after each answer that has the headers:
   (in a saturated sliding window that is exactly one unit's turn-over);
 * no headers: ``Retry-After`` of a 429 is the fallback (the key's cooldown, see the key pool).
 
-Every spacing gets :data:`PACE_MARGIN` on top. A send books its slot at once (``next_at`` moves
-on by one spacing), so the threads of one process queue up behind each other instead of
-sending together. Other instances see each other through the answers' headers (the window
-counts everybody's requests) and, cheaply, through the key-health table: when a key runs dry
-its ``next_at`` is written with the success counters and read with the periodic snapshot.
+Every spacing gets :data:`PACE_MARGIN` on top; before the first answer, sends on a key are
+:data:`FIRST_SEND_GAP_S` apart (a cold start must not burst: Together throttles bursts).
+A send books its slot at once (``next_at`` moves on by one spacing), so the threads of one
+process queue up behind each other instead of sending together. Other instances see each
+other through the answers' headers (the window counts everybody's requests) and, cheaply,
+through the key-health table: when a key runs dry its ``next_at`` is written with the success
+counters and read with the periodic snapshot.
 
 503 backs off the whole platform for that model (every key): ``Retry-After`` when given, else
 full-jitter exponential back-off from :data:`BUSY_BASE_S` to :data:`BUSY_CAP_S` (AWS
@@ -42,6 +44,7 @@ PACE_MARGIN = 0.03  # fraction added to every spacing (clock skew, in-flight req
 # record: long in-process waits hold whole batches (measured with `make bench`: 10 s halved
 # the throughput at time scale 1 against 2 s).
 MAX_PACE_WAIT_S = 2.0
+FIRST_SEND_GAP_S = 0.5  # seconds between sends on a (key, model) no answer has paced yet
 MAX_PACE_S = 120.0  # seconds; a longer reset (an odd answer) is capped: rate windows are a minute or less
 BUSY_BASE_S = 0.5  # seconds; first back-off after a 503 without Retry-After
 BUSY_CAP_S = 8.0  # seconds; longest back-off after 503s without Retry-After
@@ -92,10 +95,12 @@ def _number(value: str | None) -> float | None:
 @dataclass
 class Pace:
     """One (key, model): ``next_at`` (epoch s) is the earliest next send, ``interval`` (s) the
-    spacing between sends (0: unknown, no spacing)."""
+    spacing between sends; ``seen``: an answer (or another instance) has told us the rate.
+    Until then sends are :data:`FIRST_SEND_GAP_S` apart, so a cold start does not burst."""
 
     next_at: float = 0.0
     interval: float = 0.0
+    seen: bool = False
 
 
 class Pacer:
@@ -123,7 +128,7 @@ class Pacer:
     def book(self, kid: str, model: str, slot: float) -> None:
         """Take ``slot`` for one send: the next one is a spacing later."""
         pace = self._pace.setdefault((kid, model), Pace())
-        pace.next_at = max(pace.next_at, slot + pace.interval)
+        pace.next_at = max(pace.next_at, slot + (pace.interval if pace.seen else FIRST_SEND_GAP_S))
 
     def observe(self, kid: str, model: str, info: RateInfo, now: float) -> None:
         """Adjust ``kid``'s pace for ``model`` to an answer's rate-limit headers."""
@@ -132,6 +137,7 @@ class Pacer:
         remaining = info.remaining or 0
         spacing = reset / (remaining + 1) if remaining > 0 else reset
         pace.interval = spacing * (1 + PACE_MARGIN)
+        pace.seen = True
         if remaining == 0 and reset > 0:
             until = now + reset * (1 + PACE_MARGIN)
             if until > pace.next_at:
@@ -190,5 +196,6 @@ class Pacer:
             pace = self._pace.setdefault((kid, str(model)), Pace())
             if next_at is not None and next_at > pace.next_at:
                 pace.next_at = next_at
-            if interval is not None and pace.interval == 0.0:
+            if interval is not None and not pace.seen:
                 pace.interval = min(max(0.0, interval), MAX_PACE_S)
+                pace.seen = True
