@@ -45,13 +45,13 @@ package: install
 	$(PY) -m infra.build --check
 	rm -rf $(PACKAGE_DIR) $(PACKAGE_SRC) && mkdir -p $(PACKAGE_SRC)/.chalice build/chalice-deployments
 	cp app.py requirements.txt $(PACKAGE_SRC)/
-	cp .chalice/config.json .chalice/policy-*.json $(PACKAGE_SRC)/.chalice/
+	$(PY) -m infra.build --stage $(STAGE) --out $(PACKAGE_SRC)/.chalice
 	tar -cf - --exclude=__pycache__ --exclude='*.pyc' chalicelib | tar -xf - -C $(PACKAGE_SRC)
 	ln -s $(CURDIR)/build/chalice-deployments $(PACKAGE_SRC)/.chalice/deployments
 	cd $(PACKAGE_SRC) && AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} PYTHONDONTWRITEBYTECODE=1 \
 		flock $(CURDIR)/build/chalice-deployments/.lock $(CURDIR)/$(VENV)/bin/chalice package --stage $(STAGE) --merge-template $(CURDIR)/infra/resources.json $(abspath $(PACKAGE_DIR))
 	rm -rf $(PACKAGE_SRC)
-	@ls -l $(PACKAGE_DIR)/deployment.zip | awk '{printf "deployment.zip: %.1f MiB\n", $$5/1048576}'
+	$(PY) -m infra.slim $(PACKAGE_DIR)/deployment.zip
 	@ls -t build/chalice-deployments/*.zip 2>/dev/null | tail -n +4 | xargs -r rm -f  # keep 3 cached builds
 
 # Deploy the packaged stack `promptcanvas-$(STAGE)` (boto3; needs AWS credentials and CLERK_ISSUER etc., see docs/deploy.md).

@@ -8,13 +8,25 @@ from __future__ import annotations
 
 from chalice import Chalice, Rate
 
-from chalicelib import observability
+from chalicelib import observability, snapstart
 from chalicelib.http import Api, RequestContext
-from chalicelib.services import archives, health, images, jobs, meta, stuck, usage, webhooks, worker
+from chalicelib.services import (
+    archives,
+    health,
+    images,
+    jobs,
+    meta,
+    stuck,
+    usage,
+    webhook_queue,
+    webhook_secrets,
+    worker,
+)
 from chalicelib.settings import get_settings
 
 app = Chalice(app_name="promptcanvas")
 api = Api(app)
+snapstart.register()  # SnapStart: fresh random state, connections and credentials after a restore
 
 
 @api.route("/health", methods=["GET"], auth=False)
@@ -79,6 +91,20 @@ def get_key_health(ctx: RequestContext):
     return meta.key_health()
 
 
+@api.route("/v1/admin/models", methods=["GET"], admin=True)
+def get_model_status(ctx: RequestContext):
+    """The model catalog against the upstream's own model list (admins only)."""
+    return meta.model_status()
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def check_model_catalog(event):
+    """Hourly: compare the catalog with the upstream's GET /v1/models; unlisted models are refused."""
+    from chalicelib.flux import availability
+
+    return availability.check_upstream()
+
+
 # --- scheduled cleanup ---
 # Sweeps and gauges (issue 6): chalicelib.services.cleanup, chalicelib.observability.
 # Each returns its report; the counts are also logged (JSON) and metered (EMF).
@@ -119,17 +145,16 @@ def emit_gauges(event):
 # --- batch jobs ---
 # Issue 4: jobs, items, the jobs-queue worker, ZIP archives, webhooks, the stuck-work sweep.
 # Prompt files arrive as multipart/form-data: API Gateway must pass the body through as
-# binary, and the route accepts any content type (the service answers 415 itself).
+# binary; the route accepts JSON and multipart (anything else is a 415).
 app.api.binary_types.append("multipart/form-data")
 
 
-@api.route("/v1/jobs", methods=["POST"], content_types=["*/*"])
+@api.route("/v1/jobs", methods=["POST"], content_types=["application/json", "multipart/form-data"])
 def create_job(ctx: RequestContext):
     """Submit a batch job: JSON (prompts, or prompt + count) or a multipart prompt file."""
     return jobs.submit(
         ctx.principal.user_id, ctx.header("content-type"), ctx.request.raw_body, ctx.header("idempotency-key")
     )
-
 
 
 @api.route("/v1/jobs", methods=["GET"])
@@ -195,7 +220,13 @@ def get_archive(ctx: RequestContext):
 @api.route("/v1/me/webhook-secret", methods=["GET"])
 def get_webhook_secret(ctx: RequestContext):
     """The caller's Standard Webhooks signing secret (created on first use)."""
-    return 200, webhooks.secret_json(ctx.principal.user_id), {"Cache-Control": "no-store"}
+    return 200, webhook_secrets.secret_json(ctx.principal.user_id), {"Cache-Control": "no-store"}
+
+
+@api.route("/v1/me/webhook-secret/rotate", methods=["POST"])
+def rotate_webhook_secret(ctx: RequestContext):
+    """Replace the caller's webhook signing secret; returns the new one."""
+    return 200, webhook_secrets.rotate_json(ctx.principal.user_id), {"Cache-Control": "no-store"}
 
 
 @app.on_sqs_message(
@@ -204,13 +235,23 @@ def get_webhook_secret(ctx: RequestContext):
     maximum_concurrency=get_settings().worker_max_concurrency,
 )
 def process_jobs_queue(event):
-    """The jobs-queue worker: items, archives, webhooks; answers a partial batch response."""
+    """The jobs-queue worker: items and archives; answers a partial batch response."""
     return worker.handle_event(event.to_dict(), event.context)
+
+
+@app.on_sqs_message(
+    queue=get_settings().webhooks_queue_name,
+    batch_size=get_settings().webhook_worker_batch_size,
+    maximum_concurrency=get_settings().webhook_worker_max_concurrency,
+)
+def process_webhooks_queue(event):
+    """The webhook worker (its own function and queue): bounded deliveries; partial batch response."""
+    return webhook_queue.handle_event(event.to_dict(), event.context)
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES))
 def sweep_stuck_jobs(event):
-    """Every 5 minutes: expired leases, DLQ messages, unfinished jobs, due webhooks."""
+    """Every 5 minutes: expired leases, DLQ messages, unfinished jobs; enqueues due webhooks."""
     budget = get_settings().sweep_time_budget_seconds
     if getattr(event, "context", None) is not None:
         budget = min(budget, event.context.get_remaining_time_in_millis() / 1000 - 5)

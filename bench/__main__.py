@@ -79,6 +79,11 @@ def main() -> int:
     finally:
         stack.stop()
 
+    from bench import package
+
+    if package.DEFAULT_ZIP.exists():  # cheap only when `make package` has built it
+        with console.status("deployment.zip: size and cold start, bundled vs runtime boto3…"):
+            results["package"] = package.run(n=5)
     table = Table(title="PromptCanvas benchmarks")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -97,6 +102,15 @@ def main() -> int:
         )
         table.add_row("  of which Flux p50", f"{ov['flux_p50_ms']} ms")
         table.add_row("  API overhead p50 / p99", f"{ov['overhead_p50_ms']} / {ov['overhead_p99_ms']} ms")
+    pkg = results.get("package")
+    if pkg:
+        table.add_row("deployment.zip vs goal", f"{pkg['zip_mb']} MB / {pkg['goal_mb']:.0f} MB")
+        table.add_row(
+            "  init CPU, boto3 bundled / runtime's (median of 5)",
+            f"{pkg['init_bundled_cpu_ms']} / {pkg['init_runtime_sdk_cpu_ms']} ms",
+        )
+    else:
+        table.add_row("deployment.zip vs goal", "run `make package` first")
     for row in results.get("table_rows", []):
         table.add_row(*row)
     console.print(table)

@@ -119,7 +119,7 @@ def naive_client(flux_base: str, keys: list[str], n: int, rate: int, scale: floa
                 timeout=60,
                 headers={"Authorization": f"Bearer {key}"},
                 json={
-                    "model": "black-forest-labs/FLUX.1-schnell-Free",
+                    "model": "black-forest-labs/FLUX.1-schnell",
                     "prompt": prompt,
                     "width": 512,
                     "height": 512,

@@ -4,11 +4,29 @@
 
 - authentication (a Clerk session token, checked in-route; see ``chalicelib.auth``)
   for every ``/v1`` route, and the admin rule for admin routes;
+- CSRF protection: a state-changing request (POST/PUT/PATCH/DELETE) authenticated by the
+  ``__session`` cookie must carry an ``Origin`` listed in ``CORS_ALLOWED_ORIGINS`` (403
+  ``origin-not-allowed`` otherwise, a missing ``Origin`` too). Bearer requests are not
+  subject to it: a cross-site page cannot set ``Authorization`` without a CORS preflight.
+  Source: OWASP CSRF Prevention Cheat Sheet ("Verifying origin with standard headers");
+- request media types: a state-changing request with a body (or a ``Content-Type``) must
+  send one of the route's ``content_types`` (default ``application/json``; parameters such
+  as ``charset`` are ignored), else 415 ``unsupported-media-type``. Chalice's own check is
+  turned off (every route is registered with ``*/*``) because it accepts any header that
+  merely *contains* the type, e.g. ``text/plain; application/json`` (a CORS-safelisted,
+  preflight-free type), and answers in its own non-JSON error shape;
+- a per-user rate limit on every state-changing ``/v1`` route
+  (``MUTATION_RATE_LIMIT_PER_MINUTE``, 429 ``rate-limited`` with ``Retry-After``), so new
+  routes get it without asking; ``rate_limit=False`` opts a route out;
 - CORS with an allow-list (``CORS_ALLOWED_ORIGINS``): the request's ``Origin`` is
   echoed when allowed, preflight ``OPTIONS`` is answered, credentials are allowed.
   Chalice's ``CORSConfig`` takes a single origin, hence our own handling;
 - JSON bodies with a size limit, and every error as ``{"error": {...}}`` JSON:
   a client never sees Chalice's or API Gateway's default 500.
+
+Checks run in this order: authentication (401), admin (403), Origin (403), media type
+(415), rate limit (429); a request refused by one of them reaches no service and is not
+counted by the rate limit.
 
 Example::
 
@@ -38,6 +56,9 @@ from chalicelib.settings import get_settings
 logger = logging.getLogger("promptcanvas.http")
 
 ALLOWED_HEADERS = "Authorization,Content-Type,Idempotency-Key"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+JSON_ONLY = ("application/json",)
+ANY_CONTENT_TYPE = "*/*"
 EXPOSED_HEADERS = "Retry-After,Location,Server-Timing"
 
 
@@ -89,6 +110,66 @@ def cors_headers(origin: str | None) -> dict[str, str]:
     }
 
 
+def media_type(content_type: str | None) -> str | None:
+    """The media type of a ``Content-Type`` value, lower-cased, without parameters (RFC 9110 8.3.1).
+
+    ``"application/json; charset=utf-8"`` -> ``"application/json"``; ``"text/plain; application/json"``
+    -> ``"text/plain"``; ``None`` or blank -> ``None``.
+    """
+    if content_type is None:
+        return None
+    value = content_type.split(";", 1)[0].strip().lower()
+    return value or None
+
+
+def check_content_type(request: Request, accepted: tuple[str, ...]) -> None:
+    """Refuse a state-changing request whose body is not of an ``accepted`` media type.
+
+    A request without a body and without ``Content-Type`` passes (e.g. ``POST .../cancel``).
+    ``accepted`` containing ``*/*`` lets everything through (the service checks itself).
+
+    Raises:
+        ApiError: 415 ``unsupported-media-type``.
+    """
+    if request.method not in WRITE_METHODS or ANY_CONTENT_TYPE in accepted:
+        return
+    header = request.headers.get("content-type")
+    if header is None and not request.raw_body:
+        return
+    if media_type(header) not in accepted:
+        raise ApiError(
+            415,
+            "unsupported-media-type",
+            f"send Content-Type: {' or '.join(accepted)}",
+            field="Content-Type",
+        )
+
+
+def check_origin(request: Request, principal: Any) -> None:
+    """CSRF check: a cookie-authenticated state-changing request must come from an allowed Origin.
+
+    Allowed means listed exactly in ``CORS_ALLOWED_ORIGINS``; a ``*`` entry does not count here,
+    and neither does a missing or ``null`` ``Origin``. Bearer-authenticated requests pass.
+    Source: OWASP CSRF Prevention Cheat Sheet; Fetch standard (browsers send ``Origin`` on every
+    cross-origin request and on same-origin POSTs).
+
+    Raises:
+        ApiError: 403 ``origin-not-allowed``.
+    """
+    from chalicelib.auth.clerk import TOKEN_SOURCE_COOKIE
+
+    if request.method not in WRITE_METHODS or getattr(principal, "token_source", None) != TOKEN_SOURCE_COOKIE:
+        return
+    origin = request.headers.get("origin")
+    if not origin or origin not in get_settings().cors_allowed_origins:
+        raise ApiError(
+            403,
+            "origin-not-allowed",
+            "a cookie-authenticated write must come from an allowed Origin; send Authorization: Bearer instead",
+            field="Origin",
+        )
+
+
 def error_response(error: ApiError, origin: str | None = None) -> Response:
     """The JSON response for ``error``, with its extra headers and CORS."""
     headers = {"Content-Type": "application/json", **error.headers, **cors_headers(origin)}
@@ -119,6 +200,7 @@ class Api:
         auth: bool | None = None,
         admin: bool = False,
         content_types: list[str] | None = None,
+        rate_limit: bool = True,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register ``handler(ctx) -> body | (status, body) | Response`` on ``path``.
 
@@ -127,10 +209,14 @@ class Api:
             methods: HTTP methods (``OPTIONS`` is added for preflight automatically).
             auth: require a verified session token (default: True for ``/v1`` paths).
             admin: also require the admin role (403 ``forbidden`` otherwise).
-            content_types: request content types Chalice lets through (default JSON only;
-                ``["*/*"]`` when the service checks the type itself, e.g. multipart uploads).
+            content_types: media types a state-changing request body may have (default
+                ``["application/json"]``; e.g. ``["application/json", "multipart/form-data"]``;
+                ``["*/*"]`` when the service checks the type itself). Others get 415.
+            rate_limit: count authenticated POST/PUT/PATCH/DELETE requests against the user's
+                ``MUTATION_RATE_LIMIT_PER_MINUTE`` (default True).
         """
         needs_auth = path.startswith("/v1") if auth is None else auth
+        accepted = tuple(t.strip().lower() for t in (content_types or JSON_ONLY))
 
         def decorator(handler: Callable[..., Any]) -> Callable[..., Any]:
             def view(**params: str) -> Response:
@@ -145,6 +231,12 @@ class Api:
                         observability.bind(user_id=principal.user_id)
                         if admin and not principal.is_admin:
                             raise Forbidden()
+                        check_origin(request, principal)
+                    check_content_type(request, accepted)
+                    if principal is not None and rate_limit and request.method in WRITE_METHODS:
+                        from chalicelib.services import usage
+
+                        usage.hit_mutation_rate_limit(principal.user_id)
                     result = handler(RequestContext(request, principal, params))
                     response = _to_response(result)
                 except ApiError as exc:
@@ -158,8 +250,8 @@ class Api:
 
             view.__name__ = handler.__name__
             view.__doc__ = handler.__doc__
-            extra = {"content_types": content_types} if content_types else {}
-            self.app.route(path, methods=methods, **extra)(view)
+            # Chalice's content-type check is replaced by check_content_type (see the module doc).
+            self.app.route(path, methods=methods, content_types=[ANY_CONTENT_TYPE])(view)
             self._register_preflight(path)
             return handler
 
@@ -184,7 +276,7 @@ class Api:
             return Response(body="", status_code=204, headers=headers)
 
         preflight.__name__ = "preflight_" + "".join(c if c.isalnum() else "_" for c in path)
-        self.app.route(path, methods=["OPTIONS"])(preflight)
+        self.app.route(path, methods=["OPTIONS"], content_types=[ANY_CONTENT_TYPE])(preflight)
 
 
 def _to_response(result: Any) -> Response:

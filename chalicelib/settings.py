@@ -52,18 +52,23 @@ class Settings:
     flux_request_timeout_seconds: float = 20.0  # one upstream HTTP attempt
     flux_default_cooldown_seconds: float = 10.0  # 429 without Retry-After
     key_health_refresh_seconds: float = 5.0  # how stale the shared key-health snapshot may be
+    default_model: str = "black-forest-labs/FLUX.1-schnell"  # model of requests that name none
+    model_availability_refresh_seconds: float = 60.0  # how stale the shared model-availability snapshot may be
 
     # Clerk
     clerk_jwt_key: str | None = None  # PEM public key
     clerk_jwks_url: str | None = None
     clerk_issuer: str | None = None
     clerk_authorized_parties: tuple[str, ...] = ()
-    clerk_admin_roles: tuple[str, ...] = ("org:admin", "admin")
+    clerk_admin_roles: tuple[str, ...] = ("org:admin", "admin")  # roles that count within the admin org
+    clerk_admin_org_id: str | None = None  # the one organization whose admins are our admins
+    clerk_admin_user_ids: tuple[str, ...] = ()  # Clerk user ids (sub) that are admins anywhere
     jwks_cache_seconds: float = 300.0
     jwks_fetch_timeout_seconds: float = 3.0
 
     # HTTP
-    cors_allowed_origins: tuple[str, ...] = ()
+    cors_allowed_origins: tuple[str, ...] = ()  # also the origins cookie-authenticated writes may come from
+    health_cache_seconds: float = 30.0  # how long one /health dependency check answers every hit
 
     # AWS resources
     table_prefix: str = "promptcanvas-"
@@ -81,6 +86,7 @@ class Settings:
     # Limits
     monthly_image_quota: int = 1000  # images per user per calendar month (UTC)
     rate_limit_per_minute: int = 60  # generation requests per user per minute
+    mutation_rate_limit_per_minute: int = 120  # POST/PUT/PATCH/DELETE /v1 requests per user per minute
     max_body_bytes: int = 64 * 1024
 
     # Batch jobs (issue 4): worker, leases, archives, webhooks, stuck-work sweep
@@ -96,11 +102,17 @@ class Settings:
     archive_inline_max_images: int = 20  # ZIPs up to this size are built in the request
     archive_part_bytes: int = 8 * 1024 * 1024  # multipart part size (S3 minimum 5 MiB)
     webhook_max_attempts: int = 8  # deliveries per job finish
-    webhook_timeout_seconds: float = 5.0  # one delivery's HTTP timeout
+    webhook_timeout_seconds: float = 5.0  # one delivery's whole exchange (connect + TLS + send + read), wall clock
+    webhook_max_response_bytes: int = 4096  # bytes of a receiver's answer read (status, headers, body)
+    webhooks_queue_name: str = "promptcanvas-webhooks"  # deliveries' own queue (never the jobs queue)
+    webhook_worker_batch_size: int = 5  # SQS records per webhook-worker invocation (1-10)
+    webhook_worker_max_concurrency: int = 2  # concurrent webhook-worker invocations (SQS MaximumConcurrency, >= 2)
+    webhook_user_rate_limit: int = 20  # deliveries per user per rate window; more are deferred
+    webhook_rate_window_seconds: int = 60  # the per-user delivery rate window
+    webhook_secret_kms_key_id: str = "alias/promptcanvas-webhook-secrets"  # KMS key wrapping signing secrets
     allow_loopback_webhooks: bool = False  # dev stack only: http(s)://127.0.0.1 / localhost
     sweep_time_budget_seconds: float = 50.0  # one stuck-work sweep run
     sweep_dry_run: bool = False  # log what the sweep would do, change nothing
-
 
     @property
     def jwks_url(self) -> str | None:
@@ -131,19 +143,22 @@ class Settings:
             flux_default_cooldown_seconds=_float(
                 env, "FLUX_DEFAULT_COOLDOWN_SECONDS", defaults.flux_default_cooldown_seconds
             ),
-            key_health_refresh_seconds=_float(
-                env, "KEY_HEALTH_REFRESH_SECONDS", defaults.key_health_refresh_seconds
+            key_health_refresh_seconds=_float(env, "KEY_HEALTH_REFRESH_SECONDS", defaults.key_health_refresh_seconds),
+            default_model=(env.get("DEFAULT_MODEL") or "").strip() or defaults.default_model,
+            model_availability_refresh_seconds=_float(
+                env, "MODEL_AVAILABILITY_REFRESH_SECONDS", defaults.model_availability_refresh_seconds
             ),
             clerk_jwt_key=(env.get("CLERK_JWT_KEY") or "").replace("\\n", "\n") or None,
             clerk_jwks_url=env.get("CLERK_JWKS_URL") or None,
             clerk_issuer=env.get("CLERK_ISSUER") or None,
             clerk_authorized_parties=_csv(env.get("CLERK_AUTHORIZED_PARTIES")),
             clerk_admin_roles=_csv(env.get("CLERK_ADMIN_ROLES")) or defaults.clerk_admin_roles,
+            clerk_admin_org_id=(env.get("CLERK_ADMIN_ORG_ID") or "").strip() or None,
+            clerk_admin_user_ids=_csv(env.get("CLERK_ADMIN_USER_IDS")),
             jwks_cache_seconds=_float(env, "JWKS_CACHE_SECONDS", defaults.jwks_cache_seconds),
-            jwks_fetch_timeout_seconds=_float(
-                env, "JWKS_FETCH_TIMEOUT_SECONDS", defaults.jwks_fetch_timeout_seconds
-            ),
+            jwks_fetch_timeout_seconds=_float(env, "JWKS_FETCH_TIMEOUT_SECONDS", defaults.jwks_fetch_timeout_seconds),
             cors_allowed_origins=_csv(env.get("CORS_ALLOWED_ORIGINS")),
+            health_cache_seconds=max(0.0, _float(env, "HEALTH_CACHE_SECONDS", defaults.health_cache_seconds)),
             table_prefix=env.get("TABLE_PREFIX") or defaults.table_prefix,
             images_bucket=env.get("IMAGES_BUCKET") or defaults.images_bucket,
             jobs_queue_name=env.get("JOBS_QUEUE_NAME") or defaults.jobs_queue_name,
@@ -157,6 +172,9 @@ class Settings:
             lambda_function_name=env.get("AWS_LAMBDA_FUNCTION_NAME") or None,
             monthly_image_quota=_int(env, "MONTHLY_IMAGE_QUOTA", defaults.monthly_image_quota),
             rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", defaults.rate_limit_per_minute),
+            mutation_rate_limit_per_minute=_int(
+                env, "MUTATION_RATE_LIMIT_PER_MINUTE", defaults.mutation_rate_limit_per_minute
+            ),
             worker_batch_size=_int(env, "WORKER_BATCH_SIZE", defaults.worker_batch_size),
             worker_max_concurrency=_int(env, "WORKER_MAX_CONCURRENCY", defaults.worker_max_concurrency),
             worker_threads=_int(env, "WORKER_THREADS", defaults.worker_threads),
@@ -170,6 +188,21 @@ class Settings:
             archive_part_bytes=max(5 * 1024 * 1024, _int(env, "ARCHIVE_PART_BYTES", defaults.archive_part_bytes)),
             webhook_max_attempts=_int(env, "WEBHOOK_MAX_ATTEMPTS", defaults.webhook_max_attempts),
             webhook_timeout_seconds=_float(env, "WEBHOOK_TIMEOUT_SECONDS", defaults.webhook_timeout_seconds),
+            webhook_max_response_bytes=max(
+                256, _int(env, "WEBHOOK_MAX_RESPONSE_BYTES", defaults.webhook_max_response_bytes)
+            ),
+            webhooks_queue_name=env.get("WEBHOOKS_QUEUE_NAME") or defaults.webhooks_queue_name,
+            webhook_worker_batch_size=max(
+                1, min(10, _int(env, "WEBHOOK_WORKER_BATCH_SIZE", defaults.webhook_worker_batch_size))
+            ),
+            webhook_worker_max_concurrency=max(
+                2, _int(env, "WEBHOOK_WORKER_MAX_CONCURRENCY", defaults.webhook_worker_max_concurrency)
+            ),
+            webhook_user_rate_limit=max(1, _int(env, "WEBHOOK_USER_RATE_LIMIT", defaults.webhook_user_rate_limit)),
+            webhook_rate_window_seconds=max(
+                1, _int(env, "WEBHOOK_RATE_WINDOW_SECONDS", defaults.webhook_rate_window_seconds)
+            ),
+            webhook_secret_kms_key_id=env.get("WEBHOOK_SECRET_KMS_KEY_ID") or defaults.webhook_secret_kms_key_id,
             allow_loopback_webhooks=(env.get("ALLOW_LOOPBACK_WEBHOOKS") or "").strip().lower() in ("1", "true", "yes"),
             sweep_time_budget_seconds=_float(env, "SWEEP_TIME_BUDGET_SECONDS", defaults.sweep_time_budget_seconds),
             sweep_dry_run=(env.get("SWEEP_DRY_RUN") or "").strip().lower() in ("1", "true", "yes"),

@@ -52,6 +52,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from chalicelib.flux.catalog import IMAGE_PARAMETERS, LEGACY_FIELDS, TEXT_PARAMETERS, ModelSpec, catalog, find_model
+
 __all__ = [
     "API_PATH",
     "MODELS_PATH",
@@ -66,7 +68,14 @@ API_PATH = "/v1/images/generations"
 """Path of the image generation endpoint, relative to :attr:`FluxEmulator.url`."""
 
 MODELS_PATH = "/v1/models"
-"""Path of the model list: an authenticated, cheap ``GET`` (clients probe a key with it)."""
+"""Path of the model list (Together's ``GET /v1/models``), relative to :attr:`FluxEmulator.url`:
+an authenticated, cheap ``GET`` (clients probe a key with it)."""
+
+OTHER_MODELS = (
+    {"id": "meta-llama/Llama-3.3-70B-Instruct-Turbo", "type": "chat", "organization": "Meta"},
+    {"id": "BAAI/bge-large-en-v1.5", "type": "embedding", "organization": "BAAI"},
+)
+"""Non-image models the emulated ``GET /v1/models`` lists too (clients must filter on ``type``)."""
 
 DEFAULT_PORT = 8090
 """Port used by :func:`main` when neither ``--port`` nor ``FLUX_EMULATOR_PORT`` is given."""
@@ -140,6 +149,8 @@ class EmulatorConfig:
             within one window gets ``tighten_factor`` of its limit until a whole window passes
             without a 429 (as Together's dynamic limits throttle bursts). 0 keeps the limit fixed.
         tighten_factor: The fraction (0..1] of ``rate_limit_per_minute`` a tightened key gets.
+        delisted_models: Catalog model ids the emulated upstream no longer offers: absent
+            from ``GET /v1/models`` and refused like an unknown model.
 
     Every answer to an authenticated generation request carries ``x-ratelimit-limit`` (the
     key's current limit, images per window), ``x-ratelimit-remaining`` (images left in the
@@ -167,6 +178,7 @@ class EmulatorConfig:
     retry_after_503: float = 0.0
     tighten_after_429s: int = 0
     tighten_factor: float = 0.5
+    delisted_models: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -177,7 +189,7 @@ class EmulatorConfig:
         Raises:
             ValueError: a field has the wrong type or is out of range (message names the field).
         """
-        for name in ("keys", "out_of_credits", "revoked"):
+        for name in ("keys", "out_of_credits", "revoked", "delisted_models"):
             value = getattr(self, name)
             if not isinstance(value, list | tuple) or not all(isinstance(k, str) for k in value):
                 raise ValueError(f"{name} must be a list of strings")
@@ -467,17 +479,70 @@ class _Params:
     n: int
     seed: int | None
     negative_prompt: str | None
-    guidance_scale: float | None
+    guidance: float | None
     output_format: str
     response_format: str
 
 
-def _parse_params(body: object, reject_substring: str) -> _Params:
-    """Validate a request body the way Together does (400 for shape, 422 for values).
+def _model_spec(body: dict[str, Any], delisted: list[str]) -> ModelSpec:
+    """The catalog entry of ``body["model"]`` (exact API string, as Together matches it).
 
     Raises:
-        _ApiError: 400 for missing fields / wrong types, 422 for out-of-range values,
-            unknown models and content-policy rejections.
+        _ApiError: 400 ``model_not_available`` for an unknown, retired or delisted model.
+    """
+    model = body["model"]
+    spec = find_model(model)
+    if spec is None or spec.id != model or spec.retired or model in delisted:
+        raise _ApiError(
+            400,
+            f"Unable to access model {model}. Please visit https://api.together.ai/models to view "
+            "the list of supported models.",
+            code="model_not_available",
+            param="model",
+        )
+    return spec
+
+
+def _check_taken(body: dict[str, Any], spec: ModelSpec) -> None:
+    """400 for a parameter the model does not take, or an image input over the model's limits."""
+    for name in (*TEXT_PARAMETERS, *IMAGE_PARAMETERS, *LEGACY_FIELDS):
+        if body.get(name) is not None and not spec.takes(name):
+            raise _ApiError(
+                400, f"Model {spec.id} does not support parameter '{name}'", code="invalid_parameter", param=name
+            )
+    limits = {"reference_images": spec.max_reference_images, "image_loras": spec.max_loras}
+    for name, limit in limits.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, list):
+            raise _ApiError(400, f"'{name}' must be an array", code="invalid_type", param=name)
+        if len(value) > limit:
+            raise _ApiError(
+                400, f"'{name}' takes at most {limit} items for {spec.id}", code="invalid_value", param=name
+            )
+    for item in body.get("reference_images") or []:
+        if not isinstance(item, str):
+            raise _ApiError(
+                400, "'reference_images' must be an array of URLs", code="invalid_type", param="reference_images"
+            )
+    for item in body.get("image_loras") or []:
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not _is_number(item.get("scale")):
+            raise _ApiError(400, "'image_loras' items are {path, scale}", code="invalid_type", param="image_loras")
+    if body.get("image_url") is not None and not isinstance(body["image_url"], str):
+        raise _ApiError(400, "'image_url' must be a string", code="invalid_type", param="image_url")
+
+
+def _parse_params(body: object, reject_substring: str, delisted: list[str] | None = None) -> _Params:
+    """Validate a request body the way Together does (400 for shape, 422 for values).
+
+    The model must be a current model of the catalog (``chalicelib/flux/models.json``),
+    not in ``delisted``; a parameter the model does not take is a 400 naming it.
+
+    Raises:
+        _ApiError: 400 for missing fields / wrong types, unknown, retired or delisted models
+            and parameters the model does not take; 422 for out-of-range values and
+            content-policy rejections.
     """
     if not isinstance(body, dict):
         raise _ApiError(400, "Request body must be a JSON object", code="invalid_json")
@@ -496,14 +561,8 @@ def _parse_params(body: object, reject_substring: str) -> _Params:
     model, prompt = body["model"], body["prompt"]
     if not prompt.strip():
         raise _ApiError(400, "'prompt' must not be empty", code="missing_required_parameter", param="prompt")
-    if "flux" not in model.lower():
-        raise _ApiError(
-            422,
-            f"Unable to access model {model}. Please visit https://api.together.ai/models to view "
-            "the list of supported models.",
-            code="model_not_available",
-            param="model",
-        )
+    spec = _model_spec(body, delisted or [])
+    _check_taken(body, spec)
 
     def int_field(name: str, default: int, lo: int, hi: int) -> int:
         value = body.get(name)
@@ -515,26 +574,6 @@ def _parse_params(body: object, reject_substring: str) -> _Params:
             raise bad_value(name, f"'{name}' must be between {lo} and {hi}, got {value}")
         return value
 
-    width = int_field("width", 1024, 64, 2048)
-    height = int_field("height", 1024, 64, 2048)
-    for name, value in (("width", width), ("height", height)):
-        if value % 16:
-            raise bad_value(name, f"'{name}' must be a multiple of 16, got {value}")
-    steps = int_field("steps", 4, 1, 50)
-    n = int_field("n", 1, 1, 4)
-    seed = body.get("seed")
-    if seed is not None and not _is_int(seed):
-        raise bad_type("seed", "an integer")
-
-    negative_prompt = body.get("negative_prompt")
-    if negative_prompt is not None and not isinstance(negative_prompt, str):
-        raise bad_type("negative_prompt", "a string")
-    guidance_scale = body.get("guidance_scale")
-    if guidance_scale is not None:
-        if not _is_number(guidance_scale):
-            raise bad_type("guidance_scale", "a number")
-        guidance_scale = float(guidance_scale)
-
     def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
         value = body.get(name)
         if value is None:
@@ -544,6 +583,34 @@ def _parse_params(body: object, reject_substring: str) -> _Params:
         if value not in allowed:
             raise bad_value(name, f"'{name}' must be one of {', '.join(allowed)}, got {value!r}")
         return value
+
+    width = int_field("width", 1024, 64, 2048)
+    height = int_field("height", 1024, 64, 2048)
+    for name, value in (("width", width), ("height", height)):
+        if value % 16:
+            raise bad_value(name, f"'{name}' must be a multiple of 16, got {value}")
+    if body.get("aspect_ratio") is not None:
+        sizes = catalog().standard_sizes
+        ratio = choice("aspect_ratio", "1:1", catalog().aspect_ratios)
+        width, height = sizes[ratio]
+    steps_range = spec.steps
+    steps = int_field("steps", (steps_range.default or 28) if steps_range else 0, 1, 50)
+    n = int_field("n", 1, 1, 4)
+    seed = body.get("seed")
+    if seed is not None and not _is_int(seed):
+        raise bad_type("seed", "an integer")
+
+    negative_prompt = body.get("negative_prompt")
+    if negative_prompt is not None and not isinstance(negative_prompt, str):
+        raise bad_type("negative_prompt", "a string")
+    guidance = body.get("guidance")
+    if guidance is not None:
+        if not _is_number(guidance):
+            raise bad_type("guidance", "a number")
+        guidance = float(guidance)
+    upsampling = body.get("prompt_upsampling")
+    if upsampling is not None and not isinstance(upsampling, bool):
+        raise bad_type("prompt_upsampling", "a boolean")
 
     output_format = choice("output_format", "jpeg", ("jpeg", "png"))
     response_format = choice("response_format", "base64", ("base64", "url"))
@@ -564,7 +631,7 @@ def _parse_params(body: object, reject_substring: str) -> _Params:
         n=n,
         seed=seed,
         negative_prompt=negative_prompt,
-        guidance_scale=guidance_scale,
+        guidance=guidance,
         output_format=output_format,
         response_format=response_format,
     )
@@ -949,17 +1016,29 @@ class FluxEmulator:
             )
 
     def _models(self, request: Request) -> Response:
-        """``GET /v1/models``: authenticated like generation, answers a short model list.
+        """``GET /v1/models``: Together's model list (a JSON array), image models from the catalog.
 
-        Not counted in :meth:`stats` (only generation requests are).
+        Each entry: ``{id, object: "model", created, type, display_name, organization}``;
+        ``type`` is ``"image"`` for the catalog's current models not in ``delisted_models``.
+        Authenticated like generation (a revoked key gets its 403), so clients probe a key
+        with it. Not counted in :meth:`stats` (only generation requests are).
         """
-        self._check_revoked(self._authenticate(request, self.config), self.config)
-        created = 1_700_000_000
-        models = [
-            {"id": model, "object": "model", "created": created, "type": "image", "owned_by": "black-forest-labs"}
-            for model in ("black-forest-labs/FLUX.1-schnell-Free", "black-forest-labs/FLUX.1-schnell")
+        config = self.config
+        self._check_revoked(self._authenticate(request, config), config)
+        entries = [
+            {
+                "id": spec.id,
+                "object": "model",
+                "created": 1735689600,
+                "type": "image",
+                "display_name": spec.name,
+                "organization": spec.id.split("/", 1)[0],
+            }
+            for spec in catalog().current
+            if spec.id not in config.delisted_models
         ]
-        return _json(models)
+        entries += [{"object": "model", "created": 1735689600, "display_name": m["id"], **m} for m in OTHER_MODELS]
+        return _json(entries)
 
     def _retry_headers(self, seconds: float, config: EmulatorConfig) -> dict[str, str]:
         return {"Retry-After": _fmt_seconds(seconds, config.time_scale)}
@@ -988,7 +1067,7 @@ class FluxEmulator:
                 type_="billing_error",
                 code="insufficient_quota",
             )
-        params = _parse_params(self._read_json(request), config.reject_substring)
+        params = _parse_params(self._read_json(request), config.reject_substring, config.delisted_models)
         marked = self._marked_answer(params.prompt, config)
         if marked is not None:
             return marked, 0, "marker"

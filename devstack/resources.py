@@ -37,12 +37,10 @@ def ensure_bucket(s3, bucket: str) -> None:
 def ensure_queues(sqs, settings: Settings, visibility_timeout: int = 60) -> dict[str, str]:
     """Create the jobs queue and its DLQ (redrive after DLQ_MAX_RECEIVE_COUNT receives).
 
-    Returns ``{"jobs": url, "dlq": url}``.
+    Returns ``{"jobs": url, "dlq": url, "webhooks": url}``.
     """
     dlq_url = sqs.create_queue(QueueName=settings.jobs_dlq_name)["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(DLQ_MAX_RECEIVE_COUNT)})
     attrs = {"VisibilityTimeout": str(visibility_timeout), "RedrivePolicy": redrive}
     try:
@@ -50,7 +48,26 @@ def ensure_queues(sqs, settings: Settings, visibility_timeout: int = 60) -> dict
     except ClientError:  # exists with other attributes: converge them
         jobs_url = sqs.get_queue_url(QueueName=settings.jobs_queue_name)["QueueUrl"]
         sqs.set_queue_attributes(QueueUrl=jobs_url, Attributes=attrs)
-    return {"jobs": jobs_url, "dlq": dlq_url}
+    webhooks_url = sqs.create_queue(
+        QueueName=settings.webhooks_queue_name, Attributes={"VisibilityTimeout": str(visibility_timeout)}
+    )["QueueUrl"]
+    return {"jobs": jobs_url, "dlq": dlq_url, "webhooks": webhooks_url}
+
+
+def ensure_kms_key(kms, alias: str) -> str:
+    """Create the symmetric KMS key that seals webhook secrets, under ``alias``, if missing.
+
+    Returns:
+        The key id.
+    """
+    try:
+        return kms.describe_key(KeyId=alias)["KeyMetadata"]["KeyId"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "NotFoundException":
+            raise
+    key_id = kms.create_key(Description="PromptCanvas webhook signing secrets (dev stack)")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName=alias, TargetKeyId=key_id)
+    return key_id
 
 
 def ensure_secret(secrets, secret_id: str, keys: list[str]) -> None:
@@ -65,10 +82,11 @@ def ensure_secret(secrets, secret_id: str, keys: list[str]) -> None:
 
 
 def ensure_all(settings: Settings | None = None) -> dict[str, object]:
-    """Create every table, bucket and queue. Safe to call any number of times."""
+    """Create every table, bucket, queue and the KMS key. Safe to call any number of times."""
     settings = settings or get_settings()
     session = boto3.session.Session()
     tables = ensure_tables()
     ensure_bucket(session.client("s3"), settings.images_bucket)
     queues = ensure_queues(session.client("sqs"), settings)
-    return {"tables": tables, "bucket": settings.images_bucket, "queues": queues}
+    kms_key = ensure_kms_key(session.client("kms"), settings.webhook_secret_kms_key_id)
+    return {"tables": tables, "bucket": settings.images_bucket, "queues": queues, "kms_key": kms_key}

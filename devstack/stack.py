@@ -5,6 +5,8 @@ Parts (each skipped when the environment already points somewhere else):
 - AWS: moto in server mode (S3, DynamoDB, SQS, Secrets Manager) unless ``AWS_ENDPOINT_URL`` is set;
 - Flux: the Together-compatible emulator unless ``TOGETHER_BASE_URL`` and ``TOGETHER_API_KEYS`` are set;
 - Auth: the dev identity provider unless ``CLERK_ISSUER``/``CLERK_JWKS_URL``/``CLERK_JWT_KEY`` is set;
+  with it, ``CLERK_ADMIN_ORG_ID`` defaults to ``org_dev``, the organization the web client's
+  "sign in as an organization admin" uses (nobody else is an admin);
 - the API (``chalice local --no-autoreload``) at ``api_url`` (``PORT``, default 8000);
 - the web client (frontend_dist/) at ``web_url`` (``WEB_PORT``, default 8001);
 - the SQS poller, invoking the app's ``on_sqs_message`` handlers as Lambda would;
@@ -32,6 +34,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_KEYS = ["dev-key-1", "dev-key-2", "dev-key-3", "dev-key-4"]
+DEV_ADMIN_ORG_ID = "org_dev"  # the admin organization of the dev stack (frontend_dist/js/auth.js devSignIn)
 
 
 def free_port() -> int:
@@ -126,7 +129,10 @@ class DevStack:
             aws_url = f"http://127.0.0.1:{aws_port}"
             self.moto_proc = subprocess.Popen(
                 [sys.executable, "-m", "devstack.moto_process", "--port", str(aws_port)],
-                cwd=ROOT, env={**os.environ, **app_env}, stdout=subprocess.DEVNULL, start_new_session=True,
+                cwd=ROOT,
+                env={**os.environ, **app_env},
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
             )
             self._closers.append(lambda: _terminate(self.moto_proc))
             wait_http(aws_url + "/moto-api/data.json", proc=self.moto_proc)
@@ -169,6 +175,8 @@ class DevStack:
             app_env["CLERK_ISSUER"] = idp.issuer
             app_env["CLERK_JWKS_URL"] = idp.jwks_url
             app_env.setdefault("CLERK_AUTHORIZED_PARTIES", ",".join(web_origins))
+            # The web client's "sign in as an organization admin" mints o = {id: DEV_ADMIN_ORG_ID, rol: admin}.
+            app_env["CLERK_ADMIN_ORG_ID"] = env.get("CLERK_ADMIN_ORG_ID") or DEV_ADMIN_ORG_ID
         app_env.setdefault("ALLOW_LOOPBACK_WEBHOOKS", env.get("ALLOW_LOOPBACK_WEBHOOKS") or "1")
         app_env.setdefault("CORS_ALLOWED_ORIGINS", env.get("CORS_ALLOWED_ORIGINS") or ",".join(web_origins))
 
@@ -186,8 +194,17 @@ class DevStack:
         api_url = f"http://127.0.0.1:{api_port}"
         chalice_bin = str(Path(sys.executable).with_name("chalice"))
         self.api_proc = subprocess.Popen(
-            [chalice_bin, "local", "--no-autoreload", "--host", "127.0.0.1", "--port", str(api_port),
-             "--stage", "local"],
+            [
+                chalice_bin,
+                "local",
+                "--no-autoreload",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(api_port),
+                "--stage",
+                "local",
+            ],
             cwd=ROOT,
             env={**os.environ, **app_env},
             stdout=subprocess.DEVNULL if self.quiet_api else None,

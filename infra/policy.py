@@ -13,10 +13,16 @@ finds the AWS calls it makes:
 
 Each call maps to IAM actions (:data:`ACTION_OVERRIDES` where the action is not the
 operation's name, e.g. HeadObject -> ``s3:GetObject``, ListObjectsV2 ->
-``s3:ListBucket``, SendMessageBatch -> ``sqs:SendMessage``). :func:`policy_document`
-grants exactly those actions plus :data:`RUNTIME_ACTIONS` (what Lambda itself does
-with the role: write logs, poll the jobs queue), each on the stage's own resources
-only (:mod:`infra.names`), never ``"*"``.
+``s3:ListBucket``, SendMessageBatch -> ``sqs:SendMessage``).
+
+Each Lambda function (:func:`functions`) gets its own policy (:func:`policies`): the
+actions of the calls its code path can reach (:mod:`infra.callgraph`), plus what the
+Lambda service does with its role (its own log group; an SQS handler's event source
+mapping on its queue), on the resources its code path names (:func:`needs`): the tables
+of the PynamoDB models it reaches, and the resource of each settings field in
+:data:`SETTINGS_RESOURCES` it reads. ARNs are ``Fn::Sub`` templates with the stack's
+partition, region and account, exact names except a log group's streams, the bucket's
+objects and the secret's random suffix; never ``"*"``.
 
 Sources: Service Authorization Reference ("Actions, resources, and condition keys" for
 Amazon S3, Amazon SQS, Amazon DynamoDB, AWS Secrets Manager, CloudWatch Logs); Amazon
@@ -24,25 +30,35 @@ S3 user guide, "Required permissions for Amazon S3 API operations" (HeadObject a
 presigned GET need s3:GetObject, ListObjectsV2 needs s3:ListBucket); AWS Lambda
 developer guide, "Using Lambda with Amazon SQS" (the execution role needs
 ReceiveMessage, DeleteMessage, GetQueueAttributes) and "Lambda execution role"
-(CreateLogStream, PutLogEvents); Chalice docs, "Configuration file"
-(``autogen_policy: false`` reads ``.chalice/policy-<stage>.json``).
+(CreateLogStream, PutLogEvents); Secrets Manager user guide, "Permissions policy
+examples" (``-??????`` for the ARN's random suffix); Chalice docs, "Configuration file"
+(``autogen_policy: false``; ``iam_policy_file`` per function under ``lambda_functions``,
+which gives each function its own role; Chalice 1.34 ``deploy/appgraph.py`` copies the
+file into the role's ``PolicyDocument`` as is).
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
-from infra import names
+from infra import callgraph, names
 
 ROOT = Path(__file__).resolve().parent.parent
 CODE_DIR = ROOT / "chalicelib"
 
 #: IAM prefix per boto3 service name (those the code may use).
-IAM_PREFIX = {"s3": "s3", "sqs": "sqs", "secretsmanager": "secretsmanager", "dynamodb": "dynamodb", "logs": "logs"}
+IAM_PREFIX = {
+    "s3": "s3",
+    "sqs": "sqs",
+    "secretsmanager": "secretsmanager",
+    "dynamodb": "dynamodb",
+    "logs": "logs",
+    "kms": "kms",
+}
 
 #: API operation -> IAM actions, where the action is not ``prefix:Operation``.
 ACTION_OVERRIDES: dict[str, tuple[str, ...]] = {
@@ -104,16 +120,6 @@ PYNAMODB_TRANSACTIONS: dict[str, tuple[str, ...]] = {
 }
 CLASS_ONLY_METHODS = frozenset({"get", "exists"})
 
-#: What Lambda does with the role besides our code. Sources: Lambda developer guide,
-#: "Lambda execution role" (logs) and "Using Lambda with Amazon SQS" (event source mapping).
-RUNTIME_ACTIONS: dict[str, str] = {
-    "logs:CreateLogStream": "the Lambda runtime writes each function's logs",
-    "logs:PutLogEvents": "the Lambda runtime writes each function's logs",
-    "sqs:ReceiveMessage": "the worker's SQS event source mapping polls the jobs queue",
-    "sqs:DeleteMessage": "the event source mapping deletes processed messages",
-    "sqs:GetQueueAttributes": "the event source mapping reads the queue's attributes",
-}
-
 #: S3 actions on the bucket itself (resource ``arn:aws:s3:::bucket``); the others act on objects.
 S3_BUCKET_ACTIONS = frozenset({"s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:GetBucketLocation"})
 #: DynamoDB actions that may target an index (resource ``table/name/index/*``).
@@ -133,6 +139,7 @@ class AwsCall:
     line: int
     api: str
     actions: tuple[str, ...]
+    scope: str = ""  # the definition it is in (infra.callgraph), filled by scan()
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line} {self.api} -> {', '.join(self.actions)}"
@@ -255,76 +262,270 @@ def scan(code_dir: Path = CODE_DIR) -> list[AwsCall]:
         ScanError: a boto3 call that cannot be mapped.
     """
     calls: list[AwsCall] = []
+    graph = callgraph.graph() if code_dir == CODE_DIR else None
     for path in sorted(code_dir.rglob("*.py")):
         rel = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-        calls.extend(scan_source(path.read_text(encoding="utf-8"), rel))
+        found = scan_source(path.read_text(encoding="utf-8"), rel)
+        if graph is not None:
+            module = callgraph.module_of(rel)
+            found = [replace(call, scope=graph.scope_of(module, call.line)) for call in found]
+        calls.extend(found)
     return calls
 
 
 def required_actions(calls: Iterable[AwsCall] | None = None) -> set[str]:
-    """The IAM actions the code needs (from :func:`scan`), without :data:`RUNTIME_ACTIONS`."""
+    """The IAM actions of ``calls`` (default: every call :func:`scan` finds)."""
     calls = scan() if calls is None else calls
     return {action for call in calls for action in call.actions}
 
 
-# -- the policy document --------------------------------------------------------------------------
+# -- what each function needs ---------------------------------------------------------------------
 
 
-def resources(stage: str) -> dict[str, list[str]]:
-    """The stage's resource ARNs per statement id (partition ``aws``; any account and
-    region, since the names carry app and stage)."""
-    table = names.table_prefix(stage)
-    bucket = names.images_bucket_prefix(stage)
-    return {
-        "Logs": [f"arn:aws:logs:*:*:log-group:/aws/lambda/{names.stack_name(stage)}-*:*"],
-        "Tables": [f"arn:aws:dynamodb:*:*:table/{table}*"],
-        "TableIndexes": [f"arn:aws:dynamodb:*:*:table/{table}*/index/*"],
-        "ImagesBucket": [f"arn:aws:s3:::{bucket}*"],
-        "ImageObjects": [f"arn:aws:s3:::{bucket}*/*"],
-        "JobsQueues": [
-            f"arn:aws:sqs:*:*:{names.jobs_queue(stage)}",
-            f"arn:aws:sqs:*:*:{names.jobs_dlq(stage)}",
-        ],
-        "TogetherKeysSecret": [f"arn:aws:secretsmanager:*:*:secret:{names.keys_secret(stage)}-??????"],
-    }
+def arn(service: str, resource: str, regional: bool = True) -> str:
+    """An ARN template for ``Fn::Sub``: partition, region and account from the stack
+    (``${AWS::Partition}``, ``${AWS::Region}``, ``${AWS::AccountId}``), so it names the
+    resource in the deploying account only. S3 ARNs carry neither region nor account."""
+    if not regional:
+        return f"arn:${{AWS::Partition}}:{service}:::{resource}"
+    return f"arn:${{AWS::Partition}}:{service}:${{AWS::Region}}:${{AWS::AccountId}}:{resource}"
 
 
-def _statement_ids(action: str) -> list[str]:
-    """Which statements grant ``action``.
+@dataclass(frozen=True)
+class Target:
+    """A statement's resources: ``sid``, the IAM ``service`` prefix, the ARN templates
+    (``Fn::Sub`` strings) and, if set, the only actions it takes (else every action of
+    the service not taken by a more specific target of the same resource)."""
+
+    sid: str
+    service: str
+    arns: tuple[str, ...]
+    only: frozenset[str] | None = None
+    excludes: frozenset[str] = frozenset()
+
+    def takes(self, action: str) -> bool:
+        """Whether ``action`` is granted on this target."""
+        if action.split(":", 1)[0] != self.service or action in self.excludes:
+            return False
+        return self.only is None or action in self.only
+
+
+def _queue(name: str) -> str:
+    return arn("sqs", name)
+
+
+#: Settings fields that name a resource -> ``stage -> targets``. A function whose code path
+#: reads the field (``get_settings().images_bucket``) gets its actions of that service on
+#: the resource. A new queue, bucket or key is one entry here (and its name in infra.names).
+SETTINGS_RESOURCES: dict[str, Callable[[str], tuple[Target, ...]]] = {
+    "images_bucket": lambda stage: (
+        Target("ImagesBucket", "s3", (arn("s3", names.images_bucket(stage), regional=False),), S3_BUCKET_ACTIONS),
+        Target(
+            "ImageObjects",
+            "s3",
+            (arn("s3", names.images_bucket(stage) + "/*", regional=False),),
+            excludes=S3_BUCKET_ACTIONS,
+        ),
+    ),
+    "jobs_queue_name": lambda stage: (Target("JobsQueue", "sqs", (_queue(names.jobs_queue(stage)),)),),
+    "jobs_dlq_name": lambda stage: (Target("JobsDeadLetterQueue", "sqs", (_queue(names.jobs_dlq(stage)),)),),
+    "webhooks_queue_name": lambda stage: (Target("WebhooksQueue", "sqs", (_queue(names.webhooks_queue(stage)),)),),
+    # KMS authorizes on the key's ARN, never its alias: the stack's key by its id (``Ref``).
+    "webhook_secret_kms_key_id": lambda stage: (
+        Target("WebhookSecretsKey", "kms", (arn("kms", "key/${WebhookSecretsKey}"),)),
+    ),
+    "together_keys_secret_id": lambda stage: (
+        Target(
+            "TogetherKeysSecret",
+            "secretsmanager",
+            # Secrets Manager appends 6 random characters to a secret's ARN (Secrets Manager user guide,
+            # "Permissions policy examples": "?????? matches the random characters").
+            (arn("secretsmanager", f"secret:{names.keys_secret(stage)}-??????"),),
+        ),
+    ),
+}
+
+#: Actions the Lambda service takes with a role, per event source. Sources: Lambda developer
+#: guide, "Lambda execution role" (logs) and "Using Lambda with Amazon SQS" (event source mapping).
+LOG_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
+SQS_EVENT_SOURCE_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+#: Code an operator runs from a workstation with their own credentials, never a Lambda
+#: function (so no role grants its calls): qualified name -> where it is documented.
+OPERATOR_ENTRY_POINTS: dict[str, str] = {
+    "chalicelib.services.cleanup.rebuild_collection_counts": "docs/deploy.md: once, for a stage with older images",
+}
+API_HANDLER = "api_handler"
+SETTINGS_MODULE = "chalicelib.settings"  # defines and reads every field: that is not a use
+
+
+@dataclass(frozen=True)
+class Function:
+    """One Lambda function of the app: its Chalice ``name`` (``api_handler``, or the event
+    handler's name), its ``logical_id`` in the packaged template, the call-graph ``roots``
+    it runs, and for an ``@app.on_sqs_message`` handler the settings field naming its queue."""
+
+    name: str
+    logical_id: str
+    roots: tuple[str, ...]
+    event_queue_field: str | None = None
+
+
+def _decorator_queue_field(app_tree: ast.Module, function: str) -> str | None:
+    """The settings field in ``@app.on_sqs_message(queue=get_settings().<field>)``."""
+    for node in app_tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == function:
+            for decorator in node.decorator_list:
+                if not isinstance(decorator, ast.Call):
+                    continue
+                for keyword in decorator.keywords:
+                    if keyword.arg == "queue" and isinstance(keyword.value, ast.Attribute):
+                        return keyword.value.attr
+    return None
+
+
+def functions(app_path: Path | None = None) -> list[Function]:
+    """The app's Lambda functions: ``api_handler`` (every ``@api.route``/``@app.route``
+    function plus ``chalicelib.http.Api``, which wraps them) and one per event handler
+    (:func:`infra.template.app_handlers`).
 
     Raises:
-        ScanError: an action of a service without resources here.
+        ScanError: an SQS handler whose ``queue=`` is not a settings field in
+            :data:`SETTINGS_RESOURCES`.
     """
-    prefix = action.split(":", 1)[0]
-    if prefix == "logs":
-        return ["Logs"]
-    if prefix == "dynamodb":
-        return ["Tables", "TableIndexes"] if action in DYNAMODB_INDEX_ACTIONS else ["Tables"]
-    if prefix == "s3":
-        return ["ImagesBucket"] if action in S3_BUCKET_ACTIONS else ["ImageObjects"]
-    if prefix == "sqs":
-        return ["JobsQueues"]
-    if prefix == "secretsmanager":
-        return ["TogetherKeysSecret"]
-    raise ScanError(f"no resources for {action}: add them to infra.policy.resources")
+    from infra import template
+
+    app_path = app_path or template.APP_PATH
+    tree = ast.parse(app_path.read_text(encoding="utf-8"))
+    routes = []
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            for decorator in node.decorator_list:
+                func = decorator.func if isinstance(decorator, ast.Call) else decorator
+                if isinstance(func, ast.Attribute) and func.attr == "route":
+                    routes.append(f"app.{node.name}")
+    out = [Function(API_HANDLER, "APIHandler", tuple(routes) + ("chalicelib.http.Api",))]
+    for handler in template.app_handlers(app_path):
+        field = None
+        if handler.kind == "on_sqs_message":
+            field = _decorator_queue_field(tree, handler.function)
+            if field not in SETTINGS_RESOURCES:
+                raise ScanError(f"{handler.function}: queue={field!r} names no queue in SETTINGS_RESOURCES")
+        out.append(Function(handler.name, handler.resource, (f"app.{handler.function}",), field))
+    return out
 
 
-def policy_document(stage: str, actions: Iterable[str] | None = None) -> dict[str, object]:
-    """The IAM policy for ``stage``: ``actions`` (default: :func:`required_actions`) plus
-    :data:`RUNTIME_ACTIONS`, one statement per resource group, sorted (deterministic).
+@dataclass(frozen=True)
+class Needs:
+    """What one function's code path uses: the AWS ``calls`` it can reach, the settings
+    ``fields`` naming resources it reads, and the PynamoDB ``models`` (classes) it names."""
+
+    function: Function
+    calls: tuple[AwsCall, ...]
+    fields: frozenset[str]
+    models: tuple[type, ...]
+
+    @property
+    def actions(self) -> set[str]:
+        """The IAM actions of :attr:`calls` plus the Lambda service's (logs; an SQS handler's
+        event source mapping)."""
+        actions = {action for call in self.calls for action in call.actions} | set(LOG_ACTIONS)
+        if self.function.event_queue_field:
+            actions |= set(SQS_EVENT_SOURCE_ACTIONS)
+        return actions
+
+
+def _model_names() -> dict[str, type]:
+    """Qualified class name -> PynamoDB model, for every table of the app."""
+    from chalicelib.db import ALL_MODELS
+
+    return {f"{model.__module__}.{model.__qualname__}": model for model in ALL_MODELS}
+
+
+def needs(function: Function, calls: Iterable[AwsCall] | None = None) -> Needs:
+    """What ``function`` uses (see :class:`Needs`), from the call graph (:mod:`infra.callgraph`).
 
     Raises:
-        ScanError: see :func:`scan` and :func:`_statement_ids`.
+        ScanError: see :func:`scan`.
     """
-    wanted = set(required_actions() if actions is None else actions) | set(RUNTIME_ACTIONS)
-    grouped: dict[str, set[str]] = {}
-    for action in wanted:
-        for sid in _statement_ids(action):
-            grouped.setdefault(sid, set()).add(action)
-    arns = resources(stage)
-    statements = [
-        {"Sid": sid, "Effect": "Allow", "Action": sorted(grouped[sid]), "Resource": arns[sid]}
-        for sid in arns
-        if sid in grouped
-    ]
+    graph = callgraph.graph()
+    calls = scan() if calls is None else list(calls)
+    reached = graph.reachable(function.roots + tuple(sorted(graph.import_time())))
+    own = tuple(c for c in calls if c.scope in reached or c.scope.startswith("<module>:"))
+    used = graph.attributes(d for d in reached if graph.defs[d].module != SETTINGS_MODULE)
+    fields = frozenset(used & set(SETTINGS_RESOURCES))
+    if function.event_queue_field:
+        fields |= {function.event_queue_field}
+    models = tuple(model for name, model in sorted(_model_names().items()) if name in reached)
+    return Needs(function, own, fields, models)
+
+
+def targets(needs_: Needs, stage: str) -> list[Target]:
+    """The resources ``needs_`` may act on in ``stage``: its log group, its tables (and
+    their indexes, for Query/Scan), and the resources of the settings fields it reads."""
+    from infra.template import logical_table_name
+
+    if needs_.function.name == API_HANDLER:
+        log_group = f"/aws/lambda/{names.API_FUNCTION_NAME}"
+    else:  # CloudFormation names a function <stack>-<logical id>-<random suffix>
+        log_group = f"/aws/lambda/${{AWS::StackName}}-{needs_.function.logical_id}-*"
+    out = [Target("Logs", "logs", (arn("logs", f"log-group:{log_group}:*"),))]
+    tables, indexes = [], []
+    for model in needs_.models:
+        table = names.table_prefix(stage) + logical_table_name(model)
+        tables.append(arn("dynamodb", f"table/{table}"))
+        schema = model._get_schema()  # type: ignore[attr-defined]
+        for index in schema["global_secondary_indexes"] + schema["local_secondary_indexes"]:
+            indexes.append(arn("dynamodb", f"table/{table}/index/{index['index_name']}"))
+    if tables:
+        out.append(Target("Tables", "dynamodb", tuple(tables)))
+    if indexes:
+        out.append(Target("TableIndexes", "dynamodb", tuple(indexes), DYNAMODB_INDEX_ACTIONS))
+    code_actions = {action for call in needs_.calls for action in call.actions}
+    mapping_only = frozenset(SQS_EVENT_SOURCE_ACTIONS) - code_actions
+    for field in sorted(needs_.fields):
+        for target in SETTINGS_RESOURCES[field](stage):
+            if target.service == "sqs" and field != needs_.function.event_queue_field:
+                # the event source mapping's actions on its own queue only
+                target = replace(target, excludes=target.excludes | mapping_only)
+            out.append(target)
+    return out
+
+
+def policy_document(needs_: Needs, stage: str) -> dict[str, object]:
+    """The IAM policy of one function in ``stage``: each of its actions on each of its
+    resources of that service (:func:`targets`), one statement per resource, ARNs as
+    ``Fn::Sub`` templates (CloudFormation resolves them; Chalice embeds the document in
+    the role verbatim). Deterministic order.
+
+    Raises:
+        ScanError: an action with no resource on the function's code path (a call whose
+            resource the code reaches some other way than a settings field or a model).
+    """
+    actions = needs_.actions
+    statements = []
+    covered: set[str] = set()
+    for target in targets(needs_, stage):
+        granted = sorted(a for a in actions if target.takes(a))
+        if granted:
+            covered.update(granted)
+            resources = [{"Fn::Sub": text} for text in target.arns]
+            statements.append({"Sid": target.sid, "Effect": "Allow", "Action": granted, "Resource": resources})
+    missing = actions - covered
+    if missing:
+        raise ScanError(f"{needs_.function.name}: no resource on its code path for {sorted(missing)}")
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def policy_file(stage: str, function: str) -> str:
+    """The policy's file name in ``.chalice/``: ``policy-<stage>-<function>.json``."""
+    return f"policy-{stage}-{function}.json"
+
+
+def policies(stage: str, calls: Iterable[AwsCall] | None = None) -> dict[str, dict[str, object]]:
+    """Every function's policy document in ``stage``, by Chalice function name.
+
+    Raises:
+        ScanError: see :func:`scan`, :func:`functions` and :func:`policy_document`.
+    """
+    calls = scan() if calls is None else list(calls)
+    return {fn.name: policy_document(needs(fn, calls), stage) for fn in functions()}

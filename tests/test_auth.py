@@ -16,6 +16,7 @@ from chalicelib.auth import (
     Principal,
     authenticate,
     extract_token,
+    extract_token_and_source,
     is_admin_role,
     reset_caches,
     verifier_for,
@@ -201,24 +202,63 @@ def test_pem_with_escaped_newlines_and_bare_body(idp: DevIdentityProvider) -> No
     assert verify_session_token(token, settings_for(idp, clerk_jwt_key=body))["sub"] == "user_pem"
 
 
-def test_admin_from_o_rol(idp: DevIdentityProvider) -> None:
-    settings = settings_for(idp)
+def test_a_self_made_org_admin_is_not_our_admin(idp: DevIdentityProvider) -> None:
+    # Any user can create an organization and hold o.rol = admin in it: that alone grants nothing.
+    token = idp.mint("user_a", org_id="org_mine", org_role="admin", azp=TEST_AZP)
+    for settings in (settings_for(idp), settings_for(idp, clerk_admin_org_id="org_ours")):
+        principal = authenticate(bearer(token), settings)
+        assert (principal.org_id, principal.org_role, principal.is_admin) == ("org_mine", "admin", False)
+
+
+def test_admin_from_o_rol_in_the_configured_org(idp: DevIdentityProvider) -> None:
+    settings = settings_for(idp, clerk_admin_org_id="org_1")
     admin = authenticate(bearer(idp.mint("user_a", org_id="org_1", org_role="admin", azp=TEST_AZP)), settings)
     assert (admin.org_id, admin.org_role, admin.is_admin) == ("org_1", "admin", True)
     assert admin.claims["o"] == {"id": "org_1", "rol": "admin"}
     member = authenticate(bearer(idp.mint("user_m", org_id="org_1", org_role="member", azp=TEST_AZP)), settings)
     assert (member.org_id, member.org_role, member.is_admin) == ("org_1", "member", False)
-    only_prefixed = settings_for(idp, clerk_admin_roles=("org:admin",))
+    only_prefixed = settings_for(idp, clerk_admin_org_id="org_1", clerk_admin_roles=("org:admin",))
     assert authenticate(
         bearer(idp.mint("user_a", org_id="org_1", org_role="admin", azp=TEST_AZP)), only_prefixed
     ).is_admin
 
 
+def test_admin_from_the_configured_user_ids(idp: DevIdentityProvider) -> None:
+    settings = settings_for(idp, clerk_admin_user_ids=("user_root", "user_ops"))
+    assert authenticate(bearer(idp.mint("user_root", azp=TEST_AZP)), settings).is_admin
+    assert authenticate(
+        bearer(idp.mint("user_ops", org_id="org_x", org_role="member", azp=TEST_AZP)), settings
+    ).is_admin
+    assert not authenticate(bearer(idp.mint("user_other", azp=TEST_AZP)), settings).is_admin
+
+
+def test_nobody_is_admin_when_nothing_is_configured(idp: DevIdentityProvider) -> None:
+    settings = settings_for(idp)
+    for token in (
+        idp.mint("user_a", org_id="org_1", org_role="admin", azp=TEST_AZP),
+        idp.mint("user_b", azp=TEST_AZP),
+        idp.sign(idp.claims("user_v1", azp=TEST_AZP, v=None, org_id="org_9", org_role="org:admin")),
+    ):
+        assert authenticate(bearer(token), settings).is_admin is False
+
+
 def test_admin_from_v1_org_role_claim(idp: DevIdentityProvider) -> None:
     # v1 claims (no "v", flat org_id/org_role): built with claims(), since mint() writes v2's "o".
     token = idp.sign(idp.claims("user_v1", azp=TEST_AZP, v=None, org_id="org_9", org_role="org:admin"))
-    principal = authenticate(bearer(token), settings_for(idp, clerk_admin_roles=("admin",)))
+    principal = authenticate(bearer(token), settings_for(idp, clerk_admin_org_id="org_9", clerk_admin_roles=("admin",)))
     assert (principal.org_id, principal.org_role, principal.is_admin) == ("org_9", "org:admin", True)
+
+
+def test_token_source_is_bearer_or_cookie(idp: DevIdentityProvider) -> None:
+    token = idp.mint("user_s", azp=TEST_AZP)
+    assert extract_token_and_source(bearer(token)) == (token, "bearer")
+    assert extract_token_and_source({"Cookie": f"a=b; __session={token}"}) == (token, "cookie")
+    both = {**bearer(token), "Cookie": "__session=other"}
+    assert extract_token_and_source(both) == (token, "bearer")
+    assert extract_token_and_source({}) == (None, None)
+    settings = settings_for(idp)
+    assert authenticate({"Cookie": f"__session={token}"}, settings).token_source == "cookie"
+    assert authenticate(bearer(token), settings).token_source == "bearer"
 
 
 def test_is_admin_role() -> None:

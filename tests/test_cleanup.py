@@ -423,3 +423,68 @@ def test_collect_gauges(aws, monkeypatch) -> None:
     assert result["errors"] == []
     assert result["keys"]["HealthyKeys"] == 2 and result["keys"]["TotalKeys"] == 2
     assert result["queue"]["depth"] == 1 and result["queue"]["oldest_age_s"] == 0
+
+
+def _collection_counts(api, user: str) -> dict[str, int]:
+    listed = api.get("/v1/collections", user=user).json
+    return {c["name"]: c["image_count"] for c in listed["collections"]}
+
+
+def test_collection_counts_follow_stores_deletes_and_sweeps(api) -> None:
+    """The collection counters move with the items: generated (route), deleted (route),
+    removed by retention and by the orphan-metadata sweep; the list is read from them."""
+    import csv
+    from pathlib import Path
+
+    from chalicelib.db.images import save_new_image
+
+    with Path("/work/shared/data/parti_prompts.tsv").open(encoding="utf-8", newline="") as fh:
+        prompt = [r["Prompt"] for r in csv.DictReader(fh, delimiter="\t")][300]
+    made = api.post(
+        "/v1/images",
+        user="counter",
+        json_body={"prompt": prompt, "n": 2, "width": 256, "height": 256, "collection": "harbor"},
+    )
+    assert made.status == 201, made.body
+    assert _collection_counts(api, "counter") == {"harbor": 2}
+    assert api.delete(f"/v1/images/{made.json['images'][0]['id']}", user="counter").status == 204
+    assert api.delete(f"/v1/images/{made.json['images'][0]['id']}", user="counter").status == 404
+    assert _collection_counts(api, "counter") == {"harbor": 1}
+    now = datetime.now(UTC)
+    old = []
+    for _ in range(2):  # two images past retention, stored through the counted write path
+        item = _image("counter", now - timedelta(days=RETENTION_DAYS + 2))
+        item.delete()
+        item.collection, item.user_collection = "harbor", "counter#harbor"
+        save_new_image(item)
+        old.append(item)
+    assert _collection_counts(api, "counter") == {"harbor": 3}
+    for _ in range(2):  # a second run finds nothing more to count down
+        cleanup.sweep_retention(now=now, retention_days=RETENTION_DAYS, dry_run=False)
+    assert _collection_counts(api, "counter") == {"harbor": 1}
+    kept = ImageModel.get("counter", made.json["images"][1]["id"])
+    client("s3").delete_object(Bucket=get_settings().images_bucket, Key=kept.s3_key)
+    for _ in range(2):
+        cleanup.sweep_orphan_metadata(now=now, dry_run=False)
+    assert _collection_counts(api, "counter") == {}
+    assert _collection_counts(api, "someone-else") == {}
+
+
+def test_rebuild_collection_counts_fills_counters_for_images_stored_before_them(aws) -> None:
+    """Images written without counters (as before the counters existed) are counted by
+    the one-off rebuild, which can run twice."""
+    from chalicelib.db.images import collection_counts
+
+    now = datetime.now(UTC)
+    for user, collection, n in (("old-a", "boats", 3), ("old-a", "birds", 1), ("old-b", "boats", 2)):
+        for _ in range(n):
+            item = _image(user, now)
+            item.update(
+                actions=[ImageModel.collection.set(collection), ImageModel.user_collection.set(f"{user}#{collection}")]
+            )
+    _image("old-a", now)  # in no collection
+    assert collection_counts("old-a") == {}
+    for _ in range(2):
+        assert cleanup.rebuild_collection_counts() == {"images": 7, "counters": 3}
+    assert collection_counts("old-a") == {"boats": 3, "birds": 1}
+    assert collection_counts("old-b") == {"boats": 2}

@@ -10,7 +10,6 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -36,10 +35,11 @@ from chalicelib.flux import (
 )
 from chalicelib.flux.client import normalize_base_url, parse_retry_after
 from chalicelib.settings import Settings, get_settings
+from devstack.prompts import PARTI_PROMPTS
 from tests.fixtures.worker import check_job
 from tests.polling import wait_for
 
-PARTI = Path("/work/shared/data/parti_prompts.tsv")
+PARTI = PARTI_PROMPTS
 K1, K2, K3, K4 = "test-key-1", "test-key-2", "test-key-3", "test-key-4"
 BOGUS = "sk-live-DO-NOT-LEAK-0123456789abcdef"  # not accepted by the emulator: 401
 
@@ -114,17 +114,17 @@ def ddb_calls() -> Iterator[list[str]]:
 
 def test_generates_a_verified_image_and_the_seed_reproduces_it(aws, flux):
     client = FluxClient(settings(flux))
-    p = params(NON_ASCII, seed=123456789, aspect_ratio="landscape")
+    p = params(NON_ASCII, seed=123456789, aspect_ratio="16:9")
     [img] = client.generate(p)
-    assert (img.width, img.height, img.seed, img.index) == (768, 576, 123456789, 0)
+    assert (img.width, img.height, img.seed, img.index) == (1344, 768, 123456789, 0)
     assert img.content_type == "image/jpeg" and img.ext == "jpg"
-    assert img.model == "black-forest-labs/FLUX.1-schnell-Free"
+    assert img.model == "black-forest-labs/FLUX.1-schnell"
     assert img.key_id in {key_id(K1), key_id(K2)} and img.upstream_ms >= 0
     pic = decode(img.data)
-    assert pic.format == "JPEG" and pic.size == (768, 576)
+    assert pic.format == "JPEG" and pic.size == (1344, 768)
     [again] = client.generate(p)
     assert again.data == img.data  # same seed, same bytes
-    [other] = client.generate(params(NON_ASCII, seed=123456790, aspect_ratio="landscape"))
+    [other] = client.generate(params(NON_ASCII, seed=123456790, aspect_ratio="16:9"))
     assert other.data != img.data
     assert flux.stats()["by_status"] == {"200": 3}
 
@@ -132,7 +132,9 @@ def test_generates_a_verified_image_and_the_seed_reproduces_it(aws, flux):
 def test_base_url_without_v1_and_png_output(aws, flux):
     client = FluxClient(settings(flux, v1=False))
     assert client.endpoint == flux.url + "/v1/images/generations"
-    [img] = client.generate(params(PLAIN[1], output_format="png", width=512, height=320))
+    [img] = client.generate(
+        params(PLAIN[1], model="black-forest-labs/FLUX.2-pro", output_format="png", width=512, height=320)
+    )
     assert img.content_type == "image/png" and img.ext == "png"
     assert decode(img.data).format == "PNG" and decode(img.data).size == (512, 320)
 
@@ -141,7 +143,7 @@ def test_url_response_format_is_downloaded(aws, flux):
     client = FluxClient(settings(flux), response_format="url")
     p = params(PLAIN[2], seed=42)
     [img] = client.generate(p)
-    assert decode(img.data).size == (768, 768)
+    assert decode(img.data).size == (1024, 1024)
     [inline] = FluxClient(settings(flux)).generate(p)
     assert inline.data == img.data  # same image whichever way it travelled
 
@@ -333,7 +335,7 @@ def test_an_occasional_corrupt_image_is_replaced(aws, flux):
     assert flux.stats()["faults"].get("corrupt", 0) >= 1
     assert flux.stats()["images"] == 4
     for img in images:
-        assert decode(img.data).size == (768, 768)
+        assert decode(img.data).size == (1024, 1024)
 
 
 def test_hanging_upstream_respects_the_deadline(aws, flux):

@@ -21,10 +21,12 @@ import pytest
 import requests
 from PIL import Image, ImageChops, ImageStat, UnidentifiedImageError
 
+from chalicelib.flux.catalog import catalog
 from devstack.flux_emulator import API_PATH, MODELS_PATH, EmulatorConfig, FluxEmulator, key_id, render_image
+from devstack.prompts import PARTI_PROMPTS as PROMPTS_TSV
 
-PROMPTS_TSV = Path("/work/shared/data/parti_prompts.tsv")
 MODEL = "black-forest-labs/FLUX.1-schnell"
+FLUX2_DEV = "black-forest-labs/FLUX.2-dev"  # takes steps, guidance, prompt_upsampling, output_format
 KEY = "test-key-1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,12 +97,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: flo
 def test_base64_image_decodes_at_requested_size(flux, prompt, width, height, fmt, pil_format):
     body = gen(prompt, width=width, height=height, seed=42)
     if fmt:
-        body["output_format"] = fmt
+        body.update(model=FLUX2_DEV, output_format=fmt)
     r = post(flux, body)
     assert r.status_code == 200, r.text
     payload = r.json()
     assert payload["object"] == "list"
-    assert payload["model"] == MODEL
+    assert payload["model"] == body["model"]
     assert payload["id"]
     [item] = payload["data"]
     assert item["index"] == 0
@@ -111,14 +113,14 @@ def test_base64_image_decodes_at_requested_size(flux, prompt, width, height, fmt
 
 
 def test_defaults_are_1024_square_jpeg(flux):
-    r = post(flux, {"model": "black-forest-labs/FLUX.1-schnell-Free", "prompt": PROMPT_A})
+    r = post(flux, {"model": MODEL, "prompt": PROMPT_A})
     assert r.status_code == 200, r.text
     image = decode(r.json()["data"][0]["b64_json"])
     assert (image.format, image.size) == ("JPEG", (1024, 1024))
 
 
 def test_url_response_serves_the_files(flux):
-    r = post(flux, gen(DALI, n=2, width=256, height=192, output_format="png", response_format="url"))
+    r = post(flux, gen(DALI, model=FLUX2_DEV, n=2, width=256, height=192, output_format="png", response_format="url"))
     assert r.status_code == 200, r.text
     data = r.json()["data"]
     assert [d["index"] for d in data] == [0, 1]
@@ -169,16 +171,98 @@ def test_render_image_is_deterministic_and_fast():
 
 
 def test_unknown_fields_are_ignored(flux):
-    body = gen(
-        PROMPT_B,
-        guidance_scale=3.5,
-        disable_safety_checker=True,
-        image_loras=[{"path": "https://example.invalid/lora", "scale": 1}],
-        reference_images=[],
-        something_new={"x": 1},
-    )
+    body = gen(PROMPT_B, disable_safety_checker=True, something_new={"x": 1})
     r = post(flux, body)
     assert r.status_code == 200, r.text
+
+
+def test_each_model_takes_its_own_parameters(flux):
+    bodies = [
+        gen(PROMPT_B, negative_prompt="blurry"),
+        gen(PROMPT_B, aspect_ratio="16:9", width=None, height=None),
+        gen(
+            PROMPT_B,
+            model=FLUX2_DEV,
+            guidance=4.5,
+            prompt_upsampling=False,
+            output_format="png",
+            reference_images=["https://example.invalid/a.png"],
+            image_loras=[{"path": "https://example.invalid/lora", "scale": 0.8}],
+        ),
+        gen(
+            PROMPT_B,
+            model="black-forest-labs/FLUX.1-kontext-pro",
+            aspect_ratio="1:1",
+            width=None,
+            height=None,
+            image_url="https://example.invalid/a.png",
+        ),
+        {
+            "model": "google/flash-image-2.5",
+            "prompt": PROMPT_B,
+            "width": 256,
+            "height": 256,
+            "reference_images": ["https://example.invalid/a.png"],
+        },
+    ]
+    for body in bodies:
+        r = post(flux, {k: v for k, v in body.items() if v is not None})
+        assert r.status_code == 200, r.text
+    wide = post(flux, {k: v for k, v in bodies[1].items() if v is not None}).json()["data"][0]["b64_json"]
+    assert decode(wide).size == (1344, 768)  # the ratio's standard size
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (gen(model=FLUX2_DEV, negative_prompt="blurry"), "negative_prompt"),
+        (gen(guidance=4.5), "guidance"),
+        (gen(guidance_scale=3.5), "guidance_scale"),
+        (gen(output_format="png"), "output_format"),
+        (gen(prompt_upsampling=True), "prompt_upsampling"),
+        (gen(image_url="https://example.invalid/a.png"), "image_url"),
+        (gen(reference_images=["https://example.invalid/a.png"]), "reference_images"),
+        (gen(model=FLUX2_DEV, aspect_ratio="1:1"), "aspect_ratio"),
+        (gen(model="black-forest-labs/FLUX.2-pro"), "steps"),
+        (gen(model=FLUX2_DEV, image_loras=[{"path": "https://example.invalid/l", "scale": 1}] * 3), "image_loras"),
+        (
+            {
+                "model": "google/flash-image-2.5",
+                "prompt": PROMPT_A,
+                "reference_images": ["https://example.invalid/a"] * 4,
+            },
+            "reference_images",
+        ),
+        (gen(model="black-forest-labs/FLUX.1-schnell-Free"), "model"),
+        (gen(model="black-forest-labs/FLUX.1-dev"), "model"),
+        (gen(model="stabilityai/stable-diffusion-xl-base-1.0"), "model"),
+    ],
+)
+def test_parameters_a_model_does_not_take_and_unknown_or_retired_models_are_400(flux, body, param):
+    r = post(flux, body)
+    assert r.status_code == 400, r.text
+    error = error_of(r)
+    assert (error["param"], error["type"]) == (param, "invalid_request_error")
+
+
+def test_models_lists_the_catalog_as_image_models(flux):
+    r = requests.get(flux.url + MODELS_PATH, headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+    assert r.status_code == 200
+    listed = r.json()
+    assert isinstance(listed, list) and all(m["object"] == "model" for m in listed)
+    images = [m["id"] for m in listed if m["type"] == "image"]
+    assert images == [m.id for m in catalog().current]
+    assert any(m["type"] != "image" for m in listed)
+    assert "black-forest-labs/FLUX.1-schnell-Free" not in images
+    assert requests.get(flux.url + MODELS_PATH, timeout=10).status_code == 401
+
+
+def test_a_delisted_model_is_gone_from_the_list_and_refused(flux):
+    flux.configure(delisted_models=["google/flash-image-2.5"])
+    listed = requests.get(flux.url + MODELS_PATH, headers={"Authorization": f"Bearer {KEY}"}, timeout=10).json()
+    assert "google/flash-image-2.5" not in {m["id"] for m in listed}
+    r = post(flux, {"model": "google/flash-image-2.5", "prompt": PROMPT_B, "width": 256, "height": 256})
+    assert r.status_code == 400 and error_of(r)["code"] == "model_not_available"
 
 
 # --------------------------------------------------------------------------- errors
@@ -220,9 +304,10 @@ def test_out_of_credits_is_402_and_comes_after_auth_before_validation(flux):
         (gen(n=1.0), "n"),
         (gen(seed="42"), "seed"),
         (gen(negative_prompt=5), "negative_prompt"),
-        (gen(guidance_scale="high"), "guidance_scale"),
-        (gen(output_format=1), "output_format"),
-        (gen(response_format=None, output_format=["png"]), "output_format"),
+        (gen(model=FLUX2_DEV, guidance="high"), "guidance"),
+        (gen(model=FLUX2_DEV, prompt_upsampling="yes"), "prompt_upsampling"),
+        (gen(model=FLUX2_DEV, output_format=1), "output_format"),
+        (gen(model=FLUX2_DEV, response_format=None, output_format=["png"]), "output_format"),
     ],
 )
 def test_bad_types_and_missing_fields_are_400(flux, body, param):
@@ -250,29 +335,22 @@ def test_non_object_body_is_400(flux, raw):
         (gen(steps=51), "steps"),
         (gen(n=0), "n"),
         (gen(n=5), "n"),
-        (gen(output_format="gif"), "output_format"),
+        (gen(model=FLUX2_DEV, output_format="gif"), "output_format"),
         (gen(response_format="b64_json"), "response_format"),
-        (gen(model="stabilityai/stable-diffusion-xl-base-1.0"), "model"),
+        (gen(aspect_ratio="5:4", width=None, height=None), "aspect_ratio"),
     ],
 )
-def test_out_of_range_values_and_unknown_model_are_422(flux, body, param):
+def test_out_of_range_values_are_422(flux, body, param):
     r = post(flux, body)
     assert r.status_code == 422, r.text
     assert error_of(r)["param"] == param
 
 
-@pytest.mark.parametrize(
-    "model",
-    [
-        "black-forest-labs/FLUX.1-schnell-Free",
-        "black-forest-labs/FLUX.1-schnell",
-        "black-forest-labs/FLUX.1-dev",
-        "black-forest-labs/FLUX.1.1-pro",
-    ],
-)
-def test_flux_models_are_accepted(flux, model):
-    r = post(flux, gen(model=model, width=64, height=64))
-    assert r.status_code == 200
+@pytest.mark.parametrize("model", [m.id for m in catalog().current])
+def test_every_catalog_model_is_accepted(flux, model):
+    body = {"model": model, "prompt": PROMPT_A, "width": 64, "height": 64}
+    r = post(flux, body)
+    assert r.status_code == 200, r.text
     assert r.json()["model"] == model
 
 
@@ -489,7 +567,8 @@ def get_models(flux: FluxEmulator, key: str | None = KEY) -> requests.Response:
 def test_models_endpoint_is_authenticated_and_not_counted(flux):
     r = get_models(flux)
     assert r.status_code == 200
-    assert all(m["object"] == "model" and "FLUX" in m["id"] for m in r.json())
+    assert all(m["object"] == "model" for m in r.json())
+    assert MODEL in {m["id"] for m in r.json() if m["type"] == "image"}
     assert get_models(flux, key=None).status_code == 401
     assert get_models(flux, key="nope").status_code == 401
     assert flux.stats()["requests"] == 0
@@ -606,13 +685,13 @@ def test_config_from_env():
 
 
 def test_official_together_sdk_talks_to_the_emulator(flux):
-    from together import AuthenticationError, RateLimitError, Together
+    from together import AuthenticationError, BadRequestError, RateLimitError, Together
 
     # together>=2 (Stainless) posts to "/v1/images/generations" relative to base_url, so the
     # base URL is the emulator root; the old "<root>/v1" form would request /v1/v1/...
     client = Together(api_key=KEY, base_url=flux.url, max_retries=0)
     result = client.images.generate(
-        model="black-forest-labs/FLUX.1-schnell-Free",
+        model=MODEL,
         prompt=DALI,
         width=512,
         height=384,
@@ -632,6 +711,38 @@ def test_official_together_sdk_talks_to_the_emulator(flux):
     with pytest.raises(AuthenticationError) as excinfo:
         bad.images.generate(model=MODEL, prompt=DALI, width=256, height=256, steps=4)
     assert excinfo.value.status_code == 401
+
+    # The catalog's parameters, as the SDK sends them (named where it has them, else extra_body).
+    flux2 = client.images.generate(
+        model=FLUX2_DEV,
+        prompt=CORGI,
+        width=256,
+        height=256,
+        steps=8,
+        output_format="png",
+        reference_images=["https://example.invalid/ref.png"],
+        image_loras=[{"path": "https://example.invalid/lora", "scale": 0.8}],
+        extra_body={"guidance": 4.5, "prompt_upsampling": False},
+        response_format="base64",
+    )
+    assert decode(flux2.data[0].b64_json).format == "PNG"
+    kontext = client.images.generate(
+        model="black-forest-labs/FLUX.1-kontext-pro",
+        prompt=CORGI,
+        image_url="https://example.invalid/edit-me.png",
+        extra_body={"aspect_ratio": "9:16"},
+        response_format="base64",
+    )
+    assert decode(kontext.data[0].b64_json).size == (768, 1344)
+    with pytest.raises(BadRequestError) as refused:
+        client.images.generate(model=MODEL, prompt=DALI, width=256, height=256, output_format="png")
+    assert refused.value.status_code == 400
+    with pytest.raises(BadRequestError):
+        client.images.generate(model="black-forest-labs/FLUX.1-schnell-Free", prompt=DALI)
+    # together 3.x's models.list() is the project API (/v2); Together's model list is GET /v1/models.
+    listed = client.get("/v1/models", cast_to=object)
+    image_ids = [m["id"] for m in listed if m["type"] == "image"]
+    assert image_ids == [m.id for m in catalog().current]
 
     flux.configure(p429=1.0)
     with pytest.raises(RateLimitError):

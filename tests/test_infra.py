@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from infra import names, policy, template
+from infra import names, template
 from infra.build import RESOURCES_PATH, generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,6 +198,44 @@ def test_worker_event_source_override(tpl: dict[str, Any]) -> None:
     assert override["Properties"]["Handler"] == f"app.{worker.function}"
 
 
+def test_api_gateway_invokes_the_api_alias(tpl: dict[str, Any]) -> None:
+    """Every operation Chalice writes into the REST API's swagger is overridden to the alias."""
+    paths = tpl["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]["paths"]
+    operations = template.api_operations()
+    assert {p: sorted(m) for p, m in paths.items()} == operations
+    assert ("/v1/images", ["get", "options", "post"]) in operations.items()
+    alias = template.alias_id("APIHandler")
+    for methods in paths.values():
+        for operation in methods.values():
+            assert "${" + alias + "}" in operation["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+    workers = [h.resource for h in template.app_handlers() if h.kind == "on_sqs_message"]
+    for name in ["APIHandler", *workers]:
+        assert tpl["Resources"][name]["Properties"]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+
+
+def test_webhooks_queue_and_its_worker(tpl: dict[str, Any]) -> None:
+    res = tpl["Resources"]
+    queue = res["WebhooksQueue"]["Properties"]
+    assert resolve(queue["QueueName"], "dev") == names.webhooks_queue("dev")
+    webhook_worker = template.webhook_worker_handler()
+    jobs_worker = template.worker_handler()
+    assert webhook_worker is not None and jobs_worker is not None and webhook_worker != jobs_worker
+    for stage in names.STAGES:
+        assert queue["VisibilityTimeout"] >= 6 * template.lambda_timeout(CONFIG, webhook_worker.name, stage)
+    event = res[webhook_worker.resource]["Properties"]["Events"][f"{webhook_worker.resource}SqsEventSource"]
+    assert event["Properties"]["Queue"] == {"Fn::Sub": "${WebhooksQueue.Arn}"}
+    assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    env = tpl["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["WEBHOOKS_QUEUE_NAME"] == {"Fn::GetAtt": ["WebhooksQueue", "QueueName"]}
+    assert env["WEBHOOK_SECRET_KMS_KEY_ID"] == {"Ref": "WebhookSecretsKeyAlias"}
+    alias = res["WebhookSecretsKeyAlias"]["Properties"]
+    assert resolve(alias["AliasName"], "prod") == names.webhook_secrets_key_alias("prod")
+    assert alias["TargetKeyId"] == {"Ref": "WebhookSecretsKey"}
+    key = res["WebhookSecretsKey"]
+    assert key["Type"] == "AWS::KMS::Key" and key["DeletionPolicy"] == "Retain"
+    assert key["Properties"]["EnableKeyRotation"] is True
+
+
 def test_function_environment(tpl: dict[str, Any]) -> None:
     """Every variable the stack sets is one Settings reads, and the resource ones point at the stack."""
     from chalicelib.settings import Settings
@@ -259,32 +296,7 @@ def test_secret(tpl: dict[str, Any]) -> None:
 # -- names across template, policy and config -----------------------------------------------------
 
 
-def test_policy_resources_cover_the_stack_names(tpl: dict[str, Any]) -> None:
-    res = tpl["Resources"]
-    for stage in names.STAGES:
-        arns = policy.resources(stage)
-
-        def covered(arn: str, sid: str, stage: str = stage, arns: dict[str, list[str]] = arns) -> bool:
-            return any(fnmatch.fnmatchcase(arn, pattern) for pattern in arns[sid])
-
-        for table in resources_of(tpl, "AWS::DynamoDB::Table").values():
-            name = resolve(table["Properties"]["TableName"], stage)
-            assert covered(f"arn:aws:dynamodb:us-east-1:123456789012:table/{name}", "Tables")
-            assert covered(f"arn:aws:dynamodb:us-east-1:123456789012:table/{name}/index/by_x", "TableIndexes")
-        bucket = resolve(res["ImagesBucket"]["Properties"]["BucketName"], stage).replace(
-            "${AWS::AccountId}-${AWS::Region}", "123456789012-eu-west-1"
-        )
-        assert covered(f"arn:aws:s3:::{bucket}", "ImagesBucket")
-        assert covered(f"arn:aws:s3:::{bucket}/users/u/images/x.png", "ImageObjects")
-        for queue in ("JobsQueue", "JobsDeadLetterQueue"):
-            name = resolve(res[queue]["Properties"]["QueueName"], stage)
-            assert covered(f"arn:aws:sqs:eu-west-1:123456789012:{name}", "JobsQueues")
-        secret = resolve(res["TogetherKeysSecret"]["Properties"]["Name"], stage)
-        assert covered(f"arn:aws:secretsmanager:eu-west-1:123456789012:secret:{secret}-AbC123", "TogetherKeysSecret")
-        api_log_group = resolve(res["ApiHandlerLogGroup"]["Properties"]["LogGroupName"], stage).replace(
-            "${AWS::StackName}", names.stack_name(stage)
-        )
-        assert covered(f"arn:aws:logs:eu-west-1:123456789012:log-group:{api_log_group}:log-stream:x", "Logs")
+# (the IAM policies name these resources: tests/test_policy.py::test_stack_resources_are_covered)
 
 
 def test_chalice_config() -> None:
@@ -297,8 +309,8 @@ def test_chalice_config() -> None:
     for stage in names.STAGES:
         cfg = stages[stage]
         assert cfg["autogen_policy"] is False
-        assert (ROOT / ".chalice" / cfg["iam_policy_file"]).exists()
-        assert cfg["iam_policy_file"] == f"policy-{stage}.json"
+        for function in cfg["lambda_functions"].values():  # each its own role (tests/test_policy.py)
+            assert (ROOT / ".chalice" / function["iam_policy_file"]).exists()
         assert cfg["log_retention_in_days"] > 0
         functions = cfg["lambda_functions"]
         for name in handlers:
@@ -307,3 +319,30 @@ def test_chalice_config() -> None:
             assert 1 <= functions[name]["lambda_timeout"] <= 900
         assert functions["api_handler"]["lambda_timeout"] <= 30, "API Gateway stops waiting at 29 s"
         assert not set(functions) - set(handlers), f"{stage}: lambda_functions names unknown handlers"
+
+
+def test_slim_leaves_out_only_what_lambda_never_runs() -> None:
+    from infra import slim
+
+    services = {"s3", "dynamodb"}
+    for name in (
+        "botocore/data/ec2/2016-11-15/service-2.json.gz",
+        "botocore/data/s3/2006-03-01/examples-1.json",
+        "boto3/data/ec2/2016-11-15/resources-1.json",
+        "PIL/_imaging.pyi",
+        "certifi/tests/test_certify.py",
+        "chalicelib/__pycache__/aws.cpython-312.pyc",
+    ):
+        assert slim.excluded(name, services), name
+    for name in (
+        "botocore/data/s3/2006-03-01/service-2.json.gz",
+        "botocore/data/dynamodb/2012-08-10/endpoint-rule-set-1.json.gz",
+        "botocore/data/endpoints.json",
+        "botocore/data/partitions.json",
+        "botocore/docs/docstring.py",  # imported by botocore.client
+        "pillow-13.0.0.dist-info/RECORD",
+        "app.py",
+        "chalicelib/services/jobs.py",
+    ):
+        assert not slim.excluded(name, services), name
+    assert {"s3", "sqs", "dynamodb", "secretsmanager", "kms"} <= slim.used_services()

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import boto3
+import pytest
+from pynamodb.exceptions import TransactWriteError
 from urllib3 import encode_multipart_formdata
 
 from chalicelib.settings import get_settings
@@ -361,3 +363,81 @@ def test_openapi_documents_the_job_routes():
         "/v1/me/webhook-secret",
     ]:
         assert path in spec["paths"], path
+
+
+def real_prompts(start: int, n: int) -> list[str]:
+    """``n`` prompts of /work/shared/data/parti_prompts.tsv from row ``start``."""
+    import csv
+
+    with Path("/work/shared/data/parti_prompts.tsv").open(encoding="utf-8", newline="") as fh:
+        rows = [r["Prompt"].strip() for r in csv.DictReader(fh, delimiter="\t") if r["Prompt"].strip()]
+    return rows[start : start + n]
+
+
+def test_a_refund_goes_to_the_month_that_was_charged(api):
+    """A job charged in one month and cancelled in the next gives the images back to the
+    month it was charged, not to the current one."""
+    from chalicelib.db import JobItemModel, UsageModel
+    from chalicelib.services import usage
+
+    reply = api.post("/v1/jobs", user="monthly", json_body={**SMALL, "prompts": real_prompts(200, 3)})
+    assert reply.status == 202, reply.body
+    job_id = reply.json["job_id"]
+    now = usage.current_month()
+    assert int(UsageModel.get("monthly", now).count) == 3
+    items = list(JobItemModel.query(job_id))
+    assert {i.charged_period for i in items} == {now}
+    # the month turns: the charge belongs to the month it was made in
+    charged = "2026-10" if now != "2026-10" else "2026-09"
+    UsageModel("monthly", charged, count=3).save()
+    UsageModel("monthly", now, count=1).save()  # one image generated this month
+    for item in items:
+        item.update(actions=[JobItemModel.charged_period.set(charged)])
+    assert api.post(f"/v1/jobs/{job_id}/cancel", user="monthly").status == 200
+    assert int(UsageModel.get("monthly", charged).count) == 0
+    assert int(UsageModel.get("monthly", now).count) == 1
+    assert api.get("/v1/me/usage", user="monthly").json["used"] == 1
+
+
+def test_a_committed_put_that_botocore_retried_is_a_success(app_env):
+    """botocore retries a put whose answer was lost although it committed; the retry fails
+    its attribute_not_exists condition on the item the first attempt wrote. Simulated by
+    running the same write twice against moto: the second must succeed, keep the objects
+    and count the image once."""
+    import io
+
+    from PIL import Image
+    from ulid import ULID
+
+    from chalicelib.db import ImageModel, JobModel
+    from chalicelib.db.images import collection_counts
+    from chalicelib.flux.catalog import parse_generation_params
+    from chalicelib.services import images, jobs
+
+    prompt = real_prompts(400, 1)[0]
+    params = parse_generation_params({"prompt": prompt, **SMALL})
+    out = io.BytesIO()
+    Image.new("RGB", (256, 256), (40, 90, 160)).save(out, format="JPEG")
+    image_id = str(ULID())
+    write = dict(seed=7, key_id="0123456789ab", upstream_ms=12, collection="retried", image_id=image_id)
+    first = images.store_image("retrier", params, out.getvalue(), **write)
+    again = images.store_image("retrier", params, out.getvalue(), **write)
+    assert again.image_id == first.image_id
+    s3 = boto3.client("s3")
+    bucket = get_settings().images_bucket
+    for key in (first.s3_key, first.thumb_key):
+        assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] > 0  # objects survived
+    assert ImageModel.get("retrier", image_id).s3_key == first.s3_key
+    assert collection_counts("retrier") == {"retried": 1}
+    # a different image under the same id is still refused
+    with pytest.raises(TransactWriteError):
+        images.store_image("retrier", params, out.getvalue(), **dict(write, seed=8))
+    assert collection_counts("retrier") == {"retried": 1}
+
+    body = json.dumps({"prompts": real_prompts(401, 2), **SMALL}).encode()
+    sub = jobs.parse_request("application/json", body)
+    job_id = str(ULID())
+    job, items = jobs._write_job("retrier", job_id, sub, None, "2026-11")
+    replayed, _ = jobs._write_job("retrier", job_id, sub, None, "2026-11")
+    assert replayed.job_id == job.job_id and int(replayed.total) == 2
+    assert int(JobModel.get("retrier", job_id).total) == 2

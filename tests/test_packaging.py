@@ -117,6 +117,64 @@ def test_zip_holds_nothing_compiled_here(package: Package) -> None:
     )
 
 
+def test_zip_is_slim_and_keeps_the_pinned_versions(package: Package) -> None:
+    from infra import slim
+
+    size = package.zip_path.stat().st_size
+    assert size <= slim.GOAL_BYTES, (
+        f"deployment.zip is {size / 1e6:.1f} MB, over the {slim.GOAL_BYTES / 1e6:.0f} MB goal"
+    )
+    services = slim.used_services()
+    assert {"s3", "sqs", "dynamodb", "secretsmanager"} <= services
+    with zipfile.ZipFile(package.zip_path) as archive:
+        entries = archive.namelist()
+    assert not [n for n in entries if slim.excluded(n, services)], "the zip holds what infra.slim leaves out"
+    data_services = {n.split("/")[2] for n in entries if n.startswith("botocore/data/") and n.count("/") > 2}
+    assert data_services == set(services), "botocore data for exactly the services the code calls"
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name, version = line.split("==")
+            pins[name.split("[")[0].lower().replace("-", "_")] = version
+    dists = {n.split("/")[0] for n in entries if n.split("/")[0].endswith(".dist-info")}
+    for name, version in pins.items():
+        assert any(d.lower() == f"{name}-{version}.dist-info" for d in dists), f"{name}=={version} not in the zip"
+
+
+def test_the_slim_zip_runs(package: Package, tmp_path: Path) -> None:
+    """Import the app from the unzipped package alone (no site-packages) and build a client
+    for every service it calls, PynamoDB's included: nothing it needs was left out."""
+    from infra import slim
+
+    with zipfile.ZipFile(package.zip_path) as archive:
+        archive.extractall(tmp_path)
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "import app, boto3\n"
+        "from chalicelib.aws import client\n"
+        "from chalicelib.db import ALL_MODELS\n"
+        "for service in sys.argv[2].split(','): client(service)\n"
+        "for model in ALL_MODELS: model._get_connection().connection.client\n"
+        "assert boto3.__file__.startswith(sys.argv[1]), boto3.__file__\n"
+        "print('ok')\n"
+    )
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", script, str(tmp_path), ",".join(sorted(slim.used_services()))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
 def test_cfn_lint_packaged_template(package: Package) -> None:
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "cfn-lint"), str(package.dir / "sam.json")],
@@ -144,6 +202,19 @@ def test_worker_event_source_mapping(package: Package) -> None:
     assert visibility >= 6 * timeout
 
 
+def test_webhook_worker_event_source_mapping(package: Package) -> None:
+    worker = template.webhook_worker_handler()
+    assert worker is not None and worker != template.worker_handler()
+    fn = package.template["Resources"][worker.resource]
+    props = fn["Properties"]["Events"][f"{worker.resource}SqsEventSource"]["Properties"]
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["ScalingConfig"]["MaximumConcurrency"] >= 2
+    assert props["Queue"] == {"Fn::Sub": "${WebhooksQueue.Arn}"}, "webhooks have their own queue"
+    assert 1 <= props["BatchSize"] <= 10
+    visibility = package.template["Resources"]["WebhooksQueue"]["Properties"]["VisibilityTimeout"]
+    assert visibility >= 6 * fn["Properties"]["Timeout"]
+
+
 def test_schedules(package: Package) -> None:
     fns = functions(package.template)
     schedules = {}
@@ -160,8 +231,8 @@ def test_schedules(package: Package) -> None:
 def test_functions_config_logs_and_roles(package: Package) -> None:
     res = package.template["Resources"]
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"][STAGE]
-    expected_policy = json.loads(policy_path(STAGE).read_text())
     log_groups = {k: v for k, v in res.items() if v["Type"] == "AWS::Logs::LogGroup"}
+    roles: dict[str, str] = {}
     for name, fn in functions(package.template).items():
         props = fn["Properties"]
         by_resource = {h.resource: h.name for h in template.app_handlers()}
@@ -169,8 +240,11 @@ def test_functions_config_logs_and_roles(package: Package) -> None:
         wanted = config["lambda_functions"][handler_name]
         assert props["Timeout"] == wanted["lambda_timeout"], name
         assert props["MemorySize"] == wanted["lambda_memory_size"], name
-        role = res[props["Role"]["Fn::GetAtt"][0]]
-        assert role["Properties"]["Policies"][0]["PolicyDocument"] == expected_policy, name
+        role_id = props["Role"]["Fn::GetAtt"][0]
+        assert role_id not in roles, f"{name} shares {role_id} with {roles.get(role_id)}: one role per function"
+        roles[role_id] = name
+        expected_policy = json.loads(policy_path(STAGE, handler_name).read_text())
+        assert res[role_id]["Properties"]["Policies"][0]["PolicyDocument"] == expected_policy, name
         group = log_groups.get("ApiHandlerLogGroup" if name == "APIHandler" else f"{name}LogGroup")
         assert group and group["Properties"]["RetentionInDays"] == config["log_retention_in_days"], name
         log_name = group["Properties"]["LogGroupName"]["Fn::Sub"]
@@ -195,21 +269,66 @@ def test_environment_and_outputs(package: Package) -> None:
         own = fn["Properties"].get("Environment", {}).get("Variables", {})
         assert not set(own) & set(env), f"{name} overrides the stack's {set(own) & set(env)}"
     assert "EndpointURL" in tpl["Outputs"] and "WebUrl" in tpl["Outputs"]
-    assert tpl["Parameters"]["Stage"]["AllowedValues"] == list(names.STAGES)
+    assert tpl["Parameters"]["Stage"]["AllowedPattern"] == f"^{names.STAGE_PATTERN}$"
+
+
+def test_snapstart_on_the_api_and_the_worker_through_their_alias(package: Package) -> None:
+    """SnapStart serves published versions only: SAM publishes one per change and the callers
+    invoke the alias (SAM points the SQS mapping at it; the merge template API Gateway)."""
+    res = package.template["Resources"]
+    workers = [h.resource for h in template.app_handlers() if h.kind == "on_sqs_message"]
+    snap = ["APIHandler", *workers]
+    for name in snap:
+        props = res[name]["Properties"]
+        assert props["SnapStart"] == {"ApplyOn": "PublishedVersions"}, name
+        assert props["AutoPublishAlias"] == template.ALIAS and props["AutoPublishAliasAllProperties"] is True, name
+    for worker in workers:  # SAM connects a function's event sources to its alias when AutoPublishAlias is set
+        assert any(e["Type"] == "SQS" for e in res[worker]["Properties"]["Events"].values())
+    alias = template.alias_id("APIHandler")
+    rest = json.dumps(res["RestAPI"])
+    assert "${APIHandler.Arn}" not in rest, "an API Gateway integration still invokes $LATEST"
+    paths = res["RestAPI"]["Properties"]["DefinitionBody"]["paths"]
+    for path, methods in paths.items():
+        for method, operation in methods.items():
+            integration = operation["x-amazon-apigateway-integration"]
+            assert "${" + alias + "}" in integration["uri"]["Fn::Sub"], (path, method)
+            assert integration["type"] == "aws_proxy" and "responses" in operation, (path, method)
+    assert res["APIHandlerInvokePermission"]["Properties"]["FunctionName"] == {"Ref": alias}
+    for name, fn in functions(package.template).items():
+        if name not in snap:
+            assert "SnapStart" not in fn["Properties"], f"{name}: scheduled sweeps gain nothing from SnapStart"
+
+
+def test_any_stage_packages_with_its_own_roles(package: Package) -> None:
+    """``make package STAGE=pr-42``: a stage config.json does not list still packages, each
+    function with its own role naming that stage's resources (``package`` is a dependency so
+    the build cache is warm)."""
+    out = ROOT / "build" / f"test-package-stage-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT", "TOGETHER_", "CLERK_"))}
+    try:
+        proc = subprocess.run(
+            ["make", "-o", "install", "package", "STAGE=pr-42", f"PACKAGE_DIR={out.relative_to(ROOT)}"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        tpl = json.loads((out / "sam.json").read_text())
+        res = tpl["Resources"]
+        roles = set()
+        for name, fn in functions(tpl).items():
+            role = fn["Properties"]["Role"]["Fn::GetAtt"][0]
+            roles.add(role)
+            text = json.dumps(res[role]["Properties"]["Policies"][0]["PolicyDocument"])
+            assert "promptcanvas-pr-42" in text and "promptcanvas-dev" not in text, name
+        assert len(roles) == len(functions(tpl))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 # -- scripts/deploy.py: the parts that run without an AWS account ----------------------------------
-
-
-@pytest.fixture(scope="module")
-def deploy_script() -> Any:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("deploy_script", ROOT / "scripts" / "deploy.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_deploy_parameters(deploy_script: Any) -> None:

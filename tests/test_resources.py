@@ -19,3 +19,7 @@ def test_resources_are_created_idempotently(aws):
     sqs = boto3.client("sqs")
     attrs = sqs.get_queue_attributes(QueueUrl=first["queues"]["jobs"], AttributeNames=["RedrivePolicy"])
     assert "deadLetterTargetArn" in attrs["Attributes"]["RedrivePolicy"]
+    webhooks = sqs.get_queue_attributes(QueueUrl=first["queues"]["webhooks"], AttributeNames=["QueueArn"])
+    assert webhooks["Attributes"]["QueueArn"].endswith(":" + get_settings().webhooks_queue_name)
+    key = boto3.client("kms").describe_key(KeyId=get_settings().webhook_secret_kms_key_id)["KeyMetadata"]
+    assert key["KeyId"] == first["kms_key"] and key["KeyState"] == "Enabled"

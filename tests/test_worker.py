@@ -228,3 +228,70 @@ def test_short_pacing_waits_in_process_without_429s_or_deferrals(api, worker, fl
     state = check_job("pace", job_id)
     assert all(i.status == "succeeded" and int(i.attempts) == 1 for i in state["items"])
     assert "keys-cooling" not in notes  # (a redelivered copy may still wait for its lease)
+
+
+class _ImageLinkUpstream:
+    """A Together stand-in on loopback whose 200 answers carry an image URL (or inline bytes)
+    that it chooses: ``link`` for the URL, ``b64`` for base64 image data."""
+
+    def __init__(self) -> None:
+        import base64
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        upstream = self
+        self.link: str | None = None
+        self.b64: str | None = None
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's hook name
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                item = {"index": 0, "type": "url", "url": upstream.link}
+                if upstream.b64 is not None:
+                    item = {"index": 0, "type": "b64_json", "b64_json": upstream.b64}
+                body = json.dumps({"id": "x", "object": "list", "data": [item]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.encode = base64.b64encode
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_failed_image_download_is_transient_and_only_a_corrupt_image_is_permanent(api, worker):
+    """The image URL of a 200 cannot be fetched (connection refused): the item is put back
+    with a back-off, not failed as corrupt-image (whose message also says "image"). Bytes
+    that do not decode still fail the item as corrupt-image."""
+    import socket
+
+    prompts = parti_prompts()[500:502]
+    upstream = _ImageLinkUpstream()
+    try:
+        with socket.socket() as sock:  # a loopback port nobody listens on
+            sock.bind(("127.0.0.1", 0))
+            closed_port = sock.getsockname()[1]
+        upstream.link = f"http://127.0.0.1:{closed_port}/files/image.jpg"
+        worker.configure(TOGETHER_BASE_URL=upstream.url, FLUX_DEADLINE_SECONDS=4)
+        job_id = submit(api, "links", {"prompts": prompts})
+        deadline = time.monotonic() + 60
+        result = w.run_item(JobItemModel.get(job_id, "0000"), deadline)
+        assert isinstance(result, w.Later) and result.note == "upstream-failed", result
+        item = JobItemModel.get(job_id, "0000", consistent_read=True)
+        assert item.status == "queued" and item.error_code is None and int(item.attempts) == 1
+        upstream.b64 = upstream.encode(b"these bytes are no image at all").decode()
+        result = w.run_item(JobItemModel.get(job_id, "0001"), deadline)
+        assert isinstance(result, w.Done) and result.note == "corrupt", result
+        assert JobItemModel.get(job_id, "0001", consistent_read=True).error_code == "corrupt-image"
+    finally:
+        upstream.close()

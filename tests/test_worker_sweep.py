@@ -83,7 +83,7 @@ def test_sweep_requeues_expired_leases_fails_exhausted_ones_and_drains_the_dlq(a
 
 def test_sweep_reconciles_counters_after_a_crash_between_writes_and_finishes_the_job(api, worker):
     """Also: a deferral near the receive limit re-sends the message."""
-    worker.configure(ITEM_LEASE_SECONDS=1)
+    worker.configure(ITEM_LEASE_SECONDS=4)  # a quiet period longer than a slow machine takes to get here
     reply = api.post("/v1/jobs", user="drift", json_body={"prompts": ["a", "b"], **SMALL})
     job_id = reply.json["job_id"]
     # a worker failed item 0 and died before its counter write; the cancel of item 1 likewise

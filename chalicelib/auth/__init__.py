@@ -9,6 +9,8 @@ Public API::
 
 - :func:`authenticate` ``(headers, settings=None) -> Principal``
 - :func:`extract_token` ``(headers) -> str | None``: ``Authorization: Bearer`` first, then ``__session``
+- :func:`extract_token_and_source` ``(headers) -> (token, "bearer" | "cookie")``
+- :func:`is_admin` ``(user_id, org_id, org_role, settings) -> bool``: the configured admin rule
 - :func:`verify_session_token` ``(token, settings=None) -> dict``: the verified claims
 - :class:`Principal`, :class:`AuthError` (codes in :mod:`chalicelib.auth.exceptions`)
 - :func:`reset_caches`: forget verifiers and the JWKS cache (tests)
@@ -25,6 +27,8 @@ from chalicelib.auth.clerk import (
     Principal,
     authenticate,
     extract_token,
+    extract_token_and_source,
+    is_admin,
     is_admin_role,
     reset_caches,
     verifier_for,
@@ -40,6 +44,8 @@ __all__ = [
     "Principal",
     "authenticate",
     "extract_token",
+    "extract_token_and_source",
+    "is_admin",
     "is_admin_role",
     "reset_caches",
     "verifier_for",

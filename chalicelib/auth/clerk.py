@@ -61,6 +61,8 @@ LEEWAY_SECONDS = 5.0  # clerk-sdk-python VerifyTokenOptions.clock_skew_in_ms = 5
 REQUIRED_CLAIMS = ("exp", "nbf", "iat", "sub", "sid")
 SESSION_COOKIE = "__session"
 MAX_TOKEN_CHARS = 16 * 1024  # a session token lives in a cookie (< 4 KB); anything far larger is junk
+TOKEN_SOURCE_BEARER = "bearer"
+TOKEN_SOURCE_COOKIE = "cookie"
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,11 @@ class Principal:
         org_id: active organization (v2 ``o.id``, v1 ``org_id``), or ``None``.
         org_role: role in it as the token states it (v2 ``o.rol`` has no ``org:`` prefix, e.g.
             ``"admin"``; v1 ``org_role`` has it, e.g. ``"org:admin"``), or ``None``.
-        is_admin: ``org_role`` is one of ``Settings.clerk_admin_roles``, compared without ``org:``.
+        is_admin: granted by configuration only (see :func:`is_admin`): ``sub`` is in
+            ``Settings.clerk_admin_user_ids``, or ``org_id`` is ``Settings.clerk_admin_org_id`` and
+            ``org_role`` is one of ``Settings.clerk_admin_roles`` (compared without ``org:``).
+        token_source: where the token came from: ``"bearer"`` (``Authorization`` header) or
+            ``"cookie"`` (``__session``); cookie-authenticated writes get the Origin check.
         claims: every verified claim.
     """
 
@@ -82,6 +88,7 @@ class Principal:
     org_id: str | None
     org_role: str | None
     is_admin: bool
+    token_source: str = TOKEN_SOURCE_BEARER
     claims: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
 
@@ -99,22 +106,34 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 def extract_token(headers: Mapping[str, str]) -> str | None:
     """The session token of a request: ``Authorization: Bearer <t>`` first, then the ``__session`` cookie.
 
+    Args:
+        headers: request headers (any mapping; Chalice's is case-insensitive, a dict need not be).
+
+    Returns:
+        The raw token, or ``None`` when the request carries none (see :func:`extract_token_and_source`).
+    """
+    return extract_token_and_source(headers)[0]
+
+
+def extract_token_and_source(headers: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The session token of a request and where it came from.
+
     Order as clerk-sdk-python ``authenticate_request.get_session_token`` (Clerk docs "Manual JWT
     verification": ``Authorization`` for cross-origin requests, ``__session`` for same-origin).
     Header names are matched case-insensitively, the ``Bearer`` scheme too (RFC 7235). An
     ``Authorization`` header with another scheme or an empty token is ignored.
 
     Args:
-        headers: request headers (any mapping; Chalice's is case-insensitive, a dict need not be).
+        headers: request headers (any mapping).
 
     Returns:
-        The raw token, or ``None`` when the request carries none.
+        ``(token, "bearer" | "cookie")``, or ``(None, None)`` when the request carries none.
     """
     authorization = _header(headers, "authorization")
     if authorization:
         scheme, _, value = authorization.strip().partition(" ")
         if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
+            return value.strip(), TOKEN_SOURCE_BEARER
     cookie = _header(headers, "cookie")
     if cookie:
         for part in cookie.split(";"):
@@ -124,8 +143,8 @@ def extract_token(headers: Mapping[str, str]) -> str | None:
                 if len(value) >= 2 and value[0] == value[-1] == '"':
                     value = value[1:-1]
                 if value:
-                    return value
-    return None
+                    return value, TOKEN_SOURCE_COOKIE
+    return None, None
 
 
 @lru_cache(maxsize=8)
@@ -311,10 +330,11 @@ class ClerkVerifier:
 
     # ------------------------------------------------------------------ principal
 
-    def principal(self, claims: Mapping[str, Any]) -> Principal:
+    def principal(self, claims: Mapping[str, Any], token_source: str = TOKEN_SOURCE_BEARER) -> Principal:
         """The :class:`Principal` of verified ``claims`` (v2 ``o`` claim, else v1 ``org_*`` claims).
 
         v2 as clerk-sdk-python ``authenticate_request`` (``org_id = o.id``, ``org_role = o.rol``).
+        ``token_source`` is ``"bearer"`` or ``"cookie"`` (see :func:`extract_token_and_source`).
         """
         org_id: Any = None
         org_role: Any = None
@@ -330,7 +350,8 @@ class ClerkVerifier:
             session_id=claims["sid"],
             org_id=org_id,
             org_role=org_role,
-            is_admin=is_admin_role(org_role, self.settings.clerk_admin_roles),
+            is_admin=is_admin(claims["sub"], org_id, org_role, self.settings),
+            token_source=token_source,
             claims=dict(claims),
         )
 
@@ -340,7 +361,7 @@ class ClerkVerifier:
         Raises:
             AuthError: ``token-missing`` when there is no token; any verification code otherwise.
         """
-        token = extract_token(headers)
+        token, source = extract_token_and_source(headers)
         if token is None:
             raise AuthError(codes.TOKEN_MISSING)
         try:
@@ -348,7 +369,7 @@ class ClerkVerifier:
         except AuthError as exc:
             log.info("session token rejected: %s", exc.code)
             raise
-        return self.principal(claims)
+        return self.principal(claims, source or TOKEN_SOURCE_BEARER)
 
 
 def is_admin_role(role: str | None, admin_roles: tuple[str, ...] | list[str]) -> bool:
@@ -363,6 +384,23 @@ def is_admin_role(role: str | None, admin_roles: tuple[str, ...] | list[str]) ->
     return role.removeprefix("org:") in wanted
 
 
+def is_admin(user_id: str, org_id: str | None, org_role: str | None, settings: Settings) -> bool:
+    """Whether a verified caller is one of *our* admins. Granted by configuration only:
+
+    - ``user_id`` (``sub``) is listed in ``settings.clerk_admin_user_ids`` (``CLERK_ADMIN_USER_IDS``); or
+    - the active organization ``org_id`` is ``settings.clerk_admin_org_id`` (``CLERK_ADMIN_ORG_ID``)
+      and ``org_role`` is one of ``settings.clerk_admin_roles`` (:func:`is_admin_role`).
+
+    Any Clerk user can create an organization and is its admin (Clerk docs, "Organizations": the
+    creator gets the ``org:admin`` role), so a role alone never makes an admin. With neither
+    setting configured, nobody is an admin.
+    """
+    if user_id in settings.clerk_admin_user_ids:
+        return True
+    admin_org = settings.clerk_admin_org_id
+    return bool(admin_org) and org_id == admin_org and is_admin_role(org_role, settings.clerk_admin_roles)
+
+
 # ---------------------------------------------------------------------- process-wide verifiers
 
 _VERIFIERS: dict[tuple[Any, ...], ClerkVerifier] = {}
@@ -371,8 +409,10 @@ _MAX_VERIFIERS = 16
 
 
 def _cache_key(settings: Settings) -> tuple[Any, ...]:
-    # Settings holds a dict (``extra``), so it is not hashable; key on the fields auth reads.
+    # Key on exactly the fields auth reads.
     return (
+        settings.clerk_admin_org_id,
+        tuple(settings.clerk_admin_user_ids),
         settings.clerk_jwt_key,
         settings.jwks_url,
         settings.clerk_issuer,

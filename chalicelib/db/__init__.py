@@ -6,7 +6,8 @@ and infra tests compare it with the CloudFormation template.
 
 from __future__ import annotations
 
-from chalicelib.db.base import BaseModel, table_name, utcnow
+from chalicelib.db.base import BaseModel, same_item, table_name, utcnow
+from chalicelib.db.catalog import CatalogStatusModel
 from chalicelib.db.images import ImageModel, PromptHistoryModel
 from chalicelib.db.jobs import ArchiveModel, IdempotencyModel, JobItemModel, JobModel
 from chalicelib.db.keys import KeyHealthModel
@@ -22,6 +23,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     JobItemModel,
     IdempotencyModel,
     ArchiveModel,
+    CatalogStatusModel,
 ]
 
 __all__ = [
@@ -31,11 +33,13 @@ __all__ = [
     "JobItemModel",
     "JobModel",
     "BaseModel",
+    "CatalogStatusModel",
     "ImageModel",
     "KeyHealthModel",
     "PromptHistoryModel",
     "UsageModel",
     "UserModel",
+    "same_item",
     "table_name",
     "utcnow",
 ]

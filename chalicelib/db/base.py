@@ -8,6 +8,7 @@ stack creates tables from them and a test compares them with infra/.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from pynamodb.models import Model
@@ -35,3 +36,17 @@ class BaseModel(Model):
         connect_timeout_seconds = 3
         read_timeout_seconds = 5
         max_retry_attempts = 3
+
+
+def same_item(stored: Model, written: Model, ignore: Iterable[str] = ()) -> bool:
+    """True when ``stored`` (read back) holds what ``written`` would write, attribute by
+    attribute, apart from the attribute names in ``ignore``.
+
+    Used after a conditional put failed: when botocore retries a put whose first attempt
+    committed but whose answer was lost, the retry fails its ``attribute_not_exists``
+    condition on our own item; equal content means the write succeeded.
+    """
+    skip = set(ignore)
+    mine = {k: v for k, v in written.serialize().items() if k not in skip}
+    theirs = {k: v for k, v in stored.serialize().items() if k not in skip}
+    return mine == theirs

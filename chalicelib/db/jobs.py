@@ -9,7 +9,8 @@ Tables (all PAY_PER_REQUEST, names ``{TABLE_PREFIX}{name}``):
 - ``job_items``: :class:`JobItemModel`, hash ``job_id``, range ``item_id``
   (the 0-based index, zero-padded to 4 digits, so items list in prompt order).
 - ``idempotency``: :class:`IdempotencyModel`, hash ``user_id``, range ``key``
-  (the ``Idempotency-Key`` header), expiring through TTL.
+  (the ``Idempotency-Key`` header, or ``"archive {sha256}"`` for the archive selection
+  claims), expiring through TTL.
 - ``archives``: :class:`ArchiveModel`, hash ``user_id``, range ``archive_id`` (ULID).
 
 Times are epoch seconds (floats) unless the attribute is a ``UTCDateTimeAttribute``.
@@ -131,6 +132,7 @@ class JobItemModel(BaseModel):
     counts leases that reached the upstream. ``image_id`` is fixed at creation so
     every attempt stores under the same id (at most one image per item).
     ``cancel_requested`` is set on a running item when its job is cancelled.
+    ``charged_period`` is the quota month its image was charged to (a refund goes there).
     """
 
     class Meta(BaseModel.Meta):
@@ -153,6 +155,7 @@ class JobItemModel(BaseModel):
     error_code = UnicodeAttribute(null=True)
     error_message = UnicodeAttribute(null=True)
     retry_round = NumberAttribute(default=0)  # 0 at submit, +1 for each retry of the item
+    charged_period = UnicodeAttribute(null=True)  # quota month ("YYYY-MM") its image was charged to
     created_at = NumberAttribute()
     enqueued_at = NumberAttribute(null=True)
     started_at = NumberAttribute(null=True)
@@ -163,8 +166,14 @@ class IdempotencyModel(BaseModel):
     """A claimed ``Idempotency-Key`` of ``POST /v1/jobs``: hash ``user_id``, range ``key``.
 
     ``request_hash`` is the sha256 of the normalised request; ``job_id`` the job it
-    made (or is making); ``charged`` whether the quota was charged for it;
+    made (or is making); ``charged`` whether the quota was charged for it, and
+    ``charged_period`` the quota month (``"YYYY-MM"``) it was charged to;
     ``claimed_at`` epoch seconds; ``expires_at`` TTL (24 h).
+
+    The same table holds the claims that dedupe archive requests: range key
+    ``"archive {selection}"`` (the space cannot occur in an ``Idempotency-Key`` header,
+    so the two never collide), ``request_hash`` the selection hash and ``job_id`` the id
+    of the archive that builds it (see ``chalicelib.services.archives``).
     """
 
     class Meta(BaseModel.Meta):
@@ -175,6 +184,7 @@ class IdempotencyModel(BaseModel):
     request_hash = UnicodeAttribute()
     job_id = UnicodeAttribute()
     charged = BooleanAttribute(default=False)
+    charged_period = UnicodeAttribute(null=True)
     claimed_at = NumberAttribute()
     expires_at = TTLAttribute(null=True)
 
@@ -184,7 +194,9 @@ class ArchiveModel(BaseModel):
 
     ``status`` queued | building | ready | failed; ``image_ids`` in archive order;
     ``source`` ``job`` | ``collection`` | ``images`` with ``source_ref`` (job id or
-    collection name); ``bytes`` the ZIP size; ``lease_until`` epoch seconds while building.
+    collection name); ``bytes`` the ZIP size; ``lease_until`` epoch seconds while building;
+    ``selection`` the sha256 of source, reference and image ids (identical requests share
+    it); ``enqueued_at`` epoch seconds when its queue message was sent (None: not yet).
     """
 
     class Meta(BaseModel.Meta):
@@ -202,6 +214,8 @@ class ArchiveModel(BaseModel):
     attempts = NumberAttribute(default=0)
     lease_until = NumberAttribute(null=True)
     error_message = UnicodeAttribute(null=True)
+    selection = UnicodeAttribute(null=True)
+    enqueued_at = NumberAttribute(null=True)
     created_at = NumberAttribute()
     finished_at = NumberAttribute(null=True)
     expires_at = TTLAttribute(null=True)

@@ -10,9 +10,11 @@ from chalicelib.db.base import BaseModel, table_name
 class UsageModel(BaseModel):
     """A counter for one user and one period. Hash ``user_id``, range ``period``.
 
-    ``period`` is ``"YYYY-MM"`` for the monthly image quota, or
-    ``"rate#YYYY-MM-DDTHH:MM"`` for the fixed-window request rate limit (those
-    items expire through DynamoDB TTL on ``expires_at``).
+    ``period`` is ``"YYYY-MM"`` for the monthly image quota (and the month's cost), or
+    ``"rate#YYYY-MM-DDTHH:MM"`` / ``"mut#YYYY-MM-DDTHH:MM"`` for the fixed-window rate limits (those
+    items expire through DynamoDB TTL on ``expires_at``), or ``"collection#{name}"``
+    for the number of images in one of the user's collections (changed only together
+    with the image items, see ``chalicelib.db.images``).
     """
 
     class Meta(BaseModel.Meta):
@@ -21,14 +23,20 @@ class UsageModel(BaseModel):
     user_id = UnicodeAttribute(hash_key=True)
     period = UnicodeAttribute(range_key=True)
     count = NumberAttribute(default=0)
+    cost_usd = NumberAttribute(null=True)  # monthly items: upstream cost of the stored images, USD
     expires_at = TTLAttribute(null=True)
 
 
 class UserModel(BaseModel):
-    """Per-user settings: the webhook signing secret. Hash ``user_id``."""
+    """Per-user settings: the webhook signing secret. Hash ``user_id``.
+
+    ``webhook_secret_sealed`` is the secret's KMS envelope (``chalicelib.crypto.envelope``);
+    ``webhook_secret`` is the legacy plaintext shape, read once and removed.
+    """
 
     class Meta(BaseModel.Meta):
         table_name = table_name("users")
 
     user_id = UnicodeAttribute(hash_key=True)
     webhook_secret = UnicodeAttribute(null=True)
+    webhook_secret_sealed = UnicodeAttribute(null=True)

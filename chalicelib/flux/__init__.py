@@ -1,6 +1,6 @@
 """Text-to-image through Together AI's FLUX models.
 
-* :mod:`~chalicelib.flux.catalog`: models, presets, request validation.
+* :mod:`~chalicelib.flux.catalog`: the model catalog (``models.json``), request validation, prices.
 * :mod:`~chalicelib.flux.keypool`: API keys and their shared health (DynamoDB).
 * :mod:`~chalicelib.flux.client`: the upstream calls, retries and image checks.
 * :mod:`~chalicelib.flux.exceptions`: what can go wrong, as API errors.
@@ -17,20 +17,22 @@ Example::
 from __future__ import annotations
 
 from chalicelib.flux.catalog import (
-    ASPECT_RATIOS,
-    DEFAULT_MODEL,
     GENERATION_FIELDS,
-    MODELS,
     GenerationParams,
+    ModelRetiredError,
     ModelSpec,
+    catalog,
     catalog_json,
+    default_model,
     get_model,
+    image_cost,
     parse_generation_params,
 )
 from chalicelib.flux.client import FluxClient, GeneratedImage, get_flux_client, reset_flux_client
 from chalicelib.flux.exceptions import (
     AllKeysCoolingError,
     CorruptImageError,
+    FailureKind,
     FluxError,
     KeyHealthUnavailableError,
     NoUsableKeysError,
@@ -41,12 +43,10 @@ from chalicelib.flux.exceptions import (
 from chalicelib.flux.keypool import KeyPool, Lease, get_key_pool, key_id, reset_key_pool
 
 __all__ = [
-    "ASPECT_RATIOS",
-    "DEFAULT_MODEL",
     "GENERATION_FIELDS",
-    "MODELS",
     "AllKeysCoolingError",
     "CorruptImageError",
+    "FailureKind",
     "FluxClient",
     "FluxError",
     "GeneratedImage",
@@ -54,15 +54,19 @@ __all__ = [
     "KeyHealthUnavailableError",
     "KeyPool",
     "Lease",
+    "ModelRetiredError",
     "ModelSpec",
     "NoUsableKeysError",
     "UpstreamBusyError",
     "UpstreamFailedError",
     "UpstreamRejectedError",
+    "catalog",
     "catalog_json",
+    "default_model",
     "get_flux_client",
     "get_key_pool",
     "get_model",
+    "image_cost",
     "key_id",
     "parse_generation_params",
     "reset_flux_client",

@@ -6,8 +6,10 @@ Wire contract (Together's API reference,
 https://docs.together.ai/reference/post-images-generations, and the
 ``images.generate`` resource of togethercomputer/together-python):
 ``POST {base}/v1/images/generations`` with ``Authorization: Bearer <key>`` and a
-JSON body ``{model, prompt, width, height, steps, n, seed, response_format,
-output_format, negative_prompt?, guidance_scale?}``; the answer is
+JSON body ``{model, prompt, n, seed, response_format}`` plus the optional
+parameters the model takes (:meth:`GenerationParams.upstream_fields`: ``width`` and
+``height`` or ``aspect_ratio``, ``steps``, ``negative_prompt``, ``guidance``,
+``prompt_upsampling``, ``output_format``); the answer is
 ``{"data": [{"type": "b64_json", "b64_json": ...} | {"type": "url", "url": ...}]}``.
 We always send ``steps`` and ``response_format="base64"`` (Together's
 recommended way to save images: no second fetch); a ``url`` answer is still
@@ -88,6 +90,7 @@ from chalicelib.flux.catalog import GenerationParams
 from chalicelib.flux.exceptions import (
     AllKeysCoolingError,
     CorruptImageError,
+    FailureKind,
     FluxError,
     NoUsableKeysError,
     UpstreamBusyError,
@@ -109,6 +112,8 @@ BUSY_RETRY_S = 5.0  # seconds; Retry-After we give after 503s that carried none
 BACKOFF_BASE_S = 0.1  # seconds
 BACKOFF_CAP_S = 1.0  # seconds
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # bytes; a 1440x1440 PNG is ~6 MB
+RATIO_TOLERANCE = 0.03  # relative aspect-ratio difference accepted for an aspect_ratio request
+MAX_EDGE = 2048  # pixels; the longest side accepted for an aspect_ratio request
 REJECT_STATUSES = frozenset({400, 404, 413, 415, 422})
 FORMATS = {"JPEG": ("image/jpeg", "jpg"), "PNG": ("image/png", "png"), "WEBP": ("image/webp", "webp")}
 
@@ -199,8 +204,12 @@ def _error_detail(resp: requests.Response) -> tuple[str, str | None]:
     return f"HTTP {resp.status_code}", None
 
 
-def verify_image(data: bytes, width: int, height: int) -> tuple[str, str]:
+def verify_image(data: bytes, width: int, height: int, *, ratio_only: bool = False) -> tuple[str, str]:
     """Check that ``data`` is a whole JPEG/PNG/WebP of ``width`` x ``height`` pixels.
+
+    With ``ratio_only`` (a request that sent ``aspect_ratio``: the upstream picks the
+    exact size), any size of the same aspect ratio (within :data:`RATIO_TOLERANCE`) and
+    at most :data:`MAX_EDGE` pixels a side is accepted.
 
     The header is read first (so a wrong or huge size is refused before decoding),
     then ``verify()`` (PNG chunk CRCs) and a full ``load()`` (truncation, bad data).
@@ -220,7 +229,11 @@ def verify_image(data: bytes, width: int, height: int) -> tuple[str, str]:
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt, size = img.format, img.size
-            if size != (width, height):
+            if ratio_only:
+                ratio = size[0] / max(1, size[1])
+                if abs(ratio / (width / height) - 1) > RATIO_TOLERANCE or max(size) > MAX_EDGE:
+                    raise CorruptImageError(f"image is {size[0]}x{size[1]}, expected the shape of {width}x{height}")
+            elif size != (width, height):
                 raise CorruptImageError(f"image is {size[0]}x{size[1]}, expected {width}x{height}")
             img.verify()
         with Image.open(io.BytesIO(data)) as img:
@@ -237,16 +250,22 @@ def verify_image(data: bytes, width: int, height: int) -> tuple[str, str]:
 class _Transient(Exception):
     """One attempt failed in a way worth retrying after a back-off (another key or the same)."""
 
+    def __init__(self, message: str, kind: FailureKind) -> None:
+        super().__init__(message)
+        self.kind = kind
+
 
 class _NextKey(Exception):
     """One attempt failed because of the key (429/401/402/403) or the platform (503); try
     again now (the key pool paces the next send).
 
-    ``busy``: it was a 429 (over our rate) or a 503 (no capacity): nothing is broken.
+    ``kind``: the attempt's :class:`FailureKind`. ``busy``: it was a 429 (over our rate) or
+    a 503 (no capacity): nothing is broken.
     """
 
-    def __init__(self, message: str, *, busy: bool = False) -> None:
+    def __init__(self, message: str, kind: FailureKind, *, busy: bool = False) -> None:
         super().__init__(message)
+        self.kind = kind
         self.busy = busy
 
 
@@ -352,22 +371,15 @@ class FluxClient:
     # -- one image ------------------------------------------------------------------------------
 
     def _payload(self, params: GenerationParams, seed: int) -> dict[str, Any]:
-        payload: dict[str, Any] = {
+        """The upstream body: only the parameters the model takes (the catalog checked them)."""
+        return {
             "model": params.model,
             "prompt": params.prompt,
-            "width": params.width,
-            "height": params.height,
-            "steps": params.steps,
             "n": 1,
             "seed": seed,
             "response_format": self.response_format,
-            "output_format": params.output_format,
+            **params.upstream_fields(),
         }
-        if params.negative_prompt:
-            payload["negative_prompt"] = params.negative_prompt
-        if params.guidance_scale is not None:
-            payload["guidance_scale"] = params.guidance_scale
-        return payload
 
     def _generate_one(self, params: GenerationParams, index: int, deadline: float, call: _Call) -> GeneratedImage:
         seed = params.seed_for(index)
@@ -377,6 +389,7 @@ class FluxClient:
         transient = 0
         only_busy = True  # every attempt so far was a 429 or a 503
         last_error: str | None = None
+        last_kind: FailureKind | None = None
         while True:
             remaining = deadline - self._monotonic()
             if attempts >= max_attempts or remaining < MIN_ATTEMPT_S:
@@ -390,6 +403,7 @@ class FluxClient:
                     f"image generation failed upstream ({why} exhausted after {attempts} attempts)",
                     last_error=last_error,
                     attempts=attempts,
+                    last_kind=last_kind,
                 )
             try:
                 max_wait = min(MAX_PACE_WAIT_S, remaining - MIN_ATTEMPT_S)
@@ -417,10 +431,10 @@ class FluxClient:
             try:
                 return self._attempt(lease, payload, params, seed, index, timeout, deadline, call)
             except _NextKey as exc:
-                last_error = str(exc)
+                last_error, last_kind = str(exc), exc.kind
                 only_busy = only_busy and exc.busy
             except _Transient as exc:
-                last_error = str(exc)
+                last_error, last_kind = str(exc), exc.kind
                 only_busy = False
                 transient += 1
                 if attempts >= max_attempts:
@@ -457,19 +471,21 @@ class FluxClient:
             )
         except requests.Timeout:
             observability.record_upstream_call((self._monotonic() - started) * 1000, None)
-            raise self._transient(kid, f"timeout after {timeout:.1f} s") from None
+            raise self._transient(kid, f"timeout after {timeout:.1f} s", FailureKind.TIMEOUT) from None
         except requests.RequestException as exc:
             observability.record_upstream_call((self._monotonic() - started) * 1000, None)
-            raise self._transient(kid, f"connection error ({type(exc).__name__})") from None
+            raise self._transient(kid, f"connection error ({type(exc).__name__})", FailureKind.CONNECTION) from None
         status = resp.status_code
         observability.record_upstream_call((self._monotonic() - started) * 1000, status)
         self.pool.report_answer(kid, params.model, resp.headers)
         if status == 200:
             try:
                 data = self._image_bytes(resp, deadline)
-                content_type, ext = verify_image(data, params.width, params.height)
+                content_type, ext = verify_image(
+                    data, params.width, params.height, ratio_only=params.aspect_ratio is not None
+                )
             except CorruptImageError as exc:
-                raise self._transient(kid, f"200 with a bad image: {exc.message}") from None
+                raise self._transient(kid, f"200 with a bad image: {exc.message}", exc.kind) from None
             elapsed = self._monotonic() - started
             self.pool.report_success(kid, elapsed, model=params.model)
             logger.info("flux ok key_id=%s ms=%d bytes=%d index=%d", kid, elapsed * 1000, len(data), index)
@@ -495,12 +511,12 @@ class FluxClient:
             else:  # this call already changed another key: skip this one, write nothing
                 wait = self.settings.flux_default_cooldown_seconds if retry_after is None else retry_after
                 call.excluded[kid] = time.time() + min(wait, MAX_COOLDOWN_S)
-            raise _NextKey(f"429 from key {kid}: {message}", busy=True)
+            raise _NextKey(f"429 from key {kid}: {message}", FailureKind.RATE_LIMITED, busy=True)
         if status in (401, 403):
             return self._auth_failure(lease, status, message, param, deadline, call)
         if status == 402:
             self._take_out(kid, f"402: {message}", OUT_OF_CREDITS, call)
-            raise _NextKey(f"402 from key {kid}: {message}")
+            raise _NextKey(f"402 from key {kid}: {message}", FailureKind.KEY_UNUSABLE)
         if status in REJECT_STATUSES:
             logger.info("flux rejected status=%d key_id=%s param=%s", status, kid, param)
             raise UpstreamRejectedError(message, field=param, upstream_status=status)
@@ -508,8 +524,8 @@ class FluxClient:
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             until = self.pool.report_busy(params.model, retry_after)
             call.busy_until = max(call.busy_until, until, time.time() + (BUSY_RETRY_S if retry_after is None else 0))
-            raise _NextKey(f"503 from upstream: {message}", busy=True)
-        raise self._transient(kid, f"{status} from upstream: {message}")
+            raise _NextKey(f"503 from upstream: {message}", FailureKind.SERVER, busy=True)
+        raise self._transient(kid, f"{status} from upstream: {message}", FailureKind.SERVER)
 
     def _auth_failure(
         self, lease: Lease, status: int, message: str, param: str | None, deadline: float, call: _Call
@@ -532,10 +548,10 @@ class FluxClient:
             raise UpstreamRejectedError(message, field=param, upstream_status=status)
         if probe in (401, 403):
             self._take_out(kid, f"{status}: {message} (GET /models: {probe})", DISABLED, call)
-            raise _NextKey(f"{status} from key {kid}, confirmed: {message}")
+            raise _NextKey(f"{status} from key {kid}, confirmed: {message}", FailureKind.KEY_UNUSABLE)
         call.excluded[kid] = math.inf
         logger.warning("flux refused status=%d key_id=%s probe=%s: unconfirmed, key skipped", status, kid, probe)
-        raise _NextKey(f"{status} from key {kid} (probe {probe}): {message}")
+        raise _NextKey(f"{status} from key {kid} (probe {probe}): {message}", FailureKind.KEY_UNUSABLE)
 
     def _take_out(self, kid: str, reason: str, state: str, call: _Call) -> None:
         """Disable ``kid`` (``state``) unless this call already changed another key; then
@@ -584,10 +600,10 @@ class FluxClient:
             return AllKeysCoolingError(retry_at=min(waits))
         return AllKeysCoolingError(time.time() + self.settings.flux_default_cooldown_seconds)
 
-    def _transient(self, kid: str, message: str) -> _Transient:
+    def _transient(self, kid: str, message: str, kind: FailureKind) -> _Transient:
         """Report a transient failure on ``kid``; returns the exception to raise."""
         self.pool.report_error(kid, message)
-        return _Transient(f"{message} (key {kid})")
+        return _Transient(f"{message} (key {kid})", kind)
 
     def _image_bytes(self, resp: requests.Response, deadline: float) -> bytes:
         """The first image of a 200 answer: base64-decoded, or downloaded from its URL.
@@ -619,7 +635,7 @@ class FluxClient:
         try:
             with self.session.get(url, timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout), stream=True) as r:
                 if r.status_code != 200:
-                    raise CorruptImageError(f"image download answered {r.status_code}")
+                    raise CorruptImageError(f"image download answered {r.status_code}", FailureKind.IMAGE_DOWNLOAD)
                 chunks, total = [], 0
                 for chunk in r.iter_content(64 * 1024):
                     total += len(chunk)
@@ -628,7 +644,9 @@ class FluxClient:
                     chunks.append(chunk)
                 return b"".join(chunks)
         except requests.RequestException as exc:
-            raise CorruptImageError(f"image download failed ({type(exc).__name__})") from None
+            raise CorruptImageError(
+                f"image download failed ({type(exc).__name__})", FailureKind.IMAGE_DOWNLOAD
+            ) from None
 
 
 _client: FluxClient | None = None

@@ -13,8 +13,28 @@ from __future__ import annotations
 
 import math
 import time
+from enum import StrEnum
 
 from chalicelib.errors import ApiError
+
+
+class FailureKind(StrEnum):
+    """What one failed upstream attempt was, so callers decide on a type, never on message text.
+
+    ``TIMEOUT`` no answer within the attempt's timeout; ``CONNECTION`` the connection
+    failed; ``SERVER`` a 5xx (or other unexpected) status; ``CORRUPT_IMAGE`` a 200 whose
+    image bytes are missing, undecodable, of the wrong size or format; ``IMAGE_DOWNLOAD``
+    the image URL of a 200 could not be fetched (a transient network failure, not a bad
+    image); ``RATE_LIMITED`` a 429; ``KEY_UNUSABLE`` a 401/402/403.
+    """
+
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+    SERVER = "server-error"
+    CORRUPT_IMAGE = "corrupt-image"
+    IMAGE_DOWNLOAD = "image-download"
+    RATE_LIMITED = "rate-limited"
+    KEY_UNUSABLE = "key-unusable"
 
 
 class FluxError(ApiError):
@@ -114,26 +134,37 @@ class UpstreamFailedError(FluxError):
 
     Attributes:
         retryable: always True.
-        last_error: the last failure, e.g. ``"503 from key 1a2b3c4d5e6f: overloaded"``.
+        last_error: the last failure, e.g. ``"503 from key 1a2b3c4d5e6f: overloaded"``
+            (for people and logs only; decide on ``last_kind``).
+        last_kind: the :class:`FailureKind` of the last failed attempt (None: unknown).
         attempts: upstream attempts made.
     """
 
     retryable = True
 
-    def __init__(self, message: str, last_error: str | None = None, attempts: int = 0) -> None:
+    def __init__(
+        self,
+        message: str,
+        last_error: str | None = None,
+        attempts: int = 0,
+        last_kind: FailureKind | None = None,
+    ) -> None:
         super().__init__(502, "upstream-failed", message)
         self.last_error = last_error
+        self.last_kind = last_kind
         self.attempts = attempts
 
 
 class CorruptImageError(UpstreamFailedError):
     """An upstream image that does not decode, has the wrong size, or a 200 answer
-    without usable image data.
+    without usable image data (``kind`` :attr:`FailureKind.CORRUPT_IMAGE`), or whose
+    image URL could not be downloaded (``kind`` :attr:`FailureKind.IMAGE_DOWNLOAD`).
 
     Internal to one attempt: the client reports it against the key and retries; it
     only escapes as the ``last_error`` of an :class:`UpstreamFailedError`. Being a
     subclass, it would still map to a 502 if it ever escaped.
     """
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, last_error=message)
+    def __init__(self, message: str, kind: FailureKind = FailureKind.CORRUPT_IMAGE) -> None:
+        super().__init__(message, last_error=message, last_kind=kind)
+        self.kind = kind

@@ -10,6 +10,19 @@ An archive of up to ``ARCHIVE_INLINE_MAX_IMAGES`` images is built in the request
 jobs queue (202, ``queued``) and built by the worker (``building`` -> ``ready`` |
 ``failed``), under a lease so a redelivered message never builds it twice at once.
 
+Identical requests are deduplicated: the selection (source, reference and the image
+ids in order) is hashed, and the first request claims the hash with a conditional put
+(in the idempotency table, key ``"archive {hash}"``). While that archive is queued or
+building, or was ready less than :data:`ARCHIVE_REUSE_S` ago, the same request from
+the same user gets that archive back (same ``archive_id``, 202 or 201 as it stands)
+instead of building another; once it failed or grew old, the next request takes the
+claim over and builds a new one.
+
+An archive whose message could not be sent stays ``queued`` without ``enqueued_at``;
+one whose build died stays ``building`` with an expired lease. The stuck-work sweep
+(:func:`sweep_stuck`) sends their messages again, or fails them after
+:data:`ARCHIVE_GIVE_UP_S`.
+
 The ZIP goes to ``archives/{user_id}/{archive_id}.zip`` through an S3 multipart
 upload: every part but the last is ``ARCHIVE_PART_BYTES`` (>= 5 MiB, S3's minimum
 part size; at most 10,000 parts; source: Amazon S3 user guide, "Uploading and copying
@@ -19,7 +32,10 @@ are STORED (JPEG/PNG are already compressed). The sink lets zipfile seek back on
 inside the not-yet-uploaded buffer, and parts are cut only between entries, so each
 local header is rewritten with its real CRC and sizes and the ZIP needs no data
 descriptors (any unzip tool reads it). The last entry is ``manifest.csv`` with
-``file, prompt, seed, model, width, height, steps, created_at``.
+``file, prompt, seed, model, width, height, steps, created_at``; a text cell that a
+spreadsheet would read as a formula (first character ``= + - @``, tab or carriage
+return) is prefixed with a single quote, so it opens as text (source: OWASP, "CSV
+Injection"). Only the CSV is escaped: the JSON API keeps the exact prompt.
 
 Archives are deleted after 24 h by the cleanup sweep (``chalicelib.services.cleanup``).
 """
@@ -27,7 +43,9 @@ Archives are deleted after 24 h by the cleanup sweep (``chalicelib.services.clea
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import logging
 import time
 import urllib.parse
@@ -36,12 +54,12 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from pynamodb.exceptions import UpdateError
+from pynamodb.exceptions import DeleteError, PutError, UpdateError
 from ulid import ULID
 
 from chalicelib.aws import client
 from chalicelib.db import ImageModel
-from chalicelib.db.jobs import SUCCEEDED, ArchiveModel
+from chalicelib.db.jobs import SUCCEEDED, ArchiveModel, IdempotencyModel
 from chalicelib.errors import ApiError, NotFound, ValidationError
 from chalicelib.services import jobs
 from chalicelib.services.images import ULID_RE, check_unknown_fields, parse_collection
@@ -53,8 +71,23 @@ logger = logging.getLogger("promptcanvas.archives")
 ARCHIVE_LEASE_S = 600  # seconds a worker may build one archive before another may take over
 ARCHIVE_MAX_ATTEMPTS = 3
 ARCHIVE_TTL_S = 24 * 3600  # the object is swept after 24 h; the record expires then too
+ARCHIVE_REUSE_S = 3600  # a ready archive is handed to an identical request this long, seconds
+ARCHIVE_ENQUEUE_GRACE_S = 120  # a queued archive without a sent message is left alone this long, seconds
+ARCHIVE_RESEND_S = 1800  # a queued archive not leased this long after its message: sent again, seconds
+ARCHIVE_GIVE_UP_S = 3600  # an archive still queued/building this long after creation fails, seconds
+CLAIM_ATTEMPTS = 3  # rounds of reading and taking over a selection claim
 MANIFEST_COLUMNS = ("file", "prompt", "seed", "model", "width", "height", "steps", "created_at")
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3 minimum for every part but the last
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP CSV Injection: cells a spreadsheet evaluates
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` made safe for a spreadsheet: a string starting with ``= + - @``, tab or
+    carriage return gets a leading single quote (OWASP, "CSV Injection"); anything else
+    (numbers included) is returned as is. The csv writer then quotes as needed."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def archive_key(user_id: str, archive_id: str) -> str:
@@ -206,7 +239,7 @@ def write_zip(sink: MultipartZipSink, images: list[ImageModel]) -> int:
         text = io.StringIO(newline="")
         writer = csv.writer(text)
         writer.writerow(MANIFEST_COLUMNS)
-        writer.writerows(rows)
+        writer.writerows([csv_cell(cell) for cell in row] for row in rows)
         info = zipfile.ZipInfo("manifest.csv", date_time=time.gmtime()[:6])
         info.compress_type = zipfile.ZIP_DEFLATED
         info.external_attr = 0o644 << 16
@@ -279,14 +312,16 @@ def build(archive: ArchiveModel) -> bool:
         _give_up(archive, "the archive could not be built")
         return True
     settings = get_settings()
-    found = jobs.images_by_id(archive.user_id, list(archive.image_ids))
-    images = [found[i] for i in archive.image_ids if i in found]
-    sink = MultipartZipSink(settings.images_bucket, archive.s3_key, settings.archive_part_bytes)
+    sink: MultipartZipSink | None = None
     try:
+        found = jobs.images_by_id(archive.user_id, list(archive.image_ids))
+        images = [found[i] for i in archive.image_ids if i in found]
+        sink = MultipartZipSink(settings.images_bucket, archive.s3_key, settings.archive_part_bytes)
         count = write_zip(sink, images)
         size = sink.complete()
     except Exception as exc:  # noqa: BLE001 - recorded below; retried by the queue
-        sink.abort()
+        if sink is not None:
+            sink.abort()
         logger.exception("archive build failed archive_id=%s", archive.archive_id)
         if int(archive.attempts) >= ARCHIVE_MAX_ATTEMPTS:
             _give_up(archive, f"building the archive failed ({type(exc).__name__})")
@@ -311,14 +346,7 @@ def build(archive: ArchiveModel) -> bool:
 
 def _give_up(archive: ArchiveModel, message: str) -> None:
     try:
-        archive.update(
-            actions=[
-                ArchiveModel.status.set("failed"),
-                ArchiveModel.error_message.set(message),
-                ArchiveModel.finished_at.set(time.time()),
-            ],
-            condition=ArchiveModel.status.is_in("queued", "building"),
-        )
+        fail(archive, message, time.time())
     except UpdateError:
         pass
 
@@ -336,14 +364,118 @@ def process_message(body: Mapping[str, Any]) -> bool:
     return build(archive)
 
 
+def selection_hash(source: str, ref: str | None, image_ids: list[str]) -> str:
+    """sha256 (hex) of what an archive holds: ``source``, ``ref`` and the image ids in order."""
+    canonical = json.dumps([source, ref, image_ids], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def reusable(archive: ArchiveModel, now: float) -> bool:
+    """True when an identical request may get ``archive`` instead of a new one: it is
+    queued or building, or ready since less than :data:`ARCHIVE_REUSE_S` seconds."""
+    if archive.status in ("queued", "building"):
+        return True
+    return archive.status == "ready" and float(archive.finished_at or 0) >= now - ARCHIVE_REUSE_S
+
+
+def _discard(archive: ArchiveModel) -> None:
+    """Delete a queued archive record that lost the selection claim (never built). Best effort."""
+    try:
+        archive.delete(condition=ArchiveModel.status == "queued")
+    except DeleteError:
+        logger.warning("could not discard duplicate archive %s", archive.archive_id)
+
+
+def claim_selection(archive: ArchiveModel, now: float) -> ArchiveModel:
+    """Claim ``archive.selection`` for ``archive``, or find the archive that holds it.
+
+    The claim is a conditional put of ``(user_id, "archive {selection}")``; when it is
+    taken, its archive is returned if :func:`reusable`, else the claim is taken over with
+    a conditional update on the archive id read (so two takers cannot both win).
+
+    Returns:
+        ``archive`` when this request builds it; otherwise the existing archive (and
+        ``archive``'s record, written but never queued, is deleted).
+    """
+    key = f"archive {archive.selection}"
+    claim = IdempotencyModel(
+        archive.user_id,
+        key,
+        request_hash=archive.selection,
+        job_id=archive.archive_id,
+        claimed_at=now,
+        expires_at=timedelta(seconds=ARCHIVE_TTL_S),
+    )
+    try:
+        claim.save(condition=IdempotencyModel.key.does_not_exist())
+        return archive
+    except PutError as exc:
+        if not jobs.is_conditional_failure(exc):
+            raise
+    for _ in range(CLAIM_ATTEMPTS):
+        try:
+            held: IdempotencyModel | None = IdempotencyModel.get(archive.user_id, key, consistent_read=True)
+        except IdempotencyModel.DoesNotExist:
+            held = None
+        if held is not None:
+            if held.job_id == archive.archive_id:
+                return archive  # our own claim (a retried put that committed)
+            try:
+                other = ArchiveModel.get(archive.user_id, held.job_id, consistent_read=True)
+            except ArchiveModel.DoesNotExist:
+                other = None
+            if other is not None and reusable(other, now):
+                _discard(archive)
+                logger.info("archive request deduplicated archive_id=%s", other.archive_id)
+                return other
+        try:
+            if held is None:
+                claim.save(condition=IdempotencyModel.key.does_not_exist())
+            else:
+                held.update(
+                    actions=[
+                        IdempotencyModel.job_id.set(archive.archive_id),
+                        IdempotencyModel.claimed_at.set(now),
+                        IdempotencyModel.expires_at.set(timedelta(seconds=ARCHIVE_TTL_S)),
+                    ],
+                    condition=IdempotencyModel.job_id == held.job_id,
+                )
+            return archive
+        except (PutError, UpdateError) as exc:
+            if not jobs.is_conditional_failure(exc):
+                raise
+    return archive  # still contended: build it (a duplicate at worst)
+
+
+def enqueue(archive: ArchiveModel) -> bool:
+    """Send the archive's message and record ``enqueued_at``.
+
+    Returns:
+        False when SQS refused it (logged); the archive stays queued for the stuck-work
+        sweep to send again.
+    """
+    try:
+        jobs.send_messages([{"type": "archive", "user_id": archive.user_id, "archive_id": archive.archive_id}])
+    except Exception as exc:  # noqa: BLE001 - QueueError, or the queue could not be reached at all
+        logger.error(
+            "archive enqueue failed archive_id=%s (%s); the stuck-work sweep will retry",
+            archive.archive_id,
+            type(exc).__name__,
+        )
+        return False
+    try:
+        archive.update(actions=[ArchiveModel.enqueued_at.set(time.time())], condition=ArchiveModel.archive_id.exists())
+    except UpdateError:
+        logger.warning("could not record enqueued_at archive_id=%s", archive.archive_id)
+    return True
+
+
 def _create(user_id: str, source: str, ref: str | None, image_ids: list[str]) -> tuple[int, dict[str, Any]]:
     settings = get_settings()
     if not image_ids:
         raise ApiError(409, "nothing-to-archive", "there are no images to archive")
     if len(image_ids) > settings.archive_max_images:
-        raise ApiError(
-            400, "too-many-images", f"an archive holds at most {settings.archive_max_images} images"
-        )
+        raise ApiError(400, "too-many-images", f"an archive holds at most {settings.archive_max_images} images")
     archive_id = str(ULID())
     now = time.time()
     archive = ArchiveModel(
@@ -356,17 +488,106 @@ def _create(user_id: str, source: str, ref: str | None, image_ids: list[str]) ->
         s3_key=archive_key(user_id, archive_id),
         image_count=len(image_ids),
         attempts=0,
+        selection=selection_hash(source, ref, image_ids),
         created_at=now,
         expires_at=timedelta(seconds=ARCHIVE_TTL_S),
     )
     archive.save(condition=ArchiveModel.archive_id.does_not_exist())
+    holder = claim_selection(archive, now)
+    if holder is not archive:
+        return (201 if holder.status == "ready" else 202), archive_json(holder)
     if len(image_ids) <= settings.archive_inline_max_images:
         build(archive)
         archive.refresh(consistent_read=True)
         if archive.status == "ready":
             return 201, archive_json(archive)
-    jobs.send_messages([{"type": "archive", "user_id": user_id, "archive_id": archive_id}])
+        if archive.status == "failed":
+            return 202, archive_json(archive)
+    enqueue(archive)
     return 202, archive_json(archive)
+
+
+def fail(archive: ArchiveModel, message: str, now: float) -> bool:
+    """queued | building -> failed with ``message`` at ``now`` (epoch seconds).
+
+    Returns:
+        True when this call moved it; False when it had finished already.
+
+    Raises:
+        UpdateError: DynamoDB failed.
+    """
+    try:
+        archive.update(
+            actions=[
+                ArchiveModel.status.set("failed"),
+                ArchiveModel.error_message.set(message),
+                ArchiveModel.finished_at.set(now),
+                ArchiveModel.lease_until.remove(),
+            ],
+            condition=ArchiveModel.status.is_in("queued", "building"),
+        )
+        return True
+    except UpdateError as exc:
+        if jobs.is_conditional_failure(exc):
+            return False
+        raise
+
+
+def stuck_action(archive: ArchiveModel, now: float) -> str | None:
+    """What the stuck-work sweep does with ``archive`` (epoch seconds ``now``):
+
+    - ``"fail"``: still queued/building :data:`ARCHIVE_GIVE_UP_S` after creation, or
+      its lease expired after :data:`ARCHIVE_MAX_ATTEMPTS` builds;
+    - ``"send"``: queued without a sent message for :data:`ARCHIVE_ENQUEUE_GRACE_S`
+      (the enqueue failed), queued :data:`ARCHIVE_RESEND_S` after its message, or
+      building with an expired lease (a build that died; the worker takes the lease over);
+    - None: in progress, or finished.
+    """
+    if archive.status not in ("queued", "building"):
+        return None
+    age = now - float(archive.created_at)
+    if archive.status == "building":
+        if float(archive.lease_until or 0) >= now:
+            return None
+        if age > ARCHIVE_GIVE_UP_S or int(archive.attempts or 0) >= ARCHIVE_MAX_ATTEMPTS:
+            return "fail"
+        return "send"
+    if age > ARCHIVE_GIVE_UP_S:
+        return "fail"
+    if archive.enqueued_at is None:
+        return "send" if age > ARCHIVE_ENQUEUE_GRACE_S else None
+    return "send" if now - float(archive.enqueued_at) > ARCHIVE_RESEND_S else None
+
+
+def sweep_stuck(now: float, *, dry_run: bool, deadline: float) -> dict[str, int]:
+    """Finish or fail archives left queued or building (see :func:`stuck_action`).
+
+    Reads the archives table with a filtered Scan: records expire through TTL a day
+    after creation, so the table holds about one day of archives.
+
+    Args:
+        now: epoch seconds to judge ages and leases by.
+        dry_run: count only.
+        deadline: ``time.monotonic()`` after which the scan stops (the rest waits).
+
+    Returns:
+        Counts ``archives_seen``, ``archives_resent``, ``archives_failed`` (non-zero only).
+    """
+    counts: dict[str, int] = {}
+    stuck = ArchiveModel.scan(filter_condition=ArchiveModel.status.is_in("queued", "building"), page_size=100)
+    for archive in stuck:
+        if time.monotonic() >= deadline:
+            break
+        counts["archives_seen"] = counts.get("archives_seen", 0) + 1
+        action = stuck_action(archive, now)
+        if action is None:
+            continue
+        if action == "fail":
+            if dry_run or fail(archive, "the archive could not be built", now):
+                counts["archives_failed"] = counts.get("archives_failed", 0) + 1
+        elif dry_run or enqueue(archive):
+            counts["archives_resent"] = counts.get("archives_resent", 0) + 1
+    return counts
 
 
 def create_for_job(user_id: str, job_id: str) -> tuple[int, dict[str, Any]]:
@@ -390,10 +611,7 @@ def create_for_collection(user_id: str, name: str) -> tuple[int, dict[str, Any]]
     """
     collection = parse_collection(urllib.parse.unquote(name or ""), field="name")
     limit = get_settings().archive_max_images
-    ids = [
-        image.image_id
-        for image in ImageModel.by_collection.query(f"{user_id}#{collection}", limit=limit + 1)
-    ]
+    ids = [image.image_id for image in ImageModel.by_collection.query(f"{user_id}#{collection}", limit=limit + 1)]
     if not ids:
         raise NotFound("collection")
     return _create(user_id, "collection", collection, ids)

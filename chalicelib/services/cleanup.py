@@ -59,11 +59,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
-from pynamodb.exceptions import DeleteError
+from pynamodb.exceptions import DeleteError, TransactWriteError
 
 from chalicelib import observability
 from chalicelib.aws import client
-from chalicelib.db import ImageModel
+from chalicelib.db import ImageModel, UsageModel
+from chalicelib.db.images import collection_counter_period, delete_image_item
 from chalicelib.settings import get_settings
 
 USERS_PREFIX = "users/"
@@ -252,27 +253,22 @@ def _scan_pages(filter_condition: Any = None) -> Iterator[list[ImageModel]]:
     are yielded even when empty, so the caller checks its deadline on every request."""
     results = ImageModel.scan(
         filter_condition=filter_condition,
-        attributes_to_get=["user_id", "image_id", "s3_key", "thumb_key", "created_at"],
+        attributes_to_get=["user_id", "image_id", "s3_key", "thumb_key", "created_at", "collection"],
         page_size=SCAN_PAGE_SIZE,
     )
     for page in results.page_iter:
         yield [ImageModel.from_raw_data(raw) for raw in page.get("Items", [])]
 
 
-def _delete_item(user_id: str, image_id: str, condition: Any) -> bool:
-    """Conditional DeleteItem of one image item. True if this call removed it, False if
-    the condition failed (already gone, or no longer matching).
+def _delete_item(item: ImageModel, condition: Any) -> bool:
+    """Conditional delete of one image item (as scanned), with its collection counter
+    (:func:`chalicelib.db.images.delete_image_item`). True if this call removed it, False
+    if the condition failed (already gone, or no longer matching).
 
     Raises:
-        pynamodb.exceptions.DeleteError: any other DynamoDB failure.
+        DeleteError / TransactWriteError: any other DynamoDB failure.
     """
-    try:
-        ImageModel(user_id, image_id).delete(condition=condition)
-        return True
-    except DeleteError as exc:
-        if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
-            return False
-        raise
+    return delete_image_item(item.user_id, item.image_id, item.collection, condition)
 
 
 # -- retention ------------------------------------------------------------------------------------
@@ -320,12 +316,8 @@ def sweep_retention(
         keys: list[str] = []
         for item in batch:
             try:
-                removed = _delete_item(
-                    item.user_id,
-                    item.image_id,
-                    ImageModel.image_id.exists() & (ImageModel.created_at < cutoff),
-                )
-            except DeleteError:
+                removed = _delete_item(item, ImageModel.image_id.exists() & (ImageModel.created_at < cutoff))
+            except (DeleteError, TransactWriteError):
                 report.add("errors")
                 continue
             report.add("images_deleted" if removed else "already_gone")
@@ -449,8 +441,8 @@ def sweep_orphan_metadata(
                     report.add("would_delete_images")
                     continue
                 try:
-                    removed = _delete_item(item.user_id, item.image_id, ImageModel.s3_key == item.s3_key)
-                except DeleteError:
+                    removed = _delete_item(item, ImageModel.s3_key == item.s3_key)
+                except (DeleteError, TransactWriteError):
                     report.add("errors")
                     continue
                 report.add("images_deleted" if removed else "already_gone")
@@ -514,6 +506,32 @@ def sweep_archives(
         else:
             _delete_objects(old, report, "objects_deleted")
     return _finish(report, started)
+
+
+# -- collection counters --------------------------------------------------------------------------
+
+
+def rebuild_collection_counts() -> dict[str, int]:
+    """Set every user's collection counters from the image items (one Scan of the images
+    table, projected to ``user_id`` and ``collection``). For a stage whose images were
+    stored before the counters existed: run it once after deploying. A store or delete
+    that lands while it scans can leave that collection off by one until the next run.
+
+    Returns:
+        ``{"images": scanned, "counters": counters written}``.
+    """
+    counts: Counter[tuple[str, str]] = Counter()
+    scanned = 0
+    for page in ImageModel.scan(attributes_to_get=["user_id", "collection"], page_size=SCAN_PAGE_SIZE).page_iter:
+        for raw in page.get("Items", []):
+            item = ImageModel.from_raw_data(raw)
+            scanned += 1
+            if item.collection:
+                counts[(item.user_id, item.collection)] += 1
+    for (user_id, collection), n in counts.items():
+        UsageModel(user_id, collection_counter_period(collection)).update(actions=[UsageModel.count.set(n)])
+    observability.get_logger().info("collection counters rebuilt images=%d counters=%d", scanned, len(counts))
+    return {"images": scanned, "counters": len(counts)}
 
 
 def run_all(

@@ -1,41 +1,91 @@
-"""``GET /health``: is each dependency reachable?"""
+"""``GET /health``: a cached, uninformative dependency check for load balancers and uptime probes.
+
+The route is public, so it must be cheap and tell an attacker nothing:
+
+- one probe of DynamoDB, S3 and the key pool runs at most once per ``HEALTH_CACHE_SECONDS``
+  (default 30 s) per process; every other hit answers from memory with no AWS call, and only one
+  thread probes at a time (the others answer with the last result meanwhile);
+- the answer is only ``{"status": "ok"}`` (200) or ``{"status": "degraded"}`` (503): no version,
+  no resource names, no number of healthy keys, no exception names. Operators find the failing
+  dependency in the log line written on each failed probe, and key health under the admin route
+  ``GET /v1/admin/keys``.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import Any
 
-from chalicelib import __version__
 from chalicelib.aws import client
 from chalicelib.settings import get_settings
 
+logger = logging.getLogger("promptcanvas.health")
 
-def check() -> tuple[int, dict[str, Any]]:
-    """Probe DynamoDB, S3 and the key pool.
+_lock = threading.Lock()
+_probe_lock = threading.Lock()
+_cached: tuple[float, bool] | None = None  # (monotonic time of the probe, healthy)
 
-    Returns:
-        ``(status, {"status": "ok" | "degraded", "version", "checks": {...}})``;
-        status 200 when every check passes, else 503. Never raises.
-    """
-    settings = get_settings()
-    checks: dict[str, Any] = {}
+
+def _probe() -> bool:
+    """Probe DynamoDB, S3 and the key pool once. Logs what failed (type names only). Never raises."""
+    failed: list[str] = []
     try:
         from chalicelib.db import ImageModel
 
         ImageModel.describe_table()
-        checks["dynamodb"] = "ok"
     except Exception as exc:  # noqa: BLE001 - a health check reports, never raises
-        checks["dynamodb"] = f"error: {type(exc).__name__}"
+        failed.append(f"dynamodb:{type(exc).__name__}")
     try:
-        client("s3").head_bucket(Bucket=settings.images_bucket)
-        checks["s3"] = "ok"
+        client("s3").head_bucket(Bucket=get_settings().images_bucket)
     except Exception as exc:  # noqa: BLE001
-        checks["s3"] = f"error: {type(exc).__name__}"
+        failed.append(f"s3:{type(exc).__name__}")
     try:
         from chalicelib.flux.keypool import get_key_pool
 
-        checks["healthy_keys"] = get_key_pool().healthy_count()
+        if get_key_pool().healthy_count() <= 0:
+            failed.append("keys:none-healthy")
     except Exception as exc:  # noqa: BLE001
-        checks["healthy_keys"] = 0
-        checks["keys"] = f"error: {type(exc).__name__}"
-    ok = checks["dynamodb"] == "ok" and checks["s3"] == "ok" and checks["healthy_keys"] > 0
-    return (200 if ok else 503), {"status": "ok" if ok else "degraded", "version": __version__, "checks": checks}
+        failed.append(f"keys:{type(exc).__name__}")
+    if failed:
+        logger.warning("health probe failed: %s", ", ".join(failed))
+    return not failed
+
+
+def _healthy(now: float) -> bool:
+    """The cached probe result, refreshed when older than ``HEALTH_CACHE_SECONDS``."""
+    global _cached
+    ttl = get_settings().health_cache_seconds
+    with _lock:
+        cached = _cached
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
+    if not _probe_lock.acquire(blocking=cached is None):
+        return cached[1]  # another thread is probing; the last answer stands meanwhile
+    try:
+        healthy = _probe()
+        with _lock:
+            _cached = (time.monotonic(), healthy)
+        return healthy
+    finally:
+        _probe_lock.release()
+
+
+def check() -> tuple[int, dict[str, Any]]:
+    """The health answer.
+
+    Returns:
+        ``(200, {"status": "ok"})`` when DynamoDB, S3 and at least one Together key were fine at the
+        last probe, else ``(503, {"status": "degraded"})``. Never raises.
+    """
+    if _healthy(time.monotonic()):
+        return 200, {"status": "ok"}
+    return 503, {"status": "degraded"}
+
+
+def reset_cache() -> None:
+    """Forget the cached probe result (tests; a new process starts empty anyway)."""
+    global _cached
+    with _lock:
+        _cached = None

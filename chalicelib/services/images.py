@@ -5,8 +5,11 @@ The write path for one generated image, with no half writes:
 1. quota charged (conditional ADD) for the ``n`` images asked for;
 2. Flux generates (the key-rotating client);
 3. per image: original and thumbnail uploaded to S3, then the metadata item
-   written with ``attribute_not_exists``; if the metadata write fails, the
-   objects are deleted; every image that did not end stored is refunded.
+   written with ``attribute_not_exists`` (with its collection counter, in one
+   transaction); if the metadata write fails, the objects are deleted; every image
+   that did not end stored is refunded. A conditional failure is checked first: when
+   the item that is there is the one this call wrote (botocore retried a put whose
+   first attempt committed), the write succeeded and nothing is deleted.
 
 So no metadata exists without its object, and an object without metadata only
 lives until the write fails (or, after a crash, until the orphan sweep).
@@ -22,12 +25,15 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
+from pynamodb.exceptions import PutError, TransactWriteError
 from ulid import ULID
 
 from chalicelib import observability
-from chalicelib.db import ImageModel, PromptHistoryModel, utcnow
+from chalicelib.db import ImageModel, PromptHistoryModel, same_item, utcnow
+from chalicelib.db.images import condition_failed, delete_image_item, save_new_image
 from chalicelib.errors import ApiError, NotFound, ValidationError
-from chalicelib.flux.catalog import GENERATION_FIELDS, GenerationParams, parse_generation_params
+from chalicelib.flux import availability
+from chalicelib.flux.catalog import GENERATION_FIELDS, GenerationParams, image_cost, parse_generation_params
 from chalicelib.services import usage
 from chalicelib.services.pagination import decode_cursor, encode_cursor, parse_limit
 from chalicelib.settings import get_settings
@@ -57,9 +63,7 @@ def parse_collection(value: Any, field: str = "collection") -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not COLLECTION_RE.match(value.strip()):
-        raise ValidationError(
-            "collection must be 1-64 characters: letters, digits, space, '_', '.', '-'", field=field
-        )
+        raise ValidationError("collection must be 1-64 characters: letters, digits, space, '_', '.', '-'", field=field)
     return value.strip()
 
 
@@ -76,9 +80,10 @@ def image_json(item: ImageModel) -> dict[str, Any]:
         "model": item.model,
         "width": int(item.width),
         "height": int(item.height),
-        "steps": int(item.steps),
+        "steps": int(item.steps) if item.steps is not None else None,
         "seed": int(item.seed),
-        "guidance_scale": item.guidance,
+        "guidance": item.guidance,
+        "cost_usd": float(item.cost_usd) if item.cost_usd is not None else None,
         "collection": item.collection,
         "job_id": item.job_id,
         "content_type": item.content_type,
@@ -124,7 +129,8 @@ def new_image_model(
         height=processed.height,
         steps=params.steps,
         seed=seed,
-        guidance=params.guidance_scale,
+        guidance=params.guidance,
+        cost_usd=image_cost(params.model, processed.width, processed.height, params.steps),
         key_id=key_id,
         job_id=job_id,
         item_id=item_id,
@@ -153,7 +159,8 @@ def store_image(
     item_id: str | None = None,
     image_id: str | None = None,
 ) -> ImageModel:
-    """Store one generated image: S3 objects first, then the metadata item.
+    """Store one generated image: S3 objects first, then the metadata item (with its
+    cost, :func:`~chalicelib.flux.catalog.image_cost`), then the month's cost counter.
 
     Args:
         data: the image bytes from Flux (JPEG or PNG).
@@ -183,14 +190,47 @@ def store_image(
         uploaded.append(s3_key)
         objects.put(t_key, processed.thumbnail, "image/webp")
         uploaded.append(t_key)
-        item.save(condition=ImageModel.image_id.does_not_exist())
+        save_image_item(item)
     except Exception:
         try:
             objects.delete(uploaded)
         except Exception:  # noqa: BLE001 - the orphan sweep removes what is left
             logger.warning("could not delete objects of failed image %s", image_id)
         raise
+    usage.add_cost(user_id, float(item.cost_usd or 0))
     return item
+
+
+#: Attributes set from the clock of the write: a retried put carries the same values, but
+#: an item read back is compared without them (the image id, a fresh ULID, names the write).
+WRITE_CLOCK_ATTRS = ("created_at", "expires_at")
+
+
+def save_image_item(item: ImageModel) -> ImageModel:
+    """Write a new image item and its collection counter (:func:`save_new_image`). If the
+    condition fails and the stored item holds the same image (same id, objects, size,
+    parameters, key), that is this write having committed already: success.
+
+    Returns:
+        The stored item.
+
+    Raises:
+        PutError / TransactWriteError: DynamoDB failed, or another item has this id.
+    """
+    try:
+        save_new_image(item)
+        return item
+    except (PutError, TransactWriteError) as exc:
+        if not condition_failed(exc):
+            raise
+        try:
+            stored = ImageModel.get(item.user_id, item.image_id, consistent_read=True)
+        except ImageModel.DoesNotExist:
+            raise exc from None
+        if not same_item(stored, item, ignore=WRITE_CLOCK_ATTRS):
+            raise
+        logger.info("image %s was stored by an earlier attempt of the same write", item.image_id)
+        return stored
 
 
 def generate(user_id: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], float]:
@@ -210,8 +250,9 @@ def generate(user_id: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], flo
     check_unknown_fields(body, CREATE_FIELDS)
     collection = parse_collection(body.get("collection"))
     params = parse_generation_params(body)
+    availability.require_available(params.model)
     usage.hit_rate_limit(user_id)
-    usage.charge(user_id, params.n)
+    period = usage.charge(user_id, params.n)
     stored: list[ImageModel] = []
     try:
         flux_started = time.perf_counter()
@@ -235,7 +276,7 @@ def generate(user_id: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], flo
         if not stored:
             raise ApiError(502, "storage-failed", "the image could not be stored; nothing was charged")
     finally:
-        usage.refund(user_id, params.n - len(stored))
+        usage.refund(user_id, params.n - len(stored), period)
     observability.record_images_generated(len(stored))
     remember_prompt(user_id, params.prompt)
     return {"images": [image_json(item) for item in stored]}, flux_ms
@@ -318,5 +359,6 @@ def delete_image(user_id: str, image_id: str) -> None:
         NotFound: 404 when it does not exist or belongs to another user.
     """
     item = get_owned(user_id, image_id)
-    item.delete(condition=ImageModel.image_id.exists())
+    if not delete_image_item(user_id, image_id, item.collection, ImageModel.image_id.exists()):
+        raise NotFound("image")
     objects.delete([item.s3_key, item.thumb_key])

@@ -44,7 +44,8 @@ from pynamodb.exceptions import DeleteError, PutError, UpdateError
 from ulid import ULID
 
 from chalicelib.aws import client
-from chalicelib.db import ImageModel, JobItemModel, JobModel
+from chalicelib.db import ImageModel, JobItemModel, JobModel, same_item
+from chalicelib.db.images import collection_counts
 from chalicelib.db.jobs import (
     ACTIVE_SHARD,
     FAILED,
@@ -62,6 +63,7 @@ from chalicelib.db.jobs import (
     IdempotencyModel,
 )
 from chalicelib.errors import ApiError, NotFound, ValidationError
+from chalicelib.flux import availability
 from chalicelib.flux.catalog import GENERATION_FIELDS, MAX_SEED, parse_generation_params
 from chalicelib.jsonbody import parse_json_object
 from chalicelib.services import usage
@@ -93,7 +95,8 @@ REASONS = (
 )
 
 SUBMIT_FIELDS: frozenset[str] = GENERATION_FIELDS | {"prompts", "count", "name", "collection", "webhook_url"}
-JOB_PARAM_FIELDS = ("model", "width", "height", "steps", "negative_prompt", "guidance_scale", "output_format")
+#: The generation fields a job stores once for all its items (the rest: prompt, seed, n per item).
+JOB_PARAM_FIELDS = tuple(sorted(GENERATION_FIELDS - {"prompt", "seed", "n"}))
 MAX_NAME_CHARS = 200
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 IDEMPOTENCY_TTL = timedelta(hours=24)
@@ -388,9 +391,11 @@ def finish_if_done(job: JobModel) -> bool:
         int(job.failed_count),
     )
     if job.webhook_url:
+        from chalicelib.services import webhook_queue
+
         try:
-            send_messages([{"type": "webhook", "user_id": job.user_id, "job_id": job.job_id}])
-        except Exception:  # noqa: BLE001 - the sweep sends due webhooks too
+            webhook_queue.enqueue(job.user_id, job.job_id)
+        except Exception:  # noqa: BLE001 - the sweep enqueues due webhooks too
             logger.warning("could not queue the webhook of job %s; the sweep will send it", job.job_id)
     return True
 
@@ -588,6 +593,7 @@ def build_submission(
         if exc.field == "prompt":
             raise ValidationError(exc.message.replace("prompt", first_label, 1), field=first_field) from None
         raise
+    availability.require_available(params.model)
     n = params.n
     if len(prompts) * n > maximum:
         where = "prompts" if source == "prompts" else ("count" if source == "count" else "file")
@@ -683,6 +689,7 @@ class _Claim:
     job_id: str
     charged: bool
     replay: JobModel | None = None
+    period: str | None = None  # the quota month an earlier request charged
 
 
 def _claim_key(user_id: str, key: str, request_hash: str) -> _Claim:
@@ -742,7 +749,7 @@ def _claim_key(user_id: str, key: str, request_hash: str) -> _Claim:
                 headers={"Retry-After": "1"},
             ) from None
         raise
-    return _Claim(existing.job_id, bool(existing.charged))
+    return _Claim(existing.job_id, bool(existing.charged), period=existing.charged_period)
 
 
 def _release_key(user_id: str, key: str, job_id: str) -> None:
@@ -776,7 +783,7 @@ def submit(
         ValidationError: 400 naming the field (nothing written).
         ApiError: 413, 415, 409/422 (idempotency key), 429 ``rate-limited`` / ``quota-exceeded``.
     """
-    from chalicelib.services.webhooks import get_or_create_secret
+    from chalicelib.services.webhook_secrets import get_or_create_secret
 
     body = raw.encode("utf-8") if isinstance(raw, str) else (raw or b"")
     sub = parse_request(content_type, body)
@@ -788,9 +795,10 @@ def submit(
         return _created(claim.replay, replayed=True)
     total = len(sub.prompts)
     charged_now = False
+    period = claim.period
     if not claim.charged:
         try:
-            usage.charge(user_id, total)
+            period = usage.charge(user_id, total)
         except ApiError:
             if key:
                 _release_key(user_id, key, claim.job_id)
@@ -798,16 +806,18 @@ def submit(
         charged_now = True
         if key:
             try:
-                IdempotencyModel(user_id, key).update(actions=[IdempotencyModel.charged.set(True)])
+                IdempotencyModel(user_id, key).update(
+                    actions=[IdempotencyModel.charged.set(True), IdempotencyModel.charged_period.set(period)]
+                )
             except UpdateError:
                 logger.warning("could not record the charge on an idempotency key")
     try:
         if sub.webhook_url:
             get_or_create_secret(user_id)
-        job, items = _write_job(user_id, claim.job_id, sub, key)
+        job, items = _write_job(user_id, claim.job_id, sub, key, period)
     except Exception:
         if charged_now:
-            usage.refund(user_id, total)
+            usage.refund(user_id, total, period)
         if key:
             _release_key(user_id, key, claim.job_id)
         raise
@@ -816,8 +826,15 @@ def submit(
     return _created(job)
 
 
-def _write_job(user_id: str, job_id: str, sub: Submission, key: str | None) -> tuple[JobModel, list[JobItemModel]]:
+#: Attributes of a new job set from the clock of the write (compared without them).
+JOB_WRITE_CLOCK_ATTRS = ("created_at", "counters_at")
+
+
+def _write_job(
+    user_id: str, job_id: str, sub: Submission, key: str | None, period: str | None
+) -> tuple[JobModel, list[JobItemModel]]:
     """Write the items (BatchWriteItem, 25 a call, retried by PynamoDB), then the job.
+    ``period`` is the quota month the items were charged to (their refunds go there).
 
     Items come first: a crash in between leaves only unreachable items (no job, no
     messages); a retry with the same idempotency key rewrites them under the same job id.
@@ -837,6 +854,7 @@ def _write_job(user_id: str, job_id: str, sub: Submission, key: str | None) -> t
             status=QUEUED,
             attempts=0,
             retry_round=0,
+            charged_period=period,
             created_at=now,
         )
         for i, (prompt, seed) in enumerate(zip(sub.prompts, sub.seeds, strict=True))
@@ -869,7 +887,22 @@ def _write_job(user_id: str, job_id: str, sub: Submission, key: str | None) -> t
         webhook_attempts=0,
         active_shard=ACTIVE_SHARD,
     )
-    job.save(condition=JobModel.job_id.does_not_exist())
+    try:
+        job.save(condition=JobModel.job_id.does_not_exist())
+    except PutError as exc:
+        if not is_conditional_failure(exc):
+            raise
+        # the job is there: ours, when an earlier attempt of this put committed (botocore
+        # retried it after a lost answer), or one written by the same request (same
+        # idempotency key and body) that was taken over; either way it is this job
+        try:
+            stored = JobModel.get(user_id, job_id, consistent_read=True)
+        except JobModel.DoesNotExist:
+            raise exc from None
+        if not same_item(stored, job, ignore=JOB_WRITE_CLOCK_ATTRS):
+            raise
+        logger.info("job %s was written by an earlier attempt of the same put", job_id)
+        return stored, items
     return job, items
 
 
@@ -1048,9 +1081,7 @@ def _cancel_one(item: JobItemModel) -> bool:
                 return True
         elif item.status == RUNNING:
             try:
-                item.update(
-                    actions=[JobItemModel.cancel_requested.set(True)], condition=JobItemModel.status == RUNNING
-                )
+                item.update(actions=[JobItemModel.cancel_requested.set(True)], condition=JobItemModel.status == RUNNING)
                 return False
             except UpdateError as exc:
                 if not is_conditional_failure(exc):
@@ -1085,10 +1116,11 @@ def cancel_job(user_id: str, job_id: str) -> dict[str, Any]:
         condition=JobModel.job_id.exists(),
     )
     open_items = [i for i in query_items(job_id) if i.status in (QUEUED, RUNNING)]
-    moved = sum(1 for ok in parallel(_cancel_one, open_items) if ok)
+    cancelled = [item for item, ok in zip(open_items, parallel(_cancel_one, open_items), strict=True) if ok]
+    moved = len(cancelled)
     if moved:
         job = apply_counts(user_id, job_id, {QUEUED: -moved, FAILED: moved}, reasons={REASON_CANCELLED: moved})
-        usage.refund(user_id, moved)
+        refund_items(user_id, cancelled)
     else:
         job.refresh(consistent_read=True)
     finish_if_done(job)
@@ -1096,14 +1128,24 @@ def cancel_job(user_id: str, job_id: str) -> dict[str, Any]:
     return job_json(job)
 
 
-def _requeue_failed(item: JobItemModel) -> str | None:
-    """failed -> queued for a retry (attempts reset, error cleared). Returns the item's old
-    failure reason when this call moved it, else None."""
+def refund_items(user_id: str, items: list[JobItemModel]) -> None:
+    """Refund one image per item to the quota month it was charged to (``charged_period``)."""
+    by_period: dict[str | None, int] = {}
+    for item in items:
+        by_period[item.charged_period] = by_period.get(item.charged_period, 0) + 1
+    for period, n in by_period.items():
+        usage.refund(user_id, n, period)
+
+
+def _requeue_failed(item: JobItemModel, period: str) -> str | None:
+    """failed -> queued for a retry (attempts reset, error cleared, charged to ``period``).
+    Returns the item's old failure reason when this call moved it, else None."""
     reason = item.error_code or REASON_UPSTREAM
     try:
         item.update(
             actions=[
                 JobItemModel.status.set(QUEUED),
+                JobItemModel.charged_period.set(period),
                 JobItemModel.attempts.set(0),
                 JobItemModel.retry_round.add(1),
                 JobItemModel.enqueued_at.set(now_s()),
@@ -1149,15 +1191,15 @@ def retry_job(user_id: str, job_id: str) -> tuple[int, dict[str, Any]]:
     failed = [i for i in items if i.status == FAILED]
     if not failed:
         raise ApiError(409, "nothing-to-retry", "the job has no failed items")
-    usage.charge(user_id, len(failed))
-    results = parallel(_requeue_failed, failed)
+    period = usage.charge(user_id, len(failed))
+    results = parallel(lambda item: _requeue_failed(item, period), failed)
     moved = [item for item, reason in zip(failed, results, strict=True) if reason is not None]
     reasons: dict[str, int] = {}
     for reason in results:
         if reason is not None:
             reasons[reason] = reasons.get(reason, 0) - 1
     if len(moved) < len(failed):
-        usage.refund(user_id, len(failed) - len(moved))
+        usage.refund(user_id, len(failed) - len(moved), period)
     if job.cancelled:
         parallel(_uncancel_running, [i for i in items if i.status == RUNNING])
     now = now_s()
@@ -1190,27 +1232,14 @@ def retry_job(user_id: str, job_id: str) -> tuple[int, dict[str, Any]]:
 
 # --- collections ------------------------------------------------------------------------------
 
-MAX_COLLECTION_SCAN = 10_000  # images read to count collections
-
 
 def list_collections(user_id: str) -> dict[str, Any]:
-    """``GET /v1/collections``: ``{"collections": [{"name", "image_count"}], "truncated"}``.
+    """``GET /v1/collections``: ``{"collections": [{"name", "image_count"}], "truncated"}``,
+    sorted by name (case-insensitive).
 
-    Counts the ``collection`` attribute over the user's images (a projected Query of
-    the user's partition, at most :data:`MAX_COLLECTION_SCAN` images; ``truncated``
-    says the counts stopped there).
+    One Query of the user's collection counters, which change in the same transaction
+    as the image items (``chalicelib.db.images``); empty collections are left out.
+    ``truncated`` is always false (kept for clients of the earlier counting version).
     """
-    found: dict[str, int] = {}
-    scanned = 0
-    result = ImageModel.query(user_id, attributes_to_get=["image_id", "collection"], page_size=1000)
-    for image in result:
-        scanned += 1
-        if image.collection:
-            found[image.collection] = found.get(image.collection, 0) + 1
-        if scanned >= MAX_COLLECTION_SCAN:
-            break
-    ordered = sorted(found.items(), key=lambda x: x[0].lower())
-    return {
-        "collections": [{"name": name, "image_count": n} for name, n in ordered],
-        "truncated": scanned >= MAX_COLLECTION_SCAN,
-    }
+    ordered = sorted(collection_counts(user_id).items(), key=lambda x: x[0].lower())
+    return {"collections": [{"name": name, "image_count": n} for name, n in ordered], "truncated": False}

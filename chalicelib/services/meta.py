@@ -17,10 +17,19 @@ def openapi() -> dict[str, Any]:
 
 
 def models() -> dict[str, Any]:
-    """``GET /v1/models``: ``{"models": [...], "default": model_id}``."""
-    from chalicelib.flux.catalog import DEFAULT_MODEL, catalog_json
+    """``GET /v1/models``: the catalog with each model's capabilities and availability
+    (see :func:`chalicelib.flux.catalog.catalog_json`)."""
+    from chalicelib.flux.availability import unavailable_models
+    from chalicelib.flux.catalog import catalog_json
 
-    return {"models": catalog_json(), "default": DEFAULT_MODEL}
+    return catalog_json(unavailable_models())
+
+
+def model_status() -> dict[str, Any]:
+    """``GET /v1/admin/models``: the catalog against the upstream's own model list."""
+    from chalicelib.flux.availability import status_json
+
+    return status_json()
 
 
 def key_health() -> dict[str, Any]:

@@ -3,7 +3,8 @@
 ``POST /v1/jobs`` with ``multipart/form-data`` (RFC 7578) takes one file part named
 ``file`` and optional text fields: the generation parameters of ``/v1/images``
 (``model``, ``width``, ``height``, ``aspect_ratio``, ``steps``, ``seed``, ``n``,
-``negative_prompt``, ``guidance_scale``, ``output_format``), ``name``,
+``negative_prompt``, ``guidance``, ``prompt_upsampling``, ``output_format``; each
+only for the models that take it), ``name``,
 ``collection``, ``webhook_url``, and ``offset`` / ``limit`` to take a slice of a
 file that holds more prompts than a job may (e.g. all of PartiPrompts).
 
@@ -35,7 +36,9 @@ from chalicelib.flux.catalog import GENERATION_FIELDS
 FILE_FIELD = "file"
 MAX_PARTS = 40
 INT_FIELDS = frozenset({"width", "height", "steps", "seed", "n", "offset", "limit"})
-FLOAT_FIELDS = frozenset({"guidance_scale"})
+FLOAT_FIELDS = frozenset({"guidance", "guidance_scale"})
+BOOL_FIELDS = frozenset({"prompt_upsampling"})
+BOOL_VALUES = {"true": True, "1": True, "false": False, "0": False}
 FORM_FIELDS: frozenset[str] = (GENERATION_FIELDS - {"prompt"}) | {
     "name",
     "collection",
@@ -131,6 +134,10 @@ def _typed(name: str, raw: bytes) -> Any:
             return int(text)
         except ValueError:
             raise _bad(f"{name} must be an integer", field=name) from None
+    if name in BOOL_FIELDS:
+        if text.lower() not in BOOL_VALUES:
+            raise _bad(f"{name} must be true or false", field=name)
+        return BOOL_VALUES[text.lower()]
     if name in FLOAT_FIELDS:
         try:
             return float(text)

@@ -18,7 +18,14 @@ counters disagree with the items       set from the items, if nothing moved for
                                        :data:`RECONCILE_AFTER_S` (a worker died between
                                        its item write and its counter write)
 counters complete, job not finished    finished (status, ``finished_at``, webhook due)
-webhook attempt due                    sent (``chalicelib.services.webhooks``)
+webhook attempt due                    enqueued on the webhooks queue (the webhook
+                                       worker delivers; the sweep never does)
+archive ``queued``, message never      its message is sent (``enqueued_at`` unset for
+sent or long unanswered                ``ARCHIVE_ENQUEUE_GRACE_S``, or sent
+                                       ``ARCHIVE_RESEND_S`` ago)
+archive ``building``, lease expired    its message is sent (the worker takes the lease
+                                       over), or failed after ``ARCHIVE_MAX_ATTEMPTS``
+archive unfinished after 1 h           failed (``ARCHIVE_GIVE_UP_S``)
 =====================================  =================================================
 
 Only jobs in the sparse ``by_active`` index are read, page by page, within a time
@@ -42,7 +49,7 @@ from pynamodb.exceptions import UpdateError
 from chalicelib.aws import client
 from chalicelib.db import JobItemModel, JobModel
 from chalicelib.db.jobs import ACTIVE_SHARD, FAILED, QUEUED, RUNNING, SUCCEEDED, ArchiveModel
-from chalicelib.services import jobs, webhooks, worker
+from chalicelib.services import archives, jobs, webhook_queue, worker
 from chalicelib.settings import get_settings
 
 logger = logging.getLogger("promptcanvas.stuck")
@@ -144,14 +151,7 @@ def _record_dead_letter(raw: str, report: SweepReport, now: float) -> bool:
             report.add("archives_dead_lettered")
             if not report.dry_run:
                 try:
-                    archive.update(
-                        actions=[
-                            ArchiveModel.status.set("failed"),
-                            ArchiveModel.error_message.set("the archive could not be built"),
-                            ArchiveModel.finished_at.set(now),
-                        ],
-                        condition=ArchiveModel.status.is_in("queued", "building"),
-                    )
+                    archives.fail(archive, "the archive could not be built", now)
                 except UpdateError:
                     pass
         return True
@@ -179,9 +179,7 @@ def sweep_job(job: JobModel, report: SweepReport, now: float) -> None:
         elif int(item.attempts or 0) >= settings.max_item_attempts:
             report.add("items_lease_exhausted")
             if not dry:
-                worker.fail_stranded(
-                    item, jobs.REASON_LEASE, f"its lease expired {int(item.attempts)} times", now=now
-                )
+                worker.fail_stranded(item, jobs.REASON_LEASE, f"its lease expired {int(item.attempts)} times", now=now)
         else:
             report.add("leases_requeued")
             if not dry and worker.requeue_expired(item, now=now):
@@ -206,8 +204,12 @@ def sweep_job(job: JobModel, report: SweepReport, now: float) -> None:
     if job.webhook_state == "pending" and (job.webhook_next_at or 0) <= now:
         report.add("webhooks_due")
         if not dry:
-            outcome = webhooks.deliver_due(job.user_id, job.job_id, now=now)
-            report.add(f"webhooks_{outcome.replace('-', '_')}")
+            try:
+                webhook_queue.enqueue(job.user_id, job.job_id)
+                report.add("webhooks_enqueued")
+            except jobs.QueueError:
+                logger.error("sweep could not enqueue the webhook of job %s", job.job_id)
+                report.add("webhooks_enqueue_failed")
 
 
 def reconcile(job: JobModel, report: SweepReport) -> bool:
@@ -285,6 +287,12 @@ def sweep(*, budget_s: float | None = None, dry_run: bool | None = None, now: fl
         last_key = page.last_evaluated_key
         if not last_key:
             break
+    try:
+        for name, n in archives.sweep_stuck(now, dry_run=report.dry_run, deadline=deadline).items():
+            report.add(name, n)
+    except Exception:  # noqa: BLE001 - the job part of the sweep has run; report and go on
+        logger.exception("sweep failed on archives")
+        report.add("archive_errors")
     report.out_of_time = time.monotonic() >= deadline
     report.seconds = time.monotonic() - started
     logger.info(json.dumps(report.as_dict()))

@@ -7,23 +7,31 @@ Signing follows the Standard Webhooks specification v1
   ``webhook-timestamp`` (integer Unix seconds of this attempt) and
   ``webhook-signature`` = ``v1,`` + base64(HMAC-SHA256(key, f"{id}.{timestamp}.{body}"));
 - the per-user secret is ``whsec_`` + base64(24 random bytes); the HMAC key is the
-  base64-decoded part after the prefix (``UserModel.webhook_secret``);
+  base64-decoded part after the prefix (stored sealed with KMS:
+  :mod:`chalicelib.services.webhook_secrets`);
 - receivers should refuse timestamps more than 5 minutes away (:func:`verify` does).
 
 Address rules (SSRF, OWASP "Server-Side Request Forgery Prevention Cheat Sheet"):
-``https`` only; no credentials in the URL; the host is resolved and *every* address
+``https`` on port 443 only; no credentials in the URL; the host is resolved and *every* address
 must be globally routable, so private (RFC 1918, ULA), loopback, link-local (incl.
 the cloud metadata address 169.254.169.254), CGNAT, multicast, reserved and
-unspecified addresses are refused. ``ALLOW_LOOPBACK_WEBHOOKS`` (dev stack only)
-also admits ``http``/``https`` to loopback. The URL is checked at submit (400,
+unspecified addresses are refused, and so are the IPv6 ranges that translate to IPv4
+(NAT64 ``64:ff9b::/96`` and ``64:ff9b:1::/48``, 6to4 ``2002::/16``, IPv4-compatible
+``::/96``). ``ALLOW_LOOPBACK_WEBHOOKS`` (dev stack only) also admits ``http``/``https``
+to loopback, on any port. The URL is checked at submit (400,
 field ``webhook_url``) and again at each delivery, and the delivery connects to
 the address that was checked (no second DNS lookup, so no DNS-rebinding window),
 never follows redirects and ignores proxy environment variables.
 
 Delivery: the first attempt is due when the job finishes; failures are retried after
 :data:`BACKOFF_SCHEDULE_S` (attempts and ``webhook_next_at`` recorded on the job) up
-to ``WEBHOOK_MAX_ATTEMPTS``; the stuck-work sweep sends due ones. Each attempt is
-claimed with a conditional write, so two sweeps never send the same attempt twice.
+to ``WEBHOOK_MAX_ATTEMPTS``. Deliveries run only in the webhooks queue's own worker
+(:mod:`chalicelib.services.webhook_queue`), never in the jobs-queue worker or the sweep
+(which enqueue). One exchange takes at most ``WEBHOOK_TIMEOUT_SECONDS`` wall clock and
+reads at most ``WEBHOOK_MAX_RESPONSE_BYTES`` (:mod:`chalicelib.services.webhook_http`);
+each user gets at most ``WEBHOOK_USER_RATE_LIMIT`` deliveries per
+``WEBHOOK_RATE_WINDOW_SECONDS``. Each attempt is claimed with a conditional write, so
+two workers never send the same attempt twice.
 """
 
 from __future__ import annotations
@@ -34,7 +42,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import secrets
 import socket
 import time
 import urllib.parse
@@ -42,18 +49,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import requests
 from pynamodb.exceptions import UpdateError
-from requests.adapters import HTTPAdapter
 
-from chalicelib.db import JobModel, UserModel
+from chalicelib.db import JobModel
 from chalicelib.errors import ValidationError
+from chalicelib.services import usage, webhook_http
+from chalicelib.services.webhook_secrets import SECRET_PREFIX, get_or_create_secret
 from chalicelib.settings import get_settings
 
 logger = logging.getLogger("promptcanvas.webhooks")
 
-SECRET_PREFIX = "whsec_"
-SECRET_BYTES = 24
 MAX_URL_CHARS = 2048
 TIMESTAMP_TOLERANCE_S = 300  # Standard Webhooks: reject timestamps more than 5 minutes off
 #: Seconds to wait before attempt k+1 after attempt k failed (k = 1, 2, ...); the last value repeats.
@@ -63,6 +68,13 @@ USER_AGENT = "PromptCanvas-Webhooks/1.0"
 
 #: Cloud metadata endpoints, named for the log; every one is also non-global.
 METADATA_ADDRESSES = frozenset({"169.254.169.254", "fd00:ec2::254", "169.254.170.2", "100.100.100.200"})
+#: IPv6 ranges that embed or translate to an IPv4 address, so a "global" IPv6 address can reach a
+#: private IPv4 one through a translator: NAT64 (RFC 6052 well-known prefix, RFC 8215 local-use
+#: prefix), 6to4 (RFC 3056) and IPv4-compatible addresses (RFC 4291 2.5.5.1, deprecated).
+#: Python's ``is_global`` calls them global.
+TRANSLATED_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "::/96"))
+#: The only port a production webhook may use (``ALLOW_LOOPBACK_WEBHOOKS`` admits any port on loopback).
+HTTPS_PORT = 443
 
 
 class WebhookAddressError(Exception):
@@ -89,6 +101,8 @@ def _address_allowed(raw: str, allow_loopback: bool) -> bool:
         return False
     if ip.is_loopback:
         return allow_loopback
+    if isinstance(ip, ipaddress.IPv6Address) and any(ip in net for net in TRANSLATED_NETWORKS):
+        return False
     return ip.is_global and not ip.is_multicast
 
 
@@ -130,9 +144,7 @@ def check_url(url: Any, *, resolve: bool = True) -> CheckedUrl:
             raise WebhookAddressError("webhook_url host does not resolve")
         for address in addresses:
             if not _address_allowed(address, allow_loopback):
-                raise WebhookAddressError(
-                    "webhook_url resolves to a private, loopback, link-local or metadata address"
-                )
+                raise WebhookAddressError("webhook_url resolves to a private, loopback, link-local or metadata address")
     else:
         try:
             literal = ipaddress.ip_address(host.strip("[]"))
@@ -140,13 +152,15 @@ def check_url(url: Any, *, resolve: bool = True) -> CheckedUrl:
             literal = None
         if literal is not None and not _address_allowed(str(literal), allow_loopback):
             raise WebhookAddressError("webhook_url is a private, loopback, link-local or metadata address")
-    if scheme == "http":
-        if resolve:
-            loopback_only = all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses)
-        else:
-            loopback_only = host.strip("[]") in ("localhost", "127.0.0.1", "::1")
-        if not (allow_loopback and loopback_only):
-            raise WebhookAddressError("webhook_url must be an https URL")
+    if resolve:
+        loopback_only = all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses)
+    else:
+        loopback_only = host.strip("[]") in ("localhost", "127.0.0.1", "::1")
+    dev_loopback = allow_loopback and loopback_only
+    if scheme == "http" and not dev_loopback:
+        raise WebhookAddressError("webhook_url must be an https URL")
+    if port != HTTPS_PORT and not dev_loopback:
+        raise WebhookAddressError(f"webhook_url must use port {HTTPS_PORT}")
     return CheckedUrl(url=url, scheme=scheme, host=host, port=port, addresses=addresses)
 
 
@@ -165,37 +179,6 @@ def validate_webhook_url(value: Any, field: str = "webhook_url") -> str | None:
 
 
 # --- secrets and signatures -------------------------------------------------------------------
-
-
-def new_secret() -> str:
-    """A fresh ``whsec_`` + base64(24 random bytes) secret."""
-    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
-
-
-def get_or_create_secret(user_id: str) -> str:
-    """The user's webhook signing secret, created on first use (a conditional write, so
-    concurrent first calls agree on one secret)."""
-    try:
-        found = UserModel.get(user_id, consistent_read=True).webhook_secret
-        if found:
-            return found
-    except UserModel.DoesNotExist:
-        pass
-    secret = new_secret()
-    try:
-        UserModel(user_id).update(
-            actions=[UserModel.webhook_secret.set(secret)], condition=UserModel.webhook_secret.does_not_exist()
-        )
-        return secret
-    except UpdateError as exc:
-        if getattr(exc, "cause_response_code", None) != "ConditionalCheckFailedException":
-            raise
-    return UserModel.get(user_id, consistent_read=True).webhook_secret or secret
-
-
-def secret_json(user_id: str) -> dict[str, str]:
-    """``GET /v1/me/webhook-secret``: ``{"secret": "whsec_...", "scheme": ...}`` (the caller's own)."""
-    return {"secret": get_or_create_secret(user_id), "scheme": "standard-webhooks-v1"}
 
 
 def _key(secret: str) -> bytes:
@@ -234,42 +217,25 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: float |
 # --- delivery ---------------------------------------------------------------------------------
 
 
-class _PinnedAdapter(HTTPAdapter):
-    """Connects to an already-checked IP address while keeping the URL's host name for
-    the Host header, TLS SNI and certificate verification (urllib3 ``server_hostname`` /
-    ``assert_hostname``)."""
-
-    def __init__(self, address: str, hostname: str) -> None:
-        self._address = address
-        self._hostname = hostname
-        super().__init__(max_retries=0)
-
-    def build_connection_pool_key_attributes(self, request, verify, cert=None):  # type: ignore[override]
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
-        host_params["host"] = self._address
-        if host_params.get("scheme") == "https":
-            pool_kwargs["server_hostname"] = self._hostname
-            pool_kwargs["assert_hostname"] = self._hostname
-        return host_params, pool_kwargs
-
-
-def post_signed(checked: CheckedUrl, body: bytes, headers: dict[str, str], timeout_s: float) -> int:
-    """POST ``body`` to the first checked address of ``checked``; returns the HTTP status.
+def post_signed(checked: CheckedUrl, body: bytes, headers: dict[str, str]) -> webhook_http.Answer:
+    """POST ``body`` to the first checked address of ``checked`` within ``WEBHOOK_TIMEOUT_SECONDS``
+    (the whole exchange, wall clock), reading at most ``WEBHOOK_MAX_RESPONSE_BYTES`` back.
 
     Raises:
-        requests.RequestException: connection, TLS or timeout failure.
+        webhook_http.DeliveryError: connection, TLS, deadline or an unreadable answer.
     """
-    session = requests.Session()
-    session.trust_env = False  # no proxies from the environment
-    adapter = _PinnedAdapter(checked.addresses[0], checked.host)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    try:
-        resp = session.post(checked.url, data=body, headers=headers, timeout=timeout_s, allow_redirects=False)
-        resp.close()
-        return resp.status_code
-    finally:
-        session.close()
+    settings = get_settings()
+    return webhook_http.post(
+        checked.url,
+        scheme=checked.scheme,
+        host=checked.host,
+        port=checked.port,
+        address=checked.addresses[0],
+        body=body,
+        headers=headers,
+        deadline_s=settings.webhook_timeout_seconds,
+        max_bytes=settings.webhook_max_response_bytes,
+    )
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -315,10 +281,21 @@ def backoff_s(attempt: int) -> int:
 
 
 def deliver_due(user_id: str, job_id: str, *, now: float | None = None) -> str:
-    """Send the job's webhook if an attempt is due; record the outcome on the job.
+    """Send the job's webhook if an attempt is due and the user's delivery rate allows it;
+    record the outcome on the job.
+
+    Order: due check, per-user rate limit (``WEBHOOK_USER_RATE_LIMIT`` per
+    ``WEBHOOK_RATE_WINDOW_SECONDS``; over it nothing is claimed, the caller defers the
+    message), the signing secret, then the attempt is claimed with a conditional write and
+    sent through :func:`post_signed` (one wall-clock deadline, capped answer).
 
     Returns:
-        ``"not-due"``, ``"claimed-elsewhere"``, ``"delivered"``, ``"retry"`` or ``"failed"``.
+        ``"not-due"``, ``"rate-limited"``, ``"claimed-elsewhere"``, ``"delivered"``, ``"retry"``
+        or ``"failed"``.
+
+    Raises:
+        botocore.exceptions.ClientError / BotoCoreError: DynamoDB or KMS failed before the
+            attempt was claimed (the message is retried).
     """
     settings = get_settings()
     now = time.time() if now is None else now
@@ -328,6 +305,9 @@ def deliver_due(user_id: str, job_id: str, *, now: float | None = None) -> str:
         return "not-due"
     if job.webhook_state != "pending" or not job.webhook_url or (job.webhook_next_at or 0) > now:
         return "not-due"
+    if not usage.take_webhook_slot(user_id):
+        return "rate-limited"
+    secret = get_or_create_secret(user_id)
     seq = int(job.finish_seq)
     claim_until = now + settings.webhook_timeout_seconds + CLAIM_MARGIN_S
     try:
@@ -347,7 +327,6 @@ def deliver_due(user_id: str, job_id: str, *, now: float | None = None) -> str:
     status_code: int | None = None
     try:
         checked = check_url(job.webhook_url)
-        secret = get_or_create_secret(user_id)
         headers = {
             "content-type": "application/json",
             "user-agent": USER_AGENT,
@@ -355,12 +334,12 @@ def deliver_due(user_id: str, job_id: str, *, now: float | None = None) -> str:
             "webhook-timestamp": str(timestamp),
             "webhook-signature": sign(secret, msg_id, timestamp, body),
         }
-        status_code = post_signed(checked, body, headers, settings.webhook_timeout_seconds)
+        status_code = post_signed(checked, body, headers).status
         error = None if 200 <= status_code < 300 else f"HTTP {status_code}"
     except WebhookAddressError as exc:
         permanent, error = True, str(exc)
-    except requests.RequestException as exc:
-        error = f"request failed ({type(exc).__name__})"
+    except webhook_http.DeliveryError as exc:
+        error = f"request failed ({exc.reason})"
     if error is None:
         outcome = "delivered"
         actions = [

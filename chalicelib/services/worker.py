@@ -1,4 +1,7 @@
-"""The jobs-queue worker: one SQS message per item (or archive, or webhook), idempotent.
+"""The jobs-queue worker: one SQS message per item (or archive), idempotent.
+
+Webhooks are never delivered here: a ``webhook`` message still found on the jobs queue
+is forwarded to the webhooks queue (:mod:`chalicelib.services.webhook_queue`).
 
 The handler gets Lambda SQS events (``@app.on_sqs_message`` on the jobs queue) and
 returns a *partial batch response*: ``{"batchItemFailures": [{"itemIdentifier":
@@ -67,15 +70,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from pynamodb.exceptions import PutError, UpdateError
+from pynamodb.exceptions import PutError, TransactWriteError, UpdateError
 
 from chalicelib.aws import client
 from chalicelib.db import ImageModel, JobItemModel
+from chalicelib.db.images import condition_failed, save_new_image
 from chalicelib.db.jobs import FAILED, QUEUED, RUNNING, SUCCEEDED
 from chalicelib.errors import ValidationError
 from chalicelib.flux.catalog import GenerationParams, parse_generation_params
 from chalicelib.flux.exceptions import (
     AllKeysCoolingError,
+    FailureKind,
     NoUsableKeysError,
     UpstreamFailedError,
     UpstreamRejectedError,
@@ -317,7 +322,7 @@ def fail_stranded(item: JobItemModel, reason: str, message: str, now: float | No
 
 def _after_failure(item: JobItemModel, previous: str, reason: str) -> None:
     """Counters, refund and orphan clean-up after an item moved to failed."""
-    usage.refund(item.user_id, 1)
+    usage.refund(item.user_id, 1, item.charged_period)
     if int(item.attempts or 0) > 0:
         discard_orphans(item.user_id, item.image_id)
     logger.info("item failed job_id=%s item_id=%s reason=%s", item.job_id, item.item_id, reason)
@@ -404,18 +409,19 @@ def upload_objects(lease: Lease, generated: Any) -> StagedImage:
 
 
 def write_metadata(lease: Lease, staged: StagedImage) -> ImageModel:
-    """Write the image metadata with ``attribute_not_exists``; if it exists already (an
-    earlier attempt got this far), keep that one and delete only our objects that it
-    does not use.
+    """Write the image metadata with ``attribute_not_exists`` (and its collection counter,
+    in one transaction; then its cost to the month's); if it exists already (an earlier attempt got this far), keep
+    that one and delete only our objects that it does not use.
 
     Returns:
         The stored image.
     """
     try:
-        staged.model.save(condition=ImageModel.image_id.does_not_exist())
+        save_new_image(staged.model)
+        usage.add_cost(staged.model.user_id, float(staged.model.cost_usd or 0))  # once: only the first save
         return staged.model
-    except PutError as exc:
-        if not jobs.is_conditional_failure(exc):
+    except (PutError, TransactWriteError) as exc:
+        if not condition_failed(exc):
             raise
     existing = ImageModel.get(staged.model.user_id, staged.model.image_id, consistent_read=True)
     extra = [k for k in staged.keys if k not in (existing.s3_key, existing.thumb_key)]
@@ -514,7 +520,7 @@ def run_item(
         fail_item(lease, jobs.REASON_REJECTED, exc.message)
         return Done("rejected")
     except UpstreamFailedError as exc:
-        if "image" in (exc.last_error or "").lower():  # still corrupt after the client's retries: permanent
+        if exc.last_kind is FailureKind.CORRUPT_IMAGE:  # still corrupt after the client's retries: permanent
             fail_item(lease, jobs.REASON_CORRUPT, exc.last_error or exc.message)
             return Done("corrupt")
         if attempt >= settings.max_item_attempts:
@@ -554,11 +560,11 @@ def process_message(body: dict[str, Any], deadline: float) -> Done | Later:
         from chalicelib.services import archives
 
         return Done() if archives.process_message(body) else Later(30, "archive-busy")
-    if kind == "webhook":
-        from chalicelib.services import webhooks
+    if kind == "webhook":  # sent here before webhooks had their own queue: forward, never deliver here
+        from chalicelib.services import webhook_queue
 
-        webhooks.deliver_due(str(body.get("user_id")), str(body.get("job_id")))
-        return Done("webhook")
+        webhook_queue.enqueue(str(body.get("user_id")), str(body.get("job_id")))
+        return Done("webhook-forwarded")
     logger.warning("unknown message type %r dropped", kind)
     return Done("unknown-type")
 
@@ -634,7 +640,6 @@ def handle_event(event: dict[str, Any], context: Any = None) -> dict[str, list[d
             results = list(pool.map(lambda r: process_record(r, deadline), records))
     failures = [{"itemIdentifier": r["messageId"]} for r, ok in zip(records, results, strict=True) if not ok]
     return {"batchItemFailures": failures}
-
 
 
 def requeue_expired(item: JobItemModel, now: float | None = None) -> bool:

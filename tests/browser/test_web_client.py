@@ -272,11 +272,74 @@ def test_admin_sees_key_health(open_page, shot, stack):
     page = open_page(1280)
     sign_in(page, "root", admin=True)
     go(page, "Admin", "Admin: key health")
-    rows = page.locator("table tbody tr")
+    rows = page.get_by_role("region", name="Keys").locator("table tbody tr")
     expect(rows).to_have_count(4)
     expect(rows.first.get_by_role("cell").first).to_be_visible()
     expect(page.get_by_text(re.compile(r"\d of 4 keys healthy"))).to_be_visible()
+
+    # The model catalog against the upstream's own list, model by model.
+    catalog = page.get_by_role("region", name="Model catalog vs upstream")
+    admin_token = stack.token("root", org_id="org_dev", org_role="admin")
+    status = requests.get(
+        stack.api_url + "/v1/admin/models", headers={"Authorization": f"Bearer {admin_token}"}, timeout=30
+    ).json()
+    expect(catalog.locator("table tbody tr")).to_have_count(len(status["models"]) + len(status["upstream_only"]))
+    free = catalog.get_by_role("row", name=re.compile("FLUX.1-schnell-Free"))
+    expect(free.get_by_text("retired", exact=True)).to_be_visible()
+    expect(free.get_by_text("black-forest-labs/FLUX.1-schnell", exact=True)).to_be_visible()
+    expect(catalog.get_by_role("status")).to_contain_text(f"Catalog of {status['catalog_checked']}")
     shot(page, "admin")
+    page.watch.assert_clean()
+
+
+def test_the_form_shows_only_the_parameters_of_the_chosen_model(open_page, shot, stack):
+    prompt = parti(skip=30)
+    page = open_page(1280)
+    sign_in(page, "form-user")
+    catalog = {m["id"]: m for m in stack.api("GET", "/v1/models", "form-user").json()["models"]}
+    model = page.get_by_label("Model", exact=True)
+    labels = {
+        "negative_prompt": "Negative prompt",
+        "guidance": "Guidance",
+        "prompt_upsampling": "Prompt upsampling",
+        "output_format": "Output format",
+        "aspect_ratio": "Aspect ratio",
+        "steps": "Steps",
+    }
+
+    def shown_for(model_id: str) -> None:
+        model.select_option(model_id)
+        taken = catalog[model_id]["parameters"]
+        for name, label in labels.items():
+            control = page.get_by_label(label, exact=True)
+            if name in taken:
+                expect(control).to_be_visible()
+            else:
+                expect(control).to_be_hidden()
+
+    expect(model).to_have_value("black-forest-labs/FLUX.1-schnell")  # the default
+    expect(page.get_by_label("Steps", exact=True)).to_have_value("4")
+    for model_id in catalog:
+        shown_for(model_id)
+
+    # FLUX.2 [dev]: guidance and PNG reach the stored image; nothing it does not take is sent.
+    shown_for("black-forest-labs/FLUX.2-dev")
+    page.get_by_label("Guidance", exact=True).fill("4.5")
+    page.get_by_label("Output format", exact=True).select_option("png")
+    page.get_by_label("Size", exact=True).select_option("832x1248")
+    expect(page.locator(".model-price")).to_contain_text("per image")
+    shot(page, "generate-flux2")
+    generate(page, prompt)
+    [image] = [i for i in stack.api("GET", "/v1/images", "form-user").json()["images"] if i["prompt"] == prompt]
+    assert image["model"] == "black-forest-labs/FLUX.2-dev"
+    assert (image["guidance"], image["content_type"], image["width"], image["height"]) == (4.5, "image/png", 832, 1248)
+    assert image["cost_usd"] > 0
+
+    # Kontext takes an aspect ratio instead of a size: the model picks the pixels.
+    shown_for("black-forest-labs/FLUX.1-kontext-pro")
+    page.get_by_label("Aspect ratio", exact=True).select_option("16:9")
+    expect(page.get_by_label("Size", exact=True)).to_be_disabled()
+    expect(page.get_by_label("Steps", exact=True)).to_have_value("28")
     page.watch.assert_clean()
 
 

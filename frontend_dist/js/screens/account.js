@@ -2,6 +2,7 @@
 
 import { get } from "../api.js";
 import { currentUser, signOut } from "../auth.js";
+import { formatUsd } from "../params.js";
 import { errorBox, h, loadingBox, mount, showError, toast } from "../ui.js";
 
 export async function render(container) {
@@ -22,6 +23,7 @@ export async function render(container) {
         h("p", { class: "usage-number" }, String(u.used), h("small", { text: ` of ${u.quota} images` })),
         h("meter", { id: "account-meter", min: 0, max: u.quota || 1, low: (u.quota || 1) * 0.75, high: (u.quota || 1) * 0.9, optimum: 0, value: u.used, "aria-label": `Images used this month: ${u.used} of ${u.quota}` }),
         h("p", { class: "hint", text: `${u.remaining} remaining in ${u.period} (${pct}% used). The quota resets on the 1st (UTC).` }),
+        h("p", { class: "usage-cost", id: "account-cost", text: `Cost this month: ${formatUsd(u.cost_usd ?? 0)} (upstream prices per megapixel from the model catalog).` }),
       );
     } catch (err) {
       mount(usageBody, errorBox(err, { retry: loadUsage }));

@@ -1,4 +1,5 @@
-// Admin (admins only): health of the Together key pool, by key id (never the key).
+// Admin (admins only): health of the Together key pool, by key id (never the key), and the model
+// catalog against the upstream's own model list (GET /v1/admin/models, checked hourly).
 
 import { get } from "../api.js";
 import { emptyState, errorBox, formatDuration, h, loadingBox, mount, statusBadge } from "../ui.js";
@@ -70,14 +71,72 @@ export async function render(container) {
       mount(body, errorBox(err, { retry: load }));
     }
   }
-  refreshBtn.addEventListener("click", load);
+  const catalogSummary = h("p", { class: "hint", id: "catalog-summary", role: "status", "aria-live": "polite" });
+  const catalogBody = h("div", {}, loadingBox("Loading the model catalog…"));
+
+  function yesNo(value) {
+    if (value === null || value === undefined) return "not checked";
+    return value ? "yes" : "no";
+  }
+
+  async function loadCatalog() {
+    try {
+      const data = await get("/v1/admin/models");
+      if (stopped) return;
+      const checked = data.checked_at ? `upstream checked ${new Date(data.checked_at).toLocaleString()}` : "upstream not checked yet";
+      const failed = data.error ? ` · last check failed: ${data.error}` : "";
+      catalogSummary.textContent = `Catalog of ${data.catalog_checked} · ${checked}${failed}`;
+      const rows = (data.models || []).map((m) =>
+        h(
+          "tr",
+          {},
+          h("th", { scope: "row", class: "mono", text: m.id }),
+          h("td", {}, statusBadge(m.retired ? "retired" : m.available ? "available" : "unavailable")),
+          h("td", { text: m.retired ? "—" : yesNo(m.listed_upstream) }),
+          h("td", { text: m.replacement || "—" }),
+          h("td", { class: "num", text: m.price_per_mp === null || m.price_per_mp === undefined ? "—" : `$${m.price_per_mp}` }),
+        ),
+      );
+      const extra = (data.upstream_only || []).map((id) =>
+        h("tr", {}, h("th", { scope: "row", class: "mono", text: id }), h("td", {}, statusBadge("not_in_catalog")), h("td", { text: "yes" }), h("td", { text: "—" }), h("td", { class: "num", text: "—" })),
+      );
+      mount(
+        catalogBody,
+        h(
+          "div",
+          { class: "table-wrap" },
+          h(
+            "table",
+            { id: "catalog-table" },
+            h("caption", { class: "visually-hidden", text: "Model catalog against the upstream's model list" }),
+            h("thead", {}, h("tr", {}, ["Model", "State", "Listed upstream", "Replacement", "Price / MP"].map((t, i) => h("th", { scope: "col", class: i === 4 ? "num" : null, text: t })))),
+            h("tbody", {}, rows, extra),
+          ),
+        ),
+      );
+    } catch (err) {
+      if (stopped) return;
+      mount(catalogBody, errorBox(err, { retry: loadCatalog }));
+    }
+  }
+  refreshBtn.addEventListener("click", () => {
+    load();
+    loadCatalog();
+  });
 
   mount(
     container,
     h("div", { class: "screen-head" }, h("h1", { id: "admin-title", text: "Admin: key health" }), refreshBtn, summary),
     h("section", { class: "card", "aria-label": "Keys" }, body),
+    h(
+      "section",
+      { class: "card", "aria-labelledby": "catalog-title" },
+      h("h2", { id: "catalog-title", text: "Model catalog vs upstream" }),
+      catalogSummary,
+      catalogBody,
+    ),
   );
-  await load();
+  await Promise.all([load(), loadCatalog()]);
   return () => {
     stopped = true;
     if (timer) clearTimeout(timer);

@@ -18,6 +18,7 @@ import {
   toast,
   uid,
 } from "../ui.js";
+import { formatUsd } from "../params.js";
 import { RERUN_KEY } from "./generate.js";
 
 const PAGE_SIZE = 24; // images per request; "#/gallery?limit=N" overrides it (1-100)
@@ -300,9 +301,10 @@ export function openLightbox(list, index, { onDelete } = {}) {
     const rows = [
       ["Model", shortModel(img.model)],
       ["Size", `${img.width}×${img.height}`],
-      ["Steps", img.steps],
+      ["Steps", img.steps ?? "default"],
       ["Seed", img.seed],
-      ["Guidance", img.guidance_scale ?? "default"],
+      ["Guidance", img.guidance ?? "default"],
+      ["Cost", img.cost_usd === null || img.cost_usd === undefined ? "—" : formatUsd(img.cost_usd)],
       ["Negative prompt", img.negative_prompt || "—"],
       ["Collection", img.collection || "—"],
       ["Created", formatDate(img.created_at)],

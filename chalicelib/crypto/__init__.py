@@ -1,0 +1,1 @@
+"""Envelope encryption with KMS data keys (:mod:`chalicelib.crypto.envelope`)."""

@@ -1,0 +1,60 @@
+"""Lambda SnapStart: what must not be shared between execution environments restored from
+the same snapshot.
+
+With SnapStart (the API and worker functions, see docs/deploy.md), Lambda runs the
+module-level code once per published version, snapshots the memory, and resumes every
+new execution environment from that copy. Whatever the process held at snapshot time is
+then identical in all of them:
+
+- Python's ``random`` state: every copy would draw the same backoff jitter, the same
+  key-pool start position and the same image seeds. :func:`after_restore` re-seeds it
+  from ``os.urandom`` (``secrets``, ``uuid`` and ULIDs read ``os.urandom`` per call and
+  need nothing).
+- Open connections (boto3's and PynamoDB's urllib3 pools, the Flux client's
+  ``requests`` session): sockets from the snapshot are dead or, worse, shared.
+- Cached credentials: a boto3 client keeps the credentials it resolved at creation; a
+  restored environment gets fresh ones in its environment variables. The cached
+  Together keys and key-health snapshot are dropped too (read again on first use).
+
+:func:`register` hands :func:`after_restore` to the runtime's ``snapshot_restore_py``
+(part of the Lambda Python managed runtimes, absent locally: then it does nothing).
+The hook must finish within Lambda's 10-second restore limit: it only drops objects,
+it makes no network call.
+
+Sources: AWS Lambda developer guide, "Lambda SnapStart runtime hooks for Python" and
+"Handling uniqueness with Lambda SnapStart".
+"""
+
+from __future__ import annotations
+
+import random
+
+from chalicelib import aws
+
+
+def after_restore() -> None:
+    """Re-seed ``random`` and drop every connection pool and cached credential, so the next
+    use builds fresh ones. Safe to call at any time (they are all lazily recreated)."""
+    from chalicelib.db.base import BaseModel
+    from chalicelib.flux import reset_flux_client, reset_key_pool
+
+    random.seed()  # None: from os.urandom
+    aws.reset_clients()
+    pending = list(BaseModel.__subclasses__())
+    while pending:  # every PynamoDB model's cached TableConnection (a botocore client)
+        model = pending.pop()
+        model._connection = None
+        pending.extend(model.__subclasses__())
+    reset_flux_client()  # closes its requests session
+    reset_key_pool()
+
+
+def register() -> bool:
+    """Register :func:`after_restore` with the Lambda runtime. Returns whether the runtime
+    provides ``snapshot_restore_py`` (False locally and in tests: nothing to do)."""
+    try:
+        from snapshot_restore_py import register_after_restore
+    except ImportError:
+        return False
+    register_after_restore(after_restore)
+    return True

@@ -1,0 +1,98 @@
+"""SnapStart: the after-restore hook gives each restored environment its own random state,
+connections and credentials, and the app registers it with the Lambda runtime's
+``snapshot_restore_py`` when that module exists (a stand-in module here: it is part of
+the Lambda Python runtime, not of PyPI's dependencies)."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from chalicelib import aws, snapstart
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_restored_copies_draw_different_random_numbers() -> None:
+    """Two environments restored from one snapshot start with the same ``random`` state."""
+    random.seed(20261130)  # the state frozen in the snapshot
+    snapshot = random.getstate()
+    snapstart.after_restore()
+    first = [random.random() for _ in range(4)]
+    random.setstate(snapshot)
+    snapstart.after_restore()
+    second = [random.random() for _ in range(4)]
+    random.setstate(snapshot)
+    without_hook = [random.random() for _ in range(4)]
+    random.setstate(snapshot)
+    assert first != second, "each restore must re-seed"
+    assert without_hook == [random.random() for _ in range(4)], "(the frozen state repeats without the hook)"
+
+
+def test_connections_and_credentials_are_rebuilt(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.db import ALL_MODELS, ImageModel
+    from chalicelib.flux import client as flux_client
+    from chalicelib.flux import keypool
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "snapshot-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "snapshot-secret")
+    aws.reset_clients()
+    before = aws.client("sqs")
+    assert before._request_signer._credentials.access_key == "snapshot-key"
+    connection = ImageModel._get_connection()
+    assert ImageModel._connection is connection
+    flux_client._client = object.__new__(flux_client.FluxClient)  # as if built during init
+    flux_client._client._session = None
+    closed: list[bool] = []
+    flux_client._client.close = lambda: closed.append(True)  # type: ignore[method-assign]
+    keypool._pool = object.__new__(keypool.KeyPool)
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "restored-key")  # Lambda's fresh credentials after restore
+    snapstart.after_restore()
+
+    after = aws.client("sqs")
+    assert after is not before
+    assert after._request_signer._credentials.access_key == "restored-key"
+    assert all(model._connection is None for model in ALL_MODELS)
+    assert ImageModel._get_connection() is not connection
+    assert flux_client._client is None and closed == [True]
+    assert keypool._pool is None
+    aws.reset_clients()
+
+
+FAKE_RUNTIME = """
+hooks = []
+
+
+def register_after_restore(func, *args, **kwargs):
+    hooks.append(func)
+    return func
+"""
+
+
+def test_the_app_registers_the_hook_with_the_runtime(tmp_path: Path) -> None:
+    (tmp_path / "snapshot_restore_py.py").write_text(FAKE_RUNTIME)
+    script = textwrap.dedent(
+        """
+        import app, snapshot_restore_py
+        from chalicelib import snapstart
+        assert snapshot_restore_py.hooks == [snapstart.after_restore], snapshot_restore_py.hooks
+        print("registered")
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "registered" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_without_the_runtime_module_nothing_is_registered() -> None:
+    assert snapstart.register() is False
