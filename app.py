@@ -6,7 +6,7 @@ Auth, CORS and JSON errors are applied by ``chalicelib.http.Api``.
 
 from __future__ import annotations
 
-from chalice import Chalice, Rate
+from chalice import Chalice, Rate, Response
 
 from chalicelib import observability, snapstart
 from chalicelib.http import Api, RequestContext
@@ -16,7 +16,11 @@ from chalicelib.services import (
     images,
     jobs,
     meta,
+    share_pages,
+    shares,
     stuck,
+    upload_worker,
+    uploads,
     usage,
     webhook_queue,
     webhook_secrets,
@@ -73,6 +77,40 @@ def delete_image(ctx: RequestContext):
     return 204, None
 
 
+@api.route("/v1/images/{image_id}/shares", methods=["POST"])
+def share_image(ctx: RequestContext):
+    """A public link to one of the caller's images ({"expires_in_s"?})."""
+    body = ctx.json() if ctx.request.raw_body else {}
+    return 201, shares.create_for_image(ctx.principal.user_id, ctx.params["image_id"], body, ctx.base_url)
+
+
+@api.route("/v1/collections/{name}/shares", methods=["POST"])
+def share_collection(ctx: RequestContext):
+    """A public link to one of the caller's collections ({"expires_in_s"?})."""
+    body = ctx.json() if ctx.request.raw_body else {}
+    return 201, shares.create_for_collection(ctx.principal.user_id, ctx.params["name"], body, ctx.base_url)
+
+
+@api.route("/v1/shares", methods=["GET"])
+def list_shares(ctx: RequestContext):
+    """The caller's live share links with view counts, newest first."""
+    return shares.list_shares(ctx.principal.user_id, ctx.query, ctx.base_url)
+
+
+@api.route("/v1/shares/{share_id}", methods=["DELETE"])
+def revoke_share(ctx: RequestContext):
+    """Revoke one of the caller's share links at once."""
+    shares.revoke(ctx.principal.user_id, ctx.params["share_id"])
+    return 204, None
+
+
+@api.route("/s/{code}", methods=["GET"], auth=False)
+def view_share(ctx: RequestContext):
+    """The public page of a share link (HTML; 404 and 429 are HTML too)."""
+    status, html, headers = share_pages.page(ctx.params["code"], ctx.source_ip)
+    return Response(body=html, status_code=status, headers=headers)
+
+
 @api.route("/v1/prompts/recent", methods=["GET"])
 def get_recent_prompts(ctx: RequestContext):
     """The caller's recent prompts."""
@@ -113,15 +151,17 @@ observability.configure(app)
 
 @app.schedule(Rate(1, unit=Rate.HOURS))
 def cleanup_retention(event):
-    """Hourly: images older than IMAGE_RETENTION_DAYS lose metadata and objects."""
-    from chalicelib.services import cleanup
+    """Hourly: images and uploads older than IMAGE_RETENTION_DAYS lose metadata and objects."""
+    from chalicelib.services import cleanup, upload_cleanup
 
-    return cleanup.sweep_retention(budget_s=cleanup.time_budget(event.context)).as_dict()
+    images_report = cleanup.sweep_retention(budget_s=cleanup.time_budget(event.context)).as_dict()
+    uploads_report = upload_cleanup.sweep_upload_retention(budget_s=cleanup.time_budget(event.context)).as_dict()
+    return [images_report, uploads_report]
 
 
 @app.schedule(Rate(1, unit=Rate.DAYS))
 def cleanup_orphans(event):
-    """Daily: objects under users/ older than 1 h without metadata, and metadata without its object."""
+    """Daily: objects older than 1 h without metadata, metadata without its object, stale pending uploads."""
     from chalicelib.services import cleanup
 
     reports = cleanup.sweep_orphans(budget_s=cleanup.time_budget(event.context))
@@ -134,6 +174,14 @@ def cleanup_archives(event):
     from chalicelib.services import cleanup
 
     return cleanup.sweep_archives(budget_s=cleanup.time_budget(event.context)).as_dict()
+
+
+@app.schedule(Rate(1, unit=Rate.HOURS))
+def cleanup_shares(event):
+    """Hourly: share links past their expiry are deleted (DynamoDB TTL is the backstop)."""
+    from chalicelib.services import cleanup
+
+    return cleanup.sweep_shares(budget_s=cleanup.time_budget(event.context)).as_dict()
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES))
@@ -256,3 +304,43 @@ def sweep_stuck_jobs(event):
     if getattr(event, "context", None) is not None:
         budget = min(budget, event.context.get_remaining_time_in_millis() / 1000 - 5)
     return stuck.sweep(budget_s=max(1.0, budget))
+
+
+# --- uploads (images in) ---
+# The client POSTs the file straight to S3 (a presigned POST); S3 notifies the uploads
+# queue and its worker verifies the object (chalicelib.services.upload_worker).
+
+
+@api.route("/v1/uploads", methods=["POST"])
+def create_upload(ctx: RequestContext):
+    """Announce an image or ZIP upload; answers the presigned POST to send it to S3."""
+    return 201, uploads.create(ctx.principal.user_id, ctx.json())
+
+
+@api.route("/v1/uploads", methods=["GET"])
+def list_uploads(ctx: RequestContext):
+    """The caller's uploads, newest first (?collection=&limit=&cursor=)."""
+    return uploads.list_uploads(ctx.principal.user_id, ctx.query)
+
+
+@api.route("/v1/uploads/{upload_id}", methods=["GET"])
+def get_upload(ctx: RequestContext):
+    """One upload: status, size, URLs once verified, the reason when rejected, a ZIP's files."""
+    return uploads.get_upload(ctx.principal.user_id, ctx.params["upload_id"])
+
+
+@api.route("/v1/uploads/{upload_id}", methods=["DELETE"])
+def delete_upload(ctx: RequestContext):
+    """Delete one of the caller's uploads (item, quota bytes, objects)."""
+    uploads.delete_upload(ctx.principal.user_id, ctx.params["upload_id"])
+    return 204, None
+
+
+@app.on_sqs_message(
+    queue=get_settings().uploads_queue_name,
+    batch_size=get_settings().uploads_batch_size,
+    maximum_concurrency=get_settings().uploads_max_concurrency,
+)
+def process_uploads_queue(event):
+    """The uploads-queue worker: S3 ObjectCreated events → verified uploads (partial batch response)."""
+    return upload_worker.handle_event(event.to_dict(), event.context)

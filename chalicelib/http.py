@@ -80,6 +80,25 @@ class RequestContext:
         """A request header, case-insensitively."""
         return self.request.headers.get(name)
 
+    @property
+    def source_ip(self) -> str:
+        """The client address API Gateway saw (``requestContext.identity.sourceIp``), or ``""``."""
+        identity = (self.request.context or {}).get("identity") or {}
+        return str(identity.get("sourceIp") or "")
+
+    @property
+    def base_url(self) -> str:
+        """Where this API is reached: ``{scheme}://{host}`` (``X-Forwarded-Proto``, default ``http``,
+        and ``Host``), plus ``/{stage}`` on an API Gateway ``execute-api`` host, whose paths start
+        with the stage. Used for links when ``SHARE_BASE_URL`` is not set."""
+        proto = (self.header("x-forwarded-proto") or "http").split(",")[0].strip().lower()
+        scheme = "https" if proto == "https" else "http"
+        host = self.header("host") or "localhost"
+        stage = (self.request.context or {}).get("stage")
+        if stage and host.endswith(".amazonaws.com"):
+            return f"{scheme}://{host}/{stage}"
+        return f"{scheme}://{host}"
+
     def json(self) -> dict[str, Any]:
         """The JSON object body.
 

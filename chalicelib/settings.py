@@ -114,6 +114,29 @@ class Settings:
     sweep_time_budget_seconds: float = 50.0  # one stuck-work sweep run
     sweep_dry_run: bool = False  # log what the sweep would do, change nothing
 
+    # Uploads (images in): presigned POST, verification worker, ZIP unpacking, storage quota
+    uploads_queue_name: str = "promptcanvas-uploads"
+    uploads_dlq_name: str = "promptcanvas-uploads-dlq"
+    uploads_batch_size: int = 5  # S3 event records per uploads-worker invocation
+    uploads_max_concurrency: int = 2  # concurrent uploads-worker invocations (>= 2)
+    upload_max_bytes: int = 20 * 1024 * 1024  # one image upload (and one ZIP member), bytes
+    upload_max_pixels: int = 40_000_000  # width * height of one image (decompression bombs)
+    upload_post_expires_seconds: int = 600  # lifetime of a presigned POST
+    upload_quota_bytes: int = 1024 * 1024 * 1024  # stored upload bytes per user
+    zip_max_bytes: int = 500 * 1024 * 1024  # one ZIP upload, bytes
+    zip_max_members: int = 1000  # files in one ZIP
+    zip_max_ratio: int = 100  # uncompressed / compressed size of one member
+    zip_max_total_bytes: int = 2 * 1024 * 1024 * 1024  # uncompressed bytes of all members
+    zip_slice_seconds: float = 60.0  # a ZIP is unpacked in slices this long, then re-queued (fairness)
+    # Share links: public /s/{code} pages (chalicelib.services.shares)
+    share_base_url: str | None = None  # origin of share URLs, e.g. https://app.example.com; None: the request's
+    share_default_lifetime_seconds: int = 7 * 24 * 3600  # a link's lifetime when expires_in_s is left out
+    share_max_lifetime_seconds: int = 90 * 24 * 3600  # the longest expires_in_s accepted
+    share_presign_expires_seconds: int = 300  # presigned image URLs on a share page
+    share_views_per_ip_per_minute: int = 60  # /s/ hits per client IP per minute (0: no limit)
+    share_views_per_code_per_minute: int = 300  # /s/ hits per code per minute (0: no limit)
+    share_collection_max_images: int = 60  # images on one collection page (newest first)
+
     @property
     def jwks_url(self) -> str | None:
         """``CLERK_JWKS_URL``, else ``{CLERK_ISSUER}/.well-known/jwks.json``."""
@@ -206,6 +229,38 @@ class Settings:
             allow_loopback_webhooks=(env.get("ALLOW_LOOPBACK_WEBHOOKS") or "").strip().lower() in ("1", "true", "yes"),
             sweep_time_budget_seconds=_float(env, "SWEEP_TIME_BUDGET_SECONDS", defaults.sweep_time_budget_seconds),
             sweep_dry_run=(env.get("SWEEP_DRY_RUN") or "").strip().lower() in ("1", "true", "yes"),
+            uploads_queue_name=env.get("UPLOADS_QUEUE_NAME") or defaults.uploads_queue_name,
+            uploads_dlq_name=env.get("UPLOADS_DLQ_NAME") or defaults.uploads_dlq_name,
+            uploads_batch_size=_int(env, "UPLOADS_BATCH_SIZE", defaults.uploads_batch_size),
+            uploads_max_concurrency=_int(env, "UPLOADS_MAX_CONCURRENCY", defaults.uploads_max_concurrency),
+            upload_max_bytes=_int(env, "UPLOAD_MAX_BYTES", defaults.upload_max_bytes),
+            upload_max_pixels=_int(env, "UPLOAD_MAX_PIXELS", defaults.upload_max_pixels),
+            upload_post_expires_seconds=_int(env, "UPLOAD_POST_EXPIRES_SECONDS", defaults.upload_post_expires_seconds),
+            upload_quota_bytes=_int(env, "UPLOAD_QUOTA_BYTES", defaults.upload_quota_bytes),
+            zip_max_bytes=_int(env, "ZIP_MAX_BYTES", defaults.zip_max_bytes),
+            zip_max_members=_int(env, "ZIP_MAX_MEMBERS", defaults.zip_max_members),
+            zip_max_ratio=_int(env, "ZIP_MAX_RATIO", defaults.zip_max_ratio),
+            zip_max_total_bytes=_int(env, "ZIP_MAX_TOTAL_BYTES", defaults.zip_max_total_bytes),
+            zip_slice_seconds=_float(env, "ZIP_SLICE_SECONDS", defaults.zip_slice_seconds),
+            share_base_url=(env.get("SHARE_BASE_URL") or "").strip().rstrip("/") or None,
+            share_default_lifetime_seconds=max(
+                1, _int(env, "SHARE_DEFAULT_LIFETIME_SECONDS", defaults.share_default_lifetime_seconds)
+            ),
+            share_max_lifetime_seconds=max(
+                1, _int(env, "SHARE_MAX_LIFETIME_SECONDS", defaults.share_max_lifetime_seconds)
+            ),
+            share_presign_expires_seconds=max(
+                1, _int(env, "SHARE_PRESIGN_EXPIRES_SECONDS", defaults.share_presign_expires_seconds)
+            ),
+            share_views_per_ip_per_minute=max(
+                0, _int(env, "SHARE_VIEWS_PER_IP_PER_MINUTE", defaults.share_views_per_ip_per_minute)
+            ),
+            share_views_per_code_per_minute=max(
+                0, _int(env, "SHARE_VIEWS_PER_CODE_PER_MINUTE", defaults.share_views_per_code_per_minute)
+            ),
+            share_collection_max_images=max(
+                1, _int(env, "SHARE_COLLECTION_MAX_IMAGES", defaults.share_collection_max_images)
+            ),
         )
 
 

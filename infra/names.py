@@ -50,6 +50,16 @@ def jobs_dlq(stage: str) -> str:
     return f"{APP}-{stage}-jobs-dlq"
 
 
+def uploads_queue(stage: str) -> str:
+    """``UPLOADS_QUEUE_NAME``: S3 ObjectCreated events of ``uploads/``."""
+    return f"{APP}-{stage}-uploads"
+
+
+def uploads_dlq(stage: str) -> str:
+    """``UPLOADS_DLQ_NAME``."""
+    return f"{APP}-{stage}-uploads-dlq"
+
+
 def webhooks_queue(stage: str) -> str:
     """``WEBHOOKS_QUEUE_NAME``: webhook deliveries, polled by their own function."""
     return f"{APP}-{stage}-webhooks"

@@ -329,6 +329,8 @@ SETTINGS_RESOURCES: dict[str, Callable[[str], tuple[Target, ...]]] = {
     ),
     "jobs_queue_name": lambda stage: (Target("JobsQueue", "sqs", (_queue(names.jobs_queue(stage)),)),),
     "jobs_dlq_name": lambda stage: (Target("JobsDeadLetterQueue", "sqs", (_queue(names.jobs_dlq(stage)),)),),
+    "uploads_queue_name": lambda stage: (Target("UploadsQueue", "sqs", (_queue(names.uploads_queue(stage)),)),),
+    "uploads_dlq_name": lambda stage: (Target("UploadsDeadLetterQueue", "sqs", (_queue(names.uploads_dlq(stage)),)),),
     "webhooks_queue_name": lambda stage: (Target("WebhooksQueue", "sqs", (_queue(names.webhooks_queue(stage)),)),),
     # KMS authorizes on the key's ARN, never its alias: the stack's key by its id (``Ref``).
     "webhook_secret_kms_key_id": lambda stage: (

@@ -16,12 +16,21 @@ writes it. Nothing here is hand-maintained JSON:
   lifecycle rules: ``archives/`` expire after 1 day (the sweep deletes at 24 h; this is
   the backstop), incomplete multipart uploads are aborted after 1 day. Retained.
 - **Web**: a private bucket served by CloudFront through Origin Access Control,
-  ``index.html`` as default root object, SPA fallback (403/404 -> ``/index.html``),
-  HTTPS only, and a response-headers policy with CSP, HSTS, nosniff, frame and
-  referrer policies.
+  ``index.html`` as default root object, SPA fallback (403 -> ``/index.html``; a 404 is
+  left alone so a revoked share link stays a 404), HTTPS only, and a response-headers
+  policy with CSP, HSTS, nosniff, frame and referrer policies. With ``ApiOriginDomain``
+  set, ``/s/*`` (share pages) is served from the API origin, uncached, so share links
+  live on the site's own domain; ``SHARE_BASE_URL`` then names the distribution. (The
+  origin is a parameter, not a reference to the API: the functions' environment names the
+  distribution and the API names the functions, so a reference would be a cycle.)
 - **SQS**: the jobs queue and its DLQ (redrive after ``jobs_max_receive_count``
-  receives); the webhooks queue (deliveries only, its own worker function); each
-  queue's visibility timeout is 6x its worker's Lambda timeout.
+  receives); the webhooks queue (deliveries only, its own worker function); the uploads
+  queue and its DLQ for the uploads worker, with a queue policy that lets only the images
+  bucket (``aws:SourceArn``, ``aws:SourceAccount``) send to it; each queue's visibility
+  timeout is 6x its worker's Lambda timeout.
+- **Upload notifications**: the images bucket sends ``s3:ObjectCreated:*`` events for
+  keys under ``uploads/`` to the uploads queue; CORS lets the web origins POST (presigned
+  POST uploads); a lifecycle rule expires unverified sources under ``uploads/`` after 1 day.
 - **KMS**: the key that seals webhook signing secrets (automatic rotation, retained) and
   its alias (``WEBHOOK_SECRET_KMS_KEY_ID``).
 - **Secrets Manager**: the Together keys secret (value ``[]`` until the operator puts
@@ -40,8 +49,8 @@ writes it. Nothing here is hand-maintained JSON:
 - **Worker event sources**: each SQS handler in ``app.py`` (found by parsing it; its
   ``queue=get_settings().<name>`` picks the queue) gets
   ``FunctionResponseTypes: [ReportBatchItemFailures]`` and its ``Queue`` pointed at
-  the ``JobsQueue`` / ``WebhooksQueue`` resource (Chalice writes an ARN built from the queue *name* the
-  decorator saw at packaging time; the override makes the mapping follow the stack's
+  the ``JobsQueue`` / ``WebhooksQueue`` / ``UploadsQueue`` resource (Chalice writes an ARN
+  built from the queue *name* the decorator saw at packaging time; the override makes the mapping follow the stack's
   queue whatever that name was). ``ScalingConfig.MaximumConcurrency`` and
   ``BatchSize`` come from the decorator.
 
@@ -51,7 +60,9 @@ Sources: AWS CloudFormation template reference for AWS::DynamoDB::Table
 AWS::CloudFront::Distribution, AWS::CloudFront::OriginAccessControl,
 AWS::CloudFront::ResponseHeadersPolicy, AWS::SQS::Queue (RedrivePolicy),
 AWS::SecretsManager::Secret, AWS::KMS::Key (KeyPolicy, EnableKeyRotation), AWS::KMS::Alias,
-AWS::CloudWatch::Alarm; AWS SAM "SQS" event
+AWS::CloudWatch::Alarm, AWS::SQS::QueuePolicy, AWS::S3::Bucket NotificationConfiguration
+(QueueConfigurations; Amazon S3 user guide, "Granting permissions to publish event
+notification messages to a destination"); AWS SAM "SQS" event
 (FunctionResponseTypes, ScalingConfig); Amazon CloudFront developer guide,
 "Restricting access to an Amazon S3 origin" (OAC bucket policy with AWS:SourceArn);
 AWS Lambda developer guide, "Using Lambda with Amazon SQS" (visibility timeout at least
@@ -81,10 +92,18 @@ JOBS_RETENTION_S = 4 * 24 * 3600  # SQS default message retention, 4 days
 WEBHOOKS_RETENTION_S = 24 * 3600  # a delivery message older than a day is re-enqueued by the sweep if still due
 DLQ_RETENTION_S = 14 * 24 * 3600  # SQS maximum, 14 days: time to inspect failures
 ARCHIVE_EXPIRATION_DAYS = 1
+UPLOAD_SOURCE_EXPIRATION_DAYS = 1  # a source is deleted once verified; this catches the rest
+UPLOADS_PREFIX = "uploads/"
 MULTIPART_ABORT_DAYS = 1
 HSTS_MAX_AGE_S = 2 * 365 * 24 * 3600
 #: CloudFront managed cache policy "CachingOptimized" (CloudFront developer guide, "Use managed cache policies").
 CACHING_OPTIMIZED_POLICY_ID = "658327ea-f89d-4fab-a63d-7e88639e58f6"
+#: Managed cache policy "CachingDisabled": share pages are never cached at the edge (a revoke is immediate).
+CACHING_DISABLED_POLICY_ID = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
+#: Managed origin request policy "AllViewerExceptHostHeader" (API Gateway needs its own Host).
+ALL_VIEWER_EXCEPT_HOST_POLICY_ID = "b689b0a8-53d0-40ab-baf2-68738e2966ac"
+#: The public share pages' path on the site's own domain, served from the API origin.
+SHARE_PATH_PATTERN = "/s/*"
 TTL_CONVENTION = "expires_at"
 
 
@@ -169,11 +188,16 @@ def app_handlers(app_path: Path = APP_PATH) -> list[Handler]:
 
 
 #: The queue resource an ``@app.on_sqs_message(queue=get_settings().<setting>)`` handler reads.
-QUEUE_RESOURCES = {"jobs_queue_name": "JobsQueue", "webhooks_queue_name": "WebhooksQueue"}
+QUEUE_RESOURCES = {
+    "jobs_queue_name": "JobsQueue",
+    "webhooks_queue_name": "WebhooksQueue",
+    "uploads_queue_name": "UploadsQueue",
+}
 
 
 def sqs_handlers(handlers: list[Handler] | None = None) -> dict[str, Handler]:
-    """The ``@app.on_sqs_message`` handlers by queue resource (``JobsQueue``, ``WebhooksQueue``).
+    """The ``@app.on_sqs_message`` handlers by queue resource (``JobsQueue``, ``WebhooksQueue``,
+    ``UploadsQueue``).
 
     Raises:
         ValueError: a handler's queue is not ``get_settings().<one of QUEUE_RESOURCES>``, or
@@ -208,6 +232,15 @@ def webhook_worker_handler(handlers: list[Handler] | None = None) -> Handler | N
         ValueError: see :func:`sqs_handlers`.
     """
     return sqs_handlers(handlers).get("WebhooksQueue")
+
+
+def uploads_handler(handlers: list[Handler] | None = None) -> Handler | None:
+    """The uploads worker (the ``@app.on_sqs_message`` handler of the uploads queue), or None.
+
+    Raises:
+        ValueError: see :func:`sqs_handlers`.
+    """
+    return sqs_handlers(handlers).get("UploadsQueue")
 
 
 def load_config(path: Path = CONFIG_PATH) -> dict[str, Any]:
@@ -436,11 +469,24 @@ def parameters() -> dict[str, Any]:
             "Default": "",
             "Description": "Optional e-mail address subscribed to the alarms topic.",
         },
+        "ApiOriginDomain": {
+            "Type": "String",
+            "Default": "",
+            "AllowedPattern": "^$|^[a-z0-9][a-z0-9.-]*[a-z0-9]$",
+            "Description": "The API's host name (<rest-api-id>.execute-api.<region>.amazonaws.com, from the "
+            "EndpointURL output) or a custom API domain; when set, CloudFront serves /s/* (share links) from it.",
+        },
+        "ApiOriginPath": {
+            "Type": "String",
+            "Default": "/api",
+            "AllowedPattern": "^$|^/[A-Za-z0-9_-]+$",
+            "Description": "The API Gateway stage path in front of the API's routes (Chalice's api_gateway_stage).",
+        },
     }
 
 
 def conditions() -> dict[str, Any]:
-    """``IsProd``, ``HasExtraWebOrigins``, ``HasAlarmEmail``, ``HasClerkPublishableKey``."""
+    """``IsProd``, ``HasExtraWebOrigins``, ``HasAlarmEmail``, ``HasClerkPublishableKey``, ``HasApiOrigin``."""
 
     def not_empty(parameter: str) -> dict[str, Any]:
         return {"Fn::Not": [{"Fn::Equals": [ref(parameter), ""]}]}
@@ -450,6 +496,7 @@ def conditions() -> dict[str, Any]:
         "HasExtraWebOrigins": not_empty("ExtraWebOrigins"),
         "HasAlarmEmail": not_empty("AlarmEmail"),
         "HasClerkPublishableKey": not_empty("ClerkPublishableKey"),
+        "HasApiOrigin": not_empty("ApiOriginDomain"),
     }
 
 
@@ -460,6 +507,8 @@ def environment() -> dict[str, Any]:
         "IMAGES_BUCKET": ref("ImagesBucket"),
         "JOBS_QUEUE_NAME": get_att("JobsQueue", "QueueName"),
         "JOBS_DLQ_NAME": get_att("JobsDeadLetterQueue", "QueueName"),
+        "UPLOADS_QUEUE_NAME": get_att("UploadsQueue", "QueueName"),
+        "UPLOADS_DLQ_NAME": get_att("UploadsDeadLetterQueue", "QueueName"),
         "WEBHOOKS_QUEUE_NAME": get_att("WebhooksQueue", "QueueName"),
         "WEBHOOK_SECRET_KMS_KEY_ID": ref("WebhookSecretsKeyAlias"),
         "TOGETHER_KEYS_SECRET_ID": ref("TogetherKeysSecret"),
@@ -471,6 +520,7 @@ def environment() -> dict[str, Any]:
         "CLERK_AUTHORIZED_PARTIES": web_origins(),
         "CORS_ALLOWED_ORIGINS": web_origins(),
         "IMAGE_RETENTION_DAYS": ref("ImageRetentionDays"),
+        "SHARE_BASE_URL": {"Fn::If": ["HasApiOrigin", sub("https://${WebDistribution.DomainName}"), ""]},
         "POWERTOOLS_SERVICE_NAME": sub(names.service_name(STAGE)),
         "POWERTOOLS_METRICS_NAMESPACE": names.METRICS_NAMESPACE,
     }
@@ -502,13 +552,30 @@ def _private_bucket_properties() -> dict[str, Any]:
     }
 
 
+def _web_origins_list() -> dict[str, Any]:
+    """The web origins as a list (CORS ``AllowedOrigins``)."""
+    return {
+        "Fn::If": [
+            "HasExtraWebOrigins",
+            {"Fn::Split": [",", sub("https://${WebDistribution.DomainName},${ExtraWebOrigins}")]},
+            [sub("https://${WebDistribution.DomainName}")],
+        ]
+    }
+
+
 def storage_resources() -> dict[str, Any]:
-    """The images bucket and its policy."""
+    """The images bucket (with its upload notifications) and its policy.
+
+    The bucket's name is built with Fn::Sub, not referenced, so the uploads queue policy can
+    name the bucket's ARN before the bucket exists: S3 checks that it may send to the queue
+    when the notification is created (hence ``DependsOn``).
+    """
     return {
         "ImagesBucket": {
             "Type": "AWS::S3::Bucket",
             "DeletionPolicy": "Retain",
             "UpdateReplacePolicy": "Retain",
+            "DependsOn": ["UploadsQueuePolicy"],
             "Properties": {
                 "BucketName": sub(names.images_bucket(STAGE)),
                 **_private_bucket_properties(),
@@ -517,20 +584,26 @@ def storage_resources() -> dict[str, Any]:
                         {
                             "Id": "presigned-get-from-web",
                             "AllowedMethods": ["GET", "HEAD"],
-                            "AllowedOrigins": {
-                                "Fn::If": [
-                                    "HasExtraWebOrigins",
-                                    {
-                                        "Fn::Split": [
-                                            ",",
-                                            sub("https://${WebDistribution.DomainName},${ExtraWebOrigins}"),
-                                        ]
-                                    },
-                                    [sub("https://${WebDistribution.DomainName}")],
-                                ]
-                            },
+                            "AllowedOrigins": _web_origins_list(),
                             "ExposedHeaders": ["Content-Disposition", "Content-Length", "Content-Type", "ETag"],
                             "MaxAge": 3600,
+                        },
+                        {
+                            "Id": "presigned-post-from-web",
+                            "AllowedMethods": ["POST"],
+                            "AllowedOrigins": _web_origins_list(),
+                            "AllowedHeaders": ["*"],
+                            "ExposedHeaders": ["ETag", "Location"],
+                            "MaxAge": 3600,
+                        },
+                    ]
+                },
+                "NotificationConfiguration": {
+                    "QueueConfigurations": [
+                        {
+                            "Event": "s3:ObjectCreated:*",
+                            "Queue": get_att("UploadsQueue", "Arn"),
+                            "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": UPLOADS_PREFIX}]}},
                         }
                     ]
                 },
@@ -541,6 +614,12 @@ def storage_resources() -> dict[str, Any]:
                             "Status": "Enabled",
                             "Prefix": "archives/",
                             "ExpirationInDays": ARCHIVE_EXPIRATION_DAYS,
+                        },
+                        {
+                            "Id": "expire-unverified-upload-sources",
+                            "Status": "Enabled",
+                            "Prefix": UPLOADS_PREFIX,
+                            "ExpirationInDays": UPLOAD_SOURCE_EXPIRATION_DAYS,
                         },
                         {
                             "Id": "abort-incomplete-multipart-uploads",
@@ -559,6 +638,37 @@ def storage_resources() -> dict[str, Any]:
                 "PolicyDocument": {"Version": "2012-10-17", "Statement": [_deny_insecure_transport("ImagesBucket")]},
             },
         },
+    }
+
+
+def api_origin() -> dict[str, Any]:
+    """The API as a CloudFront origin (``ApiOriginDomain`` + ``ApiOriginPath``), HTTPS only."""
+    return {
+        "Id": "api",
+        "DomainName": ref("ApiOriginDomain"),
+        "OriginPath": ref("ApiOriginPath"),
+        "CustomOriginConfig": {
+            "OriginProtocolPolicy": "https-only",
+            "OriginSSLProtocols": ["TLSv1.2"],
+            "HTTPSPort": 443,
+        },
+    }
+
+
+def share_cache_behavior() -> dict[str, Any]:
+    """``/s/*`` from the API origin: GET/HEAD only, never cached at the edge (each view is
+    counted and mints fresh presigned URLs; a revoke takes effect at once), every viewer
+    header but ``Host`` forwarded. The page sets its own CSP and security headers, so the
+    web client's response-headers policy is not attached."""
+    return {
+        "PathPattern": SHARE_PATH_PATTERN,
+        "TargetOriginId": "api",
+        "ViewerProtocolPolicy": "https-only",
+        "AllowedMethods": ["GET", "HEAD"],
+        "CachedMethods": ["GET", "HEAD"],
+        "Compress": True,
+        "CachePolicyId": CACHING_DISABLED_POLICY_ID,
+        "OriginRequestPolicyId": ALL_VIEWER_EXCEPT_HOST_POLICY_ID,
     }
 
 
@@ -649,8 +759,10 @@ def web_resources() -> dict[str, Any]:
                             "DomainName": get_att("WebBucket", "RegionalDomainName"),
                             "S3OriginConfig": {"OriginAccessIdentity": ""},
                             "OriginAccessControlId": get_att("WebOriginAccessControl", "Id"),
-                        }
+                        },
+                        {"Fn::If": ["HasApiOrigin", api_origin(), ref("AWS::NoValue")]},
                     ],
+                    "CacheBehaviors": {"Fn::If": ["HasApiOrigin", [share_cache_behavior()], ref("AWS::NoValue")]},
                     "DefaultCacheBehavior": {
                         "TargetOriginId": "web-bucket",
                         "ViewerProtocolPolicy": "https-only",
@@ -660,15 +772,45 @@ def web_resources() -> dict[str, Any]:
                         "CachePolicyId": CACHING_OPTIMIZED_POLICY_ID,
                         "ResponseHeadersPolicyId": ref("WebSecurityHeadersPolicy"),
                     },
+                    # 403 only: S3 through OAC answers 403 for a missing key; a 404 (a revoked
+                    # share link from the API origin) must reach the browser as a 404.
                     "CustomErrorResponses": [
                         {
-                            "ErrorCode": code,
+                            "ErrorCode": 403,
                             "ResponseCode": 200,
                             "ResponsePagePath": "/index.html",
                             "ErrorCachingMinTTL": 0,
                         }
-                        for code in (403, 404)
                     ],
+                },
+                "Tags": _tags(),
+            },
+        },
+    }
+
+
+def _queue_with_dlq(queue: str, dlq: str, queue_name: str, dlq_name: str, visibility_timeout_s: int) -> dict[str, Any]:
+    """A queue and its dead-letter queue (logical ids ``queue``/``dlq``, names for Fn::Sub)."""
+    return {
+        dlq: {
+            "Type": "AWS::SQS::Queue",
+            "Properties": {
+                "QueueName": sub(dlq_name),
+                "MessageRetentionPeriod": DLQ_RETENTION_S,
+                "SqsManagedSseEnabled": True,
+                "Tags": _tags(),
+            },
+        },
+        queue: {
+            "Type": "AWS::SQS::Queue",
+            "Properties": {
+                "QueueName": sub(queue_name),
+                "VisibilityTimeout": visibility_timeout_s,
+                "MessageRetentionPeriod": JOBS_RETENTION_S,
+                "SqsManagedSseEnabled": True,
+                "RedrivePolicy": {
+                    "deadLetterTargetArn": get_att(dlq, "Arn"),
+                    "maxReceiveCount": max_receive_count(),
                 },
                 "Tags": _tags(),
             },
@@ -690,27 +832,45 @@ def queue_resources(visibility_timeout_s: int, webhooks_visibility_timeout_s: in
                 "Tags": _tags(),
             },
         },
-        "JobsDeadLetterQueue": {
-            "Type": "AWS::SQS::Queue",
+        **_queue_with_dlq(
+            "JobsQueue", "JobsDeadLetterQueue", names.jobs_queue(STAGE), names.jobs_dlq(STAGE), visibility_timeout_s
+        ),
+    }
+
+
+def uploads_queue_resources(visibility_timeout_s: int) -> dict[str, Any]:
+    """The uploads queue (S3 events), its dead-letter queue, and the policy letting the
+    images bucket, and only it, send to it."""
+    return {
+        **_queue_with_dlq(
+            "UploadsQueue",
+            "UploadsDeadLetterQueue",
+            names.uploads_queue(STAGE),
+            names.uploads_dlq(STAGE),
+            visibility_timeout_s,
+        ),
+        "UploadsQueuePolicy": {
+            "Type": "AWS::SQS::QueuePolicy",
             "Properties": {
-                "QueueName": sub(names.jobs_dlq(STAGE)),
-                "MessageRetentionPeriod": DLQ_RETENTION_S,
-                "SqsManagedSseEnabled": True,
-                "Tags": _tags(),
-            },
-        },
-        "JobsQueue": {
-            "Type": "AWS::SQS::Queue",
-            "Properties": {
-                "QueueName": sub(names.jobs_queue(STAGE)),
-                "VisibilityTimeout": visibility_timeout_s,
-                "MessageRetentionPeriod": JOBS_RETENTION_S,
-                "SqsManagedSseEnabled": True,
-                "RedrivePolicy": {
-                    "deadLetterTargetArn": get_att("JobsDeadLetterQueue", "Arn"),
-                    "maxReceiveCount": max_receive_count(),
+                "Queues": [ref("UploadsQueue")],
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "ImagesBucketNotifications",
+                            "Effect": "Allow",
+                            "Principal": {"Service": "s3.amazonaws.com"},
+                            "Action": "sqs:SendMessage",
+                            "Resource": get_att("UploadsQueue", "Arn"),
+                            "Condition": {
+                                "ArnEquals": {
+                                    "aws:SourceArn": sub("arn:${AWS::Partition}:s3:::" + names.images_bucket(STAGE))
+                                },
+                                "StringEquals": {"aws:SourceAccount": ref("AWS::AccountId")},
+                            },
+                        }
+                    ],
                 },
-                "Tags": _tags(),
             },
         },
     }
@@ -769,8 +929,29 @@ def secret_resources() -> dict[str, Any]:
     }
 
 
+def _dlq_alarm(dlq: str, suffix: str, description: str, actions: dict[str, Any]) -> dict[str, Any]:
+    """An alarm when the dead-letter queue ``dlq`` holds a message."""
+    return {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmName": sub("${AWS::StackName}-" + suffix),
+            "AlarmDescription": description,
+            "Namespace": "AWS/SQS",
+            "MetricName": "ApproximateNumberOfMessagesVisible",
+            "Dimensions": [{"Name": "QueueName", "Value": get_att(dlq, "QueueName")}],
+            "Statistic": "Maximum",
+            "Period": 300,
+            "EvaluationPeriods": 1,
+            "Threshold": 0,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching",
+            **actions,
+        },
+    }
+
+
 def alarm_resources() -> dict[str, Any]:
-    """The alarms topic (with an optional e-mail subscription) and the two alarms."""
+    """The alarms topic (with an optional e-mail subscription) and the alarms."""
     actions = {"AlarmActions": [ref("AlarmTopic")], "OKActions": [ref("AlarmTopic")]}
     return {
         "AlarmTopic": {
@@ -782,24 +963,20 @@ def alarm_resources() -> dict[str, Any]:
             "Condition": "HasAlarmEmail",
             "Properties": {"TopicArn": ref("AlarmTopic"), "Protocol": "email", "Endpoint": ref("AlarmEmail")},
         },
-        "JobsDeadLetterQueueAlarm": {
-            "Type": "AWS::CloudWatch::Alarm",
-            "Properties": {
-                "AlarmName": sub("${AWS::StackName}-jobs-dlq-not-empty"),
-                "AlarmDescription": "Jobs messages reached the dead-letter queue: a job item failed "
-                "every delivery. See docs/deploy.md, 'Alarms'.",
-                "Namespace": "AWS/SQS",
-                "MetricName": "ApproximateNumberOfMessagesVisible",
-                "Dimensions": [{"Name": "QueueName", "Value": get_att("JobsDeadLetterQueue", "QueueName")}],
-                "Statistic": "Maximum",
-                "Period": 300,
-                "EvaluationPeriods": 1,
-                "Threshold": 0,
-                "ComparisonOperator": "GreaterThanThreshold",
-                "TreatMissingData": "notBreaching",
-                **actions,
-            },
-        },
+        "UploadsDeadLetterQueueAlarm": _dlq_alarm(
+            "UploadsDeadLetterQueue",
+            "uploads-dlq-not-empty",
+            "S3 upload events reached the dead-letter queue: an upload could not be "
+            "verified in any delivery (it stays pending). See docs/deploy.md, 'Alarms'.",
+            actions,
+        ),
+        "JobsDeadLetterQueueAlarm": _dlq_alarm(
+            "JobsDeadLetterQueue",
+            "jobs-dlq-not-empty",
+            "Jobs messages reached the dead-letter queue: a job item failed "
+            "every delivery. See docs/deploy.md, 'Alarms'.",
+            actions,
+        ),
         "AllKeysUnhealthyAlarm": {
             "Type": "AWS::CloudWatch::Alarm",
             "Properties": {
@@ -974,6 +1151,8 @@ def outputs() -> dict[str, Any]:
         "ImagesBucketName": {"Value": ref("ImagesBucket")},
         "JobsQueueUrl": {"Value": ref("JobsQueue")},
         "JobsDeadLetterQueueUrl": {"Value": ref("JobsDeadLetterQueue")},
+        "UploadsQueueUrl": {"Value": ref("UploadsQueue")},
+        "UploadsDeadLetterQueueUrl": {"Value": ref("UploadsDeadLetterQueue")},
         "WebhooksQueueUrl": {"Value": ref("WebhooksQueue")},
         "WebhookSecretsKeyArn": {"Value": get_att("WebhookSecretsKey", "Arn")},
         "TogetherKeysSecretArn": {"Value": ref("TogetherKeysSecret")},
@@ -1000,31 +1179,36 @@ def build_template(
     """
     config = load_config() if config is None else config
     handlers = app_handlers() if handlers is None else handlers
-    worker = worker_handler(handlers)
-    webhook_worker = webhook_worker_handler(handlers)
-    worker_timeout = max(
-        lambda_timeout(config, worker.name if worker else "process_jobs", stage) for stage in names.STAGES
-    )
-    webhook_timeout = max(
-        lambda_timeout(config, webhook_worker.name if webhook_worker else "process_webhooks", stage)
-        for stage in names.STAGES
-    )
+    workers = sqs_handlers(handlers)
+    fallback = {
+        "JobsQueue": "process_jobs",
+        "WebhooksQueue": "process_webhooks",
+        "UploadsQueue": "process_uploads_queue",
+    }
+    timeouts = {  # a queue's visibility timeout follows its worker's longest Lambda timeout over the stages
+        queue: max(
+            lambda_timeout(config, workers[queue].name if queue in workers else name, stage) for stage in names.STAGES
+        )
+        for queue, name in fallback.items()
+    }
     resources: dict[str, Any] = {}
     resources.update(table_resources())
     resources.update(storage_resources())
     resources.update(web_resources())
     resources.update(
-        queue_resources(VISIBILITY_TIMEOUT_FACTOR * worker_timeout, VISIBILITY_TIMEOUT_FACTOR * webhook_timeout)
+        queue_resources(
+            VISIBILITY_TIMEOUT_FACTOR * timeouts["JobsQueue"], VISIBILITY_TIMEOUT_FACTOR * timeouts["WebhooksQueue"]
+        )
     )
+    # SQS caps a queue's visibility timeout at 12 hours (43,200 s).
+    resources.update(uploads_queue_resources(min(43200, VISIBILITY_TIMEOUT_FACTOR * timeouts["UploadsQueue"])))
     resources.update(kms_resources())
     resources.update(secret_resources())
     resources.update(alarm_resources())
     resources.update(api_handler_overrides())
     resources.update(api_alias_overrides(api_operations() if operations is None else operations))
-    if worker is not None:
-        resources[worker.resource] = worker_override(worker)
-    if webhook_worker is not None:
-        resources[webhook_worker.resource] = worker_override(webhook_worker, "WebhooksQueue")
+    for queue, handler in workers.items():
+        resources[handler.resource] = worker_override(handler, queue)
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",

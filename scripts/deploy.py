@@ -16,7 +16,7 @@ Commands (``python scripts/deploy.py <command> --stage <stage>``; a stage is
     Template parameters come from the environment: ``CLERK_ISSUER`` (required for
     the first deploy), ``CLERK_JWKS_URL``, ``CLERK_JWT_KEY``, ``CLERK_ADMIN_ORG_ID``,
     ``CLERK_ADMIN_USER_IDS``, ``CLERK_PUBLISHABLE_KEY``, ``EXTRA_WEB_ORIGINS``,
-    ``IMAGE_RETENTION_DAYS``, ``ALARM_EMAIL``; on an update, a
+    ``IMAGE_RETENTION_DAYS``, ``ALARM_EMAIL``, ``API_ORIGIN_DOMAIN``, ``API_ORIGIN_PATH``; on an update, a
     parameter not set keeps its previous value.
 ``web``
     Writes ``frontend_dist/config.js`` (``window.PROMPTCANVAS_CONFIG = {apiBaseUrl,
@@ -73,6 +73,8 @@ PARAMETER_ENV = {
     "ExtraWebOrigins": "EXTRA_WEB_ORIGINS",
     "ImageRetentionDays": "IMAGE_RETENTION_DAYS",
     "AlarmEmail": "ALARM_EMAIL",
+    "ApiOriginDomain": "API_ORIGIN_DOMAIN",
+    "ApiOriginPath": "API_ORIGIN_PATH",
 }
 NO_CACHE = frozenset({"index.html", "config.js"})
 SKIP_WEB_FILES = frozenset({"config.local.js"})  # the dev stack's own config, never deployed

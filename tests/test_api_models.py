@@ -4,18 +4,14 @@ the price every stored image records and the month's cost."""
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import pytest
 from urllib3 import encode_multipart_formdata
 
 from chalicelib.flux.catalog import catalog, image_cost
+from devstack.prompts import parti_prompts
 from tests import openapi_check
 
-PARTI = Path("/work/shared/data/parti_prompts.tsv")
-with PARTI.open(encoding="utf-8", newline="") as _fh:
-    PROMPTS = [row["Prompt"].strip() for row in csv.DictReader(_fh, delimiter="\t") if row["Prompt"].strip()][:40]
+PROMPTS = parti_prompts()[:40]
 SCHNELL = "black-forest-labs/FLUX.1-schnell"
 SCHNELL_FREE = "black-forest-labs/FLUX.1-schnell-Free"
 F2_PRO = "black-forest-labs/FLUX.2-pro"

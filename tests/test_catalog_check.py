@@ -34,14 +34,10 @@ def run_scheduled_check() -> dict:
         return client.lambda_.invoke("check_model_catalog", event).payload
 
 
-@pytest.fixture(autouse=True)
-def _admin_org(api, monkeypatch):
-    """Admins are the admins of one configured organization (``CLERK_ADMIN_ORG_ID``)."""
+def admin_status(api, idp, monkeypatch) -> dict:
+    """The admin page's view of the catalog, as an admin of the configured admin organization."""
     monkeypatch.setenv("CLERK_ADMIN_ORG_ID", "org_1")
     get_settings.cache_clear()
-
-
-def admin_status(api, idp) -> dict:
     token = idp.mint("boss", azp=WEB_ORIGIN, org_id="org_1", org_role="admin")
     reply = api.get("/v1/admin/models", token=token)
     assert reply.status == 200, reply.body
@@ -49,7 +45,7 @@ def admin_status(api, idp) -> dict:
     return reply.json
 
 
-def test_a_model_the_upstream_no_longer_lists_is_refused_until_it_is_back(api, flux, idp):
+def test_a_model_the_upstream_no_longer_lists_is_refused_until_it_is_back(api, flux, idp, monkeypatch):
     flux.configure(delisted_models=[FLASH])
     report = run_scheduled_check()
     assert report["ok"] and report["unavailable"] == [FLASH]
@@ -66,7 +62,7 @@ def test_a_model_the_upstream_no_longer_lists_is_refused_until_it_is_back(api, f
     models = {m["id"]: m for m in api.get("/v1/models", user="u").json["models"]}
     assert models[FLASH]["available"] is False and models[SCHNELL]["available"] is True
 
-    status = admin_status(api, idp)
+    status = admin_status(api, idp, monkeypatch)
     rows = {r["id"]: r for r in status["models"]}
     assert (rows[FLASH]["listed_upstream"], rows[FLASH]["available"]) == (False, False)
     assert (rows[SCHNELL]["listed_upstream"], rows[SCHNELL]["available"]) == (True, True)
@@ -96,7 +92,7 @@ def test_a_failed_check_keeps_the_last_result_and_tells_the_admin(api, flux, idp
     failed = availability.check_upstream(force=True)
     assert failed["ok"] is False and "401" in failed["error"] and "test-key" not in failed["error"]
     assert availability.unavailable_models() == {FLASH}
-    assert admin_status(api, idp)["error"] == failed["error"]
+    assert admin_status(api, idp, monkeypatch)["error"] == failed["error"]
 
 
 @pytest.mark.parametrize("case", ["lists-none-of-ours", "oversize", "deadline"])

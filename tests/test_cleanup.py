@@ -18,6 +18,7 @@ from chalicelib.db import ImageModel
 from chalicelib.services import cleanup
 from chalicelib.settings import get_settings
 from chalicelib.storage import objects
+from devstack.prompts import parti_prompts
 
 RETENTION_DAYS = 30
 
@@ -433,13 +434,10 @@ def _collection_counts(api, user: str) -> dict[str, int]:
 def test_collection_counts_follow_stores_deletes_and_sweeps(api) -> None:
     """The collection counters move with the items: generated (route), deleted (route),
     removed by retention and by the orphan-metadata sweep; the list is read from them."""
-    import csv
-    from pathlib import Path
 
     from chalicelib.db.images import save_new_image
 
-    with Path("/work/shared/data/parti_prompts.tsv").open(encoding="utf-8", newline="") as fh:
-        prompt = [r["Prompt"] for r in csv.DictReader(fh, delimiter="\t")][300]
+    prompt = parti_prompts()[300]
     made = api.post(
         "/v1/images",
         user="counter",

@@ -116,9 +116,12 @@ def test_images_bucket(tpl: dict[str, Any]) -> None:
     assert props["PublicAccessBlockConfiguration"] == PUBLIC_ACCESS_BLOCKED
     assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
     assert resolve(props["BucketName"], "prod").startswith(names.images_bucket_prefix("prod"))
-    (rule,) = props["CorsConfiguration"]["CorsRules"]
-    assert set(rule["AllowedMethods"]) == {"GET", "HEAD"}
-    assert "https://${WebDistribution.DomainName}" in json.dumps(rule["AllowedOrigins"])
+    get_rule, post_rule = props["CorsConfiguration"]["CorsRules"]
+    assert set(get_rule["AllowedMethods"]) == {"GET", "HEAD"}
+    assert set(post_rule["AllowedMethods"]) == {"POST"}, "presigned POST uploads from the browser"
+    for rule in (get_rule, post_rule):
+        assert "https://${WebDistribution.DomainName}" in json.dumps(rule["AllowedOrigins"])
+        assert "*" not in rule["AllowedOrigins"]
     rules = props["LifecycleConfiguration"]["Rules"]
     archives = [r for r in rules if r.get("Prefix") == "archives/"]
     assert archives and archives[0]["ExpirationInDays"] >= 1 and archives[0]["Status"] == "Enabled"
@@ -130,7 +133,8 @@ def test_web_distribution(tpl: dict[str, Any]) -> None:
     res = tpl["Resources"]
     config = res["WebDistribution"]["Properties"]["DistributionConfig"]
     assert config["DefaultRootObject"] == "index.html"
-    (origin,) = config["Origins"]
+    origin, api_origin = config["Origins"]
+    assert api_origin["Fn::If"][0] == "HasApiOrigin"
     assert origin["OriginAccessControlId"] == {"Fn::GetAtt": ["WebOriginAccessControl", "Id"]}
     assert origin["S3OriginConfig"] == {"OriginAccessIdentity": ""}
     assert res["WebOriginAccessControl"]["Properties"]["OriginAccessControlConfig"]["SigningBehavior"] == "always"
@@ -138,7 +142,7 @@ def test_web_distribution(tpl: dict[str, Any]) -> None:
     assert behavior["ViewerProtocolPolicy"] == "https-only"
     assert behavior["ResponseHeadersPolicyId"] == {"Ref": "WebSecurityHeadersPolicy"}
     fallback = {(e["ErrorCode"], e["ResponseCode"], e["ResponsePagePath"]) for e in config["CustomErrorResponses"]}
-    assert fallback == {(403, 200, "/index.html"), (404, 200, "/index.html")}
+    assert fallback == {(403, 200, "/index.html")}  # a 404 (revoked share link) stays a 404
     headers = res["WebSecurityHeadersPolicy"]["Properties"]["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
     csp = headers["ContentSecurityPolicy"]["ContentSecurityPolicy"]["Fn::Sub"]
     assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp and "${ClerkIssuer}" in csp
@@ -185,6 +189,37 @@ def test_queues(tpl: dict[str, Any]) -> None:
     for stage in names.STAGES:
         timeout = template.lambda_timeout(CONFIG, worker_name, stage)
         assert queue["VisibilityTimeout"] >= 6 * timeout, stage
+
+
+def test_uploads_queue_and_bucket_notification(tpl: dict[str, Any]) -> None:
+    """Objects created under uploads/ notify the uploads queue; only the images bucket may send;
+    the uploads worker reads that queue with partial batch responses."""
+    res = tpl["Resources"]
+    bucket = res["ImagesBucket"]
+    assert "UploadsQueuePolicy" in bucket["DependsOn"], "S3 checks the queue policy when the notification is made"
+    (notification,) = bucket["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert notification["Event"] == "s3:ObjectCreated:*"
+    assert notification["Queue"] == {"Fn::GetAtt": ["UploadsQueue", "Arn"]}
+    assert notification["Filter"] == {"S3Key": {"Rules": [{"Name": "prefix", "Value": "uploads/"}]}}
+    queue = res["UploadsQueue"]["Properties"]
+    assert resolve(queue["QueueName"], "prod") == names.uploads_queue("prod")
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["UploadsDeadLetterQueue", "Arn"]}
+    (statement,) = res["UploadsQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"} and statement["Action"] == "sqs:SendMessage"
+    source_arn = resolve(statement["Condition"]["ArnEquals"]["aws:SourceArn"], "prod")
+    assert source_arn.endswith(resolve(bucket["Properties"]["BucketName"], "prod"))
+    assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert any(r.get("Prefix") == "uploads/" and r["ExpirationInDays"] >= 1 for r in rules)
+    uploader = template.uploads_handler()
+    assert uploader is not None and uploader.function == "process_uploads_queue"
+    event = res[uploader.resource]["Properties"]["Events"][f"{uploader.resource}SqsEventSource"]
+    assert event["Properties"]["Queue"] == {"Fn::Sub": "${UploadsQueue.Arn}"}
+    assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    for stage in names.STAGES:
+        assert queue["VisibilityTimeout"] >= 6 * template.lambda_timeout(CONFIG, uploader.name, stage)
+    env = tpl["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["UPLOADS_QUEUE_NAME"] == {"Fn::GetAtt": ["UploadsQueue", "QueueName"]}
 
 
 def test_worker_event_source_override(tpl: dict[str, Any]) -> None:
@@ -346,3 +381,40 @@ def test_slim_leaves_out_only_what_lambda_never_runs() -> None:
     ):
         assert not slim.excluded(name, services), name
     assert {"s3", "sqs", "dynamodb", "secretsmanager", "kms"} <= slim.used_services()
+
+
+def test_share_links_are_served_from_the_api_origin(tpl: dict[str, Any]) -> None:
+    config = tpl["Resources"]["WebDistribution"]["Properties"]["DistributionConfig"]
+    condition, api_origin, absent = config["Origins"][1]["Fn::If"]
+    assert condition == "HasApiOrigin" and absent == {"Ref": "AWS::NoValue"}
+    assert api_origin["Id"] == "api"
+    assert api_origin["DomainName"] == {"Ref": "ApiOriginDomain"}
+    assert api_origin["OriginPath"] == {"Ref": "ApiOriginPath"}
+    assert api_origin["CustomOriginConfig"]["OriginProtocolPolicy"] == "https-only"
+    condition, behaviors, absent = config["CacheBehaviors"]["Fn::If"]
+    assert condition == "HasApiOrigin" and absent == {"Ref": "AWS::NoValue"}
+    (share,) = behaviors
+    assert share["PathPattern"] == "/s/*" and share["TargetOriginId"] == "api"
+    assert share["ViewerProtocolPolicy"] == "https-only"
+    assert set(share["AllowedMethods"]) == {"GET", "HEAD"}
+    assert share["CachePolicyId"] == "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"  # CachingDisabled: revokes are immediate
+    assert "ResponseHeadersPolicyId" not in share  # the page sets its own CSP
+    params = tpl["Parameters"]
+    assert params["ApiOriginDomain"]["Default"] == "" and params["ApiOriginPath"]["Default"] == "/api"
+    assert tpl["Conditions"]["HasApiOrigin"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ApiOriginDomain"}, ""]}]}
+    env = tpl["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["SHARE_BASE_URL"] == {
+        "Fn::If": ["HasApiOrigin", {"Fn::Sub": "https://${WebDistribution.DomainName}"}, ""]
+    }
+
+
+def test_share_tables_come_from_the_models(tpl: dict[str, Any]) -> None:
+    res = tpl["Resources"]
+    shares = res["SharesTable"]["Properties"]
+    assert shares["KeySchema"] == [{"AttributeName": "code_hash", "KeyType": "HASH"}]
+    (by_user,) = shares["GlobalSecondaryIndexes"]
+    assert by_user["IndexName"] == "by_user"
+    assert shares["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    hits = res["ShareHitsTable"]["Properties"]
+    assert hits["KeySchema"] == [{"AttributeName": "bucket", "KeyType": "HASH"}]
+    assert hits["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}

@@ -202,6 +202,22 @@ def test_worker_event_source_mapping(package: Package) -> None:
     assert visibility >= 6 * timeout
 
 
+def test_uploads_worker_event_source_mapping(package: Package) -> None:
+    """The uploads worker reads the stack's uploads queue (S3 events) with partial batch responses."""
+    uploader = template.uploads_handler()
+    assert uploader is not None
+    fn = package.template["Resources"][uploader.resource]
+    event = fn["Properties"]["Events"][f"{uploader.resource}SqsEventSource"]
+    props = event["Properties"]
+    assert props["Queue"] == {"Fn::Sub": "${UploadsQueue.Arn}"}
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["ScalingConfig"]["MaximumConcurrency"] >= 2
+    visibility = package.template["Resources"]["UploadsQueue"]["Properties"]["VisibilityTimeout"]
+    assert visibility >= 6 * fn["Properties"]["Timeout"]
+    notification = package.template["Resources"]["ImagesBucket"]["Properties"]["NotificationConfiguration"]
+    assert notification["QueueConfigurations"][0]["Queue"] == {"Fn::GetAtt": ["UploadsQueue", "Arn"]}
+
+
 def test_webhook_worker_event_source_mapping(package: Package) -> None:
     worker = template.webhook_worker_handler()
     assert worker is not None and worker != template.worker_handler()

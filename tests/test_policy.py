@@ -198,6 +198,21 @@ def test_webhook_queue_and_key_only_where_used() -> None:
         assert not any(a.startswith("kms:") for a in granted(load(stage, sweep), stage)), sweep
 
 
+def test_uploads_queue_only_where_used() -> None:
+    """The uploads worker's mapping polls the uploads queue and the worker re-queues a ZIP's
+    next turn there; S3 alone sends the events (queue policy), so the API never touches it."""
+    stage = "prod"
+    uploads = f"arn:aws:sqs:{REGION}:{ACCOUNT}:{names.uploads_queue(stage)}"
+    uploader = load(stage, "process_uploads_queue")
+    for action in (*policy.SQS_EVENT_SOURCE_ACTIONS, "sqs:SendMessage"):
+        assert allows(uploader, stage, action, uploads), action
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{names.table_prefix(stage)}uploads"
+    assert allows(uploader, stage, "dynamodb:UpdateItem", table)
+    api = load(stage, "api_handler")
+    assert not any(allows(api, stage, action, uploads) for action in granted(api, stage) if action.startswith("sqs:"))
+    assert not allows(load(stage, "process_jobs_queue"), stage, "sqs:ReceiveMessage", uploads)
+
+
 def _bucket_matches_another_account(document: dict[str, Any], stage: str) -> bool:
     mine = names.images_bucket(stage).replace("${AWS::AccountId}", ACCOUNT).replace("${AWS::Region}", REGION)
     others = [

@@ -4,7 +4,6 @@ sealed signing secrets and their rotation."""
 
 from __future__ import annotations
 
-import csv
 import json
 import select
 import socket
@@ -12,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import boto3
 import pytest
@@ -20,12 +18,11 @@ import pytest
 from chalicelib.db import JobModel, UsageModel, UserModel
 from chalicelib.services import stuck, webhook_http, webhooks
 from chalicelib.settings import get_settings
+from devstack.prompts import parti_prompts
 from tests.fixtures.worker import check_job, wait_for
 from tests.test_webhooks import SMALL, Receiver, independent_signature
 
-PARTI = Path("/work/shared/data/parti_prompts.tsv")
-with PARTI.open(encoding="utf-8", newline="") as _f:
-    PROMPTS = [row["Prompt"].strip() for row in csv.DictReader(_f, delimiter="\t") if row["Prompt"].strip()][:40]
+PROMPTS = parti_prompts()[:40]
 HUGE_LENGTH = 64 * 1024 * 1024
 JOBS_QUEUE = "promptcanvas-jobs"
 

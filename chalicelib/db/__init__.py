@@ -11,6 +11,8 @@ from chalicelib.db.catalog import CatalogStatusModel
 from chalicelib.db.images import ImageModel, PromptHistoryModel
 from chalicelib.db.jobs import ArchiveModel, IdempotencyModel, JobItemModel, JobModel
 from chalicelib.db.keys import KeyHealthModel
+from chalicelib.db.shares import ShareHitModel, ShareModel
+from chalicelib.db.uploads import UploadModel
 from chalicelib.db.usage import UsageModel, UserModel
 
 ALL_MODELS: list[type[BaseModel]] = [
@@ -23,7 +25,10 @@ ALL_MODELS: list[type[BaseModel]] = [
     JobItemModel,
     IdempotencyModel,
     ArchiveModel,
+    UploadModel,
     CatalogStatusModel,
+    ShareModel,
+    ShareHitModel,
 ]
 
 __all__ = [
@@ -37,8 +42,11 @@ __all__ = [
     "ImageModel",
     "KeyHealthModel",
     "PromptHistoryModel",
+    "ShareHitModel",
+    "ShareModel",
     "UsageModel",
     "UserModel",
+    "UploadModel",
     "same_item",
     "table_name",
     "utcnow",

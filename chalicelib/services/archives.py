@@ -58,7 +58,8 @@ from pynamodb.exceptions import DeleteError, PutError, UpdateError
 from ulid import ULID
 
 from chalicelib.aws import client
-from chalicelib.db import ImageModel
+from chalicelib.db import ImageModel, same_item
+from chalicelib.db.images import condition_failed
 from chalicelib.db.jobs import SUCCEEDED, ArchiveModel, IdempotencyModel
 from chalicelib.errors import ApiError, NotFound, ValidationError
 from chalicelib.services import jobs
@@ -492,7 +493,13 @@ def _create(user_id: str, source: str, ref: str | None, image_ids: list[str]) ->
         created_at=now,
         expires_at=timedelta(seconds=ARCHIVE_TTL_S),
     )
-    archive.save(condition=ArchiveModel.archive_id.does_not_exist())
+    try:
+        archive.save(condition=ArchiveModel.archive_id.does_not_exist())
+    except PutError as exc:  # a retried put whose first attempt committed fails its condition
+        if not condition_failed(exc):
+            raise
+        if not same_item(ArchiveModel.get(user_id, archive_id, consistent_read=True), archive):
+            raise
     holder = claim_selection(archive, now)
     if holder is not archive:
         return (201 if holder.status == "ready" else 202), archive_json(holder)

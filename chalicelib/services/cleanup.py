@@ -29,8 +29,12 @@ orphans          daily     (a) objects ``users/{user}/images/{image}.{ext}`` old
                            kept. (b) items whose original object is missing (HeadObject 404)
                            are removed with their thumbnail; a missing thumbnail alone is
                            only counted (the image is still viewable).
+uploads          (above)   the retention and orphan rules for uploads, in
+                           ``chalicelib.services.upload_cleanup``.
 archives         hourly    ZIPs under ``archives/`` older than :data:`ARCHIVE_MAX_AGE` (24 h)
                            are deleted; an S3 lifecycle rule (infra/) backs this up.
+shares           hourly    share links whose ``expires_at`` has passed are deleted (conditional
+                           DeleteItem); DynamoDB TTL on ``expires_at`` is the backstop.
 ===============  ========  ================================================================
 
 Order of deletes: metadata first, then objects (as ``images.delete_image`` does), so a
@@ -458,12 +462,19 @@ def sweep_orphans(
     dry_run: bool | None = None,
     budget_s: float | None = None,
 ) -> list[SweepReport]:
-    """Both orphan sweeps, sharing one time budget: objects first, then metadata."""
+    """The orphan sweeps, sharing one time budget: image objects, image metadata, then
+    uploads (``chalicelib.services.upload_cleanup``)."""
+    from chalicelib.services.upload_cleanup import sweep_upload_orphans
+
     deadline_start = time.monotonic()
+
+    def left() -> float | None:
+        return None if budget_s is None else budget_s - (time.monotonic() - deadline_start)
+
     first = sweep_orphan_objects(now=now, dry_run=dry_run, budget_s=budget_s)
-    left = None if budget_s is None else budget_s - (time.monotonic() - deadline_start)
-    second = sweep_orphan_metadata(now=now, dry_run=dry_run, budget_s=left)
-    return [first, second]
+    second = sweep_orphan_metadata(now=now, dry_run=dry_run, budget_s=left())
+    third = sweep_upload_orphans(now=now, dry_run=dry_run, budget_s=left())
+    return [first, second, third]
 
 
 # -- archives -------------------------------------------------------------------------------------
@@ -534,13 +545,46 @@ def rebuild_collection_counts() -> dict[str, int]:
     return {"images": scanned, "counters": len(counts)}
 
 
+# -- share links ----------------------------------------------------------------------------------
+
+
+def sweep_shares(
+    *, now: datetime | None = None, dry_run: bool | None = None, budget_s: float | None = None
+) -> SweepReport:
+    """Delete expired share links (``chalicelib.services.shares.sweep_expired``).
+
+    Args:
+        now: reference time (aware UTC; default now).
+        dry_run: default ``CLEANUP_DRY_RUN``.
+        budget_s: seconds this run may take (default: no limit).
+
+    Returns:
+        counts ``scanned``, ``shares_deleted`` (or ``would_delete_shares``), ``already_gone``.
+    """
+    from chalicelib.services import shares
+
+    started = time.monotonic()
+    now = _now(now)
+    dry = _dry_run(dry_run)
+    report = SweepReport("shares", dry, now)
+    counts = shares.sweep_expired(now=now, dry_run=dry, deadline=Deadline(budget_s))
+    report.complete = not counts.pop("incomplete")
+    for name, n in counts.items():
+        report.add(name, n)
+    return _finish(report, started)
+
+
 def run_all(
     *, now: datetime | None = None, dry_run: bool | None = None, budget_s: float | None = None
 ) -> list[SweepReport]:
-    """Every sweep once, in order retention, orphans, archives (each with ``budget_s``).
+    """Every sweep once, in order retention, orphans, archives, shares (each with ``budget_s``).
     For operators and tests; the schedules run them separately."""
+    from chalicelib.services.upload_cleanup import sweep_upload_retention
+
     return [
         sweep_retention(now=now, dry_run=dry_run, budget_s=budget_s),
+        sweep_upload_retention(now=now, dry_run=dry_run, budget_s=budget_s),
         *sweep_orphans(now=now, dry_run=dry_run, budget_s=budget_s),
         sweep_archives(now=now, dry_run=dry_run, budget_s=budget_s),
+        sweep_shares(now=now, dry_run=dry_run, budget_s=budget_s),
     ]

@@ -35,7 +35,7 @@ from chalicelib.errors import ApiError, NotFound, ValidationError
 from chalicelib.flux import availability
 from chalicelib.flux.catalog import GENERATION_FIELDS, GenerationParams, image_cost, parse_generation_params
 from chalicelib.services import usage
-from chalicelib.services.pagination import decode_cursor, encode_cursor, parse_limit
+from chalicelib.services.pagination import owner_page
 from chalicelib.settings import get_settings
 from chalicelib.storage import imaging, objects
 
@@ -318,18 +318,9 @@ def list_images(user_id: str, query: Mapping[str, str]) -> dict[str, Any]:
     Returns:
         ``{"images": [...], "next_cursor": str | None}``.
     """
-    limit = parse_limit(query.get("limit"))
     collection = parse_collection(query.get("collection")) if query.get("collection") else None
-    if collection:
-        start = decode_cursor(query.get("cursor"), user_id, user_attr="user_collection")
-        result = ImageModel.by_collection.query(
-            f"{user_id}#{collection}", scan_index_forward=False, limit=limit, last_evaluated_key=start
-        )
-    else:
-        start = decode_cursor(query.get("cursor"), user_id)
-        result = ImageModel.query(user_id, scan_index_forward=False, limit=limit, last_evaluated_key=start)
-    items = list(result)
-    return {"images": [image_json(i) for i in items], "next_cursor": encode_cursor(result.last_evaluated_key)}
+    page = owner_page(ImageModel, user_id, query, collection)
+    return {"images": [image_json(i) for i in page["items"]], "next_cursor": page["next_cursor"]}
 
 
 def get_owned(user_id: str, image_id: str) -> ImageModel:
@@ -353,7 +344,9 @@ def get_image(user_id: str, image_id: str) -> dict[str, Any]:
 
 def delete_image(user_id: str, image_id: str) -> None:
     """``DELETE /v1/images/{id}``: metadata first, then the objects (a leftover
-    object is an orphan the sweep removes; metadata never points at nothing).
+    object is an orphan the sweep removes; metadata never points at nothing), then the
+    image's share links, and its collection's links when it was the collection's last image
+    (a link whose image or collection is gone answers 404 in any case).
 
     Raises:
         NotFound: 404 when it does not exist or belongs to another user.
@@ -362,3 +355,8 @@ def delete_image(user_id: str, image_id: str) -> None:
     if not delete_image_item(user_id, image_id, item.collection, ImageModel.image_id.exists()):
         raise NotFound("image")
     objects.delete([item.s3_key, item.thumb_key])
+    from chalicelib.services import shares
+
+    shares.revoke_for_image(user_id, image_id)
+    if item.collection:
+        shares.revoke_for_collection_if_empty(user_id, item.collection)

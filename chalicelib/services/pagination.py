@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from chalicelib.errors import ValidationError
@@ -39,6 +40,31 @@ def decode_cursor(cursor: str | None, user_id: str, user_attr: str = "user_id") 
     if owner != user_id and not str(owner).startswith(user_id + "#"):
         raise ValidationError("cursor is not valid", field="cursor", code="invalid-cursor")
     return key
+
+
+def owner_page(model: Any, user_id: str, query: Mapping[str, str], collection: str | None) -> dict[str, Any]:
+    """One page of the caller's items of ``model``, newest first (range key descending).
+
+    With ``collection``, the page comes from the model's ``by_collection`` index (hash
+    ``"{user_id}#{collection}"``); ``?limit=`` and ``?cursor=`` are read from ``query``.
+
+    Returns:
+        ``{"items": [model, ...], "next_cursor": str | None}``.
+
+    Raises:
+        ValidationError: 400 naming ``limit`` or ``cursor``.
+    """
+    limit = parse_limit(query.get("limit"))
+    if collection:
+        start = decode_cursor(query.get("cursor"), user_id, user_attr="user_collection")
+        result = model.by_collection.query(
+            f"{user_id}#{collection}", scan_index_forward=False, limit=limit, last_evaluated_key=start
+        )
+    else:
+        start = decode_cursor(query.get("cursor"), user_id)
+        result = model.query(user_id, scan_index_forward=False, limit=limit, last_evaluated_key=start)
+    items = list(result)
+    return {"items": items, "next_cursor": encode_cursor(result.last_evaluated_key)}
 
 
 def parse_limit(raw: str | None, default: int = 24, maximum: int = 100) -> int:

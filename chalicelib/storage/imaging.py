@@ -1,14 +1,24 @@
-"""Image processing with Pillow: strip metadata, make thumbnails, check bytes."""
+"""Image processing with Pillow: strip metadata, make thumbnails, check bytes.
+
+:func:`process` handles generated images (JPEG/PNG from Flux); :func:`process_upload`
+verifies what users upload (JPEG/PNG/WebP only, pixel count bounded before decoding).
+"""
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
 
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 THUMB_LONG_SIDE = 256  # pixels
 THUMB_QUALITY = 80
+#: Pillow format → (MIME type, file extension) accepted for uploads. Only these decoders are
+#: ever tried on user bytes (``Image.open(formats=...)``), so no exotic parser sees them.
+UPLOAD_FORMATS = {"JPEG": ("image/jpeg", "jpg"), "PNG": ("image/png", "png"), "WEBP": ("image/webp", "webp")}
+UPLOAD_CONTENT_TYPES = tuple(ct for ct, _ in UPLOAD_FORMATS.values())
+MAX_ICC_BYTES = 128 * 1024  # a colour profile larger than this is dropped with the rest
+EXIF_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True)
@@ -48,10 +58,96 @@ def process(data: bytes) -> ProcessedImage:
             else:
                 img.save(out, format="PNG", optimize=False)
                 content_type, ext = "image/png", "png"
-            thumb = img.convert("RGB")
-            thumb.thumbnail((THUMB_LONG_SIDE, THUMB_LONG_SIDE), Image.Resampling.LANCZOS)
-            thumb_out = io.BytesIO()
-            thumb.save(thumb_out, format="WEBP", quality=THUMB_QUALITY, method=4)
-            return ProcessedImage(out.getvalue(), content_type, ext, thumb_out.getvalue(), img.width, img.height)
+            return ProcessedImage(out.getvalue(), content_type, ext, thumbnail(img), img.width, img.height)
     except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ValueError(f"not a decodable image: {exc}") from None
+
+
+def thumbnail(img: Image.Image) -> bytes:
+    """A WebP thumbnail of a loaded image, :data:`THUMB_LONG_SIDE` pixels on the long side.
+
+    Transparency is kept (RGBA); every other mode becomes RGB.
+    """
+    thumb = img.convert("RGBA" if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info else "RGB")
+    thumb.thumbnail((THUMB_LONG_SIDE, THUMB_LONG_SIDE), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    thumb.save(out, format="WEBP", quality=THUMB_QUALITY, method=4)
+    return out.getvalue()
+
+
+class ImageRejected(ValueError):
+    """An upload that is not an acceptable image.
+
+    Attributes:
+        code: ``not-an-image`` (no accepted decoder recognises it), ``too-many-pixels``
+            (width × height over the bound: a decompression bomb or just too large),
+            ``corrupt-image`` (recognised, but does not decode).
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def process_upload(data: bytes, max_pixels: int) -> ProcessedImage:
+    """Verify an uploaded image and return a metadata-stripped copy and its thumbnail.
+
+    The pixel count is read from the header and checked before any pixel is decoded, so a
+    small file declaring huge dimensions (a decompression bomb) costs no memory. The copy
+    keeps the original format (JPEG, PNG or WebP); EXIF, XMP, comments and text chunks are
+    dropped; an EXIF orientation is applied to the pixels first (so the image still shows
+    upright); a colour profile up to 128 KiB is kept (colour data, not personal metadata).
+    A JPEG that needs no rotation is re-saved with its own quantisation tables
+    (``quality="keep"``); other re-encodes use quality 95. Animated images keep their first frame.
+
+    Args:
+        data: the uploaded bytes (already bounded by the caller, at most ``UPLOAD_MAX_BYTES``).
+        max_pixels: the largest accepted ``width * height`` (``UPLOAD_MAX_PIXELS``).
+
+    Raises:
+        ImageRejected: with ``code`` ``not-an-image`` | ``too-many-pixels`` | ``corrupt-image``.
+
+    Sources: Pillow docs, "Image.open" (``formats``), "Decompression bombs"
+    (``Image.MAX_IMAGE_PIXELS``), "ImageOps.exif_transpose", image file formats (JPEG
+    ``quality="keep"``, ``icc_profile``).
+    """
+    try:
+        img = Image.open(io.BytesIO(data), formats=tuple(UPLOAD_FORMATS))
+    except Image.DecompressionBombError:
+        raise ImageRejected("too-many-pixels", "the image declares more pixels than allowed") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ImageRejected("not-an-image", "the file is not a JPEG, PNG or WebP image") from None
+    with img:
+        width, height = img.size
+        if width < 1 or height < 1 or width * height > max_pixels:
+            raise ImageRejected("too-many-pixels", f"{width}x{height} pixels exceeds the limit of {max_pixels} pixels")
+        fmt = img.format or ""
+        content_type, ext = UPLOAD_FORMATS[fmt]
+        try:
+            img.load()
+            return _strip(img, fmt, content_type, ext)
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+            raise ImageRejected("corrupt-image", f"the {fmt} image does not decode: {exc}") from None
+
+
+def _strip(img: Image.Image, fmt: str, content_type: str, ext: str) -> ProcessedImage:
+    icc = img.info.get("icc_profile") or b""
+    keep = {"icc_profile": icc} if 0 < len(icc) <= MAX_ICC_BYTES else {}
+    orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+    out = io.BytesIO()
+    if fmt == "JPEG" and orientation in (0, 1):
+        img.save(out, format="JPEG", quality="keep", optimize=True, comment=b"", **keep)
+        pixels = img
+    else:
+        pixels = ImageOps.exif_transpose(img) if orientation not in (0, 1) else img
+        if fmt == "JPEG":
+            if pixels.mode not in ("RGB", "L", "CMYK"):
+                pixels = pixels.convert("RGB")
+            pixels.save(out, format="JPEG", quality=95, optimize=True, comment=b"", **keep)
+        elif fmt == "PNG":
+            pixels.save(out, format="PNG", **keep)
+        else:
+            if pixels.mode not in ("RGB", "RGBA"):
+                pixels = pixels.convert("RGBA" if "A" in pixels.mode or "transparency" in pixels.info else "RGB")
+            pixels.save(out, format="WEBP", quality=95, method=4, **keep)
+    return ProcessedImage(out.getvalue(), content_type, ext, thumbnail(pixels), pixels.width, pixels.height)

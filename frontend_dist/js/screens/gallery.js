@@ -1,7 +1,8 @@
 // Gallery: grid and list views, loaded by cursor as you scroll, filtered by collection; a lightbox
-// (prompt, parameters, seed: re-run, download, delete); multi-select to download a ZIP or delete.
+// (prompt, parameters, seed: re-run, share, download, delete); multi-select to download a ZIP or delete;
+// share the chosen collection.
 
-import { buildArchive, del, get } from "../api.js";
+import { buildArchive, del, get, post } from "../api.js";
 import {
   announce,
   confirmDialog,
@@ -20,6 +21,7 @@ import {
 } from "../ui.js";
 import { formatUsd } from "../params.js";
 import { RERUN_KEY } from "./generate.js";
+import { linkRow } from "./shares.js";
 
 const PAGE_SIZE = 24; // images per request; "#/gallery?limit=N" overrides it (1-100)
 const VIEW_KEY = "promptcanvas.galleryView";
@@ -48,6 +50,20 @@ export async function render(container, { query }) {
   const deleteBtn = h("button", { type: "button", class: "btn btn-danger btn-small", text: "Delete" });
   const clearBtn = h("button", { type: "button", class: "btn btn-ghost btn-small", text: "Clear selection" });
   const selectAllBtn = h("button", { type: "button", class: "btn btn-ghost btn-small", text: "Select all loaded" });
+  const shareCollectionBtn = h("button", { type: "button", class: "btn btn-small", text: "Share collection", hidden: !collection });
+  const collectionShareBox = h("div", { class: "share-box", "aria-live": "polite" });
+  shareCollectionBtn.addEventListener("click", async () => {
+    shareCollectionBtn.disabled = true;
+    try {
+      const link = await post(`/v1/collections/${encodeURIComponent(collection)}/shares`, {});
+      mount(collectionShareBox, linkRow(link.url, `Share link to collection ${collection}`));
+      announce("Share link created");
+    } catch (err) {
+      showError(err, "Could not share the collection");
+    } finally {
+      shareCollectionBtn.disabled = false;
+    }
+  });
   const selectionBar = h("div", { class: "selection-bar", role: "region", "aria-label": "Selection", hidden: true }, selCount, selectAllBtn, clearBtn, zipBtn, deleteBtn);
 
   function setView(next) {
@@ -180,6 +196,8 @@ export async function render(container, { query }) {
 
   collectionSelect.addEventListener("change", () => {
     collection = collectionSelect.value;
+    shareCollectionBtn.hidden = !collection;
+    collectionShareBox.replaceChildren();
     history.replaceState(null, "", collection ? `#/gallery?collection=${encodeURIComponent(collection)}` : "#/gallery");
     reset();
   });
@@ -248,9 +266,11 @@ export async function render(container, { query }) {
       "div",
       { class: "toolbar gallery-toolbar" },
       h("div", { class: "field" }, h("label", { for: "gallery-collection", text: "Collection" }), collectionSelect),
+      shareCollectionBtn,
       h("div", { class: "spacer" }),
       h("div", { class: "actions", role: "group", "aria-label": "View" }, gridBtn, listBtn),
     ),
+    collectionShareBox,
     selectionBar,
     list,
     sentinel,
@@ -315,6 +335,26 @@ export function openLightbox(list, index, { onDelete } = {}) {
       dialog.close();
       location.hash = "#/generate";
     });
+    const shareBox = h("div", { class: "share-box", "aria-live": "polite" });
+    const shareBtn = h("button", { type: "button", class: "btn", text: "Share" });
+    shareBtn.addEventListener("click", async () => {
+      shareBtn.disabled = true;
+      try {
+        const link = await post(`/v1/images/${encodeURIComponent(img.id)}/shares`, {});
+        mount(
+          shareBox,
+          h("p", { class: "hint", text: `Anyone with this link can view the image and its prompt until ${formatDate(link.expires_at)}.` }),
+          linkRow(link.url, "Share link"),
+          h("p", { class: "hint" }, h("a", { href: "#/shares", text: "Manage your share links" })),
+        );
+        shareBox.querySelector("input").focus();
+        announce("Share link created");
+      } catch (err) {
+        showError(err, "Could not create a share link");
+      } finally {
+        shareBtn.disabled = false;
+      }
+    });
     const remove = h("button", { type: "button", class: "btn btn-danger", text: "Delete" });
     remove.addEventListener("click", async () => {
       const ok = await confirmDialog("Delete this image? This cannot be undone.", { title: "Delete image?", confirmLabel: "Delete", danger: true });
@@ -346,7 +386,8 @@ export function openLightbox(list, index, { onDelete } = {}) {
           h("h2", { id: titleId, class: "visually-hidden", text: "Image details" }),
           h("p", { class: "prompt-text", text: img.prompt }),
           h("dl", { class: "params-table" }, rows.map(([k, v]) => [h("dt", { text: k }), h("dd", { class: k === "Seed" ? "mono" : null, text: String(v) })])),
-          h("div", { class: "actions" }, rerun, h("a", { class: "btn", href: img.download_url || img.url, download: "", text: "Download" }), remove),
+          h("div", { class: "actions" }, rerun, shareBtn, h("a", { class: "btn", href: img.download_url || img.url, download: "", text: "Download" }), remove),
+          shareBox,
           list.length > 1 ? h("p", { class: "hint", text: `${current + 1} of ${list.length} · ← → to browse` }) : null,
         ),
       ),
