@@ -49,7 +49,7 @@ from chalice import Chalice, Response
 from chalice.app import Request
 
 from chalicelib import observability
-from chalicelib.errors import ApiError, Forbidden
+from chalicelib.errors import ApiError, Forbidden, ValidationError
 from chalicelib.jsonbody import parse_json_object
 from chalicelib.settings import get_settings
 
@@ -73,8 +73,17 @@ class RequestContext:
 
     @property
     def query(self) -> dict[str, str]:
-        """Query-string parameters (single values)."""
-        return dict(self.request.query_params or {})
+        """Query-string parameters, each given at most once (the document declares every
+        query parameter as one value).
+
+        Raises:
+            ValidationError: 400 naming a parameter given more than once.
+        """
+        params = self.request.query_params or {}
+        for name in params:
+            if len(params.getlist(name)) > 1:
+                raise ValidationError(f"{name} may be given only once", field=name)
+        return dict(params)
 
     def header(self, name: str) -> str | None:
         """A request header, case-insensitively."""

@@ -28,7 +28,7 @@ from chalicelib.flux.catalog import (
 )
 from chalicelib.settings import get_settings
 
-PARTI = Path("/work/shared/data/parti_prompts.tsv")
+PARTI = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "parti_prompts.tsv"
 SCHNELL = "black-forest-labs/FLUX.1-schnell"
 SCHNELL_FREE = "black-forest-labs/FLUX.1-schnell-Free"
 PRO_11 = "black-forest-labs/FLUX.1.1-pro"
@@ -183,11 +183,28 @@ def test_model_default_steps(model, steps):
 
 @pytest.mark.parametrize(
     ("alias", "model"),
-    [("schnell", SCHNELL), ("FLUX-2-DEV", F2_DEV), ("nano-banana", FLASH), ("Black-Forest-Labs/flux.2-pro", F2_PRO)],
+    [("schnell", SCHNELL), ("flux-2-dev", F2_DEV), ("nano-banana", FLASH), ("flux2-pro", F2_PRO)],
 )
 def test_aliases_resolve_to_the_model_id(alias, model):
     assert parse(model=alias).model == model
     assert get_model(alias).id == model
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        # the document lists model, aspect_ratio and output_format as enums: exact spelling
+        ({"model": "FLUX-2-DEV"}, "model"),
+        ({"model": " flux-2-dev"}, "model"),
+        ({"model": "Black-Forest-Labs/flux.2-pro"}, "model"),
+        ({"model": F2_PRO, "output_format": "PNG"}, "output_format"),
+        ({"aspect_ratio": "1:1 "}, "aspect_ratio"),
+    ],
+)
+def test_enums_take_the_documented_spelling_only(body, field):
+    with pytest.raises(ValidationError) as caught:
+        parse(**body)
+    assert caught.value.field == field
 
 
 # -- per-model parameters -------------------------------------------------------------------------
@@ -263,6 +280,18 @@ def test_seed_for_wraps_at_2_32():
 # -- retired and unknown models -------------------------------------------------------------------
 
 
+def test_integers_with_a_zero_fraction_are_integers():
+    # JSON Schema 2020-12: an "integer" is any number with a zero fractional part
+    p = parse(width=512.0, height=768, steps=4.0, n=2.0, seed=7.0)
+    assert (p.width, p.height, p.steps, p.n, p.seed) == (512, 768, 4, 2, 7)
+    assert all(isinstance(v, int) for v in (p.width, p.steps, p.n, p.seed))
+
+
+def test_guidance_is_kept_to_six_decimal_places():
+    assert parse(model=F2_DEV, guidance=2.225073858507203e-309).guidance == 0.0
+    assert parse(model=F2_DEV, guidance=3.1234567).guidance == 3.123457
+
+
 @pytest.mark.parametrize(
     ("model", "replacement"),
     [
@@ -303,11 +332,16 @@ INVALID = [
     ({"model": PRO_11, "width": 1456, "height": 512}, "width"),
     ({"width": 1000, "height": 512}, "width"),
     ({"width": "512", "height": 512}, "width"),
+    ({"width": 512.5, "height": 512}, "width"),
     ({"width": True, "height": 512}, "width"),
     ({"steps": 0}, "steps"),
     ({"steps": 13}, "steps"),
-    ({"steps": 4.0}, "steps"),
+    ({"steps": True}, "steps"),
+    ({"steps": "4"}, "steps"),
+    ({"steps": 4.5}, "steps"),
+    ({"prompt": " " + "x" * 2000}, "prompt"),
     ({"model": KONTEXT_PRO, "steps": 51}, "steps"),
+    ({"model": PRO_11, "steps": 4}, "steps"),
     ({"n": 0}, "n"),
     ({"n": 5}, "n"),
     ({"seed": -1}, "seed"),

@@ -78,6 +78,13 @@ BAD_JSON = [
     ({"prompts": ["ok"], "model": "nope"}, "model"),
     ({"prompts": ["ok"], "collection": "bad/name"}, "collection"),
     ({"prompts": ["ok"], "name": 5}, "name"),
+    ({"prompts": ["ok"], "webhook_url": "ftp://example.com/hook"}, "webhook_url"),
+    ({"prompts": ["ok"], "webhook_url": "https://user@example.com/hook"}, "webhook_url"),
+    ({"prompts": ["ok"], "webhook_url": ""}, "webhook_url"),
+    ({"prompts": ["ok"], "name": None}, "name"),
+]
+# Well-formed by the document, refused on what no schema can say: 422.
+REFUSED_JSON = [
     ({"prompts": ["ok"], "webhook_url": "http://example.com/hook"}, "webhook_url"),
     ({"prompts": ["ok"], "webhook_url": "https://10.1.2.3/hook"}, "webhook_url"),
 ]
@@ -89,32 +96,40 @@ def test_bad_json_is_a_400_naming_the_field_with_nothing_written(api):
         assert reply.status == 400, (field, reply.body)
         assert reply.json["error"]["field"] == field, reply.json
         openapi_check.check("/v1/jobs", "POST", 400, reply.json)
+    for body, field in REFUSED_JSON:
+        reply = api.post("/v1/jobs", user="val", json_body=body)
+        assert reply.status == 422 and reply.json["error"]["code"] == "webhook-url-refused", reply.body
+        assert reply.json["error"]["field"] == field
     nothing_written(api, "val")
 
 
-BAD_FILES = [
-    ({}, "image.png", b"\x89PNG\r\n\x1a\n\x00\x00", "image/png", "file"),
-    ({}, "prompts.txt", b"\xff\xfe\x00a\x00b", "text/plain", "file"),
-    ({}, "prompts.txt", b"\n\n  \n", "text/plain", "file"),
-    ({}, "prompts.csv", b"title,score\nx,1\n", "text/csv", "file"),
-    ({}, "prompts.csv", b'prompt\n"unterminated\n', "text/csv", "file"),
-    ({"limit": 0}, "prompts.txt", b"a\nb\n", "text/plain", "limit"),
-    ({"offset": 5}, "prompts.txt", b"a\nb\n", "text/plain", "offset"),
-    ({"width": "wide"}, "prompts.txt", b"a\n", "text/plain", "width"),
-    ({"colour": "red"}, "prompts.txt", b"a\n", "text/plain", "colour"),
-    ({}, "prompts.txt", ("x" * 2001 + "\n").encode(), "text/plain", "file"),
+BAD_FILES = [  # (fields, file name, content, content type, field, status): 422 when the form is well formed
+    ({}, "image.png", b"\x89PNG\r\n\x1a\n\x00\x00", "image/png", "file", 400),
+    ({}, "prompts.txt", b"\xff\xfe\x00a\x00b", "text/plain", "file", 422),
+    ({}, "prompts.txt", b"\n\n  \n", "text/plain", "file", 422),
+    ({}, "prompts.csv", b"title,score\nx,1\n", "text/csv", "file", 422),
+    ({}, "prompts.csv", b'prompt\n"unterminated\n', "text/csv", "file", 422),
+    ({"limit": 0}, "prompts.txt", b"a\nb\n", "text/plain", "limit", 400),
+    ({"offset": 5}, "prompts.txt", b"a\nb\n", "text/plain", "offset", 422),
+    ({"width": "wide"}, "prompts.txt", b"a\n", "text/plain", "width", 400),
+    ({"width": " 512"}, "prompts.txt", b"a\n", "text/plain", "width", 400),
+    ({"model": ""}, "prompts.txt", b"a\n", "text/plain", "model", 400),
+    ({"collection": " trips"}, "prompts.txt", b"a\n", "text/plain", "collection", 400),
+    ({"colour": "red"}, "prompts.txt", b"a\n", "text/plain", "colour", 400),
+    ({}, "prompts.txt", ("x" * 2001 + "\n").encode(), "text/plain", "file", 422),
 ]
 
 
 def test_bad_prompt_files_and_bodies_are_4xx_naming_the_field(api):
-    for fields, filename, content, ctype, field in BAD_FILES:
+    for fields, filename, content, ctype, field, status in BAD_FILES:
         body, headers = multipart(fields, filename, content, ctype)
         reply = api.post("/v1/jobs", user="val", body=body, headers=headers)
-        assert reply.status == 400, (filename, field, reply.body)
+        assert reply.status == status, (filename, field, reply.body)
         assert reply.json["error"]["field"] == field, reply.json
+        openapi_check.check("/v1/jobs", "POST", status, reply.json)
     body, headers = multipart({}, "parti_prompts.tsv", PARTI_PROMPTS.read_bytes(), "text/tab-separated-values")
     reply = api.post("/v1/jobs", user="val", body=body, headers=headers)
-    assert reply.status == 400 and reply.json["error"]["field"] == "file"
+    assert reply.status == 422 and reply.json["error"]["field"] == "file"
     assert "offset and limit" in reply.json["error"]["message"]
     no_file, hdrs = encode_multipart_formdata([("name", "x")])
     reply = api.post("/v1/jobs", user="val", body=no_file, headers={"content-type": hdrs})
@@ -296,9 +311,9 @@ def test_list_jobs_newest_first_with_filters(api):
     assert bad.status == 400 and bad.json["error"]["field"] == "status"
     bad = api.get("/v1/jobs?cursor=nope", user="lister")
     assert bad.status == 400 and bad.json["error"]["field"] == "cursor"
-    # another user's cursor does not page this user's jobs
+    # a cursor is a position in the caller's own jobs: another user's cursor pages nothing of theirs
     theirs = api.get(f"/v1/jobs?cursor={page1['next_cursor']}", user="intruder")
-    assert theirs.status == 400
+    assert theirs.status == 200 and theirs.json == {"jobs": [], "next_cursor": None}
 
 
 def test_another_users_job_is_404_everywhere_and_quota_is_all_or_nothing(api, worker):

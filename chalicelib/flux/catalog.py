@@ -42,8 +42,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import secrets
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -60,6 +60,9 @@ MAX_PROMPT_CHARS = 2000
 MAX_NEGATIVE_PROMPT_CHARS = 2000
 MIN_GUIDANCE = 0.0
 MAX_GUIDANCE = 20.0
+#: Decimal places ``guidance`` is kept to: DynamoDB numbers stop at magnitudes of 1e-130
+#: (a subnormal float would fail the metadata write), and no model tells 1e-6 apart.
+GUIDANCE_DECIMALS = 6
 MAX_SEED = 2**32 - 1
 MIN_N = 1
 MAX_N = 4
@@ -121,7 +124,7 @@ class ModelSpec:
     Attributes:
         id: Together's model string, sent upstream as ``model``.
         name: display name.
-        aliases: short names a client may send instead of ``id`` (case-insensitive).
+        aliases: short names a client may send instead of ``id`` (exact spelling).
         kinds: subset of :data:`KINDS`.
         description: one line for the model picker.
         min_size, max_size, size_multiple: width/height rules, pixels.
@@ -300,19 +303,28 @@ def aspect_ratios() -> tuple[str, ...]:
 def _by_name() -> dict[str, ModelSpec]:
     table: dict[str, ModelSpec] = {}
     for spec in catalog().models:
-        table[spec.id.lower()] = spec
+        table[spec.id] = spec
         for alias in spec.aliases:
-            table[alias.lower()] = spec
+            table[alias] = spec
     return table
 
 
+def model_names(spec: ModelSpec | None = None) -> tuple[str, ...]:
+    """The names a request may give as ``model`` (exact spelling): each current model's id,
+    then its aliases, in catalog order; only ``spec``'s when given. Retired models are not
+    among them (a request naming one is a 400 ``model-retired``). The OpenAPI document's
+    ``model`` enum lists exactly these."""
+    specs = (spec,) if spec is not None else catalog().current
+    return tuple(name for s in specs if not s.retired for name in (s.id, *s.aliases))
+
+
 def find_model(name: str) -> ModelSpec | None:
-    """The catalog entry (current or retired) for a model id or alias, case-insensitive; None if unknown."""
-    return _by_name().get(name.strip().lower()) if isinstance(name, str) else None
+    """The catalog entry (current or retired) for a model id or alias, spelled exactly; None if unknown."""
+    return _by_name().get(name) if isinstance(name, str) else None
 
 
 def get_model(name: str) -> ModelSpec:
-    """The current model for an id or alias (case-insensitive).
+    """The current model for an id or alias, spelled exactly as in :func:`model_names`.
 
     Raises:
         ValidationError: 400 ``invalid-request`` for an unknown model (field ``model``).
@@ -380,7 +392,7 @@ class GenerationParams:
         seed: 0..2**32-1; drawn at random when the client sent none. Image ``i``
             of ``n`` uses ``seed + i`` (mod 2**32), see :meth:`seed_for`.
         negative_prompt: trimmed text or None.
-        guidance: 0..20 or None (upstream default).
+        guidance: 0..20, rounded to 6 decimal places, or None (upstream default).
         prompt_upsampling: bool or None (upstream default).
         output_format: "jpeg" | "png" or None (upstream default).
     """
@@ -430,8 +442,26 @@ def _fail(field: str, message: str) -> ValidationError:
     return ValidationError(message, field=field)
 
 
+#: Characters a text field may not hold: the C0/C1 control characters (Unicode category Cc)
+#: except TAB, LF and CR. Shared with the OpenAPI document's ``pattern`` (ECMA-262 syntax).
+FORBIDDEN_CONTROLS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+#: What Python's ``str.strip()`` removes, besides control characters: Unicode White_Space.
+_BLANKS = r"\x20\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+#: A text field: no forbidden control character (the document's ``pattern``).
+TEXT_PATTERN = f"^[^{FORBIDDEN_CONTROLS}]*$"
+#: A required text field: as :data:`TEXT_PATTERN`, with at least one visible character.
+REQUIRED_TEXT_PATTERN = rf"^[^{FORBIDDEN_CONTROLS}]*[^\x00-\x1f\x7f-\x9f{_BLANKS}][^{FORBIDDEN_CONTROLS}]*$"
+_FORBIDDEN_RE = re.compile(f"[{FORBIDDEN_CONTROLS}]")
+
+
 def _text(body: Mapping[str, Any], field: str, limit: int, *, required: bool) -> str | None:
-    """A trimmed text field; CRLF/CR become LF; no control characters but LF and TAB."""
+    """A text field as sent: at most ``limit`` characters (code points, before any
+    trimming, as JSON Schema's ``maxLength`` counts them), no control characters but
+    TAB, LF and CR; a required one needs a character that is not white space.
+
+    Returns the value trimmed, with CRLF/CR turned into LF (None for an optional field
+    that is blank).
+    """
     value = body.get(field)
     if value is None:
         if required:
@@ -439,29 +469,46 @@ def _text(body: Mapping[str, Any], field: str, limit: int, *, required: bool) ->
         return None
     if not isinstance(value, str):
         raise _fail(field, f"{field} must be a string")
+    if len(value) > limit:
+        raise _fail(field, f"{field} must be at most {limit} characters (got {len(value)})")
+    found = _FORBIDDEN_RE.search(value)
+    if found:
+        raise _fail(field, f"{field} must not contain control characters (found U+{ord(found.group()):04X})")
     value = value.replace("\r\n", "\n").replace("\r", "\n").strip()
     if not value:
         if required:
             raise _fail(field, f"{field} must not be empty")
         return None
-    if len(value) > limit:
-        raise _fail(field, f"{field} must be at most {limit} characters (got {len(value)})")
-    for ch in value:
-        if ch not in "\n\t" and unicodedata.category(ch) == "Cc":
-            raise _fail(field, f"{field} must not contain control characters (found U+{ord(ch):04X})")
     return value
 
 
 def _int(body: Mapping[str, Any], field: str, lo: int, hi: int) -> int | None:
-    """An integer field in ``lo..hi``; booleans and floats are not integers."""
+    """An integer field in ``lo..hi``. As in JSON Schema, a number with a zero fractional
+    part (``4.0``) is an integer; booleans are not."""
     value = body.get(field)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
+    value = as_integer(value)
+    if value is None:
         raise _fail(field, f"{field} must be an integer")
     if not lo <= value <= hi:
         raise _fail(field, f"{field} must be between {lo} and {hi} (got {value})")
     return value
+
+
+def as_integer(value: Any) -> int | None:
+    """``value`` as an int when JSON Schema calls it an integer (``3`` or ``3.0``), else None.
+
+    Source: JSON Schema 2020-12 validation, section 6.1.1 ("integer" is any number with a
+    zero fractional part).
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _size(body: Mapping[str, Any], field: str, spec: ModelSpec) -> int | None:
@@ -472,6 +519,7 @@ def _size(body: Mapping[str, Any], field: str, spec: ModelSpec) -> int | None:
 
 
 def _guidance(body: Mapping[str, Any]) -> float | None:
+    """``guidance`` in ``MIN_GUIDANCE..MAX_GUIDANCE``, rounded to ``GUIDANCE_DECIMALS`` places."""
     value = body.get("guidance")
     if value is None:
         return None
@@ -479,7 +527,7 @@ def _guidance(body: Mapping[str, Any]) -> float | None:
         raise _fail("guidance", "guidance must be a number")
     if not MIN_GUIDANCE <= value <= MAX_GUIDANCE:
         raise _fail("guidance", f"guidance must be between {MIN_GUIDANCE:g} and {MAX_GUIDANCE:g}")
-    return float(value)
+    return round(float(value), GUIDANCE_DECIMALS)
 
 
 def _dimensions(body: Mapping[str, Any], spec: ModelSpec) -> tuple[int, int, str | None]:
@@ -490,9 +538,8 @@ def _dimensions(body: Mapping[str, Any], spec: ModelSpec) -> tuple[int, int, str
         if width is not None or height is not None:
             raise _fail("aspect_ratio", "send aspect_ratio or width and height, not both")
         ratios = aspect_ratios()
-        if not isinstance(aspect, str) or aspect.strip() not in ratios:
+        if not isinstance(aspect, str) or aspect not in ratios:
             raise _fail("aspect_ratio", f"aspect_ratio must be one of: {', '.join(ratios)}")
-        aspect = aspect.strip()
         w, h = standard_sizes()[aspect]
         return w, h, aspect
     if width is None and height is None:
@@ -530,7 +577,8 @@ def parse_generation_params(
             parameters of :data:`TEXT_PARAMETERS` the model takes: ``aspect_ratio``
             *or* ``width`` + ``height`` (pixels), ``steps`` int, ``negative_prompt`` str,
             ``guidance`` number, ``prompt_upsampling`` bool, ``output_format``
-            "jpeg" | "png". A JSON ``null`` counts as absent. Fields outside
+            "jpeg" | "png". ``None`` counts as absent (routes refuse JSON ``null`` first,
+            see :func:`chalicelib.jsonbody.reject_nulls`). Fields outside
             :data:`GENERATION_FIELDS` are ignored here; routes reject them.
         allow_n: when False (e.g. a single-image route), ``n`` other than 1 is an error.
         default: the model when the body names none (default :func:`default_model`).
@@ -565,10 +613,8 @@ def parse_generation_params(
     if upsampling is not None and not isinstance(upsampling, bool):
         raise _fail("prompt_upsampling", "prompt_upsampling must be true or false")
     fmt = body.get("output_format")
-    if fmt is not None:
-        if not isinstance(fmt, str) or fmt.strip().lower() not in OUTPUT_FORMATS:
-            raise _fail("output_format", "output_format must be 'jpeg' or 'png'")
-        fmt = fmt.strip().lower()
+    if fmt is not None and (not isinstance(fmt, str) or fmt not in OUTPUT_FORMATS):
+        raise _fail("output_format", "output_format must be 'jpeg' or 'png'")
     return GenerationParams(
         prompt=prompt,
         model=spec.id,

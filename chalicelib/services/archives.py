@@ -62,6 +62,7 @@ from chalicelib.db import ImageModel, same_item
 from chalicelib.db.images import condition_failed
 from chalicelib.db.jobs import SUCCEEDED, ArchiveModel, IdempotencyModel
 from chalicelib.errors import ApiError, NotFound, ValidationError
+from chalicelib.jsonbody import reject_nulls
 from chalicelib.services import jobs
 from chalicelib.services.images import ULID_RE, check_unknown_fields, parse_collection
 from chalicelib.settings import get_settings
@@ -633,6 +634,7 @@ def create_for_images(user_id: str, body: Mapping[str, Any]) -> tuple[int, dict[
         NotFound: 404 when an id is not one of the caller's images.
     """
     check_unknown_fields(body, {"image_ids"})
+    reject_nulls(body)
     raw = body.get("image_ids")
     maximum = get_settings().archive_max_images
     if not isinstance(raw, list) or not raw:

@@ -34,15 +34,18 @@ from chalicelib.db.images import condition_failed, delete_image_item, save_new_i
 from chalicelib.errors import ApiError, NotFound, ValidationError
 from chalicelib.flux import availability
 from chalicelib.flux.catalog import GENERATION_FIELDS, GenerationParams, image_cost, parse_generation_params
+from chalicelib.jsonbody import reject_nulls
 from chalicelib.services import usage
-from chalicelib.services.pagination import owner_page
+from chalicelib.services.pagination import ULID_PATTERN, matches, owner_page
 from chalicelib.settings import get_settings
 from chalicelib.storage import imaging, objects
 
 logger = logging.getLogger("promptcanvas.images")
 
-COLLECTION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}$")
-ULID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+#: A collection name (the document's ``pattern``): 1-64 characters, letters, digits, space,
+#: ``_ . -``; it starts and ends with a letter, digit, ``_``, ``.`` or ``-`` (no outer spaces).
+COLLECTION_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9 _.\-]{0,62}[A-Za-z0-9_.\-])?$"
+ULID_RE = re.compile(ULID_PATTERN.removesuffix("$") + r"\Z")
 CREATE_FIELDS = GENERATION_FIELDS | {"collection"}
 RECENT_PROMPTS = 20
 
@@ -55,16 +58,21 @@ def check_unknown_fields(body: Mapping[str, Any], allowed: frozenset[str] | set[
 
 
 def parse_collection(value: Any, field: str = "collection") -> str | None:
-    """A collection name: 1-64 characters, letters, digits, space, ``_ . -``.
+    """A collection name (None stays None) matching :data:`COLLECTION_PATTERN`: 1-64
+    characters, letters, digits, space, ``_ . -``, no leading or trailing space.
 
     Raises:
         ValidationError: 400 naming ``field``.
     """
     if value is None:
         return None
-    if not isinstance(value, str) or not COLLECTION_RE.match(value.strip()):
-        raise ValidationError("collection must be 1-64 characters: letters, digits, space, '_', '.', '-'", field=field)
-    return value.strip()
+    if not isinstance(value, str) or not matches(COLLECTION_PATTERN, value):
+        raise ValidationError(
+            "collection must be 1-64 characters: letters, digits, space, '_', '.', '-',"
+            " with no leading or trailing space",
+            field=field,
+        )
+    return value
 
 
 def image_json(item: ImageModel) -> dict[str, Any]:
@@ -248,6 +256,7 @@ def generate(user_id: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], flo
     from chalicelib.flux.client import get_flux_client
 
     check_unknown_fields(body, CREATE_FIELDS)
+    reject_nulls(body)
     collection = parse_collection(body.get("collection"))
     params = parse_generation_params(body)
     availability.require_available(params.model)
@@ -318,7 +327,7 @@ def list_images(user_id: str, query: Mapping[str, str]) -> dict[str, Any]:
     Returns:
         ``{"images": [...], "next_cursor": str | None}``.
     """
-    collection = parse_collection(query.get("collection")) if query.get("collection") else None
+    collection = parse_collection(query.get("collection"))
     page = owner_page(ImageModel, user_id, query, collection)
     return {"images": [image_json(i) for i in page["items"]], "next_cursor": page["next_cursor"]}
 

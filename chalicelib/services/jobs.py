@@ -64,11 +64,11 @@ from chalicelib.db.jobs import (
 )
 from chalicelib.errors import ApiError, NotFound, ValidationError
 from chalicelib.flux import availability
-from chalicelib.flux.catalog import GENERATION_FIELDS, MAX_SEED, parse_generation_params
-from chalicelib.jsonbody import parse_json_object
+from chalicelib.flux.catalog import GENERATION_FIELDS, MAX_SEED, TEXT_PATTERN, as_integer, parse_generation_params
+from chalicelib.jsonbody import parse_json_object, reject_nulls
 from chalicelib.services import usage
 from chalicelib.services.images import ULID_RE, check_unknown_fields, parse_collection
-from chalicelib.services.pagination import decode_cursor, encode_cursor, parse_limit
+from chalicelib.services.pagination import ITEM_ID_PATTERN, decode_cursor, encode_cursor, matches, parse_limit
 from chalicelib.settings import get_settings
 from chalicelib.storage import objects
 
@@ -513,26 +513,39 @@ class Submission:
 
 
 def _name(value: Any) -> str | None:
+    """The job's ``name``: at most ``MAX_NAME_CHARS`` characters as sent, no control
+    characters but TAB/LF/CR (:data:`TEXT_PATTERN`); runs of white space become one space."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise ValidationError("name must be a string", field="name")
-    value = " ".join(value.split())
-    if not value:
-        return None
     if len(value) > MAX_NAME_CHARS:
         raise ValidationError(f"name must be at most {MAX_NAME_CHARS} characters", field="name")
-    return value
+    if not matches(TEXT_PATTERN, value):
+        raise ValidationError("name must not contain control characters", field="name")
+    return " ".join(value.split()) or None
 
 
 def _count(value: Any, maximum: int) -> int:
     if value is None:
         return 1
-    if isinstance(value, bool) or not isinstance(value, int):
+    value = as_integer(value)
+    if value is None:
         raise ValidationError("count must be an integer", field="count")
     if not 1 <= value <= maximum:
         raise ValidationError(f"count must be between 1 and {maximum} (got {value})", field="count")
     return value
+
+
+def _prompt_error(message: str, field: str) -> ApiError:
+    """A bad prompt (or too many images) in a JSON body is 400 naming ``field``; in a
+    prompt file it is 422 ``invalid-prompt-file`` (the form matched the schema, its file
+    content did not make a job)."""
+    if field == "file":
+        from chalicelib.services.prompt_files import unusable_file
+
+        return unusable_file(message)
+    return ValidationError(message, field=field)
 
 
 def build_submission(
@@ -557,6 +570,8 @@ def build_submission(
         ValidationError: 400 naming the field: ``prompts`` (empty, not a list, over the
             limit), ``prompts[i]`` (a bad prompt), ``count``, ``name``, ``collection``,
             ``webhook_url`` or a generation field.
+        ApiError: 422 ``invalid-prompt-file`` for a bad line of a prompt file, or a file
+            that makes too many images; 422 ``webhook-url-refused``.
     """
     from chalicelib.services.webhooks import validate_webhook_url
 
@@ -591,16 +606,14 @@ def build_submission(
         params = parse_generation_params({**base, "prompt": first_prompt})
     except ValidationError as exc:
         if exc.field == "prompt":
-            raise ValidationError(exc.message.replace("prompt", first_label, 1), field=first_field) from None
+            raise _prompt_error(exc.message.replace("prompt", first_label, 1), first_field) from None
         raise
     availability.require_available(params.model)
     n = params.n
     if len(prompts) * n > maximum:
         where = "prompts" if source == "prompts" else ("count" if source == "count" else "file")
-        raise ValidationError(
-            f"a job makes at most {maximum} images; {len(prompts)} prompts x n={n} is {len(prompts) * n}",
-            field=where,
-        )
+        message = f"a job makes at most {maximum} images; {len(prompts)} prompts x n={n} is {len(prompts) * n}"
+        raise _prompt_error(message, where)
     job_params = {k: v for k, v in params.to_body().items() if k in JOB_PARAM_FIELDS}
     texts: list[str] = []
     checked: dict[str, str] = {}
@@ -611,7 +624,7 @@ def build_submission(
         try:
             one = parse_generation_params({**job_params, "prompt": text, "seed": 0})
         except ValidationError as exc:
-            raise ValidationError(exc.message.replace("prompt", label, 1), field=where) from None
+            raise _prompt_error(exc.message.replace("prompt", label, 1), where) from None
         checked[text] = one.prompt
         texts.append(one.prompt)
     expanded = [t for t in texts for _ in range(n)]
@@ -664,6 +677,7 @@ def parse_request(content_type: str | None, raw: bytes) -> Submission:
         raise ApiError(415, "unsupported-media-type", "send application/json or multipart/form-data")
     body = parse_json_object(raw)
     check_unknown_fields(body, SUBMIT_FIELDS)
+    reject_nulls(body)
     return build_submission(body, None, source="prompts")
 
 
@@ -991,11 +1005,11 @@ def list_jobs(user_id: str, query: Mapping[str, str]) -> dict[str, Any]:
         ValidationError: 400 naming ``status``, ``collection``, ``limit`` or ``cursor``.
     """
     limit = parse_limit(query.get("limit"), default=20)
-    status = query.get("status") or None
+    status = query.get("status")
     if status is not None and status not in JOB_STATUSES:
         raise ValidationError(f"status must be one of: {', '.join(JOB_STATUSES)}", field="status")
-    collection = parse_collection(query.get("collection")) if query.get("collection") else None
-    start = decode_cursor(query.get("cursor"), user_id)
+    collection = parse_collection(query.get("collection"))
+    start = decode_cursor(query.get("cursor"), {"user_id": user_id}, "job_id")
     condition = None
     if status:
         condition = JobModel.status == status
@@ -1009,7 +1023,7 @@ def list_jobs(user_id: str, query: Mapping[str, str]) -> dict[str, Any]:
         )
 
     jobs, last = _filtered_page(run, limit, start)
-    return {"jobs": [job_json(j) for j in jobs], "next_cursor": encode_cursor(last)}
+    return {"jobs": [job_json(j) for j in jobs], "next_cursor": encode_cursor(last, "job_id")}
 
 
 def images_by_id(user_id: str, image_ids: list[str]) -> dict[str, ImageModel]:
@@ -1033,10 +1047,10 @@ def list_items(user_id: str, job_id: str, query: Mapping[str, str]) -> dict[str,
     """
     get_owned(user_id, job_id)
     limit = parse_limit(query.get("limit"), default=50)
-    status = query.get("status") or None
+    status = query.get("status")
     if status is not None and status not in ITEM_STATES:
         raise ValidationError(f"status must be one of: {', '.join(ITEM_STATES)}", field="status")
-    start = decode_cursor(query.get("cursor"), job_id, user_attr="job_id")
+    start = decode_cursor(query.get("cursor"), {"job_id": job_id}, "item_id", ITEM_ID_PATTERN)
     condition = (JobItemModel.status == status) if status else None
 
     def run(n: int, key: dict[str, Any] | None) -> Any:
@@ -1046,7 +1060,7 @@ def list_items(user_id: str, job_id: str, query: Mapping[str, str]) -> dict[str,
     images = images_by_id(user_id, [i.image_id for i in items if i.status == SUCCEEDED])
     return {
         "items": [item_json(i, images.get(i.image_id)) for i in items],
-        "next_cursor": encode_cursor(last),
+        "next_cursor": encode_cursor(last, "item_id"),
     }
 
 

@@ -1,45 +1,56 @@
-"""Opaque cursors and limits for paginated list routes.
+"""Cursors and limits for paginated list routes.
 
-A cursor is the DynamoDB ``LastEvaluatedKey`` as base64url JSON. It is checked
-against the caller's ``user_id`` so a crafted cursor cannot page another user's data.
+A cursor is the sort key of the last entry of a page (an image or job id, a job item
+id): the next page starts after it. The service rebuilds DynamoDB's
+``ExclusiveStartKey`` from the caller's own partition and the cursor, so a cursor can
+only ever page the caller's data, and any cursor of the documented pattern is valid
+(it names a position, not an entry that must exist).
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from chalicelib.errors import ValidationError
 
+#: A ULID (Crockford base32, 26 characters): image, job and archive ids; the cursor of
+#: ``GET /v1/images`` and ``GET /v1/jobs``.
+ULID_PATTERN = "^[0-9A-HJKMNP-TV-Z]{26}$"
+#: A job item id (the 0-based prompt index, 4 digits): the cursor of ``GET /v1/jobs/{id}/items``.
+ITEM_ID_PATTERN = "^[0-9]{4}$"
 
-def encode_cursor(last_key: dict[str, Any] | None) -> str | None:
-    """``LastEvaluatedKey`` (PynamoDB's ``last_evaluated_key``) → opaque cursor, or None at the end."""
+
+def matches(pattern: str, value: str) -> bool:
+    """Whether all of ``value`` matches ``pattern`` as JSON Schema reads it (ECMA-262:
+    ``$`` is the end of the string, never before a final newline)."""
+    return re.fullmatch(pattern.removeprefix("^").removesuffix("$"), value) is not None
+
+
+def encode_cursor(last_key: dict[str, Any] | None, sort_attr: str) -> str | None:
+    """``LastEvaluatedKey`` (PynamoDB's ``last_evaluated_key``) → the cursor: its
+    ``sort_attr`` value, or None at the end."""
     if not last_key:
         return None
-    raw = json.dumps(last_key, separators=(",", ":"), sort_keys=True).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return last_key[sort_attr]["S"]
 
 
-def decode_cursor(cursor: str | None, user_id: str, user_attr: str = "user_id") -> dict[str, Any] | None:
-    """Opaque cursor → ``ExclusiveStartKey``.
+def decode_cursor(
+    cursor: str | None, partition: dict[str, str], sort_attr: str, pattern: str = ULID_PATTERN
+) -> dict[str, Any] | None:
+    """Cursor → ``ExclusiveStartKey``: ``partition`` (attribute → value: the caller's own
+    keys, for a GSI also the table's) plus ``sort_attr`` = the cursor.
 
     Raises:
-        ValidationError: 400 ``invalid-cursor`` (field ``cursor``) when it does not decode
-            or belongs to another user.
+        ValidationError: 400 ``invalid-cursor`` (field ``cursor``) when it does not
+            match ``pattern``.
     """
-    if not cursor:
+    if cursor is None:
         return None
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        key = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        owner = key[user_attr]["S"]
-    except (ValueError, KeyError, TypeError):
-        raise ValidationError("cursor is not valid", field="cursor", code="invalid-cursor") from None
-    if owner != user_id and not str(owner).startswith(user_id + "#"):
+    if not matches(pattern, cursor):
         raise ValidationError("cursor is not valid", field="cursor", code="invalid-cursor")
-    return key
+    return {name: {"S": value} for name, value in {**partition, sort_attr: cursor}.items()}
 
 
 def owner_page(model: Any, user_id: str, query: Mapping[str, str], collection: str | None) -> dict[str, Any]:
@@ -47,6 +58,7 @@ def owner_page(model: Any, user_id: str, query: Mapping[str, str], collection: s
 
     With ``collection``, the page comes from the model's ``by_collection`` index (hash
     ``"{user_id}#{collection}"``); ``?limit=`` and ``?cursor=`` are read from ``query``.
+    The cursor is the range key (a ULID) of the previous page's last item.
 
     Returns:
         ``{"items": [model, ...], "next_cursor": str | None}``.
@@ -55,30 +67,31 @@ def owner_page(model: Any, user_id: str, query: Mapping[str, str], collection: s
         ValidationError: 400 naming ``limit`` or ``cursor``.
     """
     limit = parse_limit(query.get("limit"))
+    sort_attr = model._range_key_attribute().attr_name  # the item's ULID id: the cursor
     if collection:
-        start = decode_cursor(query.get("cursor"), user_id, user_attr="user_collection")
+        partition = {"user_collection": f"{user_id}#{collection}", "user_id": user_id}
+        start = decode_cursor(query.get("cursor"), partition, sort_attr)
         result = model.by_collection.query(
-            f"{user_id}#{collection}", scan_index_forward=False, limit=limit, last_evaluated_key=start
+            partition["user_collection"], scan_index_forward=False, limit=limit, last_evaluated_key=start
         )
     else:
-        start = decode_cursor(query.get("cursor"), user_id)
+        start = decode_cursor(query.get("cursor"), {"user_id": user_id}, sort_attr)
         result = model.query(user_id, scan_index_forward=False, limit=limit, last_evaluated_key=start)
     items = list(result)
-    return {"items": items, "next_cursor": encode_cursor(result.last_evaluated_key)}
+    return {"items": items, "next_cursor": encode_cursor(result.last_evaluated_key, sort_attr)}
 
 
 def parse_limit(raw: str | None, default: int = 24, maximum: int = 100) -> int:
-    """The ``limit`` query parameter, 1..maximum.
+    """The ``limit`` query parameter: decimal digits, 1..maximum (absent: ``default``).
 
     Raises:
         ValidationError: 400 (field ``limit``) when not an integer in range.
     """
-    if raw in (None, ""):
+    if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError("limit must be an integer", field="limit") from None
+    if not matches("^-?[0-9]+$", raw):
+        raise ValidationError("limit must be an integer", field="limit")
+    value = int(raw)
     if not 1 <= value <= maximum:
         raise ValidationError(f"limit must be between 1 and {maximum}", field="limit")
     return value

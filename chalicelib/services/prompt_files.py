@@ -27,18 +27,22 @@ import email.parser
 import email.policy
 import hashlib
 import io
+import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.errors import ValidationError
-from chalicelib.flux.catalog import GENERATION_FIELDS
+from chalicelib.errors import ApiError, ValidationError
+from chalicelib.flux.catalog import GENERATION_FIELDS, as_integer
 
 FILE_FIELD = "file"
 MAX_PARTS = 40
 INT_FIELDS = frozenset({"width", "height", "steps", "seed", "n", "offset", "limit"})
 FLOAT_FIELDS = frozenset({"guidance", "guidance_scale"})
 BOOL_FIELDS = frozenset({"prompt_upsampling"})
-BOOL_VALUES = {"true": True, "1": True, "false": False, "0": False}
+#: A boolean form field is a JSON literal, as the document's ``boolean`` type says.
+BOOL_VALUES = {"true": True, "false": False}
 FORM_FIELDS: frozenset[str] = (GENERATION_FIELDS - {"prompt"}) | {
     "name",
     "collection",
@@ -50,6 +54,7 @@ FORM_FIELDS: frozenset[str] = (GENERATION_FIELDS - {"prompt"}) | {
 FORMATS_BY_EXT = {".txt": "txt", ".csv": "csv", ".tsv": "tsv"}
 FORMATS_BY_TYPE = {"text/plain": "txt", "text/csv": "csv", "text/tab-separated-values": "tsv"}
 PROMPT_COLUMNS = ("prompt", "Prompt")
+JSON_NUMBER_RE = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,13 @@ class Form:
 
 def _bad(message: str, field: str | None = FILE_FIELD, code: str = "invalid-request") -> ValidationError:
     return ValidationError(message, field=field, code=code)
+
+
+def unusable_file(message: str, field: str = FILE_FIELD) -> ApiError:
+    """422 ``invalid-prompt-file``: the form is well formed (the document's schema holds)
+    but the file's content cannot make a job (no prompts, a bad line, ``offset`` past its
+    end, more prompts than a job takes)."""
+    return ApiError(422, "invalid-prompt-file", message, field=field)
 
 
 def _header_params(content_type: str) -> email.message.Message:
@@ -123,27 +135,28 @@ def parse_multipart(content_type: str, body: bytes) -> list[Part]:
 
 
 def _typed(name: str, raw: bytes) -> Any:
+    """A form field's value: UTF-8 text as sent; for a number field a JSON number
+    (RFC 8259 grammar; an integer field takes one with a zero fractional part, as JSON
+    Schema does); for a boolean field the JSON literal ``true`` or ``false``."""
     try:
-        text = raw.decode("utf-8").strip()
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise _bad(f"{name} must be UTF-8 text", field=name) from None
-    if text == "":
-        return None
-    if name in INT_FIELDS:
-        try:
-            return int(text)
-        except ValueError:
-            raise _bad(f"{name} must be an integer", field=name) from None
     if name in BOOL_FIELDS:
-        if text.lower() not in BOOL_VALUES:
+        if text not in BOOL_VALUES:
             raise _bad(f"{name} must be true or false", field=name)
-        return BOOL_VALUES[text.lower()]
-    if name in FLOAT_FIELDS:
-        try:
-            return float(text)
-        except ValueError:
-            raise _bad(f"{name} must be a number", field=name) from None
-    return text
+        return BOOL_VALUES[text]
+    if name not in INT_FIELDS and name not in FLOAT_FIELDS:
+        return text
+    number = json.loads(text) if JSON_NUMBER_RE.fullmatch(text) else None
+    if name in INT_FIELDS:
+        value = as_integer(number)
+        if value is None:
+            raise _bad(f"{name} must be an integer", field=name)
+        return value
+    if number is None or not math.isfinite(number):
+        raise _bad(f"{name} must be a number", field=name)
+    return float(number)
 
 
 def file_format(filename: str | None, content_type: str | None) -> str:
@@ -167,16 +180,17 @@ def parse_prompt_file(filename: str | None, content_type: str | None, data: byte
     """The prompts of a file as ``("file", "line N", text)``, in file order.
 
     Raises:
-        ValidationError: 400 (field ``file``): unsupported type, not UTF-8 text, no
-            prompt column, a malformed CSV line, or no prompts at all.
+        ValidationError: 400 (field ``file``): not a .txt/.csv/.tsv or text/plain part.
+        ApiError: 422 ``invalid-prompt-file`` (field ``file``): not UTF-8 text, no prompt
+            column, a malformed CSV line, or no prompts at all.
     """
     fmt = file_format(filename, content_type)
     if b"\x00" in data:
-        raise _bad("file is not a text file")
+        raise unusable_file("file is not a text file")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise _bad("file must be UTF-8 text") from None
+        raise unusable_file("file must be UTF-8 text") from None
     prompts: list[tuple[str, str, str]] = []
     if fmt == "txt":
         for number, line in enumerate(text.splitlines(), start=1):
@@ -187,22 +201,22 @@ def parse_prompt_file(filename: str | None, content_type: str | None, data: byte
         try:
             header = next(reader, None)
             if header is None:
-                raise _bad("file is empty")
+                raise unusable_file("file is empty")
             names = [h.strip() for h in header]
             column = next((names.index(c) for c in PROMPT_COLUMNS if c in names), None)
             if column is None:
                 lowered = [h.lower() for h in names]
                 column = lowered.index("prompt") if "prompt" in lowered else None
             if column is None:
-                raise _bad("file needs a header row with a 'prompt' or 'Prompt' column")
+                raise unusable_file("file needs a header row with a 'prompt' or 'Prompt' column")
             for row in reader:
                 value = row[column].strip() if column < len(row) else ""
                 if value:
                     prompts.append((FILE_FIELD, f"line {reader.line_num}", value))
         except csv.Error as exc:
-            raise _bad(f"file line {reader.line_num}: {exc}") from None
+            raise unusable_file(f"file line {reader.line_num}: {exc}") from None
     if not prompts:
-        raise _bad("file contains no prompts")
+        raise unusable_file("file contains no prompts")
     return prompts
 
 
@@ -212,9 +226,11 @@ def parse_form(content_type: str, body: bytes, max_items: int | None = None) -> 
     ``offset`` (default 0) and ``limit`` select ``prompts[offset:offset + limit]``.
 
     Raises:
-        ValidationError: 400 naming the field: ``unknown-field``; ``file`` missing,
-            duplicated, invalid or with more prompts than a job takes (without ``limit``);
-            ``offset`` / ``limit`` out of range; a field that does not parse.
+        ValidationError: 400 naming the field: ``unknown-field``; ``file`` missing or
+            duplicated; ``limit`` out of range; a field that does not parse.
+        ApiError: 422 ``invalid-prompt-file``: the file's content (see
+            :func:`parse_prompt_file`), ``offset`` past its end, or more prompts than a
+            job takes (without ``limit``).
     """
     from chalicelib.settings import get_settings
 
@@ -239,7 +255,7 @@ def parse_form(content_type: str, body: bytes, max_items: int | None = None) -> 
     prompts = parse_prompt_file(upload.filename, upload.content_type, upload.data)
     offset = fields.get("offset", 0)
     if offset < 0 or offset >= len(prompts):
-        raise _bad(f"offset must be between 0 and {len(prompts) - 1}", field="offset")
+        raise unusable_file(f"offset must be between 0 and {len(prompts) - 1}", field="offset")
     limit = fields.get("limit")
     if limit is not None:
         if not 1 <= limit <= maximum:
@@ -248,7 +264,7 @@ def parse_form(content_type: str, body: bytes, max_items: int | None = None) -> 
     else:
         prompts = prompts[offset:]
         if len(prompts) > maximum:
-            raise _bad(
+            raise unusable_file(
                 f"the file has {len(prompts)} prompts; a job takes at most {maximum} "
                 "(use the offset and limit fields to pick a slice)"
             )

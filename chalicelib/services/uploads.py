@@ -15,6 +15,8 @@ by ``chalicelib.services.storage_quota`` in the same transactions as the items.
 
 from __future__ import annotations
 
+import re
+import sys
 import time
 import unicodedata
 from collections.abc import Mapping
@@ -47,18 +49,44 @@ def _iso(epoch_s: float | None) -> str | None:
     return datetime.fromtimestamp(float(epoch_s), UTC).isoformat().replace("+00:00", "Z")
 
 
+def _other_ranges() -> str:
+    """Unicode category C (control, format, surrogate, private use, unassigned) as ECMA-262
+    class ranges, from this Python's ``unicodedata`` (the Lambda runtime's version)."""
+    ranges: list[tuple[int, int]] = []
+    for cp in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(cp))[0] == "C":
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1] = (ranges[-1][0], cp)
+            else:
+                ranges.append((cp, cp))
+
+    def esc(cp: int) -> str:
+        return chr(cp) if cp > 0xFFFF else f"\\u{cp:04x}"  # astral: the character itself
+
+    return "".join(esc(a) if a == b else f"{esc(a)}-{esc(b)}" for a, b in ranges)
+
+
+_OTHER = _other_ranges()
+_BLANKS = r"\x20\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+#: A ``filename`` as sent (the document's ``pattern``): no character of Unicode category C,
+#: and its last path segment (after the last ``/`` or ``\\``) holds a character that is not
+#: white space.
+FILENAME_PATTERN = rf"^[^{_OTHER}]*[^{_OTHER}{_BLANKS}/\\\\][^{_OTHER}/\\\\]*$"
+_FILENAME_RE = re.compile(FILENAME_PATTERN.removesuffix("$") + r"\Z")
+
+
 def parse_filename(value: Any) -> str:
-    """A display file name: 1-255 characters, no control characters; the path is dropped.
+    """A display file name: 1-255 characters as sent matching :data:`FILENAME_PATTERN`;
+    returns its last path segment, trimmed.
 
     Raises:
         ValidationError: 400 naming ``filename``.
     """
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value:
         raise ValidationError("filename is required", field="filename")
-    name = value.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    if not name or len(name) > MAX_FILENAME_CHARS or any(unicodedata.category(c)[0] == "C" for c in name):
+    if len(value) > MAX_FILENAME_CHARS or not _FILENAME_RE.match(value):
         raise ValidationError(f"filename must be 1-{MAX_FILENAME_CHARS} printable characters", field="filename")
-    return name
+    return value.replace("\\", "/").rsplit("/", 1)[-1].strip()
 
 
 def parse_content_type(value: Any) -> tuple[str, str]:
@@ -219,7 +247,7 @@ def list_uploads(user_id: str, query: Mapping[str, str]) -> dict[str, Any]:
     Raises:
         ValidationError: 400 naming ``collection``, ``limit`` or ``cursor``.
     """
-    collection = parse_collection(query.get("collection")) if query.get("collection") else None
+    collection = parse_collection(query.get("collection"))
     page = owner_page(UploadModel, user_id, query, collection)
     return {
         "uploads": [upload_json(i) for i in page["items"]],

@@ -42,6 +42,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import socket
 import time
 import urllib.parse
@@ -52,7 +53,7 @@ from typing import Any
 from pynamodb.exceptions import UpdateError
 
 from chalicelib.db import JobModel
-from chalicelib.errors import ValidationError
+from chalicelib.errors import ApiError, ValidationError
 from chalicelib.services import usage, webhook_http
 from chalicelib.services.webhook_secrets import SECRET_PREFIX, get_or_create_secret
 from chalicelib.settings import get_settings
@@ -60,6 +61,10 @@ from chalicelib.settings import get_settings
 logger = logging.getLogger("promptcanvas.webhooks")
 
 MAX_URL_CHARS = 2048
+#: A webhook URL's shape (the document's ``pattern``): http(s), a host with no credentials,
+#: no ASCII space or control character (explicit classes: ``\s`` differs between regex
+#: dialects). Whether it may receive webhooks is decided by :func:`check_url`.
+URL_PATTERN = r"^https?://[^\x00-\x20\x7f/?#@]+(?:[/?#][^\x00-\x20\x7f]*)?$"
 TIMESTAMP_TOLERANCE_S = 300  # Standard Webhooks: reject timestamps more than 5 minutes off
 #: Seconds to wait before attempt k+1 after attempt k failed (k = 1, 2, ...); the last value repeats.
 BACKOFF_SCHEDULE_S = (30, 120, 600, 1800, 3600, 7200, 14400)
@@ -168,14 +173,23 @@ def validate_webhook_url(value: Any, field: str = "webhook_url") -> str | None:
     """The ``webhook_url`` field of a job submission (None when absent).
 
     Raises:
-        ValidationError: 400 naming ``field`` (scheme, credentials, resolution or a refused address).
+        ValidationError: 400 naming ``field``: not a string matching :data:`URL_PATTERN`
+            of at most ``MAX_URL_CHARS`` characters (what the document's schema says).
+        ApiError: 422 ``webhook-url-refused`` naming ``field``: a well-formed URL that
+            :func:`check_url` refuses (http off loopback, a host that does not resolve or
+            resolves to a refused address: rules a schema cannot express).
     """
-    if value is None or value == "":
+    if value is None:
         return None
+    if not isinstance(value, str) or len(value) > MAX_URL_CHARS or not re.fullmatch(URL_PATTERN[1:-1], value):
+        raise ValidationError(
+            f"webhook_url must be an https URL without credentials, at most {MAX_URL_CHARS} characters",
+            field=field,
+        )
     try:
         return check_url(value).url
     except WebhookAddressError as exc:
-        raise ValidationError(str(exc), field=field) from None
+        raise ApiError(422, "webhook-url-refused", str(exc), field=field) from None
 
 
 # --- secrets and signatures -------------------------------------------------------------------
