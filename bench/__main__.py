@@ -33,6 +33,7 @@ def main() -> int:
     from devstack.stack import DevStack
 
     console = Console()
+    only = os.environ.get("BENCH_ONLY", "").strip()  # "coldstart" | "overhead" | "batch": run just that part
     logging.basicConfig(level=logging.ERROR)  # the in-process pollers' warnings would break the live display
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
     env.update({k: "0" for k in PORT_VARS})
@@ -55,23 +56,25 @@ def main() -> int:
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
         ) as progress:
-            task = progress.add_task("cold start (fresh processes)", total=None)
-            child_env = {**os.environ}
-            os.environ.update({"AWS_ENDPOINT_URL": info["aws_endpoint_url"]})
-            results["cold_start"] = coldstart.run(info, mint, n=10)
-            os.environ.clear()
-            os.environ.update(child_env)
-            progress.update(task, total=1, completed=1)
-            calls = int(os.environ.get("BENCH_OVERHEAD_CALLS", "200"))
-            task = progress.add_task("POST /v1/images overhead", total=calls)
-            results["api_overhead"] = overhead.run(
-                info["api_url"], mint, calls, progress=lambda: progress.advance(task)
-            )
+            if only in ("", "coldstart"):
+                task = progress.add_task("cold start (fresh processes)", total=None)
+                child_env = {**os.environ}
+                os.environ.update({"AWS_ENDPOINT_URL": info["aws_endpoint_url"]})
+                results["cold_start"] = coldstart.run(info, mint, n=10)
+                os.environ.clear()
+                os.environ.update(child_env)
+                progress.update(task, total=1, completed=1)
+            if only in ("", "overhead"):
+                calls = int(os.environ.get("BENCH_OVERHEAD_CALLS", "200"))
+                task = progress.add_task("POST /v1/images overhead", total=calls)
+                results["api_overhead"] = overhead.run(
+                    info["api_url"], mint, calls, progress=lambda: progress.advance(task)
+                )
             try:
                 from bench import batch
             except ImportError:
                 batch = None
-            if batch is not None:
+            if batch is not None and only in ("", "batch"):
                 results.update(batch.run(info, mint, progress, console))
     finally:
         stack.stop()
@@ -84,17 +87,21 @@ def main() -> int:
     table = Table(title="PromptCanvas benchmarks")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    cold = results["cold_start"]
     table.add_row("stack ready", f"{results['stack_ready_s']} s")
-    table.add_row("import boto3 (median of 10)", f"{cold['import_boto3_ms']} ms")
-    table.add_row("import app (median of 10)", f"{cold['import_app_ms']} ms ({cold['import_app_over_boto3']}× boto3)")
-    table.add_row("cold time to first response", f"{cold['first_response_ms']} ms")
-    ov = results["api_overhead"]
-    table.add_row(
-        f"POST /v1/images total p50 / p99 ({ov['calls']} calls)", f"{ov['total_p50_ms']} / {ov['total_p99_ms']} ms"
-    )
-    table.add_row("  of which Flux p50", f"{ov['flux_p50_ms']} ms")
-    table.add_row("  API overhead p50 / p99", f"{ov['overhead_p50_ms']} / {ov['overhead_p99_ms']} ms")
+    cold = results.get("cold_start")
+    if cold:
+        table.add_row("import boto3 (median of 10)", f"{cold['import_boto3_ms']} ms")
+        table.add_row(
+            "import app (median of 10)", f"{cold['import_app_ms']} ms ({cold['import_app_over_boto3']}× boto3)"
+        )
+        table.add_row("cold time to first response", f"{cold['first_response_ms']} ms")
+    ov = results.get("api_overhead")
+    if ov:
+        table.add_row(
+            f"POST /v1/images total p50 / p99 ({ov['calls']} calls)", f"{ov['total_p50_ms']} / {ov['total_p99_ms']} ms"
+        )
+        table.add_row("  of which Flux p50", f"{ov['flux_p50_ms']} ms")
+        table.add_row("  API overhead p50 / p99", f"{ov['overhead_p50_ms']} / {ov['overhead_p99_ms']} ms")
     pkg = results.get("package")
     if pkg:
         table.add_row("deployment.zip vs goal", f"{pkg['zip_mb']} MB / {pkg['goal_mb']:.0f} MB")
@@ -108,6 +115,8 @@ def main() -> int:
         table.add_row(*row)
     console.print(table)
     results.pop("table_rows", None)
+    if only and RESULTS.exists():  # a partial run keeps the other parts' last figures
+        results = {**json.loads(RESULTS.read_text()), **results}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     console.print(f"written to {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
     return 0

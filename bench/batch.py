@@ -4,10 +4,15 @@ Setup: the Flux emulator accepts 4 keys, each limited to ``R`` images per minute
 scale so a minute of limits passes in ``60 / scale`` real seconds and a fixed generation latency.
 The rate-limit bound for N images is ``N / (4 R)`` emulated minutes: no client can finish sooner.
 
-1. PromptCanvas: one ``POST /v1/jobs`` of the first N PartiPrompts; poll until it ends.
+1. PromptCanvas: one ``POST /v1/jobs`` of the first N PartiPrompts; poll until it ends. Run
+   once per time scale in ``BENCH_TIME_SCALES`` (default ``1,6``), with the emulator's dynamic
+   limit on (a key that meets ``BENCH_TIGHTEN_AFTER`` 429s in a window gets half its limit
+   until a quiet window), so bursts cost throughput as they do upstream.
    Reported: wall time, its ratio to the bound (bound / wall; 1.0 = the physical limit),
    images lost (items neither succeeded nor failed, or succeeded without an image) and
-   duplicated (more than one image for an item, or objects without metadata), upstream 429s.
+   duplicated (more than one image for an item, or objects without metadata), upstream 429s
+   and their share of upstream requests (goals: ratio >= 0.95 at scale 1 and >= 0.90 at
+   scale 6, 429 share <= 5%).
 2. A typical single-process client: a sequential loop over the prompts, round-robin over the
    keys, a fixed delay between calls sized to the combined limit (60 / (4 R) emulated seconds),
    retrying a 429 after that delay. It runs on the first ``BENCH_NAIVE_N`` prompts; its
@@ -42,9 +47,8 @@ def _admin(flux_base: str) -> str:
     return flux_base.rstrip("/").removesuffix("/v1")
 
 
-def run_job(info: dict, mint, n: int, progress, task) -> dict[str, Any]:
+def run_job(info: dict, mint, n: int, progress, task, user: str = "bench-batch") -> dict[str, Any]:
     api = info["api_url"]
-    user = "bench-batch"
 
     def headers() -> dict[str, str]:
         return {"Authorization": f"Bearer {mint(user)}"}
@@ -171,74 +175,122 @@ def zip_peak_memory(user: str, job_id: str, env: dict[str, str]) -> dict[str, An
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(info: dict, mint, progress, console) -> dict[str, Any]:
-    n = _env_int("BENCH_BATCH_N", 500)
-    rate = _env_int("BENCH_RATE_PER_MIN", 60)  # R: images per minute per key
-    scale = float(os.environ.get("BENCH_TIME_SCALE", "1"))
-    latency_ms = _env_int("BENCH_LATENCY_MS", 300)
-    naive_n = _env_int("BENCH_NAIVE_N", 40)
+def run_batch(
+    info: dict, mint, progress, n: int, rate: int, scale: float, latency_ms: int, tighten: int
+) -> dict[str, Any]:
+    """One job of ``n`` images at time scale ``scale``; its figures (see the module docstring)."""
     admin = _admin(info["flux_base_url"])
     keys = requests.get(admin + "/admin/config", timeout=5).json()["keys"]
     assert len(keys) == 4, keys
     requests.post(
         admin + "/admin/reset",
-        json={"rate_limit_per_minute": rate, "time_scale": scale, "latency_ms": latency_ms},
+        json={
+            "rate_limit_per_minute": rate,
+            "time_scale": scale,
+            "latency_ms": latency_ms,
+            "tighten_after_429s": tighten,
+        },
         timeout=5,
     ).raise_for_status()
     bound_s = n / (len(keys) * rate) * 60 / scale
-
-    task = progress.add_task(f"batch job of {n} PartiPrompts", total=n)
-    ours = run_job(info, mint, n, progress, task)
+    task = progress.add_task(f"batch job of {n} PartiPrompts (time ×{scale:g})", total=n)
+    ours = run_job(info, mint, n, progress, task, user=f"bench-batch-x{scale:g}")
     stats = requests.get(admin + "/admin/stats", timeout=5).json()
-    counts = audit(info, ours["user"], ours["job_id"])
+    counts: dict[str, Any] = {}
+    for _ in range(3):  # moto on a loaded machine may time out a read
+        try:
+            counts = audit(info, ours["user"], ours["job_id"])
+            break
+        except Exception as exc:  # noqa: BLE001 - retried, then reported in the results
+            counts = {
+                "succeeded": ours["job"]["counts"]["succeeded"],
+                "failed": ours["job"]["counts"]["failed"],
+                "lost": None,
+                "duplicated": None,
+                "audit_error": f"{type(exc).__name__}: {str(exc)[:120]}",
+            }
+            time.sleep(5)
+    rate_limited = stats["by_status"].get("429", 0)
+    return {
+        "images": n,
+        "keys": len(keys),
+        "rate_per_key_per_min": rate,
+        "time_scale": scale,
+        "emulator_latency_ms": latency_ms,
+        "tighten_after_429s": tighten,
+        "bound_s": round(bound_s, 2),
+        "wall_s": round(ours["wall_s"], 2),
+        "bound_ratio": round(bound_s / ours["wall_s"], 3),
+        "images_per_s": round(counts["succeeded"] / ours["wall_s"], 3),
+        "succeeded": counts["succeeded"],
+        "failed": counts["failed"],
+        "lost": counts["lost"],
+        "duplicated": counts["duplicated"],
+        "upstream_429s": rate_limited,
+        "upstream_503s": stats["by_status"].get("503", 0),
+        "upstream_requests": stats["requests"],
+        "share_429": round(rate_limited / stats["requests"], 4) if stats["requests"] else 0.0,
+        "status": ours["job"]["status"],
+        "audit_error": counts.get("audit_error"),
+        "job_id": ours["job_id"],
+        "user": ours["user"],
+    }
+
+
+def run(info: dict, mint, progress, console) -> dict[str, Any]:
+    n = _env_int("BENCH_BATCH_N", 500)
+    rate = _env_int("BENCH_RATE_PER_MIN", 60)  # R: images per minute per key
+    scales = [float(x) for x in os.environ.get("BENCH_TIME_SCALES", "1,6").split(",") if x.strip()]
+    latency_ms = _env_int("BENCH_LATENCY_MS", 300)
+    tighten = _env_int("BENCH_TIGHTEN_AFTER", 5)
+    naive_n = _env_int("BENCH_NAIVE_N", 40)
+    admin = _admin(info["flux_base_url"])
+    runs = [run_batch(info, mint, progress, n, rate, scale, latency_ms, tighten) for scale in scales]
+    first_run = runs[0]
+    keys = requests.get(admin + "/admin/config", timeout=5).json()["keys"]
 
     requests.post(
         admin + "/admin/reset",
-        json={"rate_limit_per_minute": rate, "time_scale": scale, "latency_ms": latency_ms},
+        json={"rate_limit_per_minute": rate, "time_scale": scales[0], "latency_ms": latency_ms},
         timeout=5,
     ).raise_for_status()
     task = progress.add_task(f"naive sequential client, {naive_n} prompts", total=naive_n)
-    naive = naive_client(info["flux_base_url"], keys, naive_n, rate, scale, progress, task)
+    naive = naive_client(info["flux_base_url"], keys, naive_n, rate, scales[0], progress, task)
 
     task = progress.add_task("ZIP of the job's images", total=None)
     zip_result = zip_peak_memory(
-        ours["user"], ours["job_id"], {**os.environ, "AWS_ENDPOINT_URL": info["aws_endpoint_url"]}
+        first_run["user"], first_run["job_id"], {**os.environ, "AWS_ENDPOINT_URL": info["aws_endpoint_url"]}
     )
     progress.update(task, total=1, completed=1)
 
-    ours_rate = counts["succeeded"] / ours["wall_s"]
     result = {
-        "batch": {
-            "images": n,
-            "keys": len(keys),
-            "rate_per_key_per_min": rate,
-            "time_scale": scale,
-            "emulator_latency_ms": latency_ms,
-            "bound_s": round(bound_s, 2),
-            "wall_s": round(ours["wall_s"], 2),
-            "bound_ratio": round(bound_s / ours["wall_s"], 3),
-            "images_per_s": round(ours_rate, 3),
-            "succeeded": counts["succeeded"],
-            "failed": counts["failed"],
-            "lost": counts["lost"],
-            "duplicated": counts["duplicated"],
-            "upstream_429s": stats["by_status"].get("429", 0),
-            "upstream_requests": stats["requests"],
-            "status": ours["job"]["status"],
-        },
+        "batch": first_run,
+        "batch_runs": runs,
         "naive_client": {**naive, "prompts": naive_n},
-        "speedup_vs_naive": round(ours_rate / naive["images_per_s"], 2) if naive["images_per_s"] else None,
+        "speedup_vs_naive": (
+            round(first_run["images_per_s"] / naive["images_per_s"], 2) if naive["images_per_s"] else None
+        ),
         "zip": zip_result,
     }
-    b = result["batch"]
-    rows = [
-        (f"batch: {n} images, 4 keys × {rate}/min (time ×{scale:g})", f"{b['wall_s']} s vs bound {b['bound_s']} s"),
-        ("  ratio to the rate-limit bound (goal ≥ 0.95)", f"{b['bound_ratio']}"),
-        ("  succeeded / failed", f"{b['succeeded']} / {b['failed']}"),
-        ("  images lost / duplicated", f"{b['lost']} / {b['duplicated']}"),
-        ("  upstream 429s", f"{b['upstream_429s']} of {b['upstream_requests']} requests"),
+    rows = []
+    for b in runs:
+        goal = 0.95 if b["time_scale"] <= 1 else 0.90
+        rows += [
+            (
+                f"batch: {n} images, 4 keys × {rate}/min (time ×{b['time_scale']:g})",
+                f"{b['wall_s']} s vs bound {b['bound_s']} s",
+            ),
+            (f"  ratio to the rate-limit bound (goal ≥ {goal})", f"{b['bound_ratio']}"),
+            (
+                "  upstream 429s (goal ≤ 5%)",
+                f"{b['upstream_429s']} of {b['upstream_requests']} requests ({b['share_429']:.1%})",
+            ),
+            ("  succeeded / failed", f"{b['succeeded']} / {b['failed']}"),
+            ("  images lost / duplicated", f"{b['lost']} / {b['duplicated']}"),
+        ]
+    rows += [
         (f"naive sequential client ({naive_n} prompts)", f"{naive['images_per_s']} images/s"),
-        ("  our speed-up over it", f"{result['speedup_vs_naive']}×"),
+        ("  our speed-up over it (time ×1 run)", f"{result['speedup_vs_naive']}×"),
     ]
     if zip_result and "peak_bytes" in zip_result:
         peak_mib = zip_result["peak_bytes"] / 1048576

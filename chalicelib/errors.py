@@ -75,6 +75,8 @@ class ErrorCode(StrEnum):
     UPSTREAM_FAILED = "upstream-failed"
     STORAGE_FAILED = "storage-failed"
     KEYS_COOLING = "keys-cooling"
+    UPSTREAM_BUSY = "upstream-busy"
+    KEY_HEALTH_UNAVAILABLE = "key-health-unavailable"
     NO_USABLE_KEYS = "no-usable-keys"
     INTERNAL_ERROR = "internal-error"
 

@@ -256,6 +256,8 @@ ERROR_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UPSTREAM_FAILED: 502,
     ErrorCode.STORAGE_FAILED: 502,
     ErrorCode.KEYS_COOLING: 503,
+    ErrorCode.UPSTREAM_BUSY: 503,
+    ErrorCode.KEY_HEALTH_UNAVAILABLE: 503,
     ErrorCode.NO_USABLE_KEYS: 503,
     ErrorCode.SHARE_UNAVAILABLE: 503,
 }

@@ -2,8 +2,10 @@
 
 It speaks the wire protocol of ``POST /v1/images/generations`` closely enough for the
 official ``together`` SDK and for our own client: bearer-key auth, Together's JSON error
-body, per-key rate limits with ``Retry-After``, and injectable faults (429/500/503,
-hanging requests answered with 504, and 200s whose image bytes are garbage). Images are
+body, per-key rate limits with ``Retry-After``, ``GET /v1/models`` (an authenticated probe),
+revoked keys (403 everywhere), and injectable faults (429/500/503, hanging requests answered
+with 504, 200s whose image bytes are garbage, and marker prompts that make one request answer
+a 403 request error, a WAF page or any status). Images are
 real JPEG/PNG files drawn deterministically from the request, so the same request (with a
 seed) always yields the same bytes, and different prompts yield visibly different pictures.
 
@@ -66,7 +68,8 @@ API_PATH = "/v1/images/generations"
 """Path of the image generation endpoint, relative to :attr:`FluxEmulator.url`."""
 
 MODELS_PATH = "/v1/models"
-"""Path of the model list (Together's ``GET /v1/models``), relative to :attr:`FluxEmulator.url`."""
+"""Path of the model list (Together's ``GET /v1/models``), relative to :attr:`FluxEmulator.url`:
+an authenticated, cheap ``GET`` (clients probe a key with it)."""
 
 OTHER_MODELS = (
     {"id": "meta-llama/Llama-3.3-70B-Instruct-Turbo", "type": "chat", "organization": "Meta"},
@@ -127,8 +130,32 @@ class EmulatorConfig:
         fault_seed: Seed of the fault RNG, for reproducible fault sequences; None = random.
         reject_substring: A prompt containing this string is refused with a 422
             ``content_policy_violation``. Empty string disables the check.
+        revoked: Keys that are known but revoked: every request with one, the generation
+            endpoint and ``GET /v1/models`` alike, is answered 403 ``authentication_error``.
+        forbid_substring: A prompt containing this string is refused with a 403
+            ``invalid_request_error`` (Together answers 403 to some request errors, e.g. input
+            over the limit); the key is fine and ``GET /v1/models`` still answers 200. Empty
+            string disables the check.
+        waf_substring: A prompt containing this string is refused with a 403 HTML page, as a
+            web application firewall in front of the API would. Empty string disables it.
+        status_marker: Prefix of a marker that makes one request answer a chosen status: a
+            prompt containing ``<prefix>NNN__`` (e.g. ``__STATUS_403__``) is answered with HTTP
+            ``NNN`` and a Together-shaped error body (429 and 503 carry ``Retry-After``), and
+            ``<prefix>GARBAGE__`` is answered 200 with a body that is not JSON. Checked after
+            authentication and validation; the key is fine. Empty string disables markers.
+        retry_after_503: ``Retry-After`` of 503 capacity answers, in emulated seconds
+            (scaled by ``time_scale`` like 429s); 0 sends none.
+        tighten_after_429s: Dynamic limit: a key that is answered this many rate-limit 429s
+            within one window gets ``tighten_factor`` of its limit until a whole window passes
+            without a 429 (as Together's dynamic limits throttle bursts). 0 keeps the limit fixed.
+        tighten_factor: The fraction (0..1] of ``rate_limit_per_minute`` a tightened key gets.
         delisted_models: Catalog model ids the emulated upstream no longer offers: absent
             from ``GET /v1/models`` and refused like an unknown model.
+
+    Every answer to an authenticated generation request carries ``x-ratelimit-limit`` (the
+    key's current limit, images per window), ``x-ratelimit-remaining`` (images left in the
+    window) and ``x-ratelimit-reset`` (real seconds until the oldest image in the window leaves
+    it and frees a unit, 0 when the window is empty), when a rate limit is set.
     """
 
     keys: list[str] = field(default_factory=list)
@@ -144,6 +171,13 @@ class EmulatorConfig:
     out_of_credits: list[str] = field(default_factory=list)
     fault_seed: int | None = None
     reject_substring: str = "__REJECT__"
+    revoked: list[str] = field(default_factory=list)
+    forbid_substring: str = "__FORBID__"
+    waf_substring: str = "__WAF__"
+    status_marker: str = "__STATUS_"
+    retry_after_503: float = 0.0
+    tighten_after_429s: int = 0
+    tighten_factor: float = 0.5
     delisted_models: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -155,29 +189,35 @@ class EmulatorConfig:
         Raises:
             ValueError: a field has the wrong type or is out of range (message names the field).
         """
-        for name in ("keys", "out_of_credits", "delisted_models"):
+        for name in ("keys", "out_of_credits", "revoked", "delisted_models"):
             value = getattr(self, name)
             if not isinstance(value, list | tuple) or not all(isinstance(k, str) for k in value):
                 raise ValueError(f"{name} must be a list of strings")
             setattr(self, name, list(value))
         if not _is_int(self.rate_limit_per_minute) or self.rate_limit_per_minute < 0:
             raise ValueError("rate_limit_per_minute must be an integer >= 0")
-        for name in ("time_scale", "latency_ms", "hang_seconds", *_FAULT_FIELDS.values()):
+        if not _is_int(self.tighten_after_429s) or self.tighten_after_429s < 0:
+            raise ValueError("tighten_after_429s must be an integer >= 0")
+        if not _is_number(self.tighten_factor) or not 0 < self.tighten_factor <= 1:
+            raise ValueError("tighten_factor must be a number in (0, 1]")
+        self.tighten_factor = float(self.tighten_factor)
+        for name in ("time_scale", "latency_ms", "hang_seconds", "retry_after_503", *_FAULT_FIELDS.values()):
             value = getattr(self, name)
             if not _is_number(value) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number")
             setattr(self, name, float(value))
         if self.time_scale <= 0:
             raise ValueError("time_scale must be > 0")
-        if self.latency_ms < 0 or self.hang_seconds < 0:
-            raise ValueError("latency_ms and hang_seconds must be >= 0")
+        if self.latency_ms < 0 or self.hang_seconds < 0 or self.retry_after_503 < 0:
+            raise ValueError("latency_ms, hang_seconds and retry_after_503 must be >= 0")
         for name in _FAULT_FIELDS.values():
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
         if self.fault_seed is not None and not _is_int(self.fault_seed):
             raise ValueError("fault_seed must be an integer or null")
-        if not isinstance(self.reject_substring, str):
-            raise ValueError("reject_substring must be a string")
+        for name in ("reject_substring", "forbid_substring", "waf_substring", "status_marker"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as a JSON-serialisable dict (the ``GET /admin/config`` body)."""
@@ -205,6 +245,8 @@ class EmulatorConfig:
             FLUX_EMULATOR_LATENCY_MS: float added latency in ms.
             FLUX_EMULATOR_FAULTS: e.g. ``"429=0.1,500=0,503=0.1,timeout=0,corrupt=0.02"``.
             FLUX_EMULATOR_OUT_OF_CREDITS: comma-separated keys answered with 402.
+            FLUX_EMULATOR_REVOKED: comma-separated keys answered with 403 (revoked).
+            FLUX_EMULATOR_TIGHTEN_AFTER_429S: int, 429s in a window that halve a key's limit.
             FLUX_EMULATOR_HANG_SECONDS: float, how long a timeout fault hangs.
             FLUX_EMULATOR_FAULT_SEED: int seed of the fault RNG.
             FLUX_EMULATOR_REJECT_SUBSTRING: content-policy trigger string.
@@ -216,6 +258,7 @@ class EmulatorConfig:
         kwargs: dict[str, Any] = {
             "keys": _csv(env.get("FLUX_EMULATOR_KEYS")),
             "out_of_credits": _csv(env.get("FLUX_EMULATOR_OUT_OF_CREDITS")),
+            "revoked": _csv(env.get("FLUX_EMULATOR_REVOKED")),
         }
         numeric = {
             "FLUX_EMULATOR_RATE_LIMIT": ("rate_limit_per_minute", int),
@@ -223,6 +266,7 @@ class EmulatorConfig:
             "FLUX_EMULATOR_LATENCY_MS": ("latency_ms", float),
             "FLUX_EMULATOR_HANG_SECONDS": ("hang_seconds", float),
             "FLUX_EMULATOR_FAULT_SEED": ("fault_seed", int),
+            "FLUX_EMULATOR_TIGHTEN_AFTER_429S": ("tighten_after_429s", int),
         }
         for var, (name, kind) in numeric.items():
             raw = (env.get(var) or "").strip()
@@ -416,6 +460,13 @@ def _fmt_seconds(seconds: float, time_scale: float) -> str:
     return f"{max(0.01, math.ceil(seconds * 100 - 1e-6) / 100):.2f}"
 
 
+def _fmt_reset(seconds: float, time_scale: float) -> str:
+    """Format ``x-ratelimit-reset`` in real seconds: like ``Retry-After`` but may be 0."""
+    if seconds <= 0:
+        return "0"
+    return _fmt_seconds(seconds, time_scale)
+
+
 @dataclass
 class _Params:
     """Validated generation parameters."""
@@ -601,9 +652,41 @@ class _SlidingWindow:
 
     def __init__(self) -> None:
         self._events: dict[str, deque[tuple[float, int]]] = {}
+        self._rejections: dict[str, deque[float]] = {}  # key -> times of rate-limit 429s
+        self._tight_until: dict[str, float] = {}  # key -> monotonic time its tightening ends
 
     def clear(self) -> None:
         self._events.clear()
+        self._rejections.clear()
+        self._tight_until.clear()
+
+    def limit_for(self, key: str, limit: int, factor: float, now: float) -> int:
+        """``limit``, or ``factor`` of it (at least 1) while ``key`` is tightened."""
+        if self._tight_until.get(key, 0.0) > now:
+            return max(1, int(limit * factor))
+        return limit
+
+    def rejected(self, key: str, window: float, threshold: int, now: float) -> None:
+        """Count a rate-limit 429 for ``key``; ``threshold`` of them within ``window``
+        tighten it until a whole window passes without one (0: never)."""
+        if threshold <= 0:
+            return
+        times = self._rejections.setdefault(key, deque())
+        times.append(now)
+        while times and times[0] <= now - window:
+            times.popleft()
+        if len(times) >= threshold or self._tight_until.get(key, 0.0) > now:
+            self._tight_until[key] = now + window
+
+    def peek(self, key: str, limit: int, window: float, now: float) -> tuple[int, float]:
+        """``(remaining, reset)`` for ``key`` without consuming: images left in the window
+        and real seconds until its oldest image leaves it (0 if empty)."""
+        events = self._events.setdefault(key, deque())
+        while events and events[0][0] <= now - window:
+            events.popleft()
+        used = sum(count for _, count in events)
+        reset = events[0][0] + window - now if events else 0.0
+        return max(0, limit - used), max(0.0, reset)
 
     def acquire(self, key: str, n: int, limit: int, window: float, now: float) -> tuple[bool, int, float]:
         """Try to consume ``n`` images for ``key``.
@@ -887,12 +970,18 @@ class FluxEmulator:
             if config.latency_ms > 0:
                 self._stopping.wait(config.latency_ms / 1000.0)
             key = self._authenticate(request, config)
+            self._check_revoked(key, config)
             response, images, fault = self._generate_authed(request, config, key)
             status = response.status_code
+            for name, value in self._rate_headers(key, config).items():
+                response.headers.setdefault(name, value)
             return response
         except _ApiError as exc:
             status = exc.status
             fault = fault or exc.headers.get("X-Emulator-Fault")
+            if key is not None:
+                for name, value in self._rate_headers(key, config).items():
+                    exc.headers.setdefault(name, value)
             raise
         finally:
             self._record(status, key, images, fault)
@@ -916,14 +1005,26 @@ class FluxEmulator:
             )
         return token
 
+    def _check_revoked(self, key: str, config: EmulatorConfig) -> None:
+        """Raise the 403 of a revoked key (see ``EmulatorConfig.revoked``)."""
+        if key in config.revoked:
+            raise _ApiError(
+                403,
+                f"This API key has been revoked (key id {key_id(key)}).",
+                type_="authentication_error",
+                code="api_key_revoked",
+            )
+
     def _models(self, request: Request) -> Response:
         """``GET /v1/models``: Together's model list (a JSON array), image models from the catalog.
 
         Each entry: ``{id, object: "model", created, type, display_name, organization}``;
         ``type`` is ``"image"`` for the catalog's current models not in ``delisted_models``.
+        Authenticated like generation (a revoked key gets its 403), so clients probe a key
+        with it. Not counted in :meth:`stats` (only generation requests are).
         """
         config = self.config
-        self._authenticate(request, config)
+        self._check_revoked(self._authenticate(request, config), config)
         entries = [
             {
                 "id": spec.id,
@@ -942,6 +1043,21 @@ class FluxEmulator:
     def _retry_headers(self, seconds: float, config: EmulatorConfig) -> dict[str, str]:
         return {"Retry-After": _fmt_seconds(seconds, config.time_scale)}
 
+    def _rate_headers(self, key: str, config: EmulatorConfig) -> dict[str, str]:
+        """The three ``x-ratelimit-*`` headers for ``key`` now ({} without a rate limit)."""
+        if config.rate_limit_per_minute <= 0:
+            return {}
+        window = 60.0 / config.time_scale
+        now = time.monotonic()
+        with self._lock:
+            limit = self._window.limit_for(key, config.rate_limit_per_minute, config.tighten_factor, now)
+            remaining, reset = self._window.peek(key, limit, window, now)
+        return {
+            "x-ratelimit-limit": str(limit),
+            "x-ratelimit-remaining": str(remaining),
+            "x-ratelimit-reset": _fmt_reset(reset, config.time_scale),
+        }
+
     def _generate_authed(self, request: Request, config: EmulatorConfig, key: str) -> tuple[Response, int, str | None]:
         """Everything after authentication. Returns ``(response, images, fault_name)``."""
         if key in config.out_of_credits:
@@ -952,6 +1068,9 @@ class FluxEmulator:
                 code="insufficient_quota",
             )
         params = _parse_params(self._read_json(request), config.reject_substring, config.delisted_models)
+        marked = self._marked_answer(params.prompt, config)
+        if marked is not None:
+            return marked, 0, "marker"
 
         fault = self._draw_fault(config)
         if fault == "429":
@@ -973,13 +1092,7 @@ class FluxEmulator:
                 headers={"X-Emulator-Fault": fault},
             )
         if fault == "503":
-            raise _ApiError(
-                503,
-                "The server is overloaded or not ready yet (emulated fault)",
-                type_="server_error",
-                code="service_unavailable",
-                headers={"X-Emulator-Fault": fault},
-            )
+            raise self._capacity_error(config, {"X-Emulator-Fault": fault})
         if fault == "timeout":
             self._stopping.wait(config.hang_seconds)
             raise _ApiError(
@@ -992,11 +1105,19 @@ class FluxEmulator:
 
         headers: dict[str, str] = {}
         if fault is None and config.rate_limit_per_minute > 0:
-            limit = config.rate_limit_per_minute
             window = 60.0 / config.time_scale
+            now = time.monotonic()
             with self._lock:
-                allowed, remaining, retry_after = self._window.acquire(key, params.n, limit, window, time.monotonic())
-            headers = {"x-ratelimit-limit": str(limit), "x-ratelimit-remaining": str(remaining)}
+                limit = self._window.limit_for(key, config.rate_limit_per_minute, config.tighten_factor, now)
+                allowed, remaining, retry_after = self._window.acquire(key, params.n, limit, window, now)
+                _, reset = self._window.peek(key, limit, window, now)
+                if not allowed:
+                    self._window.rejected(key, window, config.tighten_after_429s, now)
+            headers = {
+                "x-ratelimit-limit": str(limit),
+                "x-ratelimit-remaining": str(remaining),
+                "x-ratelimit-reset": _fmt_reset(reset, config.time_scale),
+            }
             if not allowed:
                 headers.update(self._retry_headers(retry_after, config))
                 raise _ApiError(
@@ -1035,6 +1156,58 @@ class FluxEmulator:
         body = {"id": uuid.uuid4().hex, "model": params.model, "object": "list", "data": data}
         images = 0 if fault else params.n
         return _json(body, 200, headers), images, fault
+
+    def _capacity_error(self, config: EmulatorConfig, headers: Mapping[str, str]) -> _ApiError:
+        """A 503 "no capacity" answer (with ``Retry-After`` when ``retry_after_503`` > 0)."""
+        headers = dict(headers)
+        if config.retry_after_503 > 0:
+            headers.update(self._retry_headers(config.retry_after_503 / config.time_scale, config))
+        return _ApiError(
+            503,
+            "The server is overloaded or not ready yet (emulated fault)",
+            type_="server_error",
+            code="service_unavailable",
+            headers=headers,
+        )
+
+    def _marked_answer(self, prompt: str, config: EmulatorConfig) -> Response | None:
+        """The answer a marker in ``prompt`` asks for (see :class:`EmulatorConfig`), or None.
+
+        Raises:
+            _ApiError: the 403 of ``forbid_substring``, or the status of a status marker.
+        """
+        if config.forbid_substring and config.forbid_substring in prompt:
+            raise _ApiError(
+                403,
+                "Input validation error: the request exceeds the limits of this model.",
+                code="request_forbidden",
+                param="prompt",
+            )
+        if config.waf_substring and config.waf_substring in prompt:
+            page = "<html><head><title>403 Forbidden</title></head><body><h1>Request blocked</h1></body></html>"
+            return Response(page, status=403, mimetype="text/html")
+        marker = config.status_marker
+        if not marker or marker not in prompt:
+            return None
+        code = prompt.split(marker, 1)[1].split("__", 1)[0]
+        if code == "GARBAGE":
+            return Response(b"\x89<html>not json at all", status=200, mimetype="application/json")
+        if not (code.isdigit() and len(code) == 3 and 400 <= int(code) <= 599):
+            return None
+        status = int(code)
+        headers = {"X-Emulator-Fault": "marker"}
+        if status == 503:
+            raise self._capacity_error(config, headers)
+        if status == 429:
+            headers.update(self._retry_headers(1.0 / config.time_scale, config))
+        kinds = {401: "authentication_error", 402: "billing_error", 429: "rate_limit_error"}
+        raise _ApiError(
+            status,
+            f"Emulated {status} answer (status marker).",
+            type_=kinds.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+            code=f"emulated_{status}",
+            headers=headers,
+        )
 
     def _draw_fault(self, config: EmulatorConfig) -> str | None:
         """Pick at most one random fault, checking 429, 500, 503, timeout, corrupt in order."""

@@ -10,7 +10,6 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -21,8 +20,10 @@ from chalicelib.db.keys import KeyHealthModel
 from chalicelib.flux import (
     AllKeysCoolingError,
     FluxClient,
+    KeyHealthUnavailableError,
     KeyPool,
     NoUsableKeysError,
+    UpstreamBusyError,
     UpstreamFailedError,
     UpstreamRejectedError,
     get_flux_client,
@@ -35,8 +36,11 @@ from chalicelib.flux import (
 from chalicelib.flux.client import normalize_base_url, parse_retry_after
 from chalicelib.http import error_headers, error_status
 from chalicelib.settings import Settings, get_settings
+from devstack.prompts import PARTI_PROMPTS
+from tests.fixtures.worker import check_job
+from tests.polling import wait_for
 
-PARTI = Path("/work/shared/data/parti_prompts.tsv")
+PARTI = PARTI_PROMPTS
 K1, K2, K3, K4 = "test-key-1", "test-key-2", "test-key-3", "test-key-4"
 BOGUS = "sk-live-DO-NOT-LEAK-0123456789abcdef"  # not accepted by the emulator: 401
 
@@ -76,6 +80,15 @@ def decode(data: bytes) -> Image.Image:
 
 def by_key(flux, key: str) -> dict:
     return flux.stats()["by_key"].get(key_id(key), {"requests": 0, "images": 0, "by_status": {}})
+
+
+def free_now(pool: KeyPool) -> bool:
+    """True if the pool would hand a key out now (none cooling, paced or backed off)."""
+    try:
+        pool.reserve(params().model, max_wait_s=0.0)
+    except AllKeysCoolingError:
+        return False
+    return True
 
 
 def report(pool: KeyPool, key: str) -> dict:
@@ -193,33 +206,52 @@ def test_a_rate_limited_key_cools_and_the_next_key_serves(aws, flux):
 
 def test_all_keys_cooling_raises_with_retry_time(aws, flux):
     flux.reset(rate_limit_per_minute=1)
+    _exhaust(flux, K1, 1)  # used up behind the client's back: it learns from the 429s
+    _exhaust(flux, K2, 1)
     client = FluxClient(settings(flux))
-    client.generate(params(PLAIN[0]))
-    client.generate(params(PLAIN[1]))
     before = time.time()
     with pytest.raises(AllKeysCoolingError) as info:
         client.generate(params(PLAIN[2]))
     err = info.value
     assert (error_status(err.code), err.code) == (503, "keys-cooling")
-    assert 50 < err.retry_after <= 60.5 and err.retry_at >= before + 50
+    assert 50 < err.retry_after <= 60 * 1.03 + 0.5 and err.retry_at >= before + 50  # reset + pacing margin
     assert error_headers(err)["Retry-After"] == str(math.ceil(err.retry_after))
     assert flux.stats()["requests"] == 4  # one 429 per key, no hammering
-    # the next call fails fast, with no upstream request, on this and on a new instance
-    with pytest.raises(AllKeysCoolingError):
+    # one call cools one key in the table; the other is only paced here, from its 429's headers
+    assert sorted(r["state"] for r in client.pool.health_report()) == ["cooling", "healthy"]
+    with pytest.raises(AllKeysCoolingError):  # the next call fails fast, with no upstream request
         client.generate(params(PLAIN[3]))
-    with pytest.raises(AllKeysCoolingError) as again:
-        FluxClient(settings(flux)).generate(params(PLAIN[3]))
-    assert abs(again.value.retry_at - err.retry_at) < 1.0
     assert flux.stats()["requests"] == 4
+    client.pool.flush()  # shares the pacing of the keys that ran dry (with the success counters)
+    with pytest.raises(AllKeysCoolingError) as again:  # so a new instance fails fast too
+        FluxClient(settings(flux)).generate(params(PLAIN[3]))
+    assert abs(again.value.retry_at - err.retry_at) < 2.5  # Retry-After vs reset + pacing margin
+    assert flux.stats()["requests"] == 4
+
+
+def test_keys_that_ran_dry_are_paced_before_sending(aws, flux, ddb_calls):
+    flux.reset(rate_limit_per_minute=1)
+    client = FluxClient(settings(flux))
+    client.generate(params(PLAIN[0]))  # each answer says: 0 remaining, reset in 60 s
+    client.generate(params(PLAIN[1]))
+    ddb_calls.clear()
+    with pytest.raises(AllKeysCoolingError) as info:
+        client.generate(params(PLAIN[2]))
+    assert 50 < info.value.retry_after <= 60 * 1.03 + 0.5
+    assert flux.stats()["by_status"] == {"200": 2}  # waited before sending: no 429 at all
+    assert ddb_calls == []  # and no DynamoDB round trip to know it
+    assert all(r["state"] == "healthy" for r in client.pool.health_report())
 
 
 def test_a_cooldown_that_ends_soon_is_waited_for(aws, flux):
     flux.reset(rate_limit_per_minute=1, time_scale=60)  # a minute lasts one second
+    _exhaust(flux, K1, 1)
     client = FluxClient(settings(flux, keys=(K1,)))
-    client.generate(params(PLAIN[0]))
-    [img] = client.generate(params(PLAIN[1]))  # 429 with Retry-After <= 1 s, then served
+    [img] = client.generate(params(PLAIN[1]))  # 429 with Retry-After <= 1 s, waited for, then served
     assert img.key_id == key_id(K1)
     assert by_key(flux, K1)["by_status"] == {"200": 2, "429": 1}
+    [img] = client.generate(params(PLAIN[2]))  # now paced from the headers: waits, no 429
+    assert by_key(flux, K1)["by_status"] == {"200": 3, "429": 1}
 
 
 def test_401_disables_the_key_for_every_instance(aws, flux):
@@ -279,8 +311,8 @@ def test_422_is_not_retried(aws, flux):
     assert all(r["errors"] == 0 and r["state"] == "healthy" for r in client.pool.health_report())
 
 
-def test_503_everywhere_fails_within_the_deadline(aws, flux):
-    flux.reset(p503=1.0)
+def test_500_everywhere_fails_within_the_deadline(aws, flux):
+    flux.reset(p500=1.0)
     client = FluxClient(settings(flux, flux_deadline_seconds=6.0))
     started = time.monotonic()
     with pytest.raises(UpstreamFailedError) as info:
@@ -289,7 +321,7 @@ def test_503_everywhere_fails_within_the_deadline(aws, flux):
     err = info.value
     assert (error_status(err.code), err.code, err.retryable) == (502, "upstream-failed", True)
     assert err.attempts == flux.stats()["requests"] == 2 * 2 + 2  # bounded attempts
-    assert "503" in err.last_error
+    assert "500" in err.last_error
     assert sum(r["errors"] for r in client.pool.health_report()) == err.attempts
     assert all(r["state"] == "healthy" for r in client.pool.health_report())  # 5xx is no state change
 
@@ -332,6 +364,282 @@ def test_deadline_override(aws, flux):
     with pytest.raises(UpstreamFailedError):
         FluxClient(settings(flux, keys=(K1, K2, K3, K4))).generate(params(), deadline_s=0.8)
     assert time.monotonic() - started < 1.3
+
+
+# -- one request changes at most one key ----------------------------------------------------------
+
+KEYS4 = (K1, K2, K3, K4)
+
+
+def stored(keys=KEYS4) -> dict[str, tuple[str, bool]]:
+    """The key-health table as DynamoDB holds it: key id -> (stored state, cooldown running)."""
+    now = time.time()
+    rows = {row.key_id: row for row in KeyHealthModel.batch_get([key_id(k) for k in keys], consistent_read=True)}
+    out = {}
+    for key in keys:
+        row = rows.get(key_id(key))
+        state = (row.state or "healthy") if row else "healthy"
+        out[key_id(key)] = (state, bool(row and float(row.cooldown_until or 0) > now))
+    return out
+
+
+def changed_keys(before: dict, after: dict) -> dict[str, tuple[str, bool]]:
+    return {kid: after[kid] for kid in before if after[kid] != before[kid]}
+
+
+def test_a_403_request_error_is_the_users_problem_and_no_key_changes(aws, flux):
+    client = FluxClient(settings(flux, keys=KEYS4))
+    client.pool.refresh()
+    before = stored()
+    with pytest.raises(UpstreamRejectedError) as info:
+        client.generate(params(PLAIN[0] + " __FORBID__"))
+    assert (error_status(info.value.code), info.value.code, info.value.upstream_status) == (
+        422,
+        "upstream-rejected",
+        403,
+    )
+    assert flux.stats()["requests"] == 1  # not retried on every key
+    assert changed_keys(before, stored()) == {}
+    assert all(r["state"] == "healthy" and r["usable"] for r in client.pool.health_report())
+    # the next request (another user's) is served
+    assert client.generate(params(PLAIN[1]))[0].data
+
+
+def test_a_waf_403_page_on_content_changes_no_key(aws, flux):
+    client = FluxClient(settings(flux, keys=KEYS4))
+    with pytest.raises(UpstreamRejectedError) as info:
+        client.generate(params(PLAIN[2] + " __WAF__"))
+    assert info.value.upstream_status == 403 and "Request blocked" in info.value.message
+    assert all(state == "healthy" for state, _ in stored().values())
+    assert client.pool.healthy_count() == 4
+
+
+def test_a_revoked_key_is_disabled_and_only_that_one(aws, flux):
+    flux.reset(revoked=[K3])
+    client = FluxClient(settings(flux, keys=KEYS4))
+    for prompt in PLAIN[:5]:  # round-robin meets K3 within four calls; every call is served
+        assert client.generate(params(prompt))[0].key_id != key_id(K3)
+    states = {kid: state for kid, (state, _) in stored().items()}
+    assert states == {key_id(K1): "healthy", key_id(K2): "healthy", key_id(K3): "disabled", key_id(K4): "healthy"}
+    row = report(client.pool, K3)
+    assert row["reason"].startswith("403") and "GET /models: 403" in row["reason"]
+    assert by_key(flux, K3)["by_status"] == {"403": 1}  # never used again
+
+
+def test_one_request_disables_at_most_one_key_even_if_all_are_revoked(aws, flux):
+    flux.reset(revoked=list(KEYS4))
+    client = FluxClient(settings(flux, keys=KEYS4))
+    client.pool.refresh()
+    before = stored()
+    with pytest.raises(UpstreamFailedError):
+        client.generate(params(PLAIN[0]))
+    first = changed_keys(before, stored())
+    assert list(first.values()) == [("disabled", False)]
+    assert flux.stats()["by_status"] == {"403": 4}  # each key tried once, three only skipped
+    with pytest.raises(UpstreamFailedError):  # the next request takes out the next key
+        FluxClient(settings(flux, keys=KEYS4)).generate(params(PLAIN[1]))
+    assert sorted(state for state, _ in stored().values()) == ["disabled", "disabled", "healthy", "healthy"]
+
+
+def test_a_503_storm_leaves_every_key_healthy_and_is_a_503_with_retry_after(aws, flux):
+    flux.reset(p503=1.0, retry_after_503=1.0)
+    client = FluxClient(settings(flux, keys=KEYS4, flux_deadline_seconds=3.0))
+    client.pool.refresh()
+    before = stored()
+    for prompt in PLAIN[:3]:
+        with pytest.raises(UpstreamBusyError) as info:
+            client.generate(params(prompt))
+        err = info.value
+        assert (error_status(err.code), err.code) == (503, "upstream-busy")
+        assert int(error_headers(err)["Retry-After"]) >= 1
+    assert changed_keys(before, stored()) == {}
+    rows = client.pool.health_report()
+    assert all(r["state"] == "healthy" and r["errors"] == 0 and r["rate_limited"] == 0 for r in rows)
+    flux.reset()  # capacity is back: served at once
+    assert client.generate(params(PLAIN[3]))[0].data
+
+
+def _delete_key_table() -> None:
+    from chalicelib.aws import client as aws_client
+
+    aws_client("dynamodb").delete_table(TableName=KeyHealthModel.Meta.table_name)
+
+
+def test_a_cold_instance_whose_health_read_fails_uses_no_key(aws, flux):
+    from devstack.resources import ensure_all
+
+    warm = KeyPool(settings(flux))
+    warm.refresh()
+    warm.report_disabled(key_id(K1), "401: revoked")
+    _delete_key_table()  # DynamoDB now answers ResourceNotFoundException to every read
+
+    cold = KeyPool(settings(flux))
+    assert cold.healthy_count() == 0
+    with pytest.raises(KeyHealthUnavailableError) as info:
+        FluxClient(settings(flux, flux_deadline_seconds=2.5), pool=cold).generate(params())
+    assert (error_status(info.value.code), info.value.code, error_headers(info.value)["Retry-After"]) == (
+        503,
+        "key-health-unavailable",
+        "1",
+    )
+    assert flux.stats()["requests"] == 0  # K1 (disabled in the table) was not used, nor any key
+
+    ensure_all()  # the table is back, with the row that says K1 is disabled
+    KeyHealthModel(key_id(K1), state="disabled", reason="401: revoked", updated_at=int(time.time())).save()
+    client = FluxClient(settings(flux), pool=cold)
+    for prompt in PLAIN[:4]:
+        assert client.generate(params(prompt))[0].key_id == key_id(K2)
+    assert by_key(flux, K1)["requests"] == 0
+
+
+def test_a_disabled_key_stays_out_when_its_write_failed(aws, flux):
+    from devstack.resources import ensure_all
+
+    pool = KeyPool(settings(flux, key_health_refresh_seconds=0.0))
+    pool.refresh()
+    _delete_key_table()
+    pool.report_disabled(key_id(K1), "401: revoked")  # the write fails
+    assert not pool.refresh()  # and so does the read: the snapshot stands
+    assert report(pool, K1)["state"] == "disabled"
+    ensure_all()  # the table is back, empty: the rows are seeded healthy
+    assert pool.refresh(force=True)
+    assert report(pool, K1)["state"] == "disabled"  # not resurrected by the healthy seed...
+    assert stored((K1, K2))[key_id(K1)] == ("disabled", False)  # ...and written again
+    assert {pool.acquire().key_id for _ in range(4)} == {key_id(K2)}
+
+
+UPSTREAM_ANSWERS = [
+    # (case, emulator config, prompt marker, keys, error raised, stored state a key may take)
+    ("400", {}, "__STATUS_400__", KEYS4, UpstreamRejectedError, None),
+    ("401-request", {}, "__STATUS_401__", KEYS4, UpstreamRejectedError, None),
+    ("401-auth", {}, "", ("bogus-1", "bogus-2", "bogus-3", "bogus-4"), UpstreamFailedError, "disabled"),
+    ("402", {"out_of_credits": list(KEYS4)}, "", KEYS4, UpstreamFailedError, "out_of_credits"),
+    ("403-request", {}, "__FORBID__", KEYS4, UpstreamRejectedError, None),
+    ("403-waf", {}, "__WAF__", KEYS4, UpstreamRejectedError, None),
+    ("403-auth", {"revoked": list(KEYS4)}, "", KEYS4, UpstreamFailedError, "disabled"),
+    ("404", {}, "__STATUS_404__", KEYS4, UpstreamRejectedError, None),
+    ("413", {}, "__STATUS_413__", KEYS4, UpstreamRejectedError, None),
+    ("422", {}, "__REJECT__", KEYS4, UpstreamRejectedError, None),
+    ("429", {}, "__STATUS_429__", KEYS4, AllKeysCoolingError, None),
+    ("500", {}, "__STATUS_500__", KEYS4, UpstreamFailedError, None),
+    ("502", {}, "__STATUS_502__", KEYS4, UpstreamFailedError, None),
+    ("503", {}, "__STATUS_503__", KEYS4, UpstreamBusyError, None),
+    ("timeout", {"ptimeout": 1.0, "hang_seconds": 1.0}, "", KEYS4, UpstreamFailedError, None),
+    ("garbage", {}, "__STATUS_GARBAGE__", KEYS4, UpstreamFailedError, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "config", "marker", "keys", "error", "terminal"), UPSTREAM_ANSWERS, ids=[c[0] for c in UPSTREAM_ANSWERS]
+)
+def test_no_single_request_changes_more_than_one_key(aws, flux, case, config, marker, keys, error, terminal):
+    flux.reset(**config)
+    s = settings(flux, keys=keys, flux_deadline_seconds=3.0, flux_request_timeout_seconds=0.5)
+    client = FluxClient(s)
+    client.pool.refresh()
+    before = stored(keys)
+    with pytest.raises(error):
+        client.generate(params(f"{PLAIN[5]} {marker}".strip()))
+    changed = changed_keys(before, stored(keys))
+    assert len(changed) <= 1, changed
+    states = {state for state, _ in changed.values() if state != "healthy"}
+    if terminal is None:  # no auth/credit answer confirmed for a key: no stored state changes
+        assert states == set()
+    else:  # the key's own confirmed answer: that key, and only it
+        assert states == {terminal} and len(changed) == 1
+        assert set(flux.stats()["by_status"]) in ({"401"}, {"402"}, {"403"})  # each key's own answer
+    if case == "429":  # a cooldown, from the answer's Retry-After, on one key at most
+        assert [cooling for _, cooling in changed.values()] in ([], [True])
+    # the pool serves the next (ordinary) request if the upstream does (after a 503's back-off)
+    if not config and terminal is None:
+        wait_for(lambda: free_now(client.pool), timeout_s=15, what="(the back-off to end)")
+        assert client.generate(params(PLAIN[6]))[0].data
+
+
+# -- through the API (POST /v1/images on the app, with the stack behind it) -------------------------
+
+SMALL = {"width": 256, "height": 256}
+
+
+def test_api_a_403_prompt_is_a_4xx_and_another_user_is_still_served(api, flux):
+    before = stored()
+    reply = api.post("/v1/images", user="mallory", json_body={"prompt": PLAIN[0] + " __FORBID__", **SMALL})
+    assert reply.status == 422, reply.body
+    assert reply.json["error"]["code"] == "upstream-rejected"
+    for _ in range(3):  # hostile repeats change nothing either
+        assert (
+            api.post("/v1/images", user="mallory", json_body={"prompt": "__FORBID__ " + PLAIN[1], **SMALL}).status
+            == 422
+        )
+    assert changed_keys(before, stored()) == {}
+    assert all(state == "healthy" for state, _ in stored().values())
+    reply = api.post("/v1/images", user="alice", json_body={"prompt": PLAIN[2], **SMALL})
+    assert reply.status == 201, reply.body
+
+
+def test_api_a_revoked_key_is_disabled_and_users_are_served(api, flux):
+    flux.reset(revoked=[K2])
+    for prompt in PLAIN[:5]:
+        reply = api.post("/v1/images", user="bob", json_body={"prompt": prompt, **SMALL})
+        assert reply.status == 201, reply.body
+    assert {kid: state for kid, (state, _) in stored().items()} == {
+        key_id(K1): "healthy",
+        key_id(K2): "disabled",
+        key_id(K3): "healthy",
+        key_id(K4): "healthy",
+    }
+
+
+def test_api_a_503_storm_is_a_503_with_retry_after_and_blames_no_key(api, flux):
+    flux.reset(p503=1.0, retry_after_503=3.0)
+    before = stored()
+    reply = api.post("/v1/images", user="carol", json_body={"prompt": PLAIN[3], **SMALL})
+    assert reply.status == 503, reply.body
+    assert reply.json["error"]["code"] == "upstream-busy"
+    assert 1 <= int(reply.header("Retry-After")) <= 3  # the last 503's Retry-After, counted down
+    assert flux.stats()["by_status"] == {"503": flux.stats()["requests"]}
+    assert changed_keys(before, stored()) == {}
+    assert api.get("/v1/me/usage", user="carol").json["used"] == 0
+
+
+# -- pacing -------------------------------------------------------------------------------------
+
+
+def test_pacing_follows_the_rate_limit_headers_and_avoids_429s(aws, flux):
+    flux.reset(rate_limit_per_minute=4, time_scale=30)  # 4 images per 2 s window per key
+    client = FluxClient(settings(flux, keys=(K1,), flux_deadline_seconds=20.0))
+    for prompt in PLAIN[:8]:  # twice the window's capacity: the second half waits for its slots
+        client.generate(params(prompt, width=256, height=256))
+    assert by_key(flux, K1)["by_status"] == {"200": 8}  # waited before sending, never after a 429
+
+
+def test_a_503_backs_off_every_key_without_blame(aws, flux):
+    flux.reset(retry_after_503=0.6, time_scale=1)
+    pool = KeyPool(settings(flux, keys=KEYS4))
+    client = FluxClient(settings(flux, keys=KEYS4), pool=pool)
+    with pytest.raises(UpstreamBusyError):
+        client.generate(params(PLAIN[0] + " __STATUS_503__"), deadline_s=1.0)
+    model = params().model
+    assert pool.reserve(model, max_wait_s=5.0)[1] > 0  # every key waits: the platform is busy
+    assert all(r["state"] == "healthy" and r["errors"] == 0 for r in pool.health_report())
+
+
+def test_a_paced_job_meets_few_429s_and_loses_no_image(api, worker, flux):
+    # 4 keys x 3 images per 10 s window: the worker's 40 threads could send far more at once;
+    # the limit halves for a key that meets 5 429s in a window
+    flux.reset(rate_limit_per_minute=3, time_scale=6, latency_ms=50, tighten_after_429s=5)
+    prompts = PROMPTS[300:330]
+    reply = api.post("/v1/jobs", user="pace", json_body={"prompts": prompts, "width": 256, "height": 256})
+    assert reply.status == 202, reply.body
+    job_id = reply.json["job_id"]
+    worker.start()
+    worker.wait_finished("pace", job_id, timeout_s=180)
+    state = check_job("pace", job_id)  # no image lost, none duplicated, no orphan object
+    assert [item.status for item in state["items"]] == ["succeeded"] * len(prompts)
+    assert len(state["images"]) == len(prompts)
+    stats = flux.stats()
+    share = stats["by_status"].get("429", 0) / stats["requests"]
+    assert share <= 0.05, stats["by_status"]
 
 
 # -- cost of the healthy path ---------------------------------------------------------------------
@@ -410,6 +718,7 @@ def test_keys_never_leak(aws, flux, caplog):
         client.generate(params(prompt))  # BOGUS is disabled on the way (401)
     for config, prompt in ((dict(p503=1.0), PLAIN[0]), ({}, PLAIN[1] + " __REJECT__")):
         flux.reset(**config)
+        wait_for(lambda: free_now(client.pool), timeout_s=15, what="(the 503 back-off to end)")
         try:
             client.generate(params(prompt), deadline_s=3)
         except Exception as exc:  # noqa: BLE001 - collected for inspection
@@ -420,12 +729,16 @@ def test_keys_never_leak(aws, flux, caplog):
             client.generate(params(prompt))
     except AllKeysCoolingError as exc:
         errors.append(exc)
-    assert [type(e) for e in errors] == [UpstreamFailedError, UpstreamRejectedError, AllKeysCoolingError]
+    assert [type(e) for e in errors] == [UpstreamBusyError, UpstreamRejectedError, AllKeysCoolingError]
 
     texts = [rec.getMessage() for rec in caplog.records]
     texts += [str(e) + repr(vars(e)) for e in errors]
     texts.append(json.dumps(client.pool.health_report()))
-    texts.append(repr(client.pool) + repr(client.pool.acquire() if client.pool.healthy_count() else ""))
+    try:
+        lease = client.pool.reserve(params().model, max_wait_s=3600.0)[0]
+    except Exception:  # noqa: BLE001 - no key to show
+        lease = None
+    texts.append(repr(client.pool) + repr(lease))
     texts += [json.dumps(row.attribute_values) for row in KeyHealthModel.scan()]
     blob = "\n".join(texts)
     assert key_id(BOGUS) in blob  # the ids are there...
@@ -447,3 +760,15 @@ def test_parse_retry_after():
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     assert parse_retry_after("-3") == 0.0
+
+
+def test_rate_limit_headers_are_parsed_defensively():
+    from chalicelib.flux.pacing import MAX_PACE_S, RateInfo
+
+    info = RateInfo.from_headers({"x-ratelimit-limit": "60", "x-ratelimit-remaining": "3", "x-ratelimit-reset": "1.5"})
+    assert (info.limit, info.remaining, info.reset_s) == (60, 3, 1.5)
+    assert RateInfo.from_headers({"x-ratelimit-remaining": "3"}) is None  # no reset: Retry-After decides
+    for bad in ("nan", "inf", "soon", ""):
+        assert RateInfo.from_headers({"x-ratelimit-remaining": bad, "x-ratelimit-reset": "1"}) is None
+    odd = RateInfo.from_headers({"x-ratelimit-remaining": "-4", "x-ratelimit-reset": "1e9"})
+    assert (odd.remaining, odd.reset_s) == (0, MAX_PACE_S)  # a hostile reset is capped

@@ -23,8 +23,8 @@ from PIL import Image, ImageChops, ImageStat, UnidentifiedImageError
 
 from chalicelib.flux.catalog import catalog
 from devstack.flux_emulator import API_PATH, MODELS_PATH, EmulatorConfig, FluxEmulator, key_id, render_image
+from devstack.prompts import PARTI_PROMPTS as PROMPTS_TSV
 
-PROMPTS_TSV = Path("/work/shared/data/parti_prompts.tsv")
 MODEL = "black-forest-labs/FLUX.1-schnell"
 FLUX2_DEV = "black-forest-labs/FLUX.2-dev"  # takes steps, guidance, prompt_upsampling, output_format
 KEY = "test-key-1"
@@ -556,6 +556,104 @@ def test_reset_overrides_and_validation(flux):
     assert flux.config.out_of_credits == []
 
 
+# --------------------------------------------------------------------------- key probes and markers
+
+
+def get_models(flux: FluxEmulator, key: str | None = KEY) -> requests.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    return requests.get(flux.url + MODELS_PATH, headers=headers, timeout=10)
+
+
+def test_models_endpoint_is_authenticated_and_not_counted(flux):
+    r = get_models(flux)
+    assert r.status_code == 200
+    assert all(m["object"] == "model" for m in r.json())
+    assert MODEL in {m["id"] for m in r.json() if m["type"] == "image"}
+    assert get_models(flux, key=None).status_code == 401
+    assert get_models(flux, key="nope").status_code == 401
+    assert flux.stats()["requests"] == 0
+
+
+def test_a_revoked_key_is_403_everywhere_and_the_others_are_not(flux):
+    flux.configure(revoked=["test-key-2"])
+    for response in (post(flux, gen(), key="test-key-2"), get_models(flux, key="test-key-2")):
+        assert response.status_code == 403
+        assert error_of(response)["type"] == "authentication_error"
+    assert post(flux, gen()).status_code == 200 and get_models(flux).status_code == 200
+    assert flux.stats()["by_key"][key_id("test-key-2")]["by_status"] == {"403": 1}
+
+
+def test_forbid_marker_is_a_403_request_error_while_the_key_is_fine(flux):
+    r = post(flux, gen(PROMPT_A + " __FORBID__"))
+    assert r.status_code == 403
+    error = error_of(r)
+    assert (error["type"], error["param"]) == ("invalid_request_error", "prompt")
+    assert get_models(flux).status_code == 200
+    assert post(flux, gen()).status_code == 200
+
+
+def test_waf_marker_is_a_403_html_page(flux):
+    r = post(flux, gen("__WAF__ " + PROMPT_B))
+    assert r.status_code == 403
+    assert r.headers["Content-Type"].startswith("text/html") and "<html>" in r.text
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 413, 429, 500, 502, 503])
+def test_status_marker_answers_that_status(flux, status):
+    r = post(flux, gen(f"{PROMPT_A} __STATUS_{status}__"))
+    assert r.status_code == status
+    error_of(r)
+    assert ("Retry-After" in r.headers) == (status == 429)
+    assert flux.stats()["faults"] == {"marker": 1} and flux.stats()["images"] == 0
+
+
+def test_garbage_marker_is_a_200_that_is_not_json(flux):
+    r = post(flux, gen("__STATUS_GARBAGE__ " + PROMPT_A))
+    assert r.status_code == 200
+    with pytest.raises(ValueError):
+        r.json()
+
+
+def test_markers_can_be_disabled(flux):
+    flux.configure(status_marker="", forbid_substring="", waf_substring="")
+    for marker in ("__STATUS_500__", "__FORBID__", "__WAF__"):
+        assert post(flux, gen(f"{PROMPT_A} {marker}")).status_code == 200
+
+
+def test_503_capacity_answers_carry_a_scaled_retry_after(flux):
+    flux.configure(p503=1.0, retry_after_503=6.0, time_scale=2.0)
+    r = post(flux, gen())
+    assert r.status_code == 503 and r.headers["Retry-After"] == "3.00"
+    assert error_of(r)["code"] == "service_unavailable"
+
+
+def test_every_answer_carries_the_rate_limit_headers(flux):
+    flux.configure(rate_limit_per_minute=3, time_scale=60.0)  # a 1 s window
+    first = post(flux, gen())
+    assert (first.headers["x-ratelimit-limit"], first.headers["x-ratelimit-remaining"]) == ("3", "2")
+    assert 0 < float(first.headers["x-ratelimit-reset"]) <= 1.0
+    refused = post(flux, gen(PROMPT_A + " __STATUS_400__"))  # an error answer has them too
+    assert refused.status_code == 400 and refused.headers["x-ratelimit-remaining"] == "2"
+    post(flux, gen())
+    post(flux, gen())
+    limited = post(flux, gen())
+    assert limited.status_code == 429
+    assert limited.headers["x-ratelimit-remaining"] == "0" and float(limited.headers["x-ratelimit-reset"]) > 0
+    assert "x-ratelimit-limit" not in post(flux, gen(), key="nope").headers  # no key, no limits
+
+
+def test_bursts_of_429s_tighten_the_limit_until_a_quiet_window(flux):
+    flux.configure(rate_limit_per_minute=4, time_scale=60.0, tighten_after_429s=3, tighten_factor=0.5)
+    answers = [post(flux, gen()) for _ in range(8)]
+    assert [a.status_code for a in answers].count(429) == 4
+    assert answers[-1].headers["x-ratelimit-limit"] == "2"  # tightened after the third 429
+    assert post(flux, gen(), key="test-key-2").headers["x-ratelimit-limit"] == "4"  # per key
+    # a 400 answer consumes nothing and shows the limit: it comes back after a quiet window
+    probe = gen(PROMPT_A + " __STATUS_400__")
+    wait_until(lambda: post(flux, probe).headers["x-ratelimit-limit"] == "4", timeout=5.0, interval=0.1)
+    assert post(flux, gen()).status_code == 200
+
+
 def test_config_from_env():
     config = EmulatorConfig.from_env(
         {
@@ -565,12 +663,14 @@ def test_config_from_env():
             "FLUX_EMULATOR_LATENCY_MS": "25",
             "FLUX_EMULATOR_FAULTS": "429=0.1,500=0,503=0.1,timeout=0,corrupt=0.02",
             "FLUX_EMULATOR_OUT_OF_CREDITS": "b",
+            "FLUX_EMULATOR_REVOKED": "c",
         }
     )
     assert config.keys == ["a", "b", "c"]
     assert (config.rate_limit_per_minute, config.time_scale, config.latency_ms) == (60, 60.0, 25.0)
     assert (config.p429, config.p500, config.p503, config.ptimeout, config.pcorrupt) == (0.1, 0, 0.1, 0, 0.02)
     assert config.out_of_credits == ["b"]
+    assert config.revoked == ["c"]
     assert EmulatorConfig.from_env({}) == EmulatorConfig()
     for bad in (
         {"FLUX_EMULATOR_FAULTS": "404=0.5"},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pynamodb.attributes import NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import MapAttribute, NumberAttribute, UnicodeAttribute
 
 from chalicelib.db.base import BaseModel, table_name
 
@@ -12,7 +12,8 @@ class KeyHealthModel(BaseModel):
 
     Hash ``key_id`` (a sha256 prefix; the key itself is never stored).
     ``state`` is ``healthy`` | ``cooling`` | ``disabled`` | ``out_of_credits``.
-    ``cooldown_until`` is epoch seconds.
+    ``cooldown_until`` is epoch seconds. ``pace`` is the key's pacing as one instance last
+    shared it: ``{model: {"next_at": epoch s, "interval": s}}`` (see chalicelib.flux.pacing).
     """
 
     class Meta(BaseModel.Meta):
@@ -28,3 +29,4 @@ class KeyHealthModel(BaseModel):
     rate_limited = NumberAttribute(default=0)
     errors = NumberAttribute(default=0)
     updated_at = NumberAttribute(default=0)  # epoch seconds
+    pace = MapAttribute(null=True)  # {model: {"next_at", "interval"}}

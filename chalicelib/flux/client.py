@@ -24,12 +24,33 @@ upstream                   client
 =========================  ===================================================
 200 + image that decodes   success (counted locally, no DynamoDB call)
 429                        key cools for Retry-After; next key at once
-401 / 403                  key disabled; next key at once
+401 / 403                  probe the key: ``GET {base}/models`` (at most
+                           :data:`PROBE_TIMEOUT_S`, body never read). 2xx:
+                           :class:`UpstreamRejectedError`, no key changes;
+                           401/403: key disabled, next key; no answer: key
+                           skipped for this call, nothing written
 402                        key out_of_credits; next key at once
 400 / 404 / 413 / 422      :class:`UpstreamRejectedError`, no retry
-5xx, 408, timeout, conn.   errors +1; full-jitter back-off; next key
+503                        capacity, no key blamed (no write): the pool backs
+                           the model off for every key (Retry-After, else
+                           jittered exponential); when attempts or the
+                           deadline run out, :class:`UpstreamBusyError`
+other 5xx, 408, timeout    errors +1; full-jitter back-off; next key
 corrupt / wrong size       errors +1; full-jitter back-off; next key
 =========================  ===================================================
+
+Every answer's ``x-ratelimit-*`` headers go to the pool, which paces each key per model
+(:mod:`chalicelib.flux.pacing`): a send books its slot with :meth:`KeyPool.reserve` and
+waits for it in process (at most :data:`~chalicelib.flux.pacing.MAX_PACE_WAIT_S`, and never
+past the deadline; a later slot is a 503 with Retry-After, which the batch worker turns into
+a deferred message), so work waits before sending rather than after a 429, and short waits
+do not pay SQS's one-second visibility granularity.
+
+One :meth:`FluxClient.generate` call (all ``n`` images) changes the shared state of at
+most one key: one user's request is no evidence against several shared keys. A 429,
+401/403 or 402 from a further key in the same call only skips that key for the call.
+Together documents 403 for request errors too (https://docs.together.ai/docs/error-codes),
+and a WAF in front of it may answer 403 on content: hence the probe.
 
 Back-off is AWS's "full jitter": ``uniform(0, min(cap, base * 2**k))``
 (AWS Architecture Blog, "Exponential Backoff and Jitter"), with ``cap`` 1 s so
@@ -53,6 +74,7 @@ import binascii
 import email.utils
 import io
 import logging
+import math
 import random
 import threading
 import time
@@ -70,10 +92,13 @@ from chalicelib.flux.exceptions import (
     CorruptImageError,
     FailureKind,
     FluxError,
+    NoUsableKeysError,
+    UpstreamBusyError,
     UpstreamFailedError,
     UpstreamRejectedError,
 )
-from chalicelib.flux.keypool import DISABLED, OUT_OF_CREDITS, KeyLease, KeyPool, get_key_pool
+from chalicelib.flux.keypool import DISABLED, MAX_COOLDOWN_S, OUT_OF_CREDITS, KeyLease, KeyPool, get_key_pool
+from chalicelib.flux.pacing import MAX_PACE_WAIT_S
 from chalicelib.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -82,6 +107,8 @@ USER_AGENT = "PromptCanvas/1.0 (flux-client; python-requests)"
 CONNECT_TIMEOUT_S = 3.05  # seconds; a little over a TCP retransmit window
 MIN_ATTEMPT_S = 0.3  # seconds; no new attempt with less time than this left
 MAX_COOLDOWN_WAIT_S = 2.0  # seconds; wait for a cooling key only if it is back this soon
+PROBE_TIMEOUT_S = 2.0  # seconds; GET /models that checks a key after a 401/403
+BUSY_RETRY_S = 5.0  # seconds; Retry-After we give after 503s that carried none
 BACKOFF_BASE_S = 0.1  # seconds
 BACKOFF_CAP_S = 1.0  # seconds
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # bytes; a 1440x1440 PNG is ~6 MB
@@ -221,7 +248,7 @@ def verify_image(data: bytes, width: int, height: int, *, ratio_only: bool = Fal
 
 
 class _Transient(Exception):
-    """One attempt failed in a way worth retrying on another key after a back-off."""
+    """One attempt failed in a way worth retrying after a back-off (another key or the same)."""
 
     def __init__(self, message: str, kind: FailureKind) -> None:
         super().__init__(message)
@@ -229,11 +256,38 @@ class _Transient(Exception):
 
 
 class _NextKey(Exception):
-    """One attempt failed because of the key (429/401/402/403); try the next key now."""
+    """One attempt failed because of the key (429/401/402/403) or the platform (503); try
+    again now (the key pool paces the next send).
 
-    def __init__(self, message: str, kind: FailureKind) -> None:
+    ``kind``: the attempt's :class:`FailureKind`. ``busy``: it was a 429 (over our rate) or
+    a 503 (no capacity): nothing is broken.
+    """
+
+    def __init__(self, message: str, kind: FailureKind, *, busy: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
+        self.busy = busy
+
+
+@dataclass
+class _Call:
+    """What one :meth:`FluxClient.generate` call did to the key pool (all its images).
+
+    Attributes:
+        changed: the key id whose shared state (cooldown, disabled, out of credits) this
+            call changed; one call changes at most one key.
+        excluded: key id -> epoch seconds until which this call does not use it again
+            (``inf``: not at all), for keys it may not change or could not judge.
+        busy_until: epoch seconds; the latest end of a 503's ``Retry-After`` (0: no 503).
+    """
+
+    changed: str | None = None
+    excluded: dict[str, float] = field(default_factory=dict)
+    busy_until: float = 0.0
+
+    def may_change(self, kid: str) -> bool:
+        """True if this call may still change ``kid``'s shared state."""
+        return self.changed is None or self.changed == kid
 
 
 class FluxClient:
@@ -270,6 +324,7 @@ class FluxClient:
         self.settings = settings or get_settings()
         self.pool = pool
         self.endpoint = normalize_base_url(self.settings.together_base_url) + "/images/generations"
+        self.models_url = normalize_base_url(self.settings.together_base_url) + "/models"
         if session is None:
             session = requests.Session()
             adapter = HTTPAdapter(pool_connections=2, pool_maxsize=8, max_retries=0)
@@ -301,13 +356,17 @@ class FluxClient:
 
         Raises:
             UpstreamRejectedError: 422, Together refused the parameters (no retry).
-            AllKeysCoolingError: 503, every key rate limited (``retry_at``, ``Retry-After``).
+            AllKeysCoolingError: 503, every key rate limited (``retry_at``, ``Retry-After``);
+                its subclasses :class:`UpstreamBusyError` (Together answered 503 until the
+                deadline) and :class:`KeyHealthUnavailableError` (key health never read).
             NoUsableKeysError: 503, no key configured or all disabled / out of credits.
-            UpstreamFailedError: 502, transient failures exhausted attempts or the deadline.
+            UpstreamFailedError: 502, transient failures exhausted attempts or the deadline,
+                or every key was skipped for this call.
         """
         budget = self.settings.flux_deadline_seconds if deadline_s is None else deadline_s
         deadline = self._monotonic() + max(0.0, budget)
-        return [self._generate_one(params, index, deadline) for index in range(params.n)]
+        call = _Call()
+        return [self._generate_one(params, index, deadline, call) for index in range(params.n)]
 
     # -- one image ------------------------------------------------------------------------------
 
@@ -322,13 +381,13 @@ class FluxClient:
             **params.upstream_fields(),
         }
 
-    def _generate_one(self, params: GenerationParams, index: int, deadline: float) -> GeneratedImage:
+    def _generate_one(self, params: GenerationParams, index: int, deadline: float, call: _Call) -> GeneratedImage:
         seed = params.seed_for(index)
         payload = self._payload(params, seed)
         max_attempts = 2 * max(1, len(self.pool)) + 2
         attempts = 0
         transient = 0
-        only_rate_limited = True
+        only_busy = True  # every attempt so far was a 429 or a 503
         last_error: str | None = None
         last_kind: FailureKind | None = None
         while True:
@@ -336,10 +395,10 @@ class FluxClient:
             if attempts >= max_attempts or remaining < MIN_ATTEMPT_S:
                 why = "attempts" if attempts >= max_attempts else "deadline"
                 logger.error("flux gave up reason=%s attempts=%d last_error=%s", why, attempts, last_error)
-                if attempts and only_rate_limited:
-                    # Every attempt was a 429: the keys are saturated, not broken. Say so (503 with
-                    # Retry-After), so callers back off instead of counting an upstream failure.
-                    raise self._cooling_error()
+                if attempts and only_busy:
+                    # Every attempt was a 429 or a 503: upstream is saturated, not broken. Say so
+                    # (503 with Retry-After), so callers back off instead of counting a failure.
+                    raise self._busy_error(call)
                 raise UpstreamFailedError(
                     f"image generation failed upstream ({why} exhausted after {attempts} attempts)",
                     last_error=last_error,
@@ -347,22 +406,36 @@ class FluxClient:
                     last_kind=last_kind,
                 )
             try:
-                lease = self.pool.acquire()
+                max_wait = min(MAX_PACE_WAIT_S, remaining - MIN_ATTEMPT_S)
+                lease, wait = self.pool.reserve(params.model, exclude=call.excluded, max_wait_s=max_wait)
             except AllKeysCoolingError as exc:
                 if exc.retry_after <= MAX_COOLDOWN_WAIT_S and exc.retry_after + MIN_ATTEMPT_S < remaining:
                     self._sleep(exc.retry_after + 0.01)
                     continue
                 raise
+            except NoUsableKeysError:
+                if not call.excluded:
+                    raise
+                if only_busy:
+                    raise self._busy_error(call) from None
+                raise UpstreamFailedError(
+                    f"image generation failed upstream (no key left to try after {attempts} attempts)",
+                    last_error=last_error,
+                    attempts=attempts,
+                ) from None
+            if wait > 0:  # paced: the slot is booked, send when it comes
+                self._sleep(wait)
+                remaining = deadline - self._monotonic()
             attempts += 1
             timeout = min(self.settings.flux_request_timeout_seconds, remaining)
             try:
-                return self._attempt(lease, payload, params, seed, index, timeout, deadline)
+                return self._attempt(lease, payload, params, seed, index, timeout, deadline, call)
             except _NextKey as exc:
                 last_error, last_kind = str(exc), exc.kind
-                only_rate_limited = only_rate_limited and last_error.startswith("429")
+                only_busy = only_busy and exc.busy
             except _Transient as exc:
                 last_error, last_kind = str(exc), exc.kind
-                only_rate_limited = False
+                only_busy = False
                 transient += 1
                 if attempts >= max_attempts:
                     continue  # no back-off before giving up
@@ -380,6 +453,7 @@ class FluxClient:
         index: int,
         timeout: float,
         deadline: float,
+        call: _Call,
     ) -> GeneratedImage:
         """One upstream call with ``lease``; reports the outcome to the pool.
 
@@ -403,6 +477,7 @@ class FluxClient:
             raise self._transient(kid, f"connection error ({type(exc).__name__})", FailureKind.CONNECTION) from None
         status = resp.status_code
         observability.record_upstream_call((self._monotonic() - started) * 1000, status)
+        self.pool.report_answer(kid, params.model, resp.headers)
         if status == 200:
             try:
                 data = self._image_bytes(resp, deadline)
@@ -412,7 +487,7 @@ class FluxClient:
             except CorruptImageError as exc:
                 raise self._transient(kid, f"200 with a bad image: {exc.message}", exc.kind) from None
             elapsed = self._monotonic() - started
-            self.pool.report_success(kid, elapsed)
+            self.pool.report_success(kid, elapsed, model=params.model)
             logger.info("flux ok key_id=%s ms=%d bytes=%d index=%d", kid, elapsed * 1000, len(data), index)
             return GeneratedImage(
                 data=data,
@@ -430,27 +505,99 @@ class FluxClient:
         message = self.pool.redact(message)
         if status == 429:
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-            self.pool.report_rate_limited(kid, retry_after)
-            raise _NextKey(f"429 from key {kid}: {message}", FailureKind.RATE_LIMITED)
+            if call.may_change(kid):
+                call.changed = kid
+                self.pool.report_rate_limited(kid, retry_after)
+            else:  # this call already changed another key: skip this one, write nothing
+                wait = self.settings.flux_default_cooldown_seconds if retry_after is None else retry_after
+                call.excluded[kid] = time.time() + min(wait, MAX_COOLDOWN_S)
+            raise _NextKey(f"429 from key {kid}: {message}", FailureKind.RATE_LIMITED, busy=True)
         if status in (401, 403):
-            self.pool.report_disabled(kid, f"{status}: {message}", state=DISABLED)
-            raise _NextKey(f"{status} from key {kid}: {message}", FailureKind.KEY_UNUSABLE)
+            return self._auth_failure(lease, status, message, param, deadline, call)
         if status == 402:
-            self.pool.report_disabled(kid, f"402: {message}", state=OUT_OF_CREDITS)
+            self._take_out(kid, f"402: {message}", OUT_OF_CREDITS, call)
             raise _NextKey(f"402 from key {kid}: {message}", FailureKind.KEY_UNUSABLE)
         if status in REJECT_STATUSES:
             logger.info("flux rejected status=%d key_id=%s param=%s", status, kid, param)
             raise UpstreamRejectedError(message, field=param, upstream_status=status)
+        if status == 503:  # platform capacity: every key backs off, none is to blame
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            until = self.pool.report_busy(params.model, retry_after)
+            call.busy_until = max(call.busy_until, until, time.time() + (BUSY_RETRY_S if retry_after is None else 0))
+            raise _NextKey(f"503 from upstream: {message}", FailureKind.SERVER, busy=True)
         raise self._transient(kid, f"{status} from upstream: {message}", FailureKind.SERVER)
 
-    def _cooling_error(self) -> AllKeysCoolingError:
-        """The pool's own cooling error (earliest retry time), or one a default cooldown away."""
+    def _auth_failure(
+        self, lease: KeyLease, status: int, message: str, param: str | None, deadline: float, call: _Call
+    ) -> GeneratedImage:
+        """A 401/403 to a generation request: ask the key itself (``GET /models``).
+
+        The key still authenticates: the refusal was about this request (Together answers 403
+        to some request errors; a WAF may answer 403 on content), so the user gets
+        :class:`UpstreamRejectedError` and no key changes. The probe is refused with 401/403 too:
+        the key is disabled (if this call has not changed another key). No answer: the key is
+        skipped for this call and nothing is written.
+
+        Raises:
+            UpstreamRejectedError, _NextKey: always (the return type only satisfies the caller).
+        """
+        kid = lease.key_id
+        probe = self._probe(lease, deadline)
+        if probe is not None and 200 <= probe < 300:
+            logger.info("flux refused status=%d key_id=%s probe=%d: a request error", status, kid, probe)
+            raise UpstreamRejectedError(message, field=param, upstream_status=status)
+        if probe in (401, 403):
+            self._take_out(kid, f"{status}: {message} (GET /models: {probe})", DISABLED, call)
+            raise _NextKey(f"{status} from key {kid}, confirmed: {message}", FailureKind.KEY_UNUSABLE)
+        call.excluded[kid] = math.inf
+        logger.warning("flux refused status=%d key_id=%s probe=%s: unconfirmed, key skipped", status, kid, probe)
+        raise _NextKey(f"{status} from key {kid} (probe {probe}): {message}", FailureKind.KEY_UNUSABLE)
+
+    def _take_out(self, kid: str, reason: str, state: str, call: _Call) -> None:
+        """Disable ``kid`` (``state``) unless this call already changed another key; then
+        only skip it for the rest of this call."""
+        if call.may_change(kid):
+            call.changed = kid
+            self.pool.report_disabled(kid, reason, state=state)
+        else:
+            call.excluded[kid] = math.inf
+            logger.warning("flux key %s not written (one key per call) key_id=%s", state, kid)
+
+    def _probe(self, lease: KeyLease, deadline: float) -> int | None:
+        """Status of ``GET {base}/models`` with ``lease``'s key: a cheap authenticated call.
+
+        At most :data:`PROBE_TIMEOUT_S` (and the time left before ``deadline``); the body is
+        never read (only the status matters), so its size does not matter. None on a
+        timeout, a connection error, or no time left.
+        """
+        timeout = min(PROBE_TIMEOUT_S, deadline - self._monotonic())
+        if timeout < MIN_ATTEMPT_S:
+            return None
         try:
-            self.pool.acquire()
+            with self.session.get(
+                self.models_url,
+                headers={"Authorization": f"Bearer {lease.key}"},
+                timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout),
+                stream=True,
+            ) as resp:
+                return resp.status_code
+        except requests.RequestException:
+            return None
+
+    def _busy_error(self, call: _Call) -> AllKeysCoolingError:
+        """503 with a retry time when the attempts were all 429/503: :class:`UpstreamBusyError`
+        if upstream answered 503, else the pool's cooling error (or its skipped keys')."""
+        if call.busy_until:
+            return UpstreamBusyError(retry_at=call.busy_until)
+        waits = [until for until in call.excluded.values() if until < math.inf]
+        try:
+            self.pool.acquire(exclude=call.excluded)
         except AllKeysCoolingError as exc:
-            return exc
+            waits.append(exc.retry_at)
         except FluxError:
             pass
+        if waits:
+            return AllKeysCoolingError(retry_at=min(waits))
         return AllKeysCoolingError(time.time() + self.settings.flux_default_cooldown_seconds)
 
     def _transient(self, kid: str, message: str, kind: FailureKind) -> _Transient:

@@ -53,7 +53,14 @@ class AllKeysCoolingError(FluxError):
 
     The edge answers 503 with ``Retry-After`` = ``ceil(retry_after)``, at least 1
     (RFC 9110 section 10.2.3: a non-negative integer number of seconds).
+
+    Subclasses (:class:`UpstreamBusyError`, :class:`KeyHealthUnavailableError`) are other
+    "come back at ``retry_at``" conditions: whoever handles a cooling pool (the API's 503,
+    the batch worker's deferral without spending an attempt) handles them alike.
     """
+
+    error_code = ErrorCode.KEYS_COOLING
+    what = "image generation is busy"
 
     def __init__(self, retry_at: float, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -61,10 +68,33 @@ class AllKeysCoolingError(FluxError):
         self.retry_after = max(0.0, self.retry_at - now)
         seconds = max(1, int(-(-self.retry_after // 1)))
         super().__init__(
-            ErrorCode.KEYS_COOLING,
-            f"image generation is busy; retry in {seconds} s",
+            type(self).error_code,
+            f"{type(self).what}; retry in {seconds} s",
             retry_after_s=seconds,
         )
+
+
+class UpstreamBusyError(AllKeysCoolingError):
+    """503 ``upstream-busy``: Together answered 503 (no capacity on its side) until the
+    deadline ran out. No key is to blame and none changed state.
+
+    ``retry_at`` comes from the last 503's ``Retry-After`` when it had one, else a
+    short default. Together's error-code table, https://docs.together.ai/docs/error-codes:
+    503 "engine overloaded", retry after a brief wait.
+    """
+
+    error_code = ErrorCode.UPSTREAM_BUSY
+    what = "the image service upstream is at capacity"
+
+
+class KeyHealthUnavailableError(AllKeysCoolingError):
+    """503 ``key-health-unavailable``: this instance has not yet read the key-health table
+    (DynamoDB failed), so it cannot tell which keys are disabled or out of credits, and
+    uses none (fail closed). ``retry_at`` is when it reads again (about a second away).
+    """
+
+    error_code = ErrorCode.KEY_HEALTH_UNAVAILABLE
+    what = "image generation is starting up"
 
 
 class NoUsableKeysError(FluxError):
@@ -80,7 +110,8 @@ class NoUsableKeysError(FluxError):
 
 
 class UpstreamRejectedError(FluxError):
-    """422 ``upstream-rejected``: Together refused the request itself (400/404/413/422).
+    """422 ``upstream-rejected``: Together refused the request itself (400/404/413/422,
+    or a 401/403 while the same key still authenticates on ``GET /v1/models``).
 
     Not retried: the same parameters would be refused by every key. ``message``
     is upstream's message (redacted); ``field`` is upstream's ``param`` when given.

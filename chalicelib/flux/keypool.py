@@ -9,25 +9,47 @@ Cost on the healthy path: none per request. The process keeps a snapshot of all
 rows, re-read with one BatchGetItem (up to 100 keys per call) at most every
 ``settings.key_health_refresh_seconds``. Success counters are added up locally and
 written with one UpdateItem ``ADD`` per key at most every ``flush_interval_s``
-(or on :meth:`KeyPool.flush`). Failures are written at once with UpdateItem:
+(or on :meth:`KeyPool.flush`). What the client reports is written at once with
+UpdateItem (the client decides what an answer means, see :mod:`chalicelib.flux.client`):
 
-====================  ============================================================
-upstream answer       shared effect
-====================  ============================================================
-429                   ``state=cooling``, ``cooldown_until = now + Retry-After`` (or
-                      ``settings.flux_default_cooldown_seconds``), ``rate_limited`` +1
-401 / 403             ``state=disabled`` with ``reason``
-402                   ``state=out_of_credits`` with ``reason``
-5xx / timeout / bad   ``errors`` +1 and ``last_error``; no state change
-====================  ============================================================
+===========================  =====================================================
+report                       shared effect
+===========================  =====================================================
+``report_rate_limited``      ``cooldown_until = now + Retry-After`` (or
+                             ``settings.flux_default_cooldown_seconds``, at most
+                             :data:`MAX_COOLDOWN_S`), ``rate_limited`` +1; ``state``
+                             is not written
+``report_disabled``          ``state=disabled`` (auth failure confirmed for the key)
+                             or ``state=out_of_credits`` (402), with ``reason``
+``report_error``             ``errors`` +1 and ``last_error``; no state change
+``report_answer``            nothing at once: the answer's ``x-ratelimit-*``
+                             headers pace the key (:mod:`chalicelib.flux.pacing`);
+                             a key that ran dry is shared as ``pace`` with the
+                             next success flush, and read with the snapshot
+``report_busy``              nothing: a 503 backs the model off for every key in
+                             this process
+===========================  =====================================================
 
-A cooling key is usable again once ``cooldown_until`` has passed; that is derived
-from the clock, nothing is written. ``disabled`` and ``out_of_credits`` keys stay
-out until an operator calls :meth:`KeyPool.reset_key` (or sets ``state`` back to
-``healthy`` in the table); a bad key or an empty account does not heal by itself.
+:meth:`KeyPool.reserve` books a send: the usable key whose pacing slot comes first.
+:meth:`KeyPool.acquire` only checks that a key is free now (the batch worker asks it
+before leasing work).
 
-If DynamoDB is unreachable the pool fails open: it keeps its last snapshot (keys
-never seen are healthy) and still records transitions locally.
+The stored ``state`` is ``healthy``, ``disabled`` or ``out_of_credits``; "cooling" is
+derived from ``cooldown_until`` and the clock (a legacy stored ``cooling`` reads as
+``healthy``), so a key is usable again once its cooldown has passed and nothing is
+written. ``disabled`` and ``out_of_credits`` keys stay out until an operator calls
+:meth:`KeyPool.reset_key` (or sets ``state`` back to ``healthy`` in the table); a bad key
+or an empty account does not heal by itself.
+
+Terminal states fail closed:
+
+* an instance that has never read the table uses no key: :meth:`KeyPool.acquire` raises
+  :class:`KeyHealthUnavailableError` (503, retry in about a second) until a read succeeds,
+  so a cold instance cannot pick a key the table says is disabled;
+* a later failed read keeps the last snapshot (cooldowns included);
+* a key this instance took out stays out when writing that failed: the next successful
+  read keeps it out and writes the terminal state again;
+* a stored ``state`` the pool does not know is treated as unusable.
 
 Secrets: a key is named everywhere by :func:`key_id` (first 12 hex digits of its
 sha256). The key itself never reaches a log, an exception, a report or DynamoDB.
@@ -46,12 +68,18 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.db.base import is_condition_failure
-from chalicelib.flux.exceptions import AllKeysCoolingError, NoUsableKeysError
+from chalicelib.flux.exceptions import (
+    AllKeysCoolingError,
+    KeyHealthUnavailableError,
+    NoUsableKeysError,
+    UpstreamBusyError,
+)
+from chalicelib.flux.pacing import MAX_PACE_WAIT_S, Pacer, RateInfo
 from chalicelib.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -64,6 +92,7 @@ TERMINAL_STATES = frozenset({DISABLED, OUT_OF_CREDITS})
 MAX_COOLDOWN_S = 3600.0  # a Retry-After longer than an hour is capped
 MAX_ERROR_CHARS = 300  # last_error / reason are truncated to this many characters
 DEFAULT_FLUSH_INTERVAL_S = 5.0
+COLD_RETRY_S = 1.0  # seconds between table reads while this instance has never read it
 
 
 def key_id(key: str) -> str:
@@ -94,14 +123,15 @@ class KeyHealth:
     updated_at: float = 0.0  # epoch seconds
 
     def usable(self, now: float) -> bool:
-        """Healthy, or cooling with the cooldown over."""
-        if self.state in TERMINAL_STATES:
+        """Healthy with no cooldown running. A terminal or unknown ``state`` is never usable."""
+        if self.state not in (HEALTHY, COOLING):
             return False
         return self.cooldown_until <= now
 
     def effective_state(self, now: float) -> str:
-        """The state as the pool acts on it: an expired cooldown reads ``healthy``."""
-        if self.state in TERMINAL_STATES:
+        """The state as the pool acts on it: ``cooling`` while ``cooldown_until`` is ahead,
+        else the stored state (``healthy``, a terminal state, or an unknown value as is)."""
+        if self.state not in (HEALTHY, COOLING):
             return self.state
         return COOLING if self.cooldown_until > now else HEALTHY
 
@@ -173,8 +203,9 @@ def _model() -> Any:
 
 
 def _from_row(row: Any) -> KeyHealth:
+    state = row.state or HEALTHY
     return KeyHealth(
-        state=row.state or HEALTHY,
+        state=HEALTHY if state == COOLING else state,
         cooldown_until=float(row.cooldown_until or 0),
         last_error=row.last_error,
         reason=row.reason,
@@ -224,6 +255,9 @@ class KeyPool:
         self._clock = clock
         self._flush_interval_s = flush_interval_s
         self._last_refresh = -math.inf
+        self._loaded = False  # True once the table has been read successfully
+        self._unsynced: dict[str, str] = {}  # key_id -> terminal state whose write failed
+        self._pacer = Pacer()
         self._last_flush = clock()
         self._cursor = random.randrange(len(self._ids)) if self._ids else 0  # spread instances
         self._lock = threading.RLock()
@@ -253,10 +287,13 @@ class KeyPool:
         return text
 
     def healthy_count(self) -> int:
-        """How many keys are usable now (from the snapshot; refreshes it if stale)."""
+        """How many keys are usable now (from the snapshot; refreshes it if stale).
+        0 while the table has never been read (fail closed)."""
         self.refresh()
         now = self._clock()
         with self._lock:
+            if not self._loaded:
+                return 0
             return sum(1 for kid in self._ids if self._health[kid].usable(now))
 
     def health_report(self) -> list[dict[str, Any]]:
@@ -295,41 +332,86 @@ class KeyPool:
 
     # -- choosing a key -------------------------------------------------------------------------
 
-    def acquire(self) -> KeyLease:
-        """The next usable key, round-robin from a per-process random start.
+    def acquire(self, exclude: Collection[str] = ()) -> KeyLease:
+        """The key that would serve next, round-robin from a per-process random start,
+        without booking a send (a check: "is a key free now, or within the pacing horizon
+        :data:`~chalicelib.flux.pacing.MAX_PACE_WAIT_S` a caller waits for in process?").
+
+        Args:
+            exclude: key ids not to hand out (the ones one call has already ruled out).
 
         Raises:
-            AllKeysCoolingError: none usable, at least one cooling; carries the
-                earliest ``cooldown_until`` as ``retry_at``.
-            NoUsableKeysError: none configured, or all disabled / out of credits.
+            KeyHealthUnavailableError: the table has never been read by this instance
+                (fail closed); ``retry_at`` is about :data:`COLD_RETRY_S` away.
+            AllKeysCoolingError: every usable key is cooling (``retry_at``: the earliest
+                cooldown end), or paced beyond the horizon (``retry_at``: the earliest free
+                slot, later for each caller sent away before it, see ``Pacer.defer``).
+            NoUsableKeysError: none configured, or all disabled / out of credits / excluded.
         """
-        return self._pick(advance=True)
+        lease, slot, now = self._choose(None, exclude)
+        if slot - now > MAX_PACE_WAIT_S:
+            with self._lock:
+                retry_at = self._pacer.defer(self._ids, slot, now)
+            raise AllKeysCoolingError(retry_at=retry_at, now=now)
+        return lease
 
-    def check_available(self) -> None:
-        """Whether :meth:`acquire` would hand out a key now, without taking one: the
-        round-robin cursor does not move.
+    def reserve(self, model: str, exclude: Collection[str] = (), max_wait_s: float = 0.0) -> tuple[KeyLease, float]:
+        """Book the next send to ``model``: the key free soonest (round-robin among equals).
+
+        Args:
+            model: the Together model id (limits are per model).
+            exclude: key ids not to hand out.
+            max_wait_s: seconds the caller is willing to wait for the slot.
+
+        Returns:
+            ``(lease, wait_s)``: send after ``wait_s`` seconds (the slot is taken: a second
+            caller gets the following one).
 
         Raises:
-            AllKeysCoolingError / NoUsableKeysError: as :meth:`acquire`.
+            UpstreamBusyError: the platform back-off (503s) for ``model`` ends later than
+                ``max_wait_s`` from now.
+            AllKeysCoolingError: the earliest slot is later than ``max_wait_s`` from now.
+            KeyHealthUnavailableError, NoUsableKeysError: as :meth:`acquire`.
         """
-        self._pick(advance=False)
+        lease, slot, now = self._choose(model, exclude)
+        if slot - now > max_wait_s:
+            if self._pacer.busy_until(model) >= slot:
+                raise UpstreamBusyError(retry_at=slot, now=now)
+            raise AllKeysCoolingError(retry_at=slot, now=now)
+        with self._lock:
+            self._pacer.book(lease.key_id, model, slot)
+        return lease, max(0.0, slot - now)
 
-    def _pick(self, *, advance: bool) -> KeyLease:
+    def _choose(self, model: str | None, exclude: Collection[str]) -> tuple[KeyLease, float, float]:
+        """``(lease, slot, now)``: the usable key whose pacing slot comes first (ties go
+        round-robin); advances the cursor past it."""
         self.refresh()
         self._maybe_flush()
         now = self._clock()
         with self._lock:
             if not self._ids:
                 raise NoUsableKeysError("image generation is unavailable; no upstream key is configured")
+            if not self._loaded:
+                raise KeyHealthUnavailableError(retry_at=now + COLD_RETRY_S, now=now)
             count = len(self._ids)
+            best: tuple[float, int] | None = None
             for step in range(count):
                 idx = (self._cursor + step) % count
                 kid = self._ids[idx]
-                if self._health[kid].usable(now):
-                    if advance:
-                        self._cursor = (idx + 1) % count
-                    return KeyLease(key=self._keys[kid], key_id=kid)
-            cooling = [h.cooldown_until for h in self._health.values() if h.state not in TERMINAL_STATES]
+                if kid not in exclude and self._health[kid].usable(now):
+                    slot = self._pacer.slot(kid, model, now)
+                    if best is None or slot < best[0]:
+                        best = (slot, idx)
+            if best is not None:
+                slot, idx = best
+                self._cursor = (idx + 1) % count
+                kid = self._ids[idx]
+                return KeyLease(key=self._keys[kid], key_id=kid), slot, now
+            cooling = [
+                h.cooldown_until
+                for kid, h in self._health.items()
+                if kid not in exclude and h.state in (HEALTHY, COOLING) and h.cooldown_until > now
+            ]
         if cooling:
             raise AllKeysCoolingError(retry_at=min(cooling), now=now)
         raise NoUsableKeysError()
@@ -342,25 +424,40 @@ class KeyPool:
 
         Returns:
             True if DynamoDB was read. A DynamoDB failure is logged and the old
-            snapshot kept (fail open); it is retried after the refresh interval.
+            snapshot kept; it is retried after the refresh interval (after
+            :data:`COLD_RETRY_S` while the table has never been read, when
+            :meth:`acquire` hands out no key).
         """
         now = self._clock()
         with self._lock:
             if not self._ids:
                 return False
-            if not force and now - self._last_refresh < self.settings.key_health_refresh_seconds:
+            interval = self.settings.key_health_refresh_seconds
+            if not self._loaded:
+                interval = min(interval, COLD_RETRY_S)
+            if not force and now - self._last_refresh < interval:
                 return False
             self._last_refresh = now
         model = _model()
         try:
             rows = {row.key_id: row for row in model.batch_get(self._ids, consistent_read=True)}
-        except Exception as exc:  # noqa: BLE001 - fail open on any DynamoDB problem
+        except Exception as exc:  # noqa: BLE001 - keep the snapshot on any DynamoDB problem
             logger.warning("key health refresh failed: %s", type(exc).__name__)
             return False
         with self._lock:
             for kid, row in rows.items():
                 if kid in self._health:
-                    self._health[kid] = _from_row(row)
+                    fresh = _from_row(row)
+                    if kid in self._unsynced and fresh.state not in TERMINAL_STATES:
+                        old = self._health[kid]
+                        fresh.state, fresh.reason = old.state, old.reason
+                    self._health[kid] = fresh
+                    if row.pace is not None:
+                        self._pacer.merge(kid, row.pace.as_dict())
+            self._loaded = True
+            unsynced = [(kid, self._health[kid]) for kid in self._unsynced]
+        for kid, h in unsynced:
+            self._write_terminal(kid, h.state, h.reason or h.state, h.updated_at)
         for kid in self._ids:
             if kid not in rows:
                 self._seed(kid)
@@ -390,9 +487,12 @@ class KeyPool:
 
     # -- reports --------------------------------------------------------------------------------
 
-    def report_success(self, key_id: str, latency_s: float) -> None:
-        """Count a success locally (no DynamoDB call; flushed later). ``latency_s`` seconds."""
+    def report_success(self, key_id: str, latency_s: float, model: str | None = None) -> None:
+        """Count a success locally (no DynamoDB call; flushed later). ``latency_s`` seconds;
+        ``model`` ends its platform back-off streak."""
         with self._lock:
+            if model is not None:
+                self._pacer.calm(model)
             if key_id not in self._health:
                 return
             counts = self._pending.setdefault(key_id, [0, 0])
@@ -403,8 +503,27 @@ class KeyPool:
             self._latency_ms[key_id] = ms if prev is None else 0.8 * prev + 0.2 * ms
         self._maybe_flush()
 
+    def report_answer(self, key_id: str, model: str, headers: Any) -> None:
+        """Pace ``key_id`` for ``model`` from an answer's ``x-ratelimit-*`` headers (any
+        status; no DynamoDB call: a key that ran dry is shared with the next flush)."""
+        info = RateInfo.from_headers(headers)
+        if info is None or key_id not in self._health:
+            return
+        with self._lock:
+            self._pacer.observe(key_id, model, info, self._clock())
+
+    def report_busy(self, model: str, retry_after_s: float | None = None) -> float:
+        """The platform answered 503 for ``model``: hold every key's sends to it back
+        (``Retry-After``, else jittered exponential back-off). No key is blamed and nothing
+        is written. Returns the epoch second the back-off ends."""
+        with self._lock:
+            until = self._pacer.busy(model, retry_after_s, self._clock())
+        logger.warning("flux upstream busy (503) model=%s backing off %.2f s", model, until - self._clock())
+        return until
+
     def report_rate_limited(self, key_id: str, retry_after_s: float | None = None) -> float:
-        """Mark a key cooling after a 429 and share it at once.
+        """Cool a key after a 429 and share it at once: ``cooldown_until`` is set, the
+        stored ``state`` is not touched (a terminal key stays terminal).
 
         Args:
             retry_after_s: the answer's Retry-After in seconds; None means
@@ -421,9 +540,7 @@ class KeyPool:
         message = f"429 rate limited; cooling {until - now:.1f} s"
         with self._lock:
             h = self._health[key_id]
-            if h.state not in TERMINAL_STATES:
-                h.state = COOLING
-                h.cooldown_until = until
+            h.cooldown_until = until
             h.rate_limited += 1
             h.requests += 1
             h.last_error = message
@@ -432,23 +549,24 @@ class KeyPool:
         self._update(
             key_id,
             [
-                m.state.set(COOLING),
                 m.cooldown_until.set(until),
                 m.rate_limited.add(1),
                 m.requests.add(1),
                 m.last_error.set(message),
                 m.updated_at.set(now),
             ],
-            # never turn a disabled / out-of-credits key back into a cooling one
-            condition=m.state.does_not_exist() | m.state.is_in(HEALTHY, COOLING),
         )
         logger.warning("flux key cooling key_id=%s seconds=%.1f", key_id, until - now)
         return until
 
     def report_disabled(self, key_id: str, reason: str, state: str = DISABLED) -> None:
-        """Take a key out until an operator resets it (401/403 -> ``disabled``,
-        402 -> ``out_of_credits``), shared at once. ``reason`` (already redacted by the
-        caller) is truncated to :data:`MAX_ERROR_CHARS`."""
+        """Take a key out until an operator resets it (``disabled``: an auth failure
+        confirmed for this key; ``out_of_credits``: its 402), shared at once. ``reason``
+        (already redacted by the caller) is truncated to :data:`MAX_ERROR_CHARS`.
+
+        Raises:
+            ValueError: ``state`` is not a terminal state.
+        """
         if state not in TERMINAL_STATES:
             raise ValueError(f"state must be one of {sorted(TERMINAL_STATES)}")
         if key_id not in self._health:
@@ -460,19 +578,21 @@ class KeyPool:
             h.state, h.reason, h.last_error, h.updated_at = state, reason, reason, now
             h.requests += 1
             h.errors += 1
-        m = _model()
-        self._update(
-            key_id,
-            [
-                m.state.set(state),
-                m.reason.set(reason),
-                m.last_error.set(reason),
-                m.requests.add(1),
-                m.errors.add(1),
-                m.updated_at.set(now),
-            ],
-        )
+        self._write_terminal(key_id, state, reason, now, count=True)
         logger.error("flux key %s key_id=%s reason=%s", state, key_id, reason)
+
+    def _write_terminal(self, kid: str, state: str, reason: str, now: float, *, count: bool = False) -> None:
+        """Write a terminal state; remember it in ``_unsynced`` until a write succeeds."""
+        m = _model()
+        actions = [m.state.set(state), m.reason.set(reason), m.last_error.set(reason), m.updated_at.set(now)]
+        if count:
+            actions += [m.requests.add(1), m.errors.add(1)]
+        ok = self._update(kid, actions)
+        with self._lock:
+            if ok:
+                self._unsynced.pop(kid, None)
+            else:
+                self._unsynced[kid] = state
 
     def report_error(self, key_id: str, message: str) -> None:
         """Count a transient failure (5xx, timeout, connection error, corrupt image):
@@ -505,6 +625,7 @@ class KeyPool:
         with self._lock:
             h = self._health[key_id]
             h.state, h.cooldown_until, h.reason, h.updated_at = HEALTHY, 0.0, None, now
+            self._unsynced.pop(key_id, None)
         m = _model()
         self._update(key_id, [m.state.set(HEALTHY), m.cooldown_until.set(0), m.reason.remove(), m.updated_at.set(now)])
         logger.info("flux key reset key_id=%s", key_id)
@@ -512,28 +633,37 @@ class KeyPool:
     # -- counters -------------------------------------------------------------------------------
 
     def _maybe_flush(self) -> None:
-        if self._pending and self._clock() - self._last_flush >= self._flush_interval_s:
+        if (self._pending or self._pacer.dirty) and self._clock() - self._last_flush >= self._flush_interval_s:
             self.flush()
 
     def flush(self) -> None:
-        """Write the locally counted successes: one UpdateItem ``ADD`` per key with any.
+        """Write the locally counted successes, and the pacing of keys that ran dry: one
+        UpdateItem per key with either.
 
         Counts that fail to write are kept for the next flush. Counts still pending
         when a Lambda instance is recycled are lost (they are statistics only).
         """
         with self._lock:
             pending, self._pending = self._pending, {}
+            dirty, self._pacer.dirty = self._pacer.dirty, set()
+            paces = {kid: self._pacer.export(kid) for kid in dirty}
             self._last_flush = self._clock()
         now = self._clock()
         m = _model()
-        for kid, (requests, successes) in pending.items():
-            ok = self._update(kid, [m.requests.add(requests), m.successes.add(successes), m.updated_at.set(now)])
+        for kid in sorted(set(pending) | set(paces)):
+            requests, successes = pending.get(kid, (0, 0))
+            actions = [m.updated_at.set(now)]
+            if requests or successes:
+                actions += [m.requests.add(requests), m.successes.add(successes)]
+            if kid in paces:
+                actions.append(m.pace.set(paces[kid]))
+            ok = self._update(kid, actions)
             with self._lock:
                 h = self._health[kid]
                 if ok:
                     h.requests += requests
                     h.successes += successes
-                else:
+                elif requests or successes:
                     counts = self._pending.setdefault(kid, [0, 0])
                     counts[0] += requests
                     counts[1] += successes

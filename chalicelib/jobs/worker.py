@@ -179,7 +179,7 @@ def keys_unavailable() -> Later | None:
     usable); None when a key is free. Saves a lease and a release per deferred message.
     A little jitter (up to 1 s) spreads the messages that wake at the same cooldown."""
     try:
-        get_key_pool().check_available()
+        get_key_pool().acquire()
     except AllKeysCoolingError as exc:
         if exc.retry_after > MAX_COOLDOWN_WAIT_S:
             return Later(exc.retry_after + random.uniform(0.0, 1.0), "keys-cooling")

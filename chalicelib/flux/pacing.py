@@ -1,0 +1,201 @@
+"""Pacing: when each key may next send a request to a model, so work waits before sending
+rather than after a 429.
+
+One concern: turn the upstream's rate-limit answers into send times. Together's limits are
+dynamic, per organization and model (https://docs.together.ai/docs/rate-limits); every answer
+carries ``x-ratelimit-limit``, ``x-ratelimit-remaining`` and ``x-ratelimit-reset`` (seconds until
+the rate limit frees up, "the suggested retry interval"). A 429 means *we* are over our rate;
+a 503 means the platform has no capacity (not our rate, not the key).
+
+The rule, per (key, model), after each answer that has the headers:
+
+* ``remaining > 0``: spread what is left over the time to the reset: the next send is
+  ``reset / (remaining + 1)`` after the previous one;
+* ``remaining == 0``: nothing is sent before ``now + reset``, and the spacing becomes ``reset``
+  (in a saturated sliding window that is exactly one unit's turn-over);
+* no headers: ``Retry-After`` of a 429 is the fallback (the key's cooldown, see the key pool).
+
+Every spacing gets :data:`PACE_MARGIN` on top; before the first answer, sends on a key are
+:data:`FIRST_SEND_GAP_S` apart (a cold start must not burst: Together throttles bursts).
+A send books its slot at once (``next_at`` moves on by one spacing), so the threads of one
+process queue up behind each other instead of sending together. Other instances see each
+other through the answers' headers (the window counts everybody's requests) and, cheaply,
+through the key-health table: when a key runs dry its ``next_at`` is written with the success
+counters and read with the periodic snapshot.
+
+503 backs off the whole platform for that model (every key): ``Retry-After`` when given, else
+full-jitter exponential back-off from :data:`BUSY_BASE_S` to :data:`BUSY_CAP_S` (AWS
+Architecture Blog, "Exponential Backoff and Jitter"); a success ends the streak.
+
+Not thread-safe: :class:`~chalicelib.flux.keypool.KeyPool` calls it under its lock.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+PACE_MARGIN = 0.03  # fraction added to every spacing (clock skew, in-flight requests)
+# Seconds a send waits for its slot in process; later slots are deferred (the batch worker
+# moves the message's visibility). Short, because a worker invocation ends with its slowest
+# record: long in-process waits hold whole batches (measured with `make bench`: 10 s halved
+# the throughput at time scale 1 against 2 s).
+MAX_PACE_WAIT_S = 2.0
+FIRST_SEND_GAP_S = 0.5  # seconds between sends on a (key, model) no answer has paced yet
+MAX_PACE_S = 120.0  # seconds; a longer reset (an odd answer) is capped: rate windows are a minute or less
+BUSY_BASE_S = 0.5  # seconds; first back-off after a 503 without Retry-After
+BUSY_CAP_S = 8.0  # seconds; longest back-off after 503s without Retry-After
+
+
+@dataclass(frozen=True)
+class RateInfo:
+    """The rate-limit headers of one answer; None where absent or unreadable.
+
+    Attributes:
+        limit: ``x-ratelimit-limit`` (requests or images per window, as upstream counts).
+        remaining: ``x-ratelimit-remaining`` (>= 0).
+        reset_s: ``x-ratelimit-reset`` in seconds (>= 0, at most :data:`MAX_PACE_S`).
+    """
+
+    limit: int | None
+    remaining: int | None
+    reset_s: float | None
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> RateInfo | None:
+        """Parse the three headers (case-insensitive mapping, e.g. ``requests``' headers).
+
+        Returns None when ``remaining`` or ``reset`` is missing or not a finite number.
+        """
+        remaining = _number(headers.get("x-ratelimit-remaining"))
+        reset = _number(headers.get("x-ratelimit-reset"))
+        if remaining is None or reset is None:
+            return None
+        limit = _number(headers.get("x-ratelimit-limit"))
+        return cls(
+            limit=None if limit is None else int(limit),
+            remaining=max(0, int(remaining)),
+            reset_s=min(max(0.0, reset), MAX_PACE_S),
+        )
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+@dataclass
+class Pace:
+    """One (key, model): ``next_at`` (epoch s) is the earliest next send, ``interval`` (s) the
+    spacing between sends; ``seen``: an answer (or another instance) has told us the rate.
+    Until then sends are :data:`FIRST_SEND_GAP_S` apart, so a cold start does not burst."""
+
+    next_at: float = 0.0
+    interval: float = 0.0
+    seen: bool = False
+
+
+class Pacer:
+    """Send times per (key id, model) and the platform back-off per model."""
+
+    def __init__(self) -> None:
+        self._pace: dict[tuple[str, str], Pace] = {}
+        self._busy_until: dict[str, float] = {}  # model -> epoch s
+        self._busy_streak: dict[str, int] = {}  # model -> 503s in a row
+        self.dirty: set[str] = set()  # key ids whose pacing is worth sharing
+        self._defer_tail = 0.0  # epoch s: end of the virtual queue of deferred callers
+
+    def slot(self, kid: str, model: str | None, now: float) -> float:
+        """The earliest epoch second ``kid`` may send to ``model`` (``now`` or later).
+
+        ``model=None``: the earliest over the models this key has paced (any model will do).
+        """
+        if model is None:
+            paces = [p.next_at for (k, _), p in self._pace.items() if k == kid]
+            busy = min(self._busy_until.values(), default=0.0)
+            return max(now, min(paces, default=0.0), busy)
+        pace = self._pace.get((kid, model))
+        return max(now, pace.next_at if pace else 0.0, self._busy_until.get(model, 0.0))
+
+    def book(self, kid: str, model: str, slot: float) -> None:
+        """Take ``slot`` for one send: the next one is a spacing later."""
+        pace = self._pace.setdefault((kid, model), Pace())
+        pace.next_at = max(pace.next_at, slot + (pace.interval if pace.seen else FIRST_SEND_GAP_S))
+
+    def observe(self, kid: str, model: str, info: RateInfo, now: float) -> None:
+        """Adjust ``kid``'s pace for ``model`` to an answer's rate-limit headers."""
+        pace = self._pace.setdefault((kid, model), Pace())
+        reset = info.reset_s or 0.0
+        remaining = info.remaining or 0
+        spacing = reset / (remaining + 1) if remaining > 0 else reset
+        pace.interval = spacing * (1 + PACE_MARGIN)
+        pace.seen = True
+        if remaining == 0 and reset > 0:
+            until = now + reset * (1 + PACE_MARGIN)
+            if until > pace.next_at:
+                pace.next_at = until
+                self.dirty.add(kid)
+
+    def spacing(self, kids: list[str]) -> float:
+        """Seconds between sends over all of ``kids`` together (0 if none is paced)."""
+        rates = [1.0 / p.interval for (k, _), p in self._pace.items() if k in kids and p.interval > 0]
+        return 1.0 / sum(rates) if rates else 0.0
+
+    def defer(self, kids: list[str], slot: float, now: float) -> float:
+        """When to come back for a caller that will not wait for ``slot``: after the callers
+        sent away before it, one combined spacing apart (a virtual queue, nothing booked),
+        so deferred work does not return all at once."""
+        tail = max(slot, self._defer_tail if self._defer_tail > now else 0.0)
+        self._defer_tail = tail + self.spacing(kids)
+        return tail
+
+    def busy(self, model: str, retry_after_s: float | None, now: float) -> float:
+        """Back the platform off for ``model`` after a 503; returns the epoch s it ends."""
+        streak = self._busy_streak.get(model, 0) + 1
+        self._busy_streak[model] = streak
+        if retry_after_s is None:
+            wait = random.uniform(BUSY_BASE_S / 2, min(BUSY_CAP_S, BUSY_BASE_S * 2 ** (streak - 1)))
+        else:
+            wait = min(max(0.0, retry_after_s), MAX_PACE_S)
+        until = max(self._busy_until.get(model, 0.0), now + wait)
+        self._busy_until[model] = until
+        return until
+
+    def calm(self, model: str) -> None:
+        """A success for ``model``: the next 503 starts a new back-off streak."""
+        self._busy_streak.pop(model, None)
+
+    def busy_until(self, model: str) -> float:
+        """Epoch s when the platform back-off for ``model`` ends (0 if none)."""
+        return self._busy_until.get(model, 0.0)
+
+    def export(self, kid: str) -> dict[str, dict[str, float]]:
+        """``kid``'s paces to share: ``{model: {"next_at": epoch s, "interval": s}}``."""
+        return {
+            model: {"next_at": round(p.next_at, 3), "interval": round(p.interval, 4)}
+            for (k, model), p in self._pace.items()
+            if k == kid
+        }
+
+    def merge(self, kid: str, shared: Mapping[str, Any] | None) -> None:
+        """Take what other instances shared for ``kid`` (see :meth:`export`): a later
+        ``next_at`` wins; their spacing is used where this process has none."""
+        for model, entry in (shared or {}).items():
+            if not isinstance(entry, Mapping):
+                continue
+            next_at = _number(entry.get("next_at"))
+            interval = _number(entry.get("interval"))
+            pace = self._pace.setdefault((kid, str(model)), Pace())
+            if next_at is not None and next_at > pace.next_at:
+                pace.next_at = next_at
+            if interval is not None and not pace.seen:
+                pace.interval = min(max(0.0, interval), MAX_PACE_S)
+                pace.seen = True
