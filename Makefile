@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STAGE ?= dev
 
-.PHONY: install dev test lint demo bench package deploy deploy-web clean browser
+.PHONY: install dev test lint demo bench package deploy deploy-web clean browser fuzz
 
 install: $(STAMP)
 
@@ -24,6 +24,11 @@ dev: install
 test: install browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# The full Schemathesis run (with the coverage phase) against a fresh dev stack; `make test` runs a bounded one.
+fuzz: install
+	FUZZ_PHASES=examples,coverage,fuzzing FUZZ_DEADLINE_S=900 $(PY) -m pytest -q -p no:cacheprovider \
+		tests/test_openapi_contract.py -k schemathesis_finds_nothing -o timeout=1000
 
 lint: install
 	$(PY) -m ruff check .
