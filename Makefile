@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STAGE ?= dev
 
-.PHONY: install dev test test-unit lint demo bench package deploy deploy-web clean browser
+.PHONY: install dev test test-unit lint demo bench package deploy deploy-web clean browser fuzz
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ test: install browser
 # The unit tests alone: no servers, seconds.
 test-unit: install
 	$(PY) -m pytest -q tests/unit
+
+# The full Schemathesis run (with the coverage phase) against a fresh dev stack; `make test` runs a bounded one.
+fuzz: install
+	FUZZ_PHASES=examples,coverage,fuzzing FUZZ_DEADLINE_S=900 $(PY) -m pytest -q -p no:cacheprovider \
+		tests/test_openapi_contract.py -k schemathesis_finds_nothing -o timeout=1000
 
 lint: install
 	$(PY) -m ruff check .

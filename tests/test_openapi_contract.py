@@ -60,7 +60,11 @@ SERVICE_VARS = (
     "CLERK_AUTHORIZED_PARTIES",
     "CORS_ALLOWED_ORIGINS",
 )
-FUZZ_DEADLINE_S = 360  # wall clock for the whole `st run`, seconds (about 2 minutes on an idle machine)
+# `make test` runs the examples and fuzzing phases for FUZZ_MAX_TIME_S; `make fuzz` adds the
+# coverage phase (every boundary value of every operation: about 1,800 cases, several minutes).
+FUZZ_PHASES = os.environ.get("FUZZ_PHASES", "examples,fuzzing")
+FUZZ_MAX_TIME_S = int(os.environ.get("FUZZ_MAX_TIME_S", "60"))  # fuzzing repeats until this is spent
+FUZZ_DEADLINE_S = int(os.environ.get("FUZZ_DEADLINE_S", "240"))  # wall clock for the whole `st run`, seconds
 SMALL = {"width": 256, "height": 256}
 
 
@@ -126,6 +130,10 @@ def test_schemathesis_finds_nothing(dev_stack, tmp_path):
         "20261130",
         "--workers",
         "2",
+        "--phases",
+        FUZZ_PHASES,
+        "--max-time",
+        str(FUZZ_MAX_TIME_S),
         "--report-dir",
         str(tmp_path / "report"),
         "--output-truncate",

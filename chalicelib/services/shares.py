@@ -38,6 +38,7 @@ from ulid import ULID
 
 from chalicelib.db import ImageModel, ShareHitModel, ShareModel, is_condition_failure, utcnow
 from chalicelib.errors import DomainError, ErrorCode, NotFound, ValidationError
+from chalicelib.flux.catalog import as_integer
 from chalicelib.services.images import check_unknown_fields, get_owned_image, parse_collection
 from chalicelib.services.pagination import parse_limit
 from chalicelib.settings import get_settings
@@ -94,11 +95,11 @@ def parse_lifetime(body: Mapping[str, Any]) -> int:
     """
     check_unknown_fields(body, CREATE_FIELDS)
     settings = get_settings()
-    value = body.get("expires_in_s")
-    if value is None:
+    if "expires_in_s" not in body:
         return min(settings.share_default_lifetime_seconds, settings.share_max_lifetime_seconds)
+    value = as_integer(body["expires_in_s"])  # 45 or 45.0, as JSON Schema's "integer"
     maximum = settings.share_max_lifetime_seconds
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+    if value is None or not 1 <= value <= maximum:
         raise ValidationError(f"expires_in_s must be an integer from 1 to {maximum} seconds", field="expires_in_s")
     return value
 

@@ -138,6 +138,8 @@ def create(user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
     filename = parse_filename(body.get("filename"))
     content_type, kind = parse_content_type(body.get("content_type"))
     size = parse_size(body.get("size_bytes"), kind)
+    if "collection" in body and body["collection"] is None:
+        raise ValidationError("collection must be a string when given", field="collection")
     collection = parse_collection(body.get("collection"))
     upload_id = str(ULID())
     key = upload_store.source_key(user_id, upload_id)
