@@ -45,21 +45,11 @@ from chalicelib.services.pagination import ITEM_ID_PATTERN, ULID_PATTERN
 from chalicelib.services.uploads import FILENAME_PATTERN
 from chalicelib.services.webhooks import URL_PATTERN
 from tests import openapi_check
+from tests.browser.conftest import SERVICE_VARS
 from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTI = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "parti_prompts.tsv"
-SERVICE_VARS = (
-    "AWS_ENDPOINT_URL",
-    "TOGETHER_BASE_URL",
-    "TOGETHER_API_KEYS",
-    "TOGETHER_KEYS_SECRET_ID",
-    "CLERK_ISSUER",
-    "CLERK_JWKS_URL",
-    "CLERK_JWT_KEY",
-    "CLERK_AUTHORIZED_PARTIES",
-    "CORS_ALLOWED_ORIGINS",
-)
 # `make test` runs the examples and fuzzing phases for FUZZ_MAX_TIME_S; `make fuzz` adds the
 # coverage phase (every boundary value of every operation: about 1,800 cases, several minutes).
 FUZZ_PHASES = os.environ.get("FUZZ_PHASES", "examples,fuzzing")
