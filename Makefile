@@ -1,11 +1,11 @@
-# PromptCanvas. `make dev` runs the product locally; `make test` runs the whole suite.
+# PromptCanvas. `make dev` runs the product locally; `make test` runs the whole suite; `make test-unit` the unit tests.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 STAGE ?= dev
 
-.PHONY: install dev test lint demo bench package deploy deploy-web clean browser fuzz
+.PHONY: install dev test test-unit lint demo bench package deploy deploy-web clean browser fuzz
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ dev: install
 test: install browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# The unit tests alone: no servers, seconds.
+test-unit: install
+	$(PY) -m pytest -q tests/unit
 
 # The full Schemathesis run (with the coverage phase) against a fresh dev stack; `make test` runs a bounded one.
 fuzz: install

@@ -9,24 +9,28 @@ from __future__ import annotations
 from chalice import Chalice, Rate, Response
 
 from chalicelib import observability, snapstart
+from chalicelib.flux import availability
 from chalicelib.http import Api, RequestContext
+from chalicelib.jobs import control, recovery, submit, views, worker
 from chalicelib.services import (
     archives,
+    cleanup,
+    cleanup_runs,
+    gauges,
     health,
     images,
-    jobs,
     meta,
     share_pages,
     shares,
-    stuck,
-    upload_worker,
+    upload_cleanup,
+    upload_queue,
     uploads,
     usage,
     webhook_queue,
     webhook_secrets,
-    worker,
 )
 from chalicelib.settings import get_settings
+from chalicelib.sweeps import time_budget
 
 app = Chalice(app_name="promptcanvas")
 api = Api(app)
@@ -51,11 +55,17 @@ def get_models(ctx: RequestContext):
     return meta.models()
 
 
+@api.route("/v1/limits", methods=["GET"])
+def get_limits(ctx: RequestContext):
+    """The input limits of this deployment (jobs, prompts, archives, request bodies)."""
+    return meta.limits()
+
+
 @api.route("/v1/images", methods=["POST"])
 def create_images(ctx: RequestContext):
     """Generate images from a prompt."""
-    body, flux_ms = images.generate(ctx.principal.user_id, ctx.json())
-    return 201, body, {"Server-Timing": f"flux;dur={flux_ms:.1f}"}
+    generated = images.generate(ctx.principal.user_id, ctx.json())
+    return 201, generated.body, {"Server-Timing": f"flux;dur={generated.flux_ms:.1f}"}
 
 
 @api.route("/v1/images", methods=["GET"])
@@ -73,7 +83,8 @@ def get_image(ctx: RequestContext):
 @api.route("/v1/images/{image_id}", methods=["DELETE"])
 def delete_image(ctx: RequestContext):
     """Delete one of the caller's images (objects and metadata)."""
-    images.delete_image(ctx.principal.user_id, ctx.params["image_id"])
+    deleted = images.delete_image(ctx.principal.user_id, ctx.params["image_id"])
+    shares.revoke_for_deleted_image(ctx.principal.user_id, deleted.image_id, deleted.collection)
     return 204, None
 
 
@@ -138,42 +149,38 @@ def get_model_status(ctx: RequestContext):
 @app.schedule(Rate(1, unit=Rate.HOURS))
 def check_model_catalog(event):
     """Hourly: compare the catalog with the upstream's GET /v1/models; unlisted models are refused."""
-    from chalicelib.flux import availability
-
     return availability.check_upstream()
 
 
-# --- scheduled cleanup ---
-# Sweeps and gauges (issue 6): chalicelib.services.cleanup, chalicelib.observability.
-# Each returns its report; the counts are also logged (JSON) and metered (EMF).
+# --- scheduled sweeps ---
+# Cleanup sweeps (chalicelib.services.cleanup) and gauges (chalicelib.services.gauges).
+# Each sweep returns its report; the counts are also logged (JSON) and metered (EMF).
 observability.configure(app)
+
+
+def _cleanup_budget(event) -> float:
+    """Seconds a cleanup sweep may run in this invocation."""
+    return time_budget(get_settings().cleanup_time_budget_seconds, getattr(event, "context", None))
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS))
 def cleanup_retention(event):
     """Hourly: images and uploads older than IMAGE_RETENTION_DAYS lose metadata and objects."""
-    from chalicelib.services import cleanup, upload_cleanup
-
-    images_report = cleanup.sweep_retention(budget_s=cleanup.time_budget(event.context)).as_dict()
-    uploads_report = upload_cleanup.sweep_upload_retention(budget_s=cleanup.time_budget(event.context)).as_dict()
+    images_report = cleanup.sweep_retention(budget_s=_cleanup_budget(event)).as_dict()
+    uploads_report = upload_cleanup.sweep_upload_retention(budget_s=_cleanup_budget(event)).as_dict()
     return [images_report, uploads_report]
 
 
 @app.schedule(Rate(1, unit=Rate.DAYS))
 def cleanup_orphans(event):
     """Daily: objects older than 1 h without metadata, metadata without its object, stale pending uploads."""
-    from chalicelib.services import cleanup
-
-    reports = cleanup.sweep_orphans(budget_s=cleanup.time_budget(event.context))
-    return [report.as_dict() for report in reports]
+    return [report.as_dict() for report in cleanup_runs.sweep_orphans(budget_s=_cleanup_budget(event))]
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS))
 def cleanup_archives(event):
     """Hourly: ZIPs under archives/ older than 24 h."""
-    from chalicelib.services import cleanup
-
-    return cleanup.sweep_archives(budget_s=cleanup.time_budget(event.context)).as_dict()
+    return cleanup.sweep_archives(budget_s=_cleanup_budget(event)).as_dict()
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS))
@@ -181,17 +188,17 @@ def cleanup_shares(event):
     """Hourly: share links past their expiry are deleted (DynamoDB TTL is the backstop)."""
     from chalicelib.services import cleanup
 
-    return cleanup.sweep_shares(budget_s=cleanup.time_budget(event.context)).as_dict()
+    return cleanup.sweep_shares(budget_s=_cleanup_budget(event)).as_dict()
 
 
 @app.schedule(Rate(5, unit=Rate.MINUTES))
 def emit_gauges(event):
     """Every 5 minutes: key-state and job-queue gauges as EMF metrics (the alarms' input)."""
-    return observability.collect_gauges()
+    return gauges.collect()
 
 
 # --- batch jobs ---
-# Issue 4: jobs, items, the jobs-queue worker, ZIP archives, webhooks, the stuck-work sweep.
+# Jobs, items, the jobs-queue worker, ZIP archives, webhooks, the recovery sweep.
 # Prompt files arrive as multipart/form-data: API Gateway must pass the body through as
 # binary; the route accepts JSON and multipart (anything else is a 415).
 app.api.binary_types.append("multipart/form-data")
@@ -200,63 +207,72 @@ app.api.binary_types.append("multipart/form-data")
 @api.route("/v1/jobs", methods=["POST"], content_types=["application/json", "multipart/form-data"])
 def create_job(ctx: RequestContext):
     """Submit a batch job: JSON (prompts, or prompt + count) or a multipart prompt file."""
-    return jobs.submit(
+    created = submit.submit(
         ctx.principal.user_id, ctx.header("content-type"), ctx.request.raw_body, ctx.header("idempotency-key")
     )
+    headers = {"Location": f"/v1/jobs/{created.job_id}"}
+    if created.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return 202, created.body(), headers
 
 
 @api.route("/v1/jobs", methods=["GET"])
 def list_jobs(ctx: RequestContext):
     """The caller's jobs, newest first (?status=&collection=&limit=&cursor=)."""
-    return jobs.list_jobs(ctx.principal.user_id, ctx.query)
+    return views.list_jobs(ctx.principal.user_id, ctx.query)
 
 
 @api.route("/v1/jobs/{job_id}", methods=["GET"])
 def get_job(ctx: RequestContext):
     """One job: counters, progress, ETA, parameters, errors by reason."""
-    return jobs.get_job(ctx.principal.user_id, ctx.params["job_id"])
+    return views.get_job(ctx.principal.user_id, ctx.params["job_id"])
 
 
 @api.route("/v1/jobs/{job_id}/items", methods=["GET"])
 def list_job_items(ctx: RequestContext):
     """A job's items in prompt order (?status=&limit=&cursor=)."""
-    return jobs.list_items(ctx.principal.user_id, ctx.params["job_id"], ctx.query)
+    return views.list_items(ctx.principal.user_id, ctx.params["job_id"], ctx.query)
 
 
 @api.route("/v1/jobs/{job_id}/cancel", methods=["POST"])
 def cancel_job(ctx: RequestContext):
     """Cancel a job: once this returns, no further item of it starts."""
-    return jobs.cancel_job(ctx.principal.user_id, ctx.params["job_id"])
+    return control.cancel_job(ctx.principal.user_id, ctx.params["job_id"])
 
 
 @api.route("/v1/jobs/{job_id}/retry", methods=["POST"])
 def retry_job(ctx: RequestContext):
     """Re-enqueue a job's failed items."""
-    return jobs.retry_job(ctx.principal.user_id, ctx.params["job_id"])
+    return 202, control.retry_job(ctx.principal.user_id, ctx.params["job_id"])
+
+
+def _archive_reply(archive: dict) -> tuple[int, dict]:
+    """201 with a ready archive, 202 while it is queued or building (or failed)."""
+    return (201 if archive["status"] == "ready" else 202), archive
 
 
 @api.route("/v1/jobs/{job_id}/archive", methods=["POST"])
 def archive_job(ctx: RequestContext):
     """A ZIP of the job's images (201 ready, or 202 building)."""
-    return archives.create_for_job(ctx.principal.user_id, ctx.params["job_id"])
+    return _archive_reply(archives.create_for_job(ctx.principal.user_id, ctx.params["job_id"]))
 
 
 @api.route("/v1/collections", methods=["GET"])
 def list_collections(ctx: RequestContext):
     """The caller's collections with image counts."""
-    return jobs.list_collections(ctx.principal.user_id)
+    return images.list_collections(ctx.principal.user_id)
 
 
 @api.route("/v1/collections/{name}/archive", methods=["POST"])
 def archive_collection(ctx: RequestContext):
     """A ZIP of a collection's images (201 ready, or 202 building)."""
-    return archives.create_for_collection(ctx.principal.user_id, ctx.params["name"])
+    return _archive_reply(archives.create_for_collection(ctx.principal.user_id, ctx.params["name"]))
 
 
 @api.route("/v1/archives", methods=["POST"])
 def create_archive(ctx: RequestContext):
     """A ZIP of the given images ({"image_ids": [...]}, at most 500)."""
-    return archives.create_for_images(ctx.principal.user_id, ctx.json())
+    return _archive_reply(archives.create_for_images(ctx.principal.user_id, ctx.json()))
 
 
 @api.route("/v1/archives/{archive_id}", methods=["GET"])
@@ -300,10 +316,8 @@ def process_webhooks_queue(event):
 @app.schedule(Rate(5, unit=Rate.MINUTES))
 def sweep_stuck_jobs(event):
     """Every 5 minutes: expired leases, DLQ messages, unfinished jobs; enqueues due webhooks."""
-    budget = get_settings().sweep_time_budget_seconds
-    if getattr(event, "context", None) is not None:
-        budget = min(budget, event.context.get_remaining_time_in_millis() / 1000 - 5)
-    return stuck.sweep(budget_s=max(1.0, budget))
+    budget = time_budget(get_settings().sweep_time_budget_seconds, getattr(event, "context", None))
+    return recovery.sweep(budget_s=budget).as_dict()
 
 
 # --- uploads (images in) ---
@@ -343,4 +357,4 @@ def delete_upload(ctx: RequestContext):
 )
 def process_uploads_queue(event):
     """The uploads-queue worker: S3 ObjectCreated events → verified uploads (partial batch response)."""
-    return upload_worker.handle_event(event.to_dict(), event.context)
+    return upload_queue.handle_event(event.to_dict(), event.context)

@@ -22,7 +22,13 @@
   echoed when allowed, preflight ``OPTIONS`` is answered, credentials are allowed.
   Chalice's ``CORSConfig`` takes a single origin, hence our own handling;
 - JSON bodies with a size limit, and every error as ``{"error": {...}}`` JSON:
-  a client never sees Chalice's or API Gateway's default 500.
+  a client never sees Chalice's or API Gateway's default 500;
+- the one table from error cause to HTTP status (:data:`ERROR_STATUS`): services and
+  domain modules raise :class:`~chalicelib.errors.DomainError` with an
+  :class:`~chalicelib.errors.ErrorCode`; :func:`error_response` picks the status here and
+  adds ``Retry-After`` (from ``retry_after_s``) and, on a 401, ``WWW-Authenticate``
+  (RFC 6750 section 3: a bare ``Bearer`` challenge without a token, else
+  ``Bearer error="invalid_token"``).
 
 Checks run in this order: authentication (401), admin (403), Origin (403), media type
 (415), rate limit (429); a request refused by one of them reaches no service and is not
@@ -34,13 +40,14 @@ Example::
 
     @api.route("/v1/images", methods=["POST"])
     def create_images(ctx: RequestContext) -> tuple[int, dict]:
-        return 201, images.generate(ctx.principal, ctx.json())
+        return 201, images.generate(ctx.principal.user_id, ctx.json()).body
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +56,7 @@ from chalice import Chalice, Response
 from chalice.app import Request
 
 from chalicelib import observability
-from chalicelib.errors import ApiError, Forbidden, ValidationError
+from chalicelib.errors import DomainError, ErrorCode, Forbidden, ValidationError
 from chalicelib.jsonbody import parse_json_object
 from chalicelib.settings import get_settings
 
@@ -112,12 +119,13 @@ class RequestContext:
         """The JSON object body.
 
         Raises:
-            ApiError: 413 ``body-too-large`` over ``max_body_bytes`` (64 KiB);
-                400 ``invalid-json`` when it does not parse or is not an object.
+            DomainError: ``body-too-large`` over ``max_body_bytes`` (64 KiB);
+                ``invalid-json`` when it does not parse or is not an object.
         """
         raw = self.request.raw_body or b""
         if len(raw) > get_settings().max_body_bytes:
-            raise ApiError(413, "body-too-large", f"request body exceeds {get_settings().max_body_bytes} bytes")
+            limit = get_settings().max_body_bytes
+            raise DomainError(ErrorCode.BODY_TOO_LARGE, f"request body exceeds {limit} bytes")
         return parse_json_object(raw)
 
 
@@ -157,7 +165,7 @@ def check_content_type(request: Request, accepted: tuple[str, ...]) -> None:
     ``accepted`` containing ``*/*`` lets everything through (the service checks itself).
 
     Raises:
-        ApiError: 415 ``unsupported-media-type``.
+        DomainError: 415 ``unsupported-media-type``.
     """
     if request.method not in WRITE_METHODS or ANY_CONTENT_TYPE in accepted:
         return
@@ -165,9 +173,8 @@ def check_content_type(request: Request, accepted: tuple[str, ...]) -> None:
     if header is None and not request.raw_body:
         return
     if media_type(header) not in accepted:
-        raise ApiError(
-            415,
-            "unsupported-media-type",
+        raise DomainError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             f"send Content-Type: {' or '.join(accepted)}",
             field="Content-Type",
         )
@@ -182,7 +189,7 @@ def check_origin(request: Request, principal: Any) -> None:
     cross-origin request and on same-origin POSTs).
 
     Raises:
-        ApiError: 403 ``origin-not-allowed``.
+        DomainError: 403 ``origin-not-allowed``.
     """
     from chalicelib.auth.clerk import TOKEN_SOURCE_COOKIE
 
@@ -190,18 +197,96 @@ def check_origin(request: Request, principal: Any) -> None:
         return
     origin = request.headers.get("origin")
     if not origin or origin not in get_settings().cors_allowed_origins:
-        raise ApiError(
-            403,
-            "origin-not-allowed",
+        raise DomainError(
+            ErrorCode.ORIGIN_NOT_ALLOWED,
             "a cookie-authenticated write must come from an allowed Origin; send Authorization: Bearer instead",
             field="Origin",
         )
 
 
-def error_response(error: ApiError, origin: str | None = None) -> Response:
-    """The JSON response for ``error``, with its extra headers and CORS."""
-    headers = {"Content-Type": "application/json", **error.headers, **cors_headers(origin)}
-    return Response(body=json.dumps(error.body()), status_code=error.status, headers=headers)
+#: The HTTP status of every error code: the one place where a domain error becomes HTTP.
+ERROR_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.INVALID_JSON: 400,
+    ErrorCode.INVALID_CURSOR: 400,
+    ErrorCode.INVALID_MULTIPART: 400,
+    ErrorCode.UNKNOWN_FIELD: 400,
+    ErrorCode.TOO_MANY_IMAGES: 400,
+    ErrorCode.UNSUPPORTED_PARAMETER: 400,
+    ErrorCode.MODEL_RETIRED: 400,
+    ErrorCode.MODEL_UNAVAILABLE: 400,
+    ErrorCode.UNSUPPORTED_CONTENT_TYPE: 400,
+    ErrorCode.FILE_TOO_LARGE: 400,
+    ErrorCode.BODY_TOO_LARGE: 413,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    # every authentication failure is a 401, jwks-unavailable too: the caller cannot be
+    # authenticated, and the API never answers 500
+    ErrorCode.TOKEN_MISSING: 401,
+    ErrorCode.TOKEN_EXPIRED: 401,
+    ErrorCode.TOKEN_NOT_ACTIVE_YET: 401,
+    ErrorCode.TOKEN_IAT_IN_THE_FUTURE: 401,
+    ErrorCode.TOKEN_INVALID_SIGNATURE: 401,
+    ErrorCode.TOKEN_INVALID_ISSUER: 401,
+    ErrorCode.TOKEN_INVALID_AUTHORIZED_PARTIES: 401,
+    ErrorCode.TOKEN_INVALID_ALGORITHM: 401,
+    ErrorCode.TOKEN_INVALID: 401,
+    ErrorCode.TOKEN_MISSING_CLAIM: 401,
+    ErrorCode.TOKEN_UNKNOWN_KID: 401,
+    ErrorCode.TOKEN_SESSION_PENDING: 401,
+    ErrorCode.JWKS_UNAVAILABLE: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.ORIGIN_NOT_ALLOWED: 403,
+    ErrorCode.STORAGE_QUOTA_EXCEEDED: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.JOB_FINISHED: 409,
+    ErrorCode.NOTHING_TO_RETRY: 409,
+    ErrorCode.NOTHING_TO_ARCHIVE: 409,
+    ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS: 409,
+    ErrorCode.UPLOAD_CHANGED: 409,
+    ErrorCode.UPLOAD_PENDING: 409,
+    ErrorCode.UPLOAD_NOT_AN_IMAGE: 422,
+    ErrorCode.UPLOAD_REJECTED: 422,
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: 422,
+    ErrorCode.INVALID_PROMPT_FILE: 422,
+    ErrorCode.WEBHOOK_URL_REFUSED: 422,
+    ErrorCode.UPSTREAM_REJECTED: 422,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.QUOTA_EXCEEDED: 429,
+    ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.UPSTREAM_FAILED: 502,
+    ErrorCode.STORAGE_FAILED: 502,
+    ErrorCode.KEYS_COOLING: 503,
+    ErrorCode.UPSTREAM_BUSY: 503,
+    ErrorCode.KEY_HEALTH_UNAVAILABLE: 503,
+    ErrorCode.NO_USABLE_KEYS: 503,
+    ErrorCode.SHARE_UNAVAILABLE: 503,
+}
+
+
+def error_status(code: ErrorCode) -> int:
+    """The HTTP status of ``code`` (:data:`ERROR_STATUS`; 500 for a code missing there,
+    which a unit test forbids)."""
+    return ERROR_STATUS.get(code, 500)
+
+
+def error_headers(error: DomainError) -> dict[str, str]:
+    """The HTTP headers ``error`` implies: ``Retry-After`` (whole seconds, at least 1;
+    RFC 9110 section 10.2.3) when it has ``retry_after_s``, and ``WWW-Authenticate`` on
+    a 401 (RFC 6750 section 3)."""
+    headers: dict[str, str] = {}
+    if error.retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    if error_status(error.code) == 401:
+        missing = error.code is ErrorCode.TOKEN_MISSING
+        headers["WWW-Authenticate"] = "Bearer" if missing else 'Bearer error="invalid_token"'
+    return headers
+
+
+def error_response(error: DomainError, origin: str | None = None) -> Response:
+    """The JSON response for ``error``: its status from :data:`ERROR_STATUS`, its
+    headers from :func:`error_headers`, and CORS."""
+    headers = {"Content-Type": "application/json", **error_headers(error), **cors_headers(origin)}
+    return Response(body=json.dumps(error.body()), status_code=error_status(error.code), headers=headers)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -267,11 +352,11 @@ class Api:
                         usage.hit_mutation_rate_limit(principal.user_id)
                     result = handler(RequestContext(request, principal, params))
                     response = _to_response(result)
-                except ApiError as exc:
+                except DomainError as exc:
                     response = error_response(exc, origin)
                 except Exception:  # never a bare 500 from Chalice: log, answer JSON
                     logger.exception("unhandled error on %s %s", request.method, path)
-                    response = error_response(ApiError(500, "internal-error", "internal error"), origin)
+                    response = error_response(DomainError(ErrorCode.INTERNAL_ERROR, "internal error"), origin)
                 else:
                     response.headers.update(cors_headers(origin))
                 return response

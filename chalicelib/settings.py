@@ -77,7 +77,7 @@ class Settings:
     jobs_dlq_name: str = "promptcanvas-jobs-dlq"
     presign_expires_seconds: int = 900
 
-    # Scheduled cleanup (issue 6): retention, orphan and archive sweeps (chalicelib.services.cleanup)
+    # Scheduled cleanup: retention, orphan and archive sweeps (chalicelib.services.cleanup)
     image_retention_days: int = 0  # days an image is kept; 0 keeps images forever
     cleanup_dry_run: bool = False  # log what the cleanup sweeps would delete, delete nothing
     cleanup_time_budget_seconds: float = 240.0  # one cleanup sweep run, capped below the Lambda's remaining time
@@ -89,7 +89,7 @@ class Settings:
     mutation_rate_limit_per_minute: int = 120  # POST/PUT/PATCH/DELETE /v1 requests per user per minute
     max_body_bytes: int = 64 * 1024
 
-    # Batch jobs (issue 4): worker, leases, archives, webhooks, stuck-work sweep
+    # Batch jobs: worker, leases, archives, webhooks, stuck-work sweep
     worker_batch_size: int = 10  # SQS records per worker invocation (1-10)
     worker_max_concurrency: int = 4  # concurrent worker invocations (SQS MaximumConcurrency, >= 2)
     worker_threads: int = 10  # records processed in parallel inside one invocation

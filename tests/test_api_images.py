@@ -294,6 +294,20 @@ def test_health_models_and_admin_keys(api, idp, monkeypatch):
     assert "test-key" not in keys.body.decode()
 
 
+def test_limits_follow_the_settings(api, monkeypatch):
+    default = api.get("/v1/limits", user="lim")
+    assert default.status == 200
+    openapi_check.check("/v1/limits", "GET", 200, default.json)
+    assert default.json["jobs"] == {"max_items": 500, "max_body_bytes": 2 * 1024 * 1024}
+    monkeypatch.setenv("JOBS_MAX_ITEMS", "40")
+    monkeypatch.setenv("JOBS_MAX_BODY_BYTES", str(512 * 1024))
+    get_settings.cache_clear()
+    tightened = api.get("/v1/limits", user="lim").json
+    assert tightened["jobs"] == {"max_items": 40, "max_body_bytes": 512 * 1024}
+    assert tightened["prompt"]["max_chars"] == default.json["prompt"]["max_chars"]
+    assert api.get("/v1/limits").status == 401
+
+
 def test_openapi_document_matches_the_routes(api):
     import app as app_module
 

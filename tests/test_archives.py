@@ -17,8 +17,11 @@ from ulid import ULID
 from chalicelib.db import ImageModel
 from chalicelib.db.images import save_new_image
 from chalicelib.db.jobs import ArchiveModel
-from chalicelib.services import archives, stuck
+from chalicelib.jobs import recovery
+from chalicelib.services import archives
 from chalicelib.settings import get_settings
+from chalicelib.storage.multipart import MultipartZipSink
+from chalicelib.timefmt import iso8601
 from devstack.prompts import parti_prompts
 from tests import openapi_check
 from tests.fixtures.worker import wait_for
@@ -79,7 +82,7 @@ def check_manifest(zf: zipfile.ZipFile, images: list[ImageModel]) -> None:
         assert row["prompt"] == image.prompt and int(row["seed"]) == int(image.seed)
         assert row["model"] == image.model and int(row["steps"]) == int(image.steps)
         assert (int(row["width"]), int(row["height"])) == (int(image.width), int(image.height))
-        assert row["created_at"] == image.created_at.isoformat().replace("+00:00", "Z")
+        assert row["created_at"] == iso8601(image.created_at)
         body = s3.get_object(Bucket=get_settings().images_bucket, Key=image.s3_key)["Body"].read()
         assert zf.read(row["file"]) == body
     for info in zf.infolist():
@@ -119,7 +122,7 @@ def test_multipart_zip_sink_streams_parts_with_bounded_memory(aws, app_env):
     for image, blob in zip(images, blobs, strict=True):
         s3.put_object(Bucket=bucket, Key=image.s3_key, Body=blob)
     part = 5 * 1024 * 1024
-    sink = archives.MultipartZipSink(bucket, "archives/big/test.zip", part)
+    sink = MultipartZipSink(bucket, "archives/big/test.zip", part)
     assert archives.write_zip(sink, images) == 3
     size = sink.complete()
     assert len(sink._parts) >= 3  # every part but the last is exactly 5 MiB
@@ -265,7 +268,7 @@ def test_the_sweep_finishes_archives_whose_enqueue_or_inline_setup_failed(api, w
     now = time.time()
     crashed = saved_archive("stuck", ids[:4], "building", created_at=now - 700, attempts=1, lease_until=now - 1)
     abandoned = saved_archive("stuck", ids[:5], "queued", created_at=now - archives.ARCHIVE_GIVE_UP_S - 10)
-    report = stuck.sweep(now=now + archives.ARCHIVE_ENQUEUE_GRACE_S + 1)
+    report = recovery.sweep(now=now + archives.ARCHIVE_ENQUEUE_GRACE_S + 1).as_dict()
     assert report["counts"]["archives_failed"] == 1
     assert report["counts"]["archives_resent"] == 2  # the never-enqueued one and the crashed build
     assert ArchiveModel.get("stuck", abandoned.archive_id).status == "failed"
@@ -275,5 +278,5 @@ def test_the_sweep_finishes_archives_whose_enqueue_or_inline_setup_failed(api, w
             lambda a=archive_id: api.get(f"/v1/archives/{a}", user="stuck").json["status"] == "ready",
             what=f"(archive {archive_id} to be built)",
         )
-    counts = stuck.sweep()["counts"]
+    counts = recovery.sweep().as_dict()["counts"]
     assert "archives_failed" not in counts and "archives_resent" not in counts

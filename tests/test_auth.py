@@ -24,6 +24,7 @@ from chalicelib.auth import (
 )
 from chalicelib.auth.exceptions import CODES
 from chalicelib.auth.jwks import key_source_for
+from chalicelib.http import error_headers, error_status
 from chalicelib.settings import Settings
 from devstack.idp import DevIdentityProvider
 from tests.fixtures.idp import TEST_AZP
@@ -79,8 +80,8 @@ def test_rejection_has_its_code(idp: DevIdentityProvider, name: str, build, code
     token = build(idp, TEST_AZP)
     err = rejected(bearer(token), settings_for(idp))
     assert err.code == code, name
-    assert err.status == 401
-    assert err.headers == {"WWW-Authenticate": INVALID_TOKEN_CHALLENGE}
+    assert error_status(err.code) == 401
+    assert error_headers(err) == {"WWW-Authenticate": INVALID_TOKEN_CHALLENGE}
     assert token not in err.message
     body = err.body()["error"]
     assert body["code"] == code
@@ -95,8 +96,8 @@ def test_missing_token_is_token_missing_with_bare_challenge(idp: DevIdentityProv
     for headers in ({}, {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer "}, {"Cookie": "a=b"}):
         err = rejected(headers, settings_for(idp))
         assert err.code == "token-missing"
-        assert err.status == 401
-        assert err.headers == {"WWW-Authenticate": "Bearer"}
+        assert error_status(err.code) == 401
+        assert error_headers(err) == {"WWW-Authenticate": "Bearer"}
 
 
 def test_verify_session_token_raises_the_same_codes(idp: DevIdentityProvider) -> None:
@@ -127,7 +128,7 @@ def test_issuer_and_azp_are_optional_when_not_configured(idp: DevIdentityProvide
 def test_no_key_configured_is_jwks_unavailable(idp: DevIdentityProvider) -> None:
     err = rejected(bearer(idp.mint("user_1")), Settings())
     assert err.code == "jwks-unavailable"
-    assert err.status == 401
+    assert error_status(err.code) == 401
 
 
 def test_bad_pem_is_jwks_unavailable_not_500(idp: DevIdentityProvider) -> None:
@@ -373,8 +374,8 @@ def test_jwks_unreachable_is_401_and_not_hammered(idp: DevIdentityProvider) -> N
     for _ in range(5):
         err = rejected(bearer(token), settings)
         assert err.code == "jwks-unavailable"
-        assert err.status == 401
-        assert err.headers == {"WWW-Authenticate": INVALID_TOKEN_CHALLENGE}
+        assert error_status(err.code) == 401
+        assert error_headers(err) == {"WWW-Authenticate": INVALID_TOKEN_CHALLENGE}
     # One attempt; the next four fell within the minimum refetch interval.
     shared = key_source_for(
         settings.jwks_url or "",

@@ -26,6 +26,7 @@ from chalicelib.flux.catalog import (
     load_catalog,
     parse_generation_params,
 )
+from chalicelib.http import error_status
 from chalicelib.settings import get_settings
 
 PARTI = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "parti_prompts.tsv"
@@ -80,7 +81,7 @@ def parse(**body) -> GenerationParams:
 def error_of(**body) -> ValidationError:
     with pytest.raises(ValidationError) as info:
         parse(**body)
-    assert info.value.status == 400
+    assert error_status(info.value.code) == 400
     return info.value
 
 
@@ -305,7 +306,12 @@ def test_a_retired_model_is_refused_naming_the_replacement(model, replacement):
     with pytest.raises(ModelRetiredError) as info:
         parse(model=model)
     err = info.value
-    assert (err.status, err.code, err.field, err.replacement) == (400, "model-retired", "model", replacement)
+    assert (error_status(err.code), err.code, err.field, err.replacement) == (
+        400,
+        "model-retired",
+        "model",
+        replacement,
+    )
     assert replacement in err.message
 
 
@@ -363,7 +369,7 @@ def test_each_invalid_field_is_named(fields, field):
     with pytest.raises(ValidationError) as info:
         parse_generation_params(body)
     err = info.value
-    assert err.status == 400 and err.field == field
+    assert error_status(err.code) == 400 and err.field == field
     assert err.body()["error"]["field"] == field and err.message
 
 
@@ -378,7 +384,7 @@ def test_n_can_be_refused_by_the_route():
 def test_the_body_must_be_an_object(body):
     with pytest.raises(ValidationError) as info:
         parse_generation_params(body)
-    assert info.value.status == 400 and info.value.field is None
+    assert error_status(info.value.code) == 400 and info.value.field is None
 
 
 # -- price ----------------------------------------------------------------------------------------

@@ -297,27 +297,6 @@ def test_time_budget_stops_the_sweep(aws) -> None:
     assert len(_all_items()) == 1 and orphan in _all_keys()
 
 
-def test_deadline_and_time_budget() -> None:
-    ticks = iter([0.0, 5.0, 10.0])
-    deadline = cleanup.Deadline(8.0, clock=lambda: next(ticks))
-    assert not deadline.expired()
-    assert deadline.expired()
-    assert not cleanup.Deadline(None).expired()
-
-    class Context:
-        def __init__(self, remaining_ms: int) -> None:
-            self.remaining_ms = remaining_ms
-
-        def get_remaining_time_in_millis(self) -> int:
-            return self.remaining_ms
-
-    default = get_settings().cleanup_time_budget_seconds
-    assert cleanup.time_budget(None) == default
-    assert cleanup.time_budget(Context(900_000)) == default
-    assert cleanup.time_budget(Context(60_000)) == 60 - cleanup.LAMBDA_SAFETY_MARGIN_S
-    assert cleanup.time_budget(Context(1_000)) == 1.0
-
-
 def test_naive_now_is_rejected(aws) -> None:
     with pytest.raises(ValueError):
         cleanup.sweep_archives(now=datetime(2030, 1, 1))
@@ -406,8 +385,8 @@ def test_key_state_gauges_and_counts() -> None:
 
 
 def test_collect_gauges(aws, monkeypatch) -> None:
-    from chalicelib import observability
     from chalicelib.flux.keypool import reset_key_pool
+    from chalicelib.services import gauges
 
     monkeypatch.setenv("TOGETHER_API_KEYS", "key-one,key-two")
     get_settings.cache_clear()
@@ -416,7 +395,7 @@ def test_collect_gauges(aws, monkeypatch) -> None:
         sqs = client("sqs")
         url = sqs.get_queue_url(QueueName=get_settings().jobs_queue_name)["QueueUrl"]
         sqs.send_message(QueueUrl=url, MessageBody="{}")
-        result = observability.collect_gauges()
+        result = gauges.collect()
     finally:
         monkeypatch.delenv("TOGETHER_API_KEYS")
         get_settings.cache_clear()

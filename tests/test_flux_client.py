@@ -34,6 +34,7 @@ from chalicelib.flux import (
     reset_key_pool,
 )
 from chalicelib.flux.client import normalize_base_url, parse_retry_after
+from chalicelib.http import error_headers, error_status
 from chalicelib.settings import Settings, get_settings
 from devstack.prompts import PARTI_PROMPTS
 from tests.fixtures.worker import check_job
@@ -212,9 +213,9 @@ def test_all_keys_cooling_raises_with_retry_time(aws, flux):
     with pytest.raises(AllKeysCoolingError) as info:
         client.generate(params(PLAIN[2]))
     err = info.value
-    assert (err.status, err.code) == (503, "keys-cooling")
+    assert (error_status(err.code), err.code) == (503, "keys-cooling")
     assert 50 < err.retry_after <= 60 * 1.03 + 0.5 and err.retry_at >= before + 50  # reset + pacing margin
-    assert err.headers["Retry-After"] == str(math.ceil(err.retry_after))
+    assert error_headers(err)["Retry-After"] == str(math.ceil(err.retry_after))
     assert flux.stats()["requests"] == 4  # one 429 per key, no hammering
     # one call cools one key in the table; the other is only paced here, from its 429's headers
     assert sorted(r["state"] for r in client.pool.health_report()) == ["cooling", "healthy"]
@@ -281,7 +282,7 @@ def test_402_marks_out_of_credits_and_no_usable_key_is_a_503(aws, flux):
     broke = FluxClient(settings(flux, keys=(K1, K2)))
     with pytest.raises(NoUsableKeysError) as info:
         broke.generate(params(PLAIN[2]))
-    assert (info.value.status, info.value.code) == (503, "no-usable-keys")
+    assert (error_status(info.value.code), info.value.code) == (503, "no-usable-keys")
     # the new instance already knew K2 was out of credits (shared table): only K1 was tried
     assert flux.stats()["by_status"] == {"402": 1}
 
@@ -299,7 +300,12 @@ def test_422_is_not_retried(aws, flux):
     with pytest.raises(UpstreamRejectedError) as info:
         client.generate(params(PLAIN[0] + " __REJECT__"))
     err = info.value
-    assert (err.status, err.code, err.field, err.upstream_status) == (422, "upstream-rejected", "prompt", 422)
+    assert (error_status(err.code), err.code, err.field, err.upstream_status) == (
+        422,
+        "upstream-rejected",
+        "prompt",
+        422,
+    )
     assert "safety" in err.message
     assert flux.stats()["requests"] == 1
     assert all(r["errors"] == 0 and r["state"] == "healthy" for r in client.pool.health_report())
@@ -313,7 +319,7 @@ def test_500_everywhere_fails_within_the_deadline(aws, flux):
         client.generate(params())
     assert time.monotonic() - started < 6.0 + 1.5  # the deadline, plus slack for a loaded machine
     err = info.value
-    assert (err.status, err.code, err.retryable) == (502, "upstream-failed", True)
+    assert (error_status(err.code), err.code, err.retryable) == (502, "upstream-failed", True)
     assert 1 <= err.attempts == flux.stats()["requests"] <= 2 * 2 + 2  # bounded attempts
     assert "500" in err.last_error
     assert sum(r["errors"] for r in client.pool.health_report()) == err.attempts
@@ -387,7 +393,11 @@ def test_a_403_request_error_is_the_users_problem_and_no_key_changes(aws, flux):
     before = stored()
     with pytest.raises(UpstreamRejectedError) as info:
         client.generate(params(PLAIN[0] + " __FORBID__"))
-    assert (info.value.status, info.value.code, info.value.upstream_status) == (422, "upstream-rejected", 403)
+    assert (error_status(info.value.code), info.value.code, info.value.upstream_status) == (
+        422,
+        "upstream-rejected",
+        403,
+    )
     assert flux.stats()["requests"] == 1  # not retried on every key
     assert changed_keys(before, stored()) == {}
     assert all(r["state"] == "healthy" and r["usable"] for r in client.pool.health_report())
@@ -440,8 +450,8 @@ def test_a_503_storm_leaves_every_key_healthy_and_is_a_503_with_retry_after(aws,
         with pytest.raises(UpstreamBusyError) as info:
             client.generate(params(prompt))
         err = info.value
-        assert (err.status, err.code) == (503, "upstream-busy")
-        assert int(err.headers["Retry-After"]) >= 1
+        assert (error_status(err.code), err.code) == (503, "upstream-busy")
+        assert int(error_headers(err)["Retry-After"]) >= 1
     assert changed_keys(before, stored()) == {}
     rows = client.pool.health_report()
     assert all(r["state"] == "healthy" and r["errors"] == 0 and r["rate_limited"] == 0 for r in rows)
@@ -467,7 +477,7 @@ def test_a_cold_instance_whose_health_read_fails_uses_no_key(aws, flux):
     assert cold.healthy_count() == 0
     with pytest.raises(KeyHealthUnavailableError) as info:
         FluxClient(settings(flux, flux_deadline_seconds=2.5), pool=cold).generate(params())
-    assert (info.value.status, info.value.code, info.value.headers["Retry-After"]) == (
+    assert (error_status(info.value.code), info.value.code, error_headers(info.value)["Retry-After"]) == (
         503,
         "key-health-unavailable",
         "1",

@@ -211,10 +211,11 @@ def test_idempotency_key_returns_the_same_job(api):
 
 
 def test_enqueue_failures_are_retried_and_replays_finish_them(api, monkeypatch):
-    from chalicelib.services import jobs
+    from chalicelib import queue
+    from chalicelib.jobs import submit as jobs_submit
 
     # a partially failed SendMessageBatch: the failed entries are sent again, none twice
-    sqs = jobs.client("sqs")
+    sqs = queue.client("sqs")
     real_batch = sqs.send_message_batch
     failed_once: set[str] = set()
 
@@ -235,15 +236,15 @@ def test_enqueue_failures_are_retried_and_replays_finish_them(api, monkeypatch):
     purge_jobs_queue()
     # SQS down during the submit: the job is written, and a replay with its key sends the messages
     calls = {"n": 0}
-    real_send = jobs.send_messages
+    real_send = queue.send_messages
 
     def down_once(bodies, **kw):
         calls["n"] += 1
         if calls["n"] == 1:
-            raise jobs.QueueError("SQS is down")
+            raise queue.QueueError("SQS is down")
         return real_send(bodies, **kw)
 
-    monkeypatch.setattr(jobs, "send_messages", down_once)
+    monkeypatch.setattr(jobs_submit, "send_messages", down_once)
     body, key = {"prompts": ["a", "b"], **SMALL}, {"Idempotency-Key": "k-enqueue"}
     first = api.post("/v1/jobs", user="idem2", json_body=body, headers=key)
     assert first.status == 202 and queue_depth() == 0  # job written, enqueue pending
@@ -427,7 +428,8 @@ def test_a_committed_put_that_botocore_retried_is_a_success(app_env):
     from chalicelib.db import ImageModel, JobModel
     from chalicelib.db.images import collection_counts
     from chalicelib.flux.catalog import parse_generation_params
-    from chalicelib.services import images, jobs
+    from chalicelib.jobs import submit as jobs_submit
+    from chalicelib.services import images
 
     prompt = real_prompts(400, 1)[0]
     params = parse_generation_params({"prompt": prompt, **SMALL})
@@ -450,9 +452,9 @@ def test_a_committed_put_that_botocore_retried_is_a_success(app_env):
     assert collection_counts("retrier") == {"retried": 1}
 
     body = json.dumps({"prompts": real_prompts(401, 2), **SMALL}).encode()
-    sub = jobs.parse_request("application/json", body)
+    sub = jobs_submit.parse_request("application/json", body)
     job_id = str(ULID())
-    job, items = jobs._write_job("retrier", job_id, sub, None, "2026-11")
-    replayed, _ = jobs._write_job("retrier", job_id, sub, None, "2026-11")
+    job, items = jobs_submit._write_job("retrier", job_id, sub, None, "2026-11")
+    replayed, _ = jobs_submit._write_job("retrier", job_id, sub, None, "2026-11")
     assert replayed.job_id == job.job_id and int(replayed.total) == 2
     assert int(JobModel.get("retrier", job_id).total) == 2

@@ -308,14 +308,15 @@ def test_storage_quota_is_enforced_and_given_back(api, worker):
 def test_verify_on_first_use_without_the_worker(api):
     """Generation calls ``ready_upload``: a pending upload whose file has arrived is verified
     then and there, and upstream gets a short-lived presigned GET of the stripped copy."""
-    from chalicelib.errors import ApiError
+    from chalicelib.errors import DomainError
+    from chalicelib.http import error_status
     from chalicelib.services import uploads
 
     ticket = announce(api, "gen", photo("camera.png"), "image/png").json
     upload_id = ticket["upload_id"]
-    with pytest.raises(ApiError) as pending:
+    with pytest.raises(DomainError) as pending:
         uploads.ready_upload("gen", upload_id)
-    assert pending.value.status == 409 and pending.value.code == "upload-pending"
+    assert error_status(pending.value.code) == 409 and pending.value.code == "upload-pending"
     post_to_s3(ticket, photo("camera.png"))
     item = uploads.ready_upload("gen", upload_id)
     assert item.status == "ready" and (item.width, item.height) == (512, 512)
@@ -332,14 +333,14 @@ def test_verify_on_first_use_without_the_worker(api):
     assert b"secret-camera-software" not in stripped and b"gps 52.1" not in stripped
     with Image.open(io.BytesIO(stripped)) as img:
         assert not img.getexif() and "comment" not in img.info
-    with pytest.raises(ApiError) as other:
+    with pytest.raises(DomainError) as other:
         uploads.ready_upload("someone-else", upload_id)
-    assert other.value.status == 404
+    assert error_status(other.value.code) == 404
     bad = announce(api, "gen", b"plain text", "image/png").json
     post_to_s3(bad, b"plain text")
-    with pytest.raises(ApiError) as rejected:
+    with pytest.raises(DomainError) as rejected:
         uploads.ready_upload("gen", bad["upload_id"])
-    assert rejected.value.status == 422 and rejected.value.code == "upload-rejected"
+    assert error_status(rejected.value.code) == 422 and rejected.value.code == "upload-rejected"
 
 
 # --- bulk upload: a ZIP ---------------------------------------------------------------------------
@@ -447,7 +448,7 @@ def test_cleanup_sweeps_cover_uploads(api):
     from datetime import UTC, datetime, timedelta
 
     from chalicelib.services import uploads
-    from chalicelib.services.cleanup import sweep_orphans
+    from chalicelib.services.cleanup_runs import sweep_orphans
     from chalicelib.services.upload_cleanup import sweep_upload_retention
 
     bucket = get_settings().images_bucket

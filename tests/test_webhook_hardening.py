@@ -16,7 +16,8 @@ import boto3
 import pytest
 
 from chalicelib.db import JobModel, UsageModel, UserModel
-from chalicelib.services import stuck, webhook_http, webhooks
+from chalicelib.jobs import recovery
+from chalicelib.services import webhook_http, webhooks
 from chalicelib.settings import get_settings
 from devstack.prompts import parti_prompts
 from tests.fixtures.worker import check_job, wait_for
@@ -221,7 +222,7 @@ def test_the_sweep_only_enqueues_deliveries(api, worker, flux):
         # the backoff has passed (as if): the sweep finds the attempt due
         JobModel(user_id="swept", job_id=job_id).update(actions=[JobModel.webhook_next_at.set(time.time() - 1)])
         before = worker.queue_depth(webhooks_queue)
-        report = stuck.sweep()
+        report = recovery.sweep().as_dict()
         assert report["counts"].get("webhooks_enqueued") == 1, report
         assert not any(
             k.startswith("webhooks_") and k not in ("webhooks_due", "webhooks_enqueued") for k in report["counts"]
@@ -256,7 +257,7 @@ def test_deliveries_over_the_per_user_rate_are_deferred_not_dropped(api, worker,
         worker.start(queues={webhooks_queue})
 
         def delayed() -> int:
-            from chalicelib.services.jobs import queue_url
+            from chalicelib.queue import queue_url
 
             attrs = boto3.client("sqs").get_queue_attributes(
                 QueueUrl=queue_url(webhooks_queue), AttributeNames=["ApproximateNumberOfMessagesDelayed"]
@@ -373,9 +374,9 @@ def test_a_legacy_plaintext_secret_is_read_once_and_sealed(api):
 
 def test_a_webhook_message_on_the_jobs_queue_is_forwarded_not_delivered(api, worker, flux):
     worker.configure(ALLOW_LOOPBACK_WEBHOOKS="1")
-    from chalicelib.services import jobs
+    from chalicelib import queue
 
     webhooks_queue = get_settings().webhooks_queue_name
-    jobs.send_messages([{"type": "webhook", "user_id": "old", "job_id": "01JOBFROMBEFORE"}])
+    queue.send_messages([{"type": "webhook", "user_id": "old", "job_id": "01JOBFROMBEFORE"}])
     worker.start(queues={JOBS_QUEUE})
     wait_for(lambda: worker.queue_depth(webhooks_queue) == 1, what="(the message to move to the webhooks queue)")

@@ -16,7 +16,8 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from chalicelib.db import JobModel
-from chalicelib.services import stuck, webhooks
+from chalicelib.jobs import recovery
+from chalicelib.services import webhooks
 from tests.fixtures.worker import check_job, wait_for
 
 SMALL = {"width": 256, "height": 256}
@@ -95,7 +96,7 @@ def test_job_webhook_is_signed_retried_and_verifies(api, worker, flux, receiver)
     assert job["webhook"]["last_error"] == "HTTP 500" and job["webhook"]["next_attempt_at"]
     # the backoff has passed (as if): the stuck-work sweep enqueues the retry, the webhook worker sends it
     JobModel(user_id="hooked", job_id=job_id).update(actions=[JobModel.webhook_next_at.set(time.time() - 1)])
-    report = stuck.sweep()
+    report = recovery.sweep().as_dict()
     assert report["counts"].get("webhooks_enqueued") == 1, report
     job = wait_for(
         lambda: (j := api.get(f"/v1/jobs/{job_id}", user="hooked").json)["webhook"]["state"] == "delivered" and j,
@@ -115,7 +116,7 @@ def test_job_webhook_is_signed_retried_and_verifies(api, worker, flux, receiver)
     payload = json.loads(receiver.received[-1][1])
     assert payload["type"] == "job.completed"
     assert payload["data"]["job_id"] == job_id and payload["data"]["counts"]["succeeded"] == 2
-    assert stuck.sweep()["counts"].get("webhooks_due") is None  # nothing due any more
+    assert recovery.sweep().as_dict()["counts"].get("webhooks_due") is None  # nothing due any more
     check_job("hooked", job_id)
 
 

@@ -17,8 +17,9 @@ import requests
 from urllib3 import encode_multipart_formdata
 
 from chalicelib.db import ImageModel, JobItemModel
-from chalicelib.services import jobs
-from chalicelib.services import worker as w
+from chalicelib.jobs import state as job_state
+from chalicelib.jobs import worker as w
+from chalicelib.queue import queue_url
 from chalicelib.settings import get_settings
 from devstack.prompts import PARTI_PROMPTS, parti_prompts
 from tests import openapi_check
@@ -56,13 +57,13 @@ def test_the_same_message_delivered_three_times_makes_one_image(api, worker, flu
     item = JobItemModel.get(job_id, "0000")
     sqs = boto3.client("sqs")
     for _ in range(2):  # the submit sent one; two more copies of the very same body
-        sqs.send_message(QueueUrl=jobs.queue_url(), MessageBody=json.dumps(jobs.item_message(item)))
+        sqs.send_message(QueueUrl=queue_url(), MessageBody=json.dumps(job_state.item_message(item)))
     worker.visibility(2)
     worker.start()
     worker.wait_finished("dup", job_id)
     wait_for(lambda: worker.queue_depth() == 0, timeout_s=20, what="(all three copies handled)")
     # and once more, straight into the handler, three times with one messageId
-    answer = w.handle_event({"Records": [record(jobs.item_message(item), "same")] * 3})
+    answer = w.handle_event({"Records": [record(job_state.item_message(item), "same")] * 3})
     assert answer == {"batchItemFailures": []}
     state = check_job("dup", job_id)
     assert len(state["images"]) == 1
@@ -75,13 +76,13 @@ def test_crash_between_upload_and_metadata_leaves_one_image_and_no_orphan(api, w
     worker.configure(ITEM_LEASE_SECONDS=1)
     job_id = submit(api, "crash", {"prompts": ["a paper crane", "a glass bird"], "seed": 5})
     # a worker takes item 0, generates and uploads, then dies before the metadata write
-    lease = w.lease_item(JobItemModel.get(job_id, "0000"))
-    assert isinstance(lease, w.Lease)
+    lease = job_state.lease_item(JobItemModel.get(job_id, "0000"))
+    assert isinstance(lease, job_state.ItemLease)
     staged = w.upload_objects(lease, w.generate_image(lease))
     uploaded = objects_under("users/crash/")
     assert len(uploaded) == 2 and not list(ImageModel.query("crash"))
     # another dies after the metadata write, before completing item 1
-    lease1 = w.lease_item(JobItemModel.get(job_id, "0001"))
+    lease1 = job_state.lease_item(JobItemModel.get(job_id, "0001"))
     w.write_metadata(lease1, w.upload_objects(lease1, w.generate_image(lease1)))
     assert flux.stats()["images"] == 2
     wait_for(lambda: time.time() > max(lease.item.lease_until, lease1.item.lease_until), what="(leases to expire)")
@@ -191,13 +192,13 @@ def test_all_keys_cooling_moves_visibility_and_spends_no_attempt(api, worker, fl
     # headers say "none left for up to 15 s": beyond the in-process pacing wait (2 s)
     flux.reset(rate_limit_per_minute=1, time_scale=4)
     deferrals: list[float] = []
-    real_defer = w._defer
+    real_defer = w.defer
 
-    def spy(record, body, delay_s):
+    def spy(record, delay_s):
         deferrals.append(delay_s)
-        return real_defer(record, body, delay_s)
+        return real_defer(record, delay_s)
 
-    monkeypatch.setattr(w, "_defer", spy)
+    monkeypatch.setattr(w, "defer", spy)
     job_id = submit(api, "cool", {"prompts": [f"a small boat, variant {i}" for i in range(6)]})
     started = time.monotonic()
     worker.start()
@@ -286,12 +287,12 @@ def test_a_failed_image_download_is_transient_and_only_a_corrupt_image_is_perman
         job_id = submit(api, "links", {"prompts": prompts})
         deadline = time.monotonic() + 60
         result = w.run_item(JobItemModel.get(job_id, "0000"), deadline)
-        assert isinstance(result, w.Later) and result.note == "upstream-failed", result
+        assert isinstance(result, job_state.Later) and result.note == "upstream-failed", result
         item = JobItemModel.get(job_id, "0000", consistent_read=True)
         assert item.status == "queued" and item.error_code is None and int(item.attempts) == 1
         upstream.b64 = upstream.encode(b"these bytes are no image at all").decode()
         result = w.run_item(JobItemModel.get(job_id, "0001"), deadline)
-        assert isinstance(result, w.Done) and result.note == "corrupt", result
+        assert isinstance(result, job_state.Done) and result.note == "corrupt", result
         assert JobItemModel.get(job_id, "0001", consistent_read=True).error_code == "corrupt-image"
     finally:
         upstream.close()

@@ -10,8 +10,10 @@ import time
 import boto3
 
 from chalicelib.db import JobItemModel
-from chalicelib.services import jobs, stuck
-from chalicelib.services import worker as w
+from chalicelib.jobs import recovery
+from chalicelib.jobs import state as job_state
+from chalicelib.jobs import worker as w
+from chalicelib.queue import queue_url
 from chalicelib.settings import get_settings
 from tests.fixtures.worker import check_job, wait_for
 
@@ -21,7 +23,7 @@ SMALL = {"width": 256, "height": 256}
 def purge(queue: str | None = None) -> None:
     """Drop every message of a queue (messages lost, as after an outage)."""
     sqs = boto3.client("sqs")
-    url = jobs.queue_url(queue)
+    url = queue_url(queue)
     while True:
         got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
         if not got:
@@ -38,19 +40,23 @@ def test_sweep_requeues_expired_leases_fails_exhausted_ones_and_drains_the_dlq(a
     purge()  # every message is lost
     item0, item1, item2 = (JobItemModel.get(job_id, f"{n:04d}") for n in range(3))
     # item 0: a worker took it and died
-    lease0 = w.lease_item(item0)
+    lease0 = job_state.lease_item(item0)
     # item 1: two workers took it in turn and both died (attempts exhausted)
-    lease1 = w.lease_item(item1)
+    lease1 = job_state.lease_item(item1)
     wait_for(lambda: time.time() > lease1.item.lease_until, what="(first lease to expire)")
-    lease1 = w.lease_item(JobItemModel.get(job_id, "0001"))
-    assert isinstance(lease0, w.Lease) and isinstance(lease1, w.Lease) and int(lease1.item.attempts) == 2
+    lease1 = job_state.lease_item(JobItemModel.get(job_id, "0001"))
+    assert (
+        isinstance(lease0, job_state.ItemLease)
+        and isinstance(lease1, job_state.ItemLease)
+        and int(lease1.item.attempts) == 2
+    )
     # item 2: its message went to the DLQ after too many receives
     sqs = boto3.client("sqs")
-    dlq = jobs.queue_url(get_settings().jobs_dlq_name)
-    sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps(jobs.item_message(item2)))
+    dlq = queue_url(get_settings().jobs_dlq_name)
+    sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps(job_state.item_message(item2)))
     wait_for(lambda: time.time() > max(lease0.item.lease_until, lease1.item.lease_until), what="(leases to expire)")
 
-    dry = stuck.sweep(dry_run=True)
+    dry = recovery.sweep(dry_run=True).as_dict()
     assert dry["dry_run"] is True
     assert dry["counts"]["leases_requeued"] == 1 and dry["counts"]["items_lease_exhausted"] == 1
     assert dry["counts"]["items_dead_lettered"] == 1
@@ -58,7 +64,7 @@ def test_sweep_requeues_expired_leases_fails_exhausted_ones_and_drains_the_dlq(a
     assert worker.queue_depth(get_settings().jobs_dlq_name) == 1  # dry run leaves the DLQ alone
 
     reports: list[dict] = []
-    runs = [threading.Thread(target=lambda: reports.append(stuck.sweep())) for _ in range(2)]
+    runs = [threading.Thread(target=lambda: reports.append(recovery.sweep().as_dict())) for _ in range(2)]
     for run in runs:
         run.start()
     for run in runs:
@@ -87,7 +93,7 @@ def test_sweep_reconciles_counters_after_a_crash_between_writes_and_finishes_the
     reply = api.post("/v1/jobs", user="drift", json_body={"prompts": ["a", "b"], **SMALL})
     job_id = reply.json["job_id"]
     # a worker failed item 0 and died before its counter write; the cancel of item 1 likewise
-    lease = w.lease_item(JobItemModel.get(job_id, "0000"))
+    lease = job_state.lease_item(JobItemModel.get(job_id, "0000"))
     lease.item.update(
         actions=[
             JobItemModel.status.set("failed"),
@@ -96,12 +102,12 @@ def test_sweep_reconciles_counters_after_a_crash_between_writes_and_finishes_the
             JobItemModel.lease_until.remove(),
         ]
     )
-    jobs.fail_queued_item(JobItemModel.get(job_id, "0001"), "cancelled", "the job was cancelled")
+    job_state.fail_queued_item(JobItemModel.get(job_id, "0001"), "cancelled", "the job was cancelled")
     job = worker.job("drift", job_id)
-    assert jobs.counts(job) == {"queued": 1, "running": 1, "succeeded": 0, "failed": 0}  # drifted
-    assert stuck.sweep()["counts"].get("counters_reconciled") is None  # too fresh to touch
-    wait_for(lambda: time.time() - float(job.counters_at) > stuck.reconcile_after_s(), what="(quiet period)")
-    report = stuck.sweep()
+    assert job_state.counts(job) == {"queued": 1, "running": 1, "succeeded": 0, "failed": 0}  # drifted
+    assert recovery.sweep().as_dict()["counts"].get("counters_reconciled") is None  # too fresh to touch
+    wait_for(lambda: time.time() - float(job.counters_at) > recovery.reconcile_after_s(), what="(quiet period)")
+    report = recovery.sweep().as_dict()
     assert report["counts"]["counters_reconciled"] == 1 and report["counts"]["jobs_finished"] == 1
     job = worker.job("drift", job_id)
     assert job.status == "failed" and job.finished_at is not None
@@ -111,6 +117,5 @@ def test_sweep_reconciles_counters_after_a_crash_between_writes_and_finishes_the
     before = worker.queue_depth()
     limit = get_settings().jobs_max_receive_count
     record = {"receiptHandle": "unused", "attributes": {"ApproximateReceiveCount": str(limit - 1)}}
-    assert w._defer(record, json.dumps(jobs.item_message(item)), 3)  # True: the old copy may go
+    assert w.defer({**record, "body": json.dumps(job_state.item_message(item))}, 3)  # True: the old copy may go
     assert worker.queue_depth() == before + 1  # a fresh, delayed copy took its place
-

@@ -8,29 +8,29 @@ so logs read the same as Clerk's; ``token-missing-claim``, ``token-unknown-kid``
 Messages are fixed strings per code: they never contain the token, a claim value or a key id, and
 never a library's exception text (which can quote token parts).
 
-``WWW-Authenticate`` follows RFC 6750 section 3: a request with no token gets a bare ``Bearer``
+``WWW-Authenticate`` (added at the edge) follows RFC 6750 section 3: a request with no token gets a bare ``Bearer``
 challenge; a request with a bad token gets ``Bearer error="invalid_token"``.
 """
 
 from __future__ import annotations
 
-from chalicelib.errors import ApiError
+from chalicelib.errors import DomainError, ErrorCode
 
-TOKEN_MISSING = "token-missing"
-TOKEN_EXPIRED = "token-expired"
-TOKEN_NOT_ACTIVE_YET = "token-not-active-yet"
-TOKEN_IAT_IN_THE_FUTURE = "token-iat-in-the-future"
-TOKEN_INVALID_SIGNATURE = "token-invalid-signature"
-TOKEN_INVALID_ISSUER = "token-invalid-issuer"
-TOKEN_INVALID_AUTHORIZED_PARTIES = "token-invalid-authorized-parties"
-TOKEN_INVALID_ALGORITHM = "token-invalid-algorithm"
-TOKEN_INVALID = "token-invalid"
-TOKEN_MISSING_CLAIM = "token-missing-claim"
-TOKEN_UNKNOWN_KID = "token-unknown-kid"
-TOKEN_SESSION_PENDING = "token-session-pending"
-JWKS_UNAVAILABLE = "jwks-unavailable"
+TOKEN_MISSING = ErrorCode.TOKEN_MISSING
+TOKEN_EXPIRED = ErrorCode.TOKEN_EXPIRED
+TOKEN_NOT_ACTIVE_YET = ErrorCode.TOKEN_NOT_ACTIVE_YET
+TOKEN_IAT_IN_THE_FUTURE = ErrorCode.TOKEN_IAT_IN_THE_FUTURE
+TOKEN_INVALID_SIGNATURE = ErrorCode.TOKEN_INVALID_SIGNATURE
+TOKEN_INVALID_ISSUER = ErrorCode.TOKEN_INVALID_ISSUER
+TOKEN_INVALID_AUTHORIZED_PARTIES = ErrorCode.TOKEN_INVALID_AUTHORIZED_PARTIES
+TOKEN_INVALID_ALGORITHM = ErrorCode.TOKEN_INVALID_ALGORITHM
+TOKEN_INVALID = ErrorCode.TOKEN_INVALID
+TOKEN_MISSING_CLAIM = ErrorCode.TOKEN_MISSING_CLAIM
+TOKEN_UNKNOWN_KID = ErrorCode.TOKEN_UNKNOWN_KID
+TOKEN_SESSION_PENDING = ErrorCode.TOKEN_SESSION_PENDING
+JWKS_UNAVAILABLE = ErrorCode.JWKS_UNAVAILABLE
 
-MESSAGES: dict[str, str] = {
+MESSAGES: dict[ErrorCode, str] = {
     TOKEN_MISSING: "no session token: send 'Authorization: Bearer <token>' or the __session cookie",
     TOKEN_EXPIRED: "the session token has expired",
     TOKEN_NOT_ACTIVE_YET: "the session token is not valid yet (nbf is in the future)",
@@ -49,24 +49,22 @@ MESSAGES: dict[str, str] = {
 CODES = frozenset(MESSAGES)
 
 
-class AuthError(ApiError):
-    """401: the request carries no valid Clerk session token.
+class AuthError(DomainError):
+    """The request carries no valid Clerk session token (the edge answers 401).
 
     Args:
         code: one of :data:`CODES` (kebab-case, e.g. ``"token-expired"``).
         message: overrides the fixed message for ``code``; must never contain the token.
 
-    Attributes:
-        status: always 401 (``jwks-unavailable`` too: the caller cannot be authenticated, and the
-            API never answers 500).
-        headers: ``{"WWW-Authenticate": ...}``.
+    The edge answers 401 for every code (``jwks-unavailable`` too: the caller cannot be
+    authenticated, and the API never answers 500), with ``WWW-Authenticate``
+    (:func:`chalicelib.http.error_headers`).
     """
 
     def __init__(self, code: str, message: str | None = None) -> None:
         if code not in CODES:
             raise ValueError(f"unknown auth error code {code!r}")
-        challenge = "Bearer" if code == TOKEN_MISSING else 'Bearer error="invalid_token"'
-        super().__init__(401, code, message or MESSAGES[code], headers={"WWW-Authenticate": challenge})
+        super().__init__(code, message or MESSAGES[ErrorCode(code)])
 
     def __repr__(self) -> str:
-        return f"AuthError({self.code!r})"
+        return f"AuthError({self.code.value!r})"

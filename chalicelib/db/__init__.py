@@ -6,7 +6,7 @@ and infra tests compare it with the CloudFormation template.
 
 from __future__ import annotations
 
-from chalicelib.db.base import BaseModel, same_item, table_name, utcnow
+from chalicelib.db.base import BaseModel, is_condition_failure, same_item, table_name, utcnow
 from chalicelib.db.catalog import CatalogStatusModel
 from chalicelib.db.images import ImageModel, PromptHistoryModel
 from chalicelib.db.jobs import ArchiveModel, IdempotencyModel, JobItemModel, JobModel
@@ -47,6 +47,7 @@ __all__ = [
     "UsageModel",
     "UserModel",
     "UploadModel",
+    "is_condition_failure",
     "same_item",
     "table_name",
     "utcnow",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from pynamodb.exceptions import TransactWriteError
 from pynamodb.models import Model
 
 from chalicelib.settings import get_settings
@@ -50,3 +51,18 @@ def same_item(stored: Model, written: Model, ignore: Iterable[str] = ()) -> bool
     mine = {k: v for k, v in written.serialize().items() if k not in skip}
     theirs = {k: v for k, v in stored.serialize().items() if k not in skip}
     return mine == theirs
+
+
+def is_condition_failure(exc: BaseException) -> bool:
+    """True when a write (PutItem / UpdateItem / DeleteItem, or a TransactWriteItems) failed
+    on its ConditionExpression rather than on DynamoDB itself.
+
+    A single-item write fails with ``ConditionalCheckFailedException``; a transaction is
+    cancelled with a ``ConditionalCheckFailed`` reason on one of its actions. Source:
+    DynamoDB API reference, "PutItem" / "TransactWriteItems" errors.
+    """
+    if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+        return True
+    if isinstance(exc, TransactWriteError):
+        return any(r is not None and r.code == "ConditionalCheckFailed" for r in exc.cancellation_reasons or [])
+    return False

@@ -17,7 +17,7 @@ from pynamodb.exceptions import DeleteError, TransactWriteError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, LocalSecondaryIndex
 from pynamodb.transactions import TransactWrite
 
-from chalicelib.db.base import BaseModel, table_name
+from chalicelib.db.base import BaseModel, is_condition_failure, table_name
 from chalicelib.db.usage import UsageModel
 
 
@@ -111,16 +111,6 @@ def _counter_add(transaction: TransactWrite, user_id: str, collection: str, n: i
     transaction.update(UsageModel(user_id, collection_counter_period(collection)), actions=[UsageModel.count.add(n)])
 
 
-def condition_failed(exc: Exception) -> bool:
-    """True when a write (PutItem/UpdateItem/DeleteItem, or a transaction) failed on its
-    ConditionExpression rather than on DynamoDB itself."""
-    if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
-        return True
-    if isinstance(exc, TransactWriteError):
-        return any(r is not None and r.code == "ConditionalCheckFailed" for r in exc.cancellation_reasons)
-    return False
-
-
 def save_new_image(item: ImageModel) -> None:
     """Write a new image item (``attribute_not_exists(image_id)``) and, when it is in a
     collection, add 1 to that collection's counter, atomically (one TransactWriteItems
@@ -128,7 +118,7 @@ def save_new_image(item: ImageModel) -> None:
     minutes; source: Amazon DynamoDB developer guide, "Amazon DynamoDB Transactions").
 
     Raises:
-        PutError / TransactWriteError: the item exists already (see :func:`condition_failed`)
+        PutError / TransactWriteError: the item exists already (see :func:`is_condition_failure`)
         or DynamoDB failed; nothing was written then.
     """
     condition = ImageModel.image_id.does_not_exist()
@@ -162,7 +152,7 @@ def delete_image_item(user_id: str, image_id: str, collection: str | None, condi
             _counter_add(transaction, user_id, collection, -1)
         return True
     except (DeleteError, TransactWriteError) as exc:
-        if condition_failed(exc):
+        if is_condition_failure(exc):
             return False
         raise
 

@@ -14,8 +14,8 @@ Tables (all PAY_PER_REQUEST, names ``{TABLE_PREFIX}{name}``):
 - ``archives``: :class:`ArchiveModel`, hash ``user_id``, range ``archive_id`` (ULID).
 
 Times are epoch seconds (floats) unless the attribute is a ``UTCDateTimeAttribute``.
-The state machines that move these items live in ``chalicelib.services.jobs``,
-``chalicelib.services.worker`` and ``chalicelib.services.archives``.
+The state machines that move these items live in ``chalicelib.jobs.state``
+(jobs and items) and ``chalicelib.services.archives`` (archives).
 """
 
 from __future__ import annotations
@@ -36,14 +36,14 @@ from chalicelib.db.base import BaseModel, table_name
 #: The value of ``JobModel.active_shard`` while a job is in the ``by_active`` index.
 ACTIVE_SHARD = "active"
 
-# Item states (the item state machine; see chalicelib.services.worker).
+# Item states (the item state machine; see chalicelib.jobs.state).
 QUEUED = "queued"
 RUNNING = "running"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 ITEM_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED)
 
-# Job statuses, derived from the counters (see chalicelib.services.jobs.derive_status).
+# Job statuses, derived from the counters (see chalicelib.jobs.state.derive_status).
 JOB_QUEUED = "queued"
 JOB_RUNNING = "running"
 JOB_COMPLETED = "completed"

@@ -40,7 +40,7 @@ from chalicelib.flux.exceptions import (
     UpstreamFailedError,
     UpstreamRejectedError,
 )
-from chalicelib.flux.keypool import KeyPool, Lease, get_key_pool, key_id, reset_key_pool
+from chalicelib.flux.keypool import KeyLease, KeyPool, get_key_pool, key_id, reset_key_pool
 
 __all__ = [
     "GENERATION_FIELDS",
@@ -53,7 +53,7 @@ __all__ = [
     "GenerationParams",
     "KeyHealthUnavailableError",
     "KeyPool",
-    "Lease",
+    "KeyLease",
     "ModelRetiredError",
     "ModelSpec",
     "NoUsableKeysError",

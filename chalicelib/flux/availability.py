@@ -32,6 +32,7 @@ import requests
 
 from chalicelib.flux.catalog import ModelRetiredError, catalog, default_model
 from chalicelib.settings import get_settings
+from chalicelib.timefmt import iso8601
 
 logger = logging.getLogger(__name__)
 
@@ -288,7 +289,7 @@ def status_json() -> dict[str, Any]:
     ids = {m.id for m in cat.models}
 
     def iso(ts: float) -> str | None:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
+        return iso8601(ts) if ts else None
 
     return {
         "catalog_checked": cat.checked,

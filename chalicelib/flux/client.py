@@ -97,7 +97,7 @@ from chalicelib.flux.exceptions import (
     UpstreamFailedError,
     UpstreamRejectedError,
 )
-from chalicelib.flux.keypool import DISABLED, MAX_COOLDOWN_S, OUT_OF_CREDITS, KeyPool, Lease, get_key_pool
+from chalicelib.flux.keypool import DISABLED, MAX_COOLDOWN_S, OUT_OF_CREDITS, KeyLease, KeyPool, get_key_pool
 from chalicelib.flux.pacing import MAX_PACE_WAIT_S
 from chalicelib.settings import Settings, get_settings
 
@@ -446,7 +446,7 @@ class FluxClient:
 
     def _attempt(
         self,
-        lease: Lease,
+        lease: KeyLease,
         payload: dict[str, Any],
         params: GenerationParams,
         seed: int,
@@ -528,7 +528,7 @@ class FluxClient:
         raise self._transient(kid, f"{status} from upstream: {message}", FailureKind.SERVER)
 
     def _auth_failure(
-        self, lease: Lease, status: int, message: str, param: str | None, deadline: float, call: _Call
+        self, lease: KeyLease, status: int, message: str, param: str | None, deadline: float, call: _Call
     ) -> GeneratedImage:
         """A 401/403 to a generation request: ask the key itself (``GET /models``).
 
@@ -563,7 +563,7 @@ class FluxClient:
             call.excluded[kid] = math.inf
             logger.warning("flux key %s not written (one key per call) key_id=%s", state, kid)
 
-    def _probe(self, lease: Lease, deadline: float) -> int | None:
+    def _probe(self, lease: KeyLease, deadline: float) -> int | None:
         """Status of ``GET {base}/models`` with ``lease``'s key: a cheap authenticated call.
 
         At most :data:`PROBE_TIMEOUT_S` (and the time left before ``deadline``); the body is

@@ -1,5 +1,6 @@
-"""Errors the Flux client raises; each is an :class:`~chalicelib.errors.ApiError`,
-so a route can return ``exc.status``, ``exc.body()`` and ``exc.headers`` as is.
+"""Errors the Flux client raises; each is a :class:`~chalicelib.errors.DomainError`
+whose :class:`~chalicelib.errors.ErrorCode` the edge maps to an HTTP status
+(:data:`chalicelib.http.ERROR_STATUS`).
 
 No message or attribute here ever contains an API key: keys are named by their
 ``key_id`` (a sha256 prefix) and upstream messages are redacted before use.
@@ -11,11 +12,10 @@ https://docs.together.ai/docs/error-codes (401 invalid key, 402 out of credits,
 
 from __future__ import annotations
 
-import math
 import time
 from enum import StrEnum
 
-from chalicelib.errors import ApiError
+from chalicelib.errors import DomainError, ErrorCode
 
 
 class FailureKind(StrEnum):
@@ -37,7 +37,7 @@ class FailureKind(StrEnum):
     KEY_UNUSABLE = "key-unusable"
 
 
-class FluxError(ApiError):
+class FluxError(DomainError):
     """Base class of every error raised by :mod:`chalicelib.flux`."""
 
 
@@ -51,7 +51,7 @@ class AllKeysCoolingError(FluxError):
         retry_at: epoch seconds when the first key's cooldown ends.
         retry_after: seconds from now until ``retry_at`` (>= 0).
 
-    The response carries ``Retry-After`` = ``ceil(retry_after)``, at least 1
+    The edge answers 503 with ``Retry-After`` = ``ceil(retry_after)``, at least 1
     (RFC 9110 section 10.2.3: a non-negative integer number of seconds).
 
     Subclasses (:class:`UpstreamBusyError`, :class:`KeyHealthUnavailableError`) are other
@@ -59,19 +59,18 @@ class AllKeysCoolingError(FluxError):
     the batch worker's deferral without spending an attempt) handles them alike.
     """
 
-    error_code = "keys-cooling"
+    error_code = ErrorCode.KEYS_COOLING
     what = "image generation is busy"
 
     def __init__(self, retry_at: float, now: float | None = None) -> None:
         now = time.time() if now is None else now
         self.retry_at = float(retry_at)
         self.retry_after = max(0.0, self.retry_at - now)
-        seconds = max(1, math.ceil(self.retry_after))
+        seconds = max(1, int(-(-self.retry_after // 1)))
         super().__init__(
-            503,
             type(self).error_code,
             f"{type(self).what}; retry in {seconds} s",
-            headers={"Retry-After": str(seconds)},
+            retry_after_s=seconds,
         )
 
 
@@ -84,7 +83,7 @@ class UpstreamBusyError(AllKeysCoolingError):
     503 "engine overloaded", retry after a brief wait.
     """
 
-    error_code = "upstream-busy"
+    error_code = ErrorCode.UPSTREAM_BUSY
     what = "the image service upstream is at capacity"
 
 
@@ -94,7 +93,7 @@ class KeyHealthUnavailableError(AllKeysCoolingError):
     uses none (fail closed). ``retry_at`` is when it reads again (about a second away).
     """
 
-    error_code = "key-health-unavailable"
+    error_code = ErrorCode.KEY_HEALTH_UNAVAILABLE
     what = "image generation is starting up"
 
 
@@ -107,7 +106,7 @@ class NoUsableKeysError(FluxError):
     """
 
     def __init__(self, message: str = "image generation is unavailable; no usable upstream key") -> None:
-        super().__init__(503, "no-usable-keys", message)
+        super().__init__(ErrorCode.NO_USABLE_KEYS, message)
 
 
 class UpstreamRejectedError(FluxError):
@@ -122,7 +121,7 @@ class UpstreamRejectedError(FluxError):
     """
 
     def __init__(self, message: str, field: str | None = None, upstream_status: int = 422) -> None:
-        super().__init__(422, "upstream-rejected", message, field=field)
+        super().__init__(ErrorCode.UPSTREAM_REJECTED, message, field=field)
         self.upstream_status = upstream_status
 
 
@@ -149,7 +148,7 @@ class UpstreamFailedError(FluxError):
         attempts: int = 0,
         last_kind: FailureKind | None = None,
     ) -> None:
-        super().__init__(502, "upstream-failed", message)
+        super().__init__(ErrorCode.UPSTREAM_FAILED, message)
         self.last_error = last_error
         self.last_kind = last_kind
         self.attempts = attempts

@@ -72,6 +72,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chalicelib.db.base import is_condition_failure
 from chalicelib.flux.exceptions import (
     AllKeysCoolingError,
     KeyHealthUnavailableError,
@@ -100,7 +101,7 @@ def key_id(key: str) -> str:
 
 
 @dataclass(frozen=True)
-class Lease:
+class KeyLease:
     """A key handed out for one upstream call. ``repr`` hides the key."""
 
     key: str = field(repr=False)
@@ -331,7 +332,7 @@ class KeyPool:
 
     # -- choosing a key -------------------------------------------------------------------------
 
-    def acquire(self, exclude: Collection[str] = ()) -> Lease:
+    def acquire(self, exclude: Collection[str] = ()) -> KeyLease:
         """The key that would serve next, round-robin from a per-process random start,
         without booking a send (a check: "is a key free now, or within the pacing horizon
         :data:`~chalicelib.flux.pacing.MAX_PACE_WAIT_S` a caller waits for in process?").
@@ -354,7 +355,7 @@ class KeyPool:
             raise AllKeysCoolingError(retry_at=retry_at, now=now)
         return lease
 
-    def reserve(self, model: str, exclude: Collection[str] = (), max_wait_s: float = 0.0) -> tuple[Lease, float]:
+    def reserve(self, model: str, exclude: Collection[str] = (), max_wait_s: float = 0.0) -> tuple[KeyLease, float]:
         """Book the next send to ``model``: the key free soonest (round-robin among equals).
 
         Args:
@@ -381,7 +382,7 @@ class KeyPool:
             self._pacer.book(lease.key_id, model, slot)
         return lease, max(0.0, slot - now)
 
-    def _choose(self, model: str | None, exclude: Collection[str]) -> tuple[Lease, float, float]:
+    def _choose(self, model: str | None, exclude: Collection[str]) -> tuple[KeyLease, float, float]:
         """``(lease, slot, now)``: the usable key whose pacing slot comes first (ties go
         round-robin); advances the cursor past it."""
         self.refresh()
@@ -405,7 +406,7 @@ class KeyPool:
                 slot, idx = best
                 self._cursor = (idx + 1) % count
                 kid = self._ids[idx]
-                return Lease(key=self._keys[kid], key_id=kid), slot, now
+                return KeyLease(key=self._keys[kid], key_id=kid), slot, now
             cooling = [
                 h.cooldown_until
                 for kid, h in self._health.items()
@@ -468,7 +469,7 @@ class KeyPool:
         try:
             model(kid, state=HEALTHY, updated_at=int(self._clock())).save(condition=model.key_id.does_not_exist())
         except Exception as exc:  # noqa: BLE001 - ConditionalCheckFailed means someone else seeded it
-            if getattr(exc, "cause_response_code", None) != "ConditionalCheckFailedException":
+            if not is_condition_failure(exc):
                 logger.warning("seeding key health failed key_id=%s: %s", kid, type(exc).__name__)
 
     def _update(self, kid: str, actions: list[Any], condition: Any = None) -> bool:
@@ -477,7 +478,7 @@ class KeyPool:
             _model()(kid).update(actions=actions, condition=condition)
             return True
         except Exception as exc:  # noqa: BLE001 - health writes must never break a request
-            if getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException":
+            if is_condition_failure(exc):
                 with self._lock:
                     self._last_refresh = -math.inf  # another instance moved it: re-read
             else:

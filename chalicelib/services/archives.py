@@ -57,16 +57,19 @@ from typing import Any
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
 from ulid import ULID
 
-from chalicelib.aws import client
-from chalicelib.db import ImageModel, same_item
-from chalicelib.db.images import condition_failed
+from chalicelib import queue
+from chalicelib.db import ImageModel, is_condition_failure, same_item
 from chalicelib.db.jobs import SUCCEEDED, ArchiveModel, IdempotencyModel
-from chalicelib.errors import ApiError, NotFound, ValidationError
+from chalicelib.errors import DomainError, ErrorCode, NotFound, ValidationError
+from chalicelib.jobs.state import query_items
+from chalicelib.jobs.views import get_owned_job, images_by_id
 from chalicelib.jsonbody import reject_nulls
-from chalicelib.services import jobs
 from chalicelib.services.images import ULID_RE, check_unknown_fields, parse_collection
 from chalicelib.settings import get_settings
 from chalicelib.storage import objects
+from chalicelib.storage.multipart import MultipartZipSink
+from chalicelib.sweeps import Deadline
+from chalicelib.timefmt import iso8601
 
 logger = logging.getLogger("promptcanvas.archives")
 
@@ -79,7 +82,6 @@ ARCHIVE_RESEND_S = 1800  # a queued archive not leased this long after its messa
 ARCHIVE_GIVE_UP_S = 3600  # an archive still queued/building this long after creation fails, seconds
 CLAIM_ATTEMPTS = 3  # rounds of reading and taking over a selection claim
 MANIFEST_COLUMNS = ("file", "prompt", "seed", "model", "width", "height", "steps", "created_at")
-MIN_PART_BYTES = 5 * 1024 * 1024  # S3 minimum for every part but the last
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP CSV Injection: cells a spreadsheet evaluates
 
 
@@ -97,107 +99,6 @@ def archive_key(user_id: str, archive_id: str) -> str:
     return f"archives/{user_id}/{archive_id}.zip"
 
 
-class MultipartZipSink(io.RawIOBase):
-    """A write-only, partly seekable file object that streams into an S3 multipart upload.
-
-    Bytes accumulate in a buffer; :meth:`flush_parts` (called between ZIP entries)
-    uploads whole ``part_bytes`` parts from its front. ``seek`` may move anywhere inside
-    the buffer (zipfile rewrites each local header after its data), never before it.
-    :meth:`complete` uploads the rest as the last part and completes the upload;
-    :meth:`abort` aborts it.
-
-    Args:
-        bucket, key: the target object.
-        part_bytes: part size in bytes (>= 5 MiB).
-    """
-
-    def __init__(self, bucket: str, key: str, part_bytes: int, content_type: str = "application/zip") -> None:
-        super().__init__()
-        if part_bytes < MIN_PART_BYTES:
-            raise ValueError(f"part_bytes must be at least {MIN_PART_BYTES}")
-        self.bucket = bucket
-        self.key = key
-        self.part_bytes = part_bytes
-        self._s3 = client("s3")
-        self._upload_id = self._s3.create_multipart_upload(
-            Bucket=bucket, Key=key, ContentType=content_type, ServerSideEncryption="AES256"
-        )["UploadId"]
-        self._parts: list[dict[str, Any]] = []
-        self._buffer = bytearray()
-        self._base = 0  # offset of _buffer[0] in the whole object
-        self._pos = 0  # current offset in the whole object
-        self.peak_buffer = 0  # largest buffer seen, bytes (tests check memory stays bounded)
-        self.size = 0
-
-    # io.RawIOBase protocol ------------------------------------------------------------------
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return False
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        end = self._base + len(self._buffer)
-        target = {io.SEEK_SET: offset, io.SEEK_CUR: self._pos + offset, io.SEEK_END: end + offset}[whence]
-        if target < self._base or target > end:
-            raise io.UnsupportedOperation("seek outside the unflushed buffer")
-        self._pos = target
-        return target
-
-    def write(self, data: Any) -> int:
-        chunk = bytes(data)
-        start = self._pos - self._base
-        self._buffer[start : start + len(chunk)] = chunk
-        self._pos += len(chunk)
-        self.size = max(self.size, self._pos)
-        self.peak_buffer = max(self.peak_buffer, len(self._buffer))
-        return len(chunk)
-
-    def flush(self) -> None:  # zipfile calls flush(); parts are cut only by flush_parts()
-        return None
-
-    # parts ---------------------------------------------------------------------------------
-    def _upload(self, data: bytes) -> None:
-        number = len(self._parts) + 1
-        etag = self._s3.upload_part(
-            Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number, Body=data
-        )["ETag"]
-        self._parts.append({"PartNumber": number, "ETag": etag})
-
-    def flush_parts(self) -> None:
-        """Upload every whole part at the front of the buffer (call between entries)."""
-        if self._pos != self._base + len(self._buffer):
-            return  # zipfile is mid-entry
-        while len(self._buffer) >= self.part_bytes:
-            self._upload(bytes(self._buffer[: self.part_bytes]))
-            del self._buffer[: self.part_bytes]
-            self._base += self.part_bytes
-
-    def complete(self) -> int:
-        """Upload the rest as the last part and complete the upload. Returns the size in bytes."""
-        if self._buffer or not self._parts:
-            self._upload(bytes(self._buffer))
-            self._base += len(self._buffer)
-            self._buffer.clear()
-        self._s3.complete_multipart_upload(
-            Bucket=self.bucket, Key=self.key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
-        )
-        return self.size
-
-    def abort(self) -> None:
-        """Abort the multipart upload (its parts are discarded). Never raises."""
-        try:
-            self._s3.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self._upload_id)
-        except Exception:  # noqa: BLE001
-            logger.warning("could not abort multipart upload of %s", self.key)
-
-
 def _date_time(image: ImageModel) -> tuple[int, int, int, int, int, int]:
     created = image.created_at
     return (max(1980, created.year), created.month, created.day, created.hour, created.minute, created.second)
@@ -209,14 +110,11 @@ def write_zip(sink: MultipartZipSink, images: list[ImageModel]) -> int:
     Returns:
         The number of images written (ones whose object is gone are skipped).
     """
-    s3 = client("s3")
-    bucket = get_settings().images_bucket
     rows: list[list[Any]] = []
     with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for number, image in enumerate(images, start=1):
-            try:
-                data = s3.get_object(Bucket=bucket, Key=image.s3_key)["Body"].read()
-            except s3.exceptions.NoSuchKey:
+            data = objects.get(image.s3_key)
+            if data is None:
                 logger.warning("archive skips image %s: object missing", image.image_id)
                 continue
             ext = image.s3_key.rsplit(".", 1)[-1]
@@ -235,7 +133,7 @@ def write_zip(sink: MultipartZipSink, images: list[ImageModel]) -> int:
                     int(image.width),
                     int(image.height),
                     int(image.steps),
-                    image.created_at.isoformat().replace("+00:00", "Z"),
+                    iso8601(image.created_at),
                 ]
             )
         text = io.StringIO(newline="")
@@ -266,9 +164,9 @@ def archive_json(archive: ArchiveModel) -> dict[str, Any]:
         if ready
         else None,
         "error": archive.error_message if archive.status == "failed" else None,
-        "created_at": jobs.iso(archive.created_at),
-        "finished_at": jobs.iso(archive.finished_at),
-        "expires_at": jobs.iso(float(archive.created_at) + ARCHIVE_TTL_S) if ready else None,
+        "created_at": iso8601(archive.created_at),
+        "finished_at": iso8601(archive.finished_at),
+        "expires_at": iso8601(float(archive.created_at) + ARCHIVE_TTL_S) if ready else None,
     }
 
 
@@ -289,7 +187,7 @@ def _lease(archive: ArchiveModel, now: float) -> bool:
         )
         return True
     except UpdateError as exc:
-        if jobs.is_conditional_failure(exc):
+        if is_condition_failure(exc):
             return False
         raise
 
@@ -316,7 +214,7 @@ def build(archive: ArchiveModel) -> bool:
     settings = get_settings()
     sink: MultipartZipSink | None = None
     try:
-        found = jobs.images_by_id(archive.user_id, list(archive.image_ids))
+        found = images_by_id(archive.user_id, list(archive.image_ids))
         images = [found[i] for i in archive.image_ids if i in found]
         sink = MultipartZipSink(settings.images_bucket, archive.s3_key, settings.archive_part_bytes)
         count = write_zip(sink, images)
@@ -412,7 +310,7 @@ def claim_selection(archive: ArchiveModel, now: float) -> ArchiveModel:
         claim.save(condition=IdempotencyModel.key.does_not_exist())
         return archive
     except PutError as exc:
-        if not jobs.is_conditional_failure(exc):
+        if not is_condition_failure(exc):
             raise
     for _ in range(CLAIM_ATTEMPTS):
         try:
@@ -444,7 +342,7 @@ def claim_selection(archive: ArchiveModel, now: float) -> ArchiveModel:
                 )
             return archive
         except (PutError, UpdateError) as exc:
-            if not jobs.is_conditional_failure(exc):
+            if not is_condition_failure(exc):
                 raise
     return archive  # still contended: build it (a duplicate at worst)
 
@@ -457,7 +355,7 @@ def enqueue(archive: ArchiveModel) -> bool:
         sweep to send again.
     """
     try:
-        jobs.send_messages([{"type": "archive", "user_id": archive.user_id, "archive_id": archive.archive_id}])
+        queue.send_messages([{"type": "archive", "user_id": archive.user_id, "archive_id": archive.archive_id}])
     except Exception as exc:  # noqa: BLE001 - QueueError, or the queue could not be reached at all
         logger.error(
             "archive enqueue failed archive_id=%s (%s); the stuck-work sweep will retry",
@@ -472,12 +370,12 @@ def enqueue(archive: ArchiveModel) -> bool:
     return True
 
 
-def _create(user_id: str, source: str, ref: str | None, image_ids: list[str]) -> tuple[int, dict[str, Any]]:
+def _create(user_id: str, source: str, ref: str | None, image_ids: list[str]) -> dict[str, Any]:
     settings = get_settings()
     if not image_ids:
-        raise ApiError(409, "nothing-to-archive", "there are no images to archive")
+        raise DomainError(ErrorCode.NOTHING_TO_ARCHIVE, "there are no images to archive")
     if len(image_ids) > settings.archive_max_images:
-        raise ApiError(400, "too-many-images", f"an archive holds at most {settings.archive_max_images} images")
+        raise DomainError(ErrorCode.TOO_MANY_IMAGES, f"an archive holds at most {settings.archive_max_images} images")
     archive_id = str(ULID())
     now = time.time()
     archive = ArchiveModel(
@@ -497,22 +395,20 @@ def _create(user_id: str, source: str, ref: str | None, image_ids: list[str]) ->
     try:
         archive.save(condition=ArchiveModel.archive_id.does_not_exist())
     except PutError as exc:  # a retried put whose first attempt committed fails its condition
-        if not condition_failed(exc):
+        if not is_condition_failure(exc):
             raise
         if not same_item(ArchiveModel.get(user_id, archive_id, consistent_read=True), archive):
             raise
     holder = claim_selection(archive, now)
     if holder is not archive:
-        return (201 if holder.status == "ready" else 202), archive_json(holder)
+        return archive_json(holder)
     if len(image_ids) <= settings.archive_inline_max_images:
         build(archive)
         archive.refresh(consistent_read=True)
-        if archive.status == "ready":
-            return 201, archive_json(archive)
-        if archive.status == "failed":
-            return 202, archive_json(archive)
+        if archive.status in ("ready", "failed"):
+            return archive_json(archive)
     enqueue(archive)
-    return 202, archive_json(archive)
+    return archive_json(archive)
 
 
 def fail(archive: ArchiveModel, message: str, now: float) -> bool:
@@ -536,7 +432,7 @@ def fail(archive: ArchiveModel, message: str, now: float) -> bool:
         )
         return True
     except UpdateError as exc:
-        if jobs.is_conditional_failure(exc):
+        if is_condition_failure(exc):
             return False
         raise
 
@@ -567,7 +463,7 @@ def stuck_action(archive: ArchiveModel, now: float) -> str | None:
     return "send" if now - float(archive.enqueued_at) > ARCHIVE_RESEND_S else None
 
 
-def sweep_stuck(now: float, *, dry_run: bool, deadline: float) -> dict[str, int]:
+def sweep_stuck(now: float, *, dry_run: bool, deadline: Deadline) -> dict[str, int]:
     """Finish or fail archives left queued or building (see :func:`stuck_action`).
 
     Reads the archives table with a filtered Scan: records expire through TTL a day
@@ -576,7 +472,7 @@ def sweep_stuck(now: float, *, dry_run: bool, deadline: float) -> dict[str, int]
     Args:
         now: epoch seconds to judge ages and leases by.
         dry_run: count only.
-        deadline: ``time.monotonic()`` after which the scan stops (the rest waits).
+        deadline: the sweep's time budget; the scan stops when it expires (the rest waits).
 
     Returns:
         Counts ``archives_seen``, ``archives_resent``, ``archives_failed`` (non-zero only).
@@ -584,7 +480,7 @@ def sweep_stuck(now: float, *, dry_run: bool, deadline: float) -> dict[str, int]
     counts: dict[str, int] = {}
     stuck = ArchiveModel.scan(filter_condition=ArchiveModel.status.is_in("queued", "building"), page_size=100)
     for archive in stuck:
-        if time.monotonic() >= deadline:
+        if deadline.expired():
             break
         counts["archives_seen"] = counts.get("archives_seen", 0) + 1
         action = stuck_action(archive, now)
@@ -598,24 +494,24 @@ def sweep_stuck(now: float, *, dry_run: bool, deadline: float) -> dict[str, int]
     return counts
 
 
-def create_for_job(user_id: str, job_id: str) -> tuple[int, dict[str, Any]]:
+def create_for_job(user_id: str, job_id: str) -> dict[str, Any]:
     """``POST /v1/jobs/{id}/archive``: the job's succeeded images, in prompt order.
 
     Raises:
-        NotFound: 404. ApiError: 409 ``nothing-to-archive``.
+        NotFound: 404. DomainError: 409 ``nothing-to-archive``.
     """
-    jobs.get_owned(user_id, job_id)
-    items = sorted(jobs.query_items(job_id, SUCCEEDED), key=lambda i: int(i.index))
+    get_owned_job(user_id, job_id)
+    items = sorted(query_items(job_id, SUCCEEDED), key=lambda i: int(i.index))
     return _create(user_id, "job", job_id, [i.image_id for i in items])
 
 
-def create_for_collection(user_id: str, name: str) -> tuple[int, dict[str, Any]]:
+def create_for_collection(user_id: str, name: str) -> dict[str, Any]:
     """``POST /v1/collections/{name}/archive``: the collection's images, oldest first
     (``name`` as in the path; percent-escapes are decoded).
 
     Raises:
         ValidationError: 400 (field ``name``). NotFound: 404 when the user has no such
-        collection. ApiError: 400 ``too-many-images``.
+        collection. DomainError: 400 ``too-many-images``.
     """
     collection = parse_collection(urllib.parse.unquote(name or ""), field="name")
     limit = get_settings().archive_max_images
@@ -625,7 +521,7 @@ def create_for_collection(user_id: str, name: str) -> tuple[int, dict[str, Any]]
     return _create(user_id, "collection", collection, ids)
 
 
-def create_for_images(user_id: str, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+def create_for_images(user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
     """``POST /v1/archives {"image_ids": [...]}``: 1 to ``ARCHIVE_MAX_IMAGES`` of the
     caller's images, in the order given (duplicates dropped).
 
@@ -645,7 +541,7 @@ def create_for_images(user_id: str, body: Mapping[str, Any]) -> tuple[int, dict[
         if not isinstance(value, str) or not ULID_RE.match(value):
             raise ValidationError("not an image id", field=f"image_ids[{index}]")
     ids = list(dict.fromkeys(raw))
-    found = jobs.images_by_id(user_id, ids)
+    found = images_by_id(user_id, ids)
     missing = [i for i in ids if i not in found]
     if missing:
         raise NotFound("image")

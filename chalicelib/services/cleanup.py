@@ -4,7 +4,7 @@ Storage stays bounded and no live data is ever deleted. Each sweep
 
 - is paginated (S3 ListObjectsV2 pages of up to 1000 keys, DynamoDB Scan pages of
   :data:`SCAN_PAGE_SIZE` items) and stops at a time budget kept under its Lambda's
-  timeout (:func:`time_budget`), reporting ``complete=False``; the next run starts over;
+  timeout (:func:`chalicelib.sweeps.time_budget`), reporting ``complete=False``; the next run starts over;
 - is idempotent and safe to run twice at once: S3 DeleteObjects succeeds for keys
   already gone, and metadata is removed with a conditional DeleteItem, so of two
   concurrent runs exactly one removes an item and the other counts it ``already_gone``;
@@ -56,9 +56,8 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -66,10 +65,11 @@ from botocore.exceptions import ClientError
 from pynamodb.exceptions import DeleteError, TransactWriteError
 
 from chalicelib import observability
-from chalicelib.aws import client
 from chalicelib.db import ImageModel, UsageModel
 from chalicelib.db.images import collection_counter_period, delete_image_item
 from chalicelib.settings import get_settings
+from chalicelib.storage import objects
+from chalicelib.sweeps import Deadline, SweepReport
 
 USERS_PREFIX = "users/"
 ARCHIVES_PREFIX = "archives/"
@@ -77,89 +77,12 @@ ORPHAN_MIN_AGE = timedelta(hours=1)
 ARCHIVE_MAX_AGE = timedelta(hours=24)
 SCAN_PAGE_SIZE = 100  # DynamoDB items per Scan page
 BATCH_GET_MAX = 100  # DynamoDB BatchGetItem keys per call
-DELETE_OBJECTS_MAX = 1000  # S3 DeleteObjects keys per call
 LIST_PAGE_SIZE = 1000  # S3 ListObjectsV2 keys per page
 HEAD_CONCURRENCY = 8  # parallel HeadObject calls in the metadata check
-#: Seconds kept free between the end of a sweep's budget and the Lambda timeout.
-LAMBDA_SAFETY_MARGIN_S = 15.0
 
 #: ``users/{user_id}/images/{image_id}.{suffix}`` (``.png``/``.jpeg``/``.thumb.webp``),
 #: the layout of :func:`chalicelib.storage.objects.image_key` / ``thumb_key``.
 IMAGE_OBJECT_RE = re.compile(r"^users/(?P<user_id>[^/]+)/images/(?P<image_id>[^/.]+)\.[^/]+$")
-
-
-# -- reports and budgets --------------------------------------------------------------------------
-
-
-@dataclass
-class SweepReport:
-    """What one sweep run did, as counts.
-
-    Attributes:
-        sweep: ``retention`` | ``orphan_objects`` | ``orphan_metadata`` | ``archives``.
-        dry_run: True when nothing was changed.
-        now: the reference time (aware UTC) ages were measured against.
-        complete: False when the time budget ran out before the end.
-        counts: e.g. ``images_deleted``, ``objects_deleted``, ``already_gone``,
-            ``would_delete_images``, ``kept_young``, ``errors``.
-        seconds: wall time of the run.
-    """
-
-    sweep: str
-    dry_run: bool
-    now: datetime
-    complete: bool = True
-    counts: Counter[str] = field(default_factory=Counter)
-    seconds: float = 0.0
-
-    def add(self, name: str, n: int = 1) -> None:
-        """Add ``n`` to the count ``name`` (zero adds nothing)."""
-        if n:
-            self.counts[name] += n
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary (the log line's fields)."""
-        return {
-            "sweep": self.sweep,
-            "dry_run": self.dry_run,
-            "now": self.now.isoformat(),
-            "complete": self.complete,
-            "seconds": round(self.seconds, 3),
-            "counts": dict(sorted(self.counts.items())),
-        }
-
-
-class Deadline:
-    """A time budget measured on a monotonic clock.
-
-    Args:
-        budget_s: seconds from now; ``None`` means no limit.
-        clock: seconds, monotonic (injectable for tests).
-    """
-
-    def __init__(self, budget_s: float | None, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._end = None if budget_s is None else clock() + max(0.0, budget_s)
-
-    def expired(self) -> bool:
-        """True once the budget is used up."""
-        return self._end is not None and self._clock() >= self._end
-
-
-def time_budget(lambda_context: Any = None) -> float:
-    """Seconds a sweep may run: ``CLEANUP_TIME_BUDGET_SECONDS`` (default 240), capped at the
-    invoking Lambda's remaining time minus :data:`LAMBDA_SAFETY_MARGIN_S` (15 s), never
-    below 1 s.
-
-    Args:
-        lambda_context: the Lambda context (``get_remaining_time_in_millis()``), or None
-            outside Lambda.
-    """
-    budget = get_settings().cleanup_time_budget_seconds
-    remaining_ms = getattr(lambda_context, "get_remaining_time_in_millis", None)
-    if callable(remaining_ms):
-        budget = min(budget, remaining_ms() / 1000.0 - LAMBDA_SAFETY_MARGIN_S)
-    return max(1.0, budget)
 
 
 def _now(now: datetime | None) -> datetime:
@@ -208,47 +131,24 @@ def _finish(report: SweepReport, started: float) -> SweepReport:
 # -- S3 helpers -----------------------------------------------------------------------------------
 
 
-def _bucket() -> str:
-    return get_settings().images_bucket
-
-
 def _list_objects(prefix: str) -> Iterator[list[dict[str, Any]]]:
-    """Pages of ``{"Key", "LastModified", ...}`` under ``prefix`` (ListObjectsV2)."""
-    paginator = client("s3").get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=_bucket(), Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE_SIZE}):
-        yield page.get("Contents", [])
+    """Pages of ``{"Key", "LastModified", ...}`` under ``prefix``, :data:`LIST_PAGE_SIZE` a page."""
+    return objects.list_pages(prefix, page_size=LIST_PAGE_SIZE)
 
 
 def _delete_objects(keys: list[str], report: SweepReport, counter: str) -> None:
-    """Delete ``keys`` (DeleteObjects, quiet mode); failures are counted ``errors``, the
-    rest ``counter``. Keys already gone count as deleted (S3 reports them deleted)."""
+    """Delete ``keys``; failures are counted ``errors``, the rest ``counter``. Keys
+    already gone count as deleted (S3 reports them deleted)."""
     keys = sorted({k for k in keys if k})
-    for chunk in _chunks(keys, DELETE_OBJECTS_MAX):
+    for chunk in _chunks(keys, objects.DELETE_OBJECTS_MAX):
         try:
-            response = client("s3").delete_objects(
-                Bucket=_bucket(), Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
-            )
+            failed = objects.delete_chunk(chunk)
         except ClientError:
             observability.get_logger().warning("cleanup: DeleteObjects failed for %d keys", len(chunk))
             report.add("errors", len(chunk))
             continue
-        failed = len(response.get("Errors", []))
         report.add("errors", failed)
         report.add(counter, len(chunk) - failed)
-
-
-def _object_exists(key: str) -> bool | None:
-    """True / False from HeadObject; None when S3 answered something other than 404
-    (permissions, throttling): the caller must then keep the data."""
-    try:
-        client("s3").head_object(Bucket=_bucket(), Key=key)
-        return True
-    except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if status == 404 or code in ("404", "NoSuchKey", "NotFound"):
-            return False
-        return None
 
 
 def _scan_pages(filter_condition: Any = None) -> Iterator[list[ImageModel]]:
@@ -430,8 +330,8 @@ def sweep_orphan_metadata(
                 report.complete = False
                 break
             report.add("checked", len(batch))
-            originals = list(pool.map(_object_exists, [item.s3_key for item in batch]))
-            thumbs = list(pool.map(_object_exists, [item.thumb_key for item in batch]))
+            originals = list(pool.map(objects.exists, [item.s3_key for item in batch]))
+            thumbs = list(pool.map(objects.exists, [item.thumb_key for item in batch]))
             leftovers: list[str] = []
             for item, original, thumb in zip(batch, originals, thumbs, strict=True):
                 if original is None or thumb is None:
@@ -454,30 +354,6 @@ def sweep_orphan_metadata(
                     leftovers.append(item.thumb_key)
             _delete_objects(leftovers, report, "objects_deleted")
     return _finish(report, started)
-
-
-def sweep_orphans(
-    *,
-    now: datetime | None = None,
-    dry_run: bool | None = None,
-    budget_s: float | None = None,
-) -> list[SweepReport]:
-    """The orphan sweeps, sharing one time budget: image objects, image metadata, then
-    uploads (``chalicelib.services.upload_cleanup``)."""
-    from chalicelib.services.upload_cleanup import sweep_upload_orphans
-
-    deadline_start = time.monotonic()
-
-    def left() -> float | None:
-        return None if budget_s is None else budget_s - (time.monotonic() - deadline_start)
-
-    first = sweep_orphan_objects(now=now, dry_run=dry_run, budget_s=budget_s)
-    second = sweep_orphan_metadata(now=now, dry_run=dry_run, budget_s=left())
-    third = sweep_upload_orphans(now=now, dry_run=dry_run, budget_s=left())
-    return [first, second, third]
-
-
-# -- archives -------------------------------------------------------------------------------------
 
 
 def sweep_archives(
@@ -572,19 +448,3 @@ def sweep_shares(
     for name, n in counts.items():
         report.add(name, n)
     return _finish(report, started)
-
-
-def run_all(
-    *, now: datetime | None = None, dry_run: bool | None = None, budget_s: float | None = None
-) -> list[SweepReport]:
-    """Every sweep once, in order retention, orphans, archives, shares (each with ``budget_s``).
-    For operators and tests; the schedules run them separately."""
-    from chalicelib.services.upload_cleanup import sweep_upload_retention
-
-    return [
-        sweep_retention(now=now, dry_run=dry_run, budget_s=budget_s),
-        sweep_upload_retention(now=now, dry_run=dry_run, budget_s=budget_s),
-        *sweep_orphans(now=now, dry_run=dry_run, budget_s=budget_s),
-        sweep_archives(now=now, dry_run=dry_run, budget_s=budget_s),
-        sweep_shares(now=now, dry_run=dry_run, budget_s=budget_s),
-    ]

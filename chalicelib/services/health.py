@@ -18,8 +18,8 @@ import threading
 import time
 from typing import Any
 
-from chalicelib.aws import client
 from chalicelib.settings import get_settings
+from chalicelib.storage import objects
 
 logger = logging.getLogger("promptcanvas.health")
 
@@ -38,7 +38,7 @@ def _probe() -> bool:
     except Exception as exc:  # noqa: BLE001 - a health check reports, never raises
         failed.append(f"dynamodb:{type(exc).__name__}")
     try:
-        client("s3").head_bucket(Bucket=get_settings().images_bucket)
+        objects.check_bucket()
     except Exception as exc:  # noqa: BLE001
         failed.append(f"s3:{type(exc).__name__}")
     try:

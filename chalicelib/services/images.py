@@ -22,6 +22,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -29,16 +30,18 @@ from pynamodb.exceptions import PutError, TransactWriteError
 from ulid import ULID
 
 from chalicelib import observability
-from chalicelib.db import ImageModel, PromptHistoryModel, same_item, utcnow
-from chalicelib.db.images import condition_failed, delete_image_item, save_new_image
-from chalicelib.errors import ApiError, NotFound, ValidationError
+from chalicelib.db import ImageModel, PromptHistoryModel, is_condition_failure, same_item, utcnow
+from chalicelib.db.images import collection_counts, delete_image_item, save_new_image
+from chalicelib.errors import DomainError, ErrorCode, NotFound, ValidationError
 from chalicelib.flux import availability
 from chalicelib.flux.catalog import GENERATION_FIELDS, GenerationParams, image_cost, parse_generation_params
+from chalicelib.flux.client import get_flux_client
 from chalicelib.jsonbody import reject_nulls
 from chalicelib.services import usage
 from chalicelib.services.pagination import ULID_PATTERN, matches, owner_page
 from chalicelib.settings import get_settings
 from chalicelib.storage import imaging, objects
+from chalicelib.timefmt import iso8601
 
 logger = logging.getLogger("promptcanvas.images")
 
@@ -96,7 +99,7 @@ def image_json(item: ImageModel) -> dict[str, Any]:
         "job_id": item.job_id,
         "content_type": item.content_type,
         "bytes": int(item.bytes),
-        "created_at": item.created_at.isoformat().replace("+00:00", "Z"),
+        "created_at": iso8601(item.created_at),
     }
 
 
@@ -163,8 +166,6 @@ def store_image(
     key_id: str | None,
     upstream_ms: float | None,
     collection: str | None = None,
-    job_id: str | None = None,
-    item_id: str | None = None,
     image_id: str | None = None,
 ) -> ImageModel:
     """Store one generated image: S3 objects first, then the metadata item (with its
@@ -172,7 +173,7 @@ def store_image(
 
     Args:
         data: the image bytes from Flux (JPEG or PNG).
-        image_id: a ULID; given by batch items so a retry reuses the same id.
+        image_id: a ULID (default: a fresh one); a caller repeating the same write passes the same id.
 
     Raises:
         ValueError: ``data`` does not decode.
@@ -188,8 +189,6 @@ def store_image(
         key_id=key_id,
         upstream_ms=upstream_ms,
         collection=collection,
-        job_id=job_id,
-        item_id=item_id,
     )
     s3_key, t_key = item.s3_key, item.thumb_key
     uploaded: list[str] = []
@@ -203,7 +202,7 @@ def store_image(
         try:
             objects.delete(uploaded)
         except Exception:  # noqa: BLE001 - the orphan sweep removes what is left
-            logger.warning("could not delete objects of failed image %s", image_id)
+            logger.warning("could not delete objects of failed image %s", item.image_id)
         raise
     usage.add_cost(user_id, float(item.cost_usd or 0))
     return item
@@ -229,7 +228,7 @@ def save_image_item(item: ImageModel) -> ImageModel:
         save_new_image(item)
         return item
     except (PutError, TransactWriteError) as exc:
-        if not condition_failed(exc):
+        if not is_condition_failure(exc):
             raise
         try:
             stored = ImageModel.get(item.user_id, item.image_id, consistent_read=True)
@@ -241,20 +240,26 @@ def save_image_item(item: ImageModel) -> ImageModel:
         return stored
 
 
-def generate(user_id: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], float]:
+@dataclass(frozen=True)
+class Generated:
+    """What :func:`generate` made: ``body`` ``{"images": [image_json, ...]}`` and
+    ``flux_ms``, the milliseconds spent in the Flux call (the route's ``Server-Timing``)."""
+
+    body: dict[str, Any]
+    flux_ms: float
+
+
+def generate(user_id: str, body: Mapping[str, Any]) -> Generated:
     """``POST /v1/images``: generate ``n`` images from a prompt and store them.
 
     Returns:
-        ``({"images": [image_json, ...]}, flux_ms)``: the body, and the milliseconds spent
-        in the Flux call (for the ``Server-Timing`` header).
+        :class:`Generated` (the route answers 201).
 
     Raises:
         ValidationError: 400 naming the field.
-        ApiError: 429 ``rate-limited`` / ``quota-exceeded``; Flux errors (422
+        DomainError: 429 ``rate-limited`` / ``quota-exceeded``; Flux errors (422
             ``upstream-rejected``, 503 ``keys-cooling`` with Retry-After, 502 ``upstream-failed``).
     """
-    from chalicelib.flux.client import get_flux_client
-
     check_unknown_fields(body, CREATE_FIELDS)
     reject_nulls(body)
     collection = parse_collection(body.get("collection"))
@@ -283,12 +288,12 @@ def generate(user_id: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], flo
             except Exception:
                 logger.exception("storing a generated image failed")
         if not stored:
-            raise ApiError(502, "storage-failed", "the image could not be stored; nothing was charged")
+            raise DomainError(ErrorCode.STORAGE_FAILED, "the image could not be stored; nothing was charged")
     finally:
         usage.refund(user_id, params.n - len(stored), period)
     observability.record_images_generated(len(stored))
     remember_prompt(user_id, params.prompt)
-    return {"images": [image_json(item) for item in stored]}, flux_ms
+    return Generated({"images": [image_json(item) for item in stored]}, flux_ms)
 
 
 def remember_prompt(user_id: str, prompt: str) -> None:
@@ -313,7 +318,7 @@ def recent_prompts(user_id: str, limit: int = RECENT_PROMPTS) -> dict[str, Any]:
         "prompts": [
             {
                 "prompt": p.prompt,
-                "last_used_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.last_used / 1000)),
+                "last_used_at": iso8601(p.last_used / 1000),
                 "uses": int(p.uses or 0),
             }
             for p in items
@@ -332,7 +337,7 @@ def list_images(user_id: str, query: Mapping[str, str]) -> dict[str, Any]:
     return {"images": [image_json(i) for i in page["items"]], "next_cursor": page["next_cursor"]}
 
 
-def get_owned(user_id: str, image_id: str) -> ImageModel:
+def get_owned_image(user_id: str, image_id: str) -> ImageModel:
     """The caller's image.
 
     Raises:
@@ -348,24 +353,38 @@ def get_owned(user_id: str, image_id: str) -> ImageModel:
 
 def get_image(user_id: str, image_id: str) -> dict[str, Any]:
     """``GET /v1/images/{id}``."""
-    return image_json(get_owned(user_id, image_id))
+    return image_json(get_owned_image(user_id, image_id))
 
 
-def delete_image(user_id: str, image_id: str) -> None:
+def delete_image(user_id: str, image_id: str) -> ImageModel:
     """``DELETE /v1/images/{id}``: metadata first, then the objects (a leftover
-    object is an orphan the sweep removes; metadata never points at nothing), then the
-    image's share links, and its collection's links when it was the collection's last image
-    (a link whose image or collection is gone answers 404 in any case).
+    object is an orphan the sweep removes; metadata never points at nothing). The route
+    then revokes the image's share links
+    (:func:`chalicelib.services.shares.revoke_for_deleted_image`).
+
+    Returns:
+        The deleted image's item (its ``collection`` names the links to check).
 
     Raises:
         NotFound: 404 when it does not exist or belongs to another user.
     """
-    item = get_owned(user_id, image_id)
+    item = get_owned_image(user_id, image_id)
     if not delete_image_item(user_id, image_id, item.collection, ImageModel.image_id.exists()):
         raise NotFound("image")
     objects.delete([item.s3_key, item.thumb_key])
-    from chalicelib.services import shares
+    return item
 
-    shares.revoke_for_image(user_id, image_id)
-    if item.collection:
-        shares.revoke_for_collection_if_empty(user_id, item.collection)
+
+# --- collections ------------------------------------------------------------------------------
+
+
+def list_collections(user_id: str) -> dict[str, Any]:
+    """``GET /v1/collections``: ``{"collections": [{"name", "image_count"}], "truncated"}``,
+    sorted by name (case-insensitive).
+
+    One Query of the user's collection counters, which change in the same transaction
+    as the image items (``chalicelib.db.images``); empty collections are left out.
+    ``truncated`` is always false (kept for clients of the earlier counting version).
+    """
+    ordered = sorted(collection_counts(user_id).items(), key=lambda x: x[0].lower())
+    return {"collections": [{"name": name, "image_count": n} for name, n in ordered], "truncated": False}

@@ -1,4 +1,4 @@
-"""Read-only API metadata: the model catalog, the OpenAPI document, key health."""
+"""Read-only API metadata: the model catalog, the limits, the OpenAPI document, key health."""
 
 from __future__ import annotations
 
@@ -6,6 +6,11 @@ import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from chalicelib.flux.availability import status_json, unavailable_models
+from chalicelib.flux.catalog import MAX_PROMPT_CHARS, catalog_json
+from chalicelib.flux.keypool import get_key_pool
+from chalicelib.settings import get_settings
 
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
 
@@ -19,23 +24,33 @@ def openapi() -> dict[str, Any]:
 def models() -> dict[str, Any]:
     """``GET /v1/models``: the catalog with each model's capabilities and availability
     (see :func:`chalicelib.flux.catalog.catalog_json`)."""
-    from chalicelib.flux.availability import unavailable_models
-    from chalicelib.flux.catalog import catalog_json
-
     return catalog_json(unavailable_models())
 
 
 def model_status() -> dict[str, Any]:
     """``GET /v1/admin/models``: the catalog against the upstream's own model list."""
-    from chalicelib.flux.availability import status_json
-
     return status_json()
+
+
+def limits() -> dict[str, Any]:
+    """``GET /v1/limits``: the input limits of this deployment (settings), so a client can
+    check a prompt file before sending it.
+
+    Returns:
+        ``{"jobs": {"max_items", "max_body_bytes"}, "prompt": {"max_chars"},
+        "archives": {"max_images"}, "request": {"max_body_bytes"}}`` (counts; bytes).
+    """
+    settings = get_settings()
+    return {
+        "jobs": {"max_items": settings.jobs_max_items, "max_body_bytes": settings.jobs_max_body_bytes},
+        "prompt": {"max_chars": MAX_PROMPT_CHARS},
+        "archives": {"max_images": settings.archive_max_images},
+        "request": {"max_body_bytes": settings.max_body_bytes},
+    }
 
 
 def key_health() -> dict[str, Any]:
     """``GET /v1/admin/keys``: ``{"keys": [...]}`` by key id (never the key)."""
-    from chalicelib.flux.keypool import get_key_pool
-
     pool = get_key_pool()
     pool.refresh(force=True)
     return {"keys": pool.health_report(), "healthy": pool.healthy_count()}

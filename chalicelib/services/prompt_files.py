@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.errors import ApiError, ValidationError
+from chalicelib.errors import DomainError, ErrorCode, ValidationError
 from chalicelib.flux.catalog import GENERATION_FIELDS, as_integer
 
 FILE_FIELD = "file"
@@ -82,11 +82,11 @@ def _bad(message: str, field: str | None = FILE_FIELD, code: str = "invalid-requ
     return ValidationError(message, field=field, code=code)
 
 
-def unusable_file(message: str, field: str = FILE_FIELD) -> ApiError:
+def unusable_file(message: str, field: str = FILE_FIELD) -> DomainError:
     """422 ``invalid-prompt-file``: the form is well formed (the document's schema holds)
     but the file's content cannot make a job (no prompts, a bad line, ``offset`` past its
     end, more prompts than a job takes)."""
-    return ApiError(422, "invalid-prompt-file", message, field=field)
+    return DomainError(ErrorCode.INVALID_PROMPT_FILE, message, field=field)
 
 
 def _header_params(content_type: str) -> email.message.Message:
@@ -181,7 +181,7 @@ def parse_prompt_file(filename: str | None, content_type: str | None, data: byte
 
     Raises:
         ValidationError: 400 (field ``file``): not a .txt/.csv/.tsv or text/plain part.
-        ApiError: 422 ``invalid-prompt-file`` (field ``file``): not UTF-8 text, no prompt
+        DomainError: 422 ``invalid-prompt-file`` (field ``file``): not UTF-8 text, no prompt
             column, a malformed CSV line, or no prompts at all.
     """
     fmt = file_format(filename, content_type)
@@ -228,7 +228,7 @@ def parse_form(content_type: str, body: bytes, max_items: int | None = None) -> 
     Raises:
         ValidationError: 400 naming the field: ``unknown-field``; ``file`` missing or
             duplicated; ``limit`` out of range; a field that does not parse.
-        ApiError: 422 ``invalid-prompt-file``: the file's content (see
+        DomainError: 422 ``invalid-prompt-file``: the file's content (see
             :func:`parse_prompt_file`), ``offset`` past its end, or more prompts than a
             job takes (without ``limit``).
     """

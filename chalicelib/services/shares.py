@@ -36,12 +36,13 @@ from typing import Any
 from pynamodb.exceptions import DeleteError, UpdateError
 from ulid import ULID
 
-from chalicelib.db import ImageModel, ShareHitModel, ShareModel, utcnow
-from chalicelib.errors import ApiError, NotFound, ValidationError
+from chalicelib.db import ImageModel, ShareHitModel, ShareModel, is_condition_failure, utcnow
+from chalicelib.errors import DomainError, ErrorCode, NotFound, ValidationError
 from chalicelib.flux.catalog import as_integer
-from chalicelib.services.images import check_unknown_fields, get_owned, parse_collection
+from chalicelib.services.images import check_unknown_fields, get_owned_image, parse_collection
 from chalicelib.services.pagination import parse_limit
 from chalicelib.settings import get_settings
+from chalicelib.timefmt import iso8601
 
 logger = logging.getLogger("promptcanvas.shares")
 
@@ -70,22 +71,18 @@ def share_url(code: str, request_base: str) -> str:
     return f"{base}/s/{code}"
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
-
-
 def share_json(item: ShareModel, request_base: str) -> dict[str, Any]:
     """The owner's view of a link: ``{share_id, url, expires_at, target_type, target_id,
     views, created_at, last_viewed_at}`` (times ISO 8601 UTC)."""
     return {
         "share_id": item.share_id,
         "url": share_url(item.code, request_base),
-        "expires_at": _iso(item.expires_at),
+        "expires_at": iso8601(item.expires_at),
         "target_type": item.target_type,
         "target_id": item.target_id,
         "views": int(item.views or 0),
-        "created_at": _iso(item.created_at),
-        "last_viewed_at": _iso(item.last_viewed_at),
+        "created_at": iso8601(item.created_at),
+        "last_viewed_at": iso8601(item.last_viewed_at),
     }
 
 
@@ -125,11 +122,11 @@ def _create(user_id: str, target_type: str, target_id: str, lifetime_s: int, req
         try:
             item.save(condition=ShareModel.code_hash.does_not_exist())
         except Exception as exc:  # noqa: BLE001 - retried with a new code on a collision only
-            if getattr(exc, "cause_response_code", None) != "ConditionalCheckFailedException":
+            if not is_condition_failure(exc):
                 raise
             continue
         return share_json(item, request_base)
-    raise ApiError(503, "share-unavailable", "could not create a share link; try again")
+    raise DomainError(ErrorCode.SHARE_UNAVAILABLE, "could not create a share link; try again")
 
 
 def create_for_image(user_id: str, image_id: str, body: Mapping[str, Any], request_base: str) -> dict[str, Any]:
@@ -140,7 +137,7 @@ def create_for_image(user_id: str, image_id: str, body: Mapping[str, Any], reque
         ValidationError: 400 on a bad ``expires_in_s`` or an unknown field.
     """
     lifetime = parse_lifetime(body)
-    image = get_owned(user_id, image_id)
+    image = get_owned_image(user_id, image_id)
     return _create(user_id, TARGET_IMAGE, image.image_id, lifetime, request_base)
 
 
@@ -217,6 +214,15 @@ def revoke_for(user_id: str, target_type: str, target_id: str) -> int:
 def revoke_for_image(user_id: str, image_id: str) -> int:
     """Revoke the links to one image (called when the image is deleted). Returns how many."""
     return revoke_for(user_id, TARGET_IMAGE, image_id)
+
+
+def revoke_for_deleted_image(user_id: str, image_id: str, collection: str | None) -> None:
+    """After an image was deleted: revoke its links, and its collection's links when it was
+    the collection's last image (a link whose image or collection is gone answers 404 in
+    any case)."""
+    revoke_for_image(user_id, image_id)
+    if collection:
+        revoke_for_collection_if_empty(user_id, collection)
 
 
 def revoke_for_collection_if_empty(user_id: str, name: str) -> int:
@@ -351,7 +357,7 @@ def sweep_expired(*, now: datetime | None = None, dry_run: bool = False, deadlin
             item.delete(condition=ShareModel.expires_at <= now)
             counts["shares_deleted"] += 1
         except DeleteError as exc:
-            if getattr(exc, "cause_response_code", None) != "ConditionalCheckFailedException":
+            if not is_condition_failure(exc):
                 raise
             counts["already_gone"] += 1
     return counts

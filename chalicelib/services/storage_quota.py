@@ -19,7 +19,7 @@ from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.db import UploadModel, UsageModel
-from chalicelib.errors import ApiError
+from chalicelib.errors import DomainError, ErrorCode
 from chalicelib.settings import get_settings
 
 PERIOD = "upload-bytes"  # UsageModel range key of the storage counter
@@ -64,10 +64,12 @@ def failed_condition(exc: TransactWriteError, position: int) -> bool:
     return getattr(reason, "code", None) == "ConditionalCheckFailed"
 
 
-def exceeded(field: str | None = "size_bytes") -> ApiError:
+def exceeded(field: str | None = "size_bytes") -> DomainError:
     """403 ``storage-quota-exceeded``."""
     quota = get_settings().upload_quota_bytes
-    return ApiError(403, "storage-quota-exceeded", f"the storage quota of {quota} bytes would be exceeded", field=field)
+    return DomainError(
+        ErrorCode.STORAGE_QUOTA_EXCEEDED, f"the storage quota of {quota} bytes would be exceeded", field=field
+    )
 
 
 def current(user_id: str) -> dict[str, Any]:

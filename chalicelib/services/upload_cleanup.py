@@ -36,8 +36,6 @@ from chalicelib.services.cleanup import (
     ORPHAN_MIN_AGE,
     SCAN_PAGE_SIZE,
     USERS_PREFIX,
-    Deadline,
-    SweepReport,
     _chunks,
     _delete_objects,
     _dry_run,
@@ -48,6 +46,7 @@ from chalicelib.services.cleanup import (
 from chalicelib.services.uploads import delete_item
 from chalicelib.settings import get_settings
 from chalicelib.storage import uploads as upload_store
+from chalicelib.sweeps import Deadline, SweepReport
 
 #: ``users/{user_id}/uploads/{upload_id}.{suffix}``, the layout of ``storage.uploads.stored_key``/``thumb_key``.
 STORED_OBJECT_RE = re.compile(r"^users/(?P<user_id>[^/]+)/uploads/(?P<upload_id>[^/.]+)\.[^/]+$")

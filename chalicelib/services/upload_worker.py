@@ -1,9 +1,8 @@
 """The uploads worker: S3 ``ObjectCreated`` events (through the uploads queue) → verified uploads.
 
 For every object created under ``uploads/`` S3 sends an event to the uploads queue;
-:func:`handle_event` is the queue's Lambda handler and answers a partial batch
-response. Object keys in S3 events are URL-encoded (spaces as ``+``), hence
-``unquote_plus``. Every object is checked again here, whatever the presigned POST's
+:func:`chalicelib.services.upload_queue.handle_event` is the queue's Lambda handler
+and hands each image upload to :func:`verify_image`. Every object is checked again here, whatever the presigned POST's
 policy said, because the policy is only as good as the S3 that enforces it:
 
 - the key must be ``uploads/{user_id}/{upload_id}`` of an existing upload (anything else
@@ -24,17 +23,14 @@ keys); AWS Lambda developer guide, "Handling errors for an SQS event source".
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from typing import Any
-from urllib.parse import unquote_plus
 
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib.db import UploadModel
-from chalicelib.db.uploads import KIND_ZIP, PENDING, READY, REJECTED
+from chalicelib.db.uploads import PENDING, READY, REJECTED
 from chalicelib.services import storage_quota
 from chalicelib.settings import get_settings
 from chalicelib.storage import imaging, objects
@@ -176,86 +172,3 @@ def _verify_bytes(item: UploadModel, data: bytes) -> None:
         store_verified(item, processed, reserved=int(item.stored_bytes or 0))
     except storage_quota.QuotaExceeded:
         reject(item, "storage-quota-exceeded", "the verified image does not fit the storage quota")
-
-
-def process_object(key: str, deadline: float) -> bool:
-    """Handle one created object under ``uploads/``.
-
-    Returns:
-        False when the work is not finished (a ZIP out of time, or leased by another
-        worker): the message is to be retried.
-    """
-    parsed = upload_store.parse_source_key(key)
-    if parsed is None:
-        logger.warning("deleting an object that is no upload's source: %r", key[:200])
-        objects.delete([key])
-        return True
-    user_id, upload_id = parsed
-    try:
-        item = UploadModel.get(user_id, upload_id, consistent_read=True)
-    except UploadModel.DoesNotExist:
-        logger.info("deleting the source of a deleted or unknown upload %s", upload_id)
-        objects.delete([key])
-        return True
-    if item.kind == KIND_ZIP:
-        from chalicelib.services import upload_zip
-
-        return upload_zip.unpack(item, deadline)
-    verify_image(item)
-    return True
-
-
-def object_keys_of(body: str) -> list[str]:
-    """The decoded object keys of the ``ObjectCreated`` records in one S3 event message.
-
-    ``s3:TestEvent`` messages (sent when the notification is configured) give none.
-
-    Raises:
-        ValueError: the body is not an S3 event.
-    """
-    message = json.loads(body)
-    if not isinstance(message, dict):
-        raise ValueError("not an S3 event")
-    if message.get("Event") == "s3:TestEvent":
-        return []
-    keys = []
-    for record in message.get("Records") or []:
-        if str(record.get("eventName", "")).startswith("ObjectCreated"):
-            keys.append(unquote_plus(record["s3"]["object"]["key"]))
-    return keys
-
-
-def handle_event(event: dict[str, Any], context: Any = None) -> dict[str, list[dict[str, str]]]:
-    """The uploads-queue handler: every record's objects, then a partial batch response.
-
-    Args:
-        event: the Lambda SQS event (``{"Records": [...]}``), each body an S3 event.
-        context: the Lambda context (``get_remaining_time_in_millis``), or None.
-
-    Returns:
-        ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}``.
-    """
-    remaining_s = 900.0
-    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
-        remaining_s = context.get_remaining_time_in_millis() / 1000.0
-    deadline = time.monotonic() + remaining_s - 10.0
-    failures = []
-    for record in event.get("Records") or []:
-        try:
-            keys = object_keys_of(record.get("body") or "")
-        except (ValueError, KeyError, TypeError):
-            logger.warning("dropping a message that is not an S3 event")
-            continue
-        ok = True
-        for key in keys:
-            if time.monotonic() >= deadline:
-                ok = False
-                break
-            try:
-                ok = process_object(key, deadline) and ok
-            except Exception:
-                logger.exception("verifying an upload failed; the message will be retried")
-                ok = False
-        if not ok:
-            failures.append({"itemIdentifier": record["messageId"]})
-    return {"batchItemFailures": failures}

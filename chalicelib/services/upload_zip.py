@@ -30,7 +30,6 @@ encrypted); Python docs, ``zipfile`` ("Decompression pitfalls", ``ZipInfo``).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import struct
 import time
@@ -43,7 +42,7 @@ from pynamodb.exceptions import TransactWriteError, UpdateError
 from pynamodb.transactions import TransactWrite
 from ulid import ULID
 
-from chalicelib.aws import client
+from chalicelib import queue
 from chalicelib.db import UploadModel
 from chalicelib.db.uploads import KIND_IMAGE, PENDING, PROCESSING, READY, REJECTED
 from chalicelib.services import storage_quota
@@ -345,13 +344,8 @@ def unpack(item: UploadModel, deadline: float) -> bool:
 
 def continue_later(item: UploadModel) -> None:
     """Queue another turn at this ZIP: an S3-shaped ``ObjectCreated`` record for its source key."""
-    from chalicelib.services.jobs import queue_url
-
     record = {"eventName": "ObjectCreated:Continue", "s3": {"object": {"key": quote_plus(item.source_key)}}}
-    client("sqs").send_message(
-        QueueUrl=queue_url(get_settings().uploads_queue_name),
-        MessageBody=json.dumps({"Records": [record]}, separators=(",", ":")),
-    )
+    queue.send_messages([{"Records": [record]}], queue=get_settings().uploads_queue_name)
 
 
 def _finish_rejected(item: UploadModel, code: str, message: str) -> None:

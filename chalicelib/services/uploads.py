@@ -20,7 +20,6 @@ import sys
 import time
 import unicodedata
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from pynamodb.exceptions import TransactWriteError
@@ -29,24 +28,19 @@ from ulid import ULID
 
 from chalicelib.db import UploadModel
 from chalicelib.db.uploads import KIND_IMAGE, KIND_ZIP, PENDING, PROCESSING, READY, REJECTED
-from chalicelib.errors import ApiError, NotFound, ValidationError
+from chalicelib.errors import DomainError, ErrorCode, NotFound, ValidationError
 from chalicelib.services import storage_quota, upload_worker
 from chalicelib.services.images import ULID_RE, check_unknown_fields, parse_collection
 from chalicelib.services.pagination import owner_page
 from chalicelib.settings import get_settings
 from chalicelib.storage import imaging, objects
 from chalicelib.storage import uploads as upload_store
+from chalicelib.timefmt import iso8601
 
 CREATE_FIELDS = frozenset({"filename", "content_type", "size_bytes", "collection"})
 ZIP_CONTENT_TYPES = ("application/zip", "application/x-zip-compressed")  # the latter: Windows browsers
 MAX_FILENAME_CHARS = 255
 UPSTREAM_URL_SECONDS = 300  # lifetime of the presigned GET handed to the image model
-
-
-def _iso(epoch_s: float | None) -> str | None:
-    if epoch_s is None:
-        return None
-    return datetime.fromtimestamp(float(epoch_s), UTC).isoformat().replace("+00:00", "Z")
 
 
 def _other_ranges() -> str:
@@ -138,7 +132,7 @@ def create(user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
 
     Raises:
         ValidationError: 400 naming the field.
-        ApiError: 403 ``storage-quota-exceeded`` (field ``size_bytes``).
+        DomainError: 403 ``storage-quota-exceeded`` (field ``size_bytes``).
     """
     check_unknown_fields(body, CREATE_FIELDS)
     filename = parse_filename(body.get("filename"))
@@ -182,7 +176,7 @@ def create(user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         "upload_id": upload_id,
         "url": post.url,
         "fields": post.fields,
-        "expires_at": _iso(time.time() + post.expires_in),
+        "expires_at": iso8601(time.time() + post.expires_in),
         "max_bytes": size,
     }
 
@@ -207,8 +201,8 @@ def upload_json(item: UploadModel) -> dict[str, Any]:
         "url": objects.presign_get(item.s3_key) if ready_image else None,
         "thumbnail_url": objects.presign_get(item.thumb_key) if ready_image and item.thumb_key else None,
         "parent_id": item.parent_id,
-        "created_at": _iso(item.created_at),
-        "verified_at": _iso(item.verified_at),
+        "created_at": iso8601(item.created_at),
+        "verified_at": iso8601(item.verified_at),
     }
     if item.status == REJECTED:
         body["error"] = {"code": item.error_code or "rejected", "message": item.error_message or "rejected"}
@@ -221,7 +215,7 @@ def upload_json(item: UploadModel) -> dict[str, Any]:
     return body
 
 
-def get_owned(user_id: str, upload_id: str, consistent: bool = False) -> UploadModel:
+def get_owned_upload(user_id: str, upload_id: str, consistent: bool = False) -> UploadModel:
     """The caller's upload.
 
     Raises:
@@ -237,7 +231,7 @@ def get_owned(user_id: str, upload_id: str, consistent: bool = False) -> UploadM
 
 def get_upload(user_id: str, upload_id: str) -> dict[str, Any]:
     """``GET /v1/uploads/{id}``."""
-    return upload_json(get_owned(user_id, upload_id, consistent=True))
+    return upload_json(get_owned_upload(user_id, upload_id, consistent=True))
 
 
 def list_uploads(user_id: str, query: Mapping[str, str]) -> dict[str, Any]:
@@ -272,9 +266,9 @@ def delete_upload(user_id: str, upload_id: str) -> None:
     Raises:
         NotFound: 404 when it does not exist or belongs to another user.
     """
-    item = get_owned(user_id, upload_id, consistent=True)
+    item = get_owned_upload(user_id, upload_id, consistent=True)
     if not delete_item(item):
-        raise ApiError(409, "upload-changed", "the upload changed while deleting it; try again")
+        raise DomainError(ErrorCode.UPLOAD_CHANGED, "the upload changed while deleting it; try again")
     objects.delete(object_keys(item))
 
 
@@ -302,20 +296,22 @@ def ready_upload(user_id: str, upload_id: str, field: str = "upload_id") -> Uplo
 
     Raises:
         NotFound: 404 (missing or another user's).
-        ApiError: 409 ``upload-pending`` (the file has not arrived yet); 422
+        DomainError: 409 ``upload-pending`` (the file has not arrived yet); 422
             ``upload-rejected`` (with the reason) or ``upload-not-an-image`` (a ZIP); each
             naming ``field``.
     """
-    item = get_owned(user_id, upload_id, consistent=True)
+    item = get_owned_upload(user_id, upload_id, consistent=True)
     if item.kind != KIND_IMAGE:
-        raise ApiError(422, "upload-not-an-image", "a ZIP upload cannot be used as an image", field=field)
+        raise DomainError(ErrorCode.UPLOAD_NOT_AN_IMAGE, "a ZIP upload cannot be used as an image", field=field)
     if item.status == PENDING:
         upload_worker.verify_image(item)
-        item = get_owned(user_id, upload_id, consistent=True)
+        item = get_owned_upload(user_id, upload_id, consistent=True)
     if item.status == REJECTED:
-        raise ApiError(422, "upload-rejected", f"upload {upload_id} was rejected: {item.error_message}", field=field)
+        raise DomainError(
+            ErrorCode.UPLOAD_REJECTED, f"upload {upload_id} was rejected: {item.error_message}", field=field
+        )
     if item.status in (PENDING, PROCESSING):
-        raise ApiError(409, "upload-pending", f"upload {upload_id} has not been received yet", field=field)
+        raise DomainError(ErrorCode.UPLOAD_PENDING, f"upload {upload_id} has not been received yet", field=field)
     return item
 
 

@@ -23,8 +23,8 @@ from datetime import UTC, datetime, timedelta
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib.db import UsageModel
-from chalicelib.errors import ApiError
+from chalicelib.db import UsageModel, is_condition_failure
+from chalicelib.errors import DomainError, ErrorCode
 from chalicelib.settings import get_settings
 
 logger = logging.getLogger("promptcanvas.usage")
@@ -39,10 +39,6 @@ def current_month() -> str:
     return _month()
 
 
-def _conditional_failed(exc: UpdateError) -> bool:
-    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
-
-
 def charge(user_id: str, n: int) -> str:
     """Charge ``n`` images to this month's quota.
 
@@ -50,7 +46,7 @@ def charge(user_id: str, n: int) -> str:
         The period charged (``"YYYY-MM"``): keep it with the charge and pass it to :func:`refund`.
 
     Raises:
-        ApiError: 429 ``quota-exceeded`` when it would exceed ``MONTHLY_IMAGE_QUOTA``.
+        DomainError: 429 ``quota-exceeded`` when it would exceed ``MONTHLY_IMAGE_QUOTA``.
     """
     quota = get_settings().monthly_image_quota
     period = _month()
@@ -62,8 +58,8 @@ def charge(user_id: str, n: int) -> str:
         )
         return period
     except UpdateError as exc:
-        if _conditional_failed(exc) or quota - n < 0:
-            raise ApiError(429, "quota-exceeded", f"monthly quota of {quota} images is used up", headers={}) from None
+        if is_condition_failure(exc) or quota - n < 0:
+            raise DomainError(ErrorCode.QUOTA_EXCEEDED, f"monthly quota of {quota} images is used up") from None
         raise
 
 
@@ -98,7 +94,7 @@ def hit_rate_limit(user_id: str) -> None:
     """Count one generation request in the user's current one-minute window.
 
     Raises:
-        ApiError: 429 ``rate-limited`` with ``Retry-After`` (seconds to the next
+        DomainError: 429 ``rate-limited`` with ``Retry-After`` (seconds to the next
             window) past ``RATE_LIMIT_PER_MINUTE``.
     """
     _hit_window(user_id, "rate", get_settings().rate_limit_per_minute, "generation requests")
@@ -111,7 +107,7 @@ def hit_mutation_rate_limit(user_id: str) -> None:
     this user's counter changes. Applied by ``chalicelib.http.Api`` to every mutating route.
 
     Raises:
-        ApiError: 429 ``rate-limited`` with ``Retry-After`` (seconds to the next window)
+        DomainError: 429 ``rate-limited`` with ``Retry-After`` (seconds to the next window)
             past ``MUTATION_RATE_LIMIT_PER_MINUTE`` (0 disables the limit).
     """
     _hit_window(user_id, "mut", get_settings().mutation_rate_limit_per_minute, "write requests")
@@ -121,7 +117,7 @@ def _hit_window(user_id: str, prefix: str, limit: int, what: str) -> None:
     """Add one to ``(user_id, "{prefix}#YYYY-MM-DDTHH:MM")`` while it is below ``limit``.
 
     Raises:
-        ApiError: 429 ``rate-limited`` with ``Retry-After`` in seconds (1-60).
+        DomainError: 429 ``rate-limited`` with ``Retry-After`` in seconds (1-60).
     """
     if limit <= 0:
         return
@@ -134,14 +130,13 @@ def _hit_window(user_id: str, prefix: str, limit: int, what: str) -> None:
             condition=UsageModel.count.does_not_exist() | (UsageModel.count < limit),
         )
     except UpdateError as exc:
-        if not _conditional_failed(exc):
+        if not is_condition_failure(exc):
             raise
         retry_after = max(1, 60 - int(now) % 60)
-        raise ApiError(
-            429,
-            "rate-limited",
+        raise DomainError(
+            ErrorCode.RATE_LIMITED,
             f"at most {limit} {what} a minute; retry in {retry_after} s",
-            headers={"Retry-After": str(retry_after)},
+            retry_after_s=retry_after,
         ) from None
 
 
@@ -169,7 +164,7 @@ def take_webhook_slot(user_id: str) -> bool:
             condition=UsageModel.count.does_not_exist() | (UsageModel.count < settings.webhook_user_rate_limit),
         )
     except UpdateError as exc:
-        if not _conditional_failed(exc):
+        if not is_condition_failure(exc):
             raise
         return False
     return True

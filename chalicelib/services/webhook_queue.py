@@ -1,7 +1,7 @@
 """The webhooks queue: enqueueing deliveries and the webhook worker's SQS handler.
 
 Webhook deliveries never run in the workers that generate images: a finished job, the
-stuck-work sweep and a legacy ``webhook`` message on the jobs queue all *enqueue*
+recovery sweep and a legacy ``webhook`` message on the jobs queue all *enqueue*
 ``{"type": "webhook", "user_id", "job_id"}`` on ``WEBHOOKS_QUEUE_NAME``, and only
 :func:`handle_event` (its own Lambda function, ``@app.on_sqs_message`` with its own
 batch size and maximum concurrency) calls :func:`chalicelib.services.webhooks.deliver_due`.
@@ -24,16 +24,15 @@ import logging
 import math
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from chalicelib import queue
 from chalicelib.db import JobModel
-from chalicelib.services import jobs, usage, webhooks
+from chalicelib.services import usage, webhooks
 from chalicelib.settings import get_settings
+from chalicelib.sqsbatch import process_batch
 
 logger = logging.getLogger("promptcanvas.webhooks")
-
-MAX_DELAY_S = 900  # SQS DelaySeconds maximum
 
 
 def message(user_id: str, job_id: str) -> dict[str, str]:
@@ -48,10 +47,10 @@ def enqueue(user_id: str, job_id: str, *, delay_s: float = 0) -> None:
         delay_s: seconds before the message is visible (capped at 900).
 
     Raises:
-        chalicelib.services.jobs.QueueError: the message could not be sent.
+        chalicelib.queue.QueueError: the message could not be sent.
     """
-    delay = max(0, min(MAX_DELAY_S, math.ceil(delay_s)))
-    jobs.send_messages([message(user_id, job_id)], delay_s=delay, queue=get_settings().webhooks_queue_name)
+    delay = max(0, min(queue.MAX_DELAY_S, math.ceil(delay_s)))
+    queue.send_messages([message(user_id, job_id)], delay_s=delay, queue=get_settings().webhooks_queue_name)
 
 
 def _deferral_s() -> float:
@@ -61,14 +60,23 @@ def _deferral_s() -> float:
     return usage.webhook_window_left_s() + random.uniform(0, min(window, 30) / 2)
 
 
-def process_record(record: dict[str, Any]) -> bool:
-    """Handle one SQS record. Returns True when it may be deleted."""
+def handle_record(record: dict[str, Any]) -> str:
+    """The record handler: deliver (or defer) one webhook message.
+
+    Returns:
+        The outcome (``delivered``, ``not-due``, ``rate-limited``, ``retry``, ...) or
+        ``undecodable`` for a message that is dropped.
+
+    Raises:
+        Exception: DynamoDB / KMS / SQS failed; the record stays in the partial batch
+            response and SQS redelivers it after the visibility timeout.
+    """
     try:
         body = json.loads(record.get("body") or "")
         user_id, job_id = str(body["user_id"]), str(body["job_id"])
     except (ValueError, KeyError, TypeError):
         logger.warning("undecodable webhook message %s dropped", record.get("messageId"))
-        return True
+        return "undecodable"
     try:
         outcome = webhooks.deliver_due(user_id, job_id)
         if outcome == "rate-limited":
@@ -77,16 +85,17 @@ def process_record(record: dict[str, Any]) -> bool:
         elif outcome == "retry":
             job = JobModel.get(user_id, job_id, consistent_read=True)
             wait_s = float(job.webhook_next_at or 0) - time.time()
-            if wait_s <= MAX_DELAY_S:
+            if wait_s <= queue.MAX_DELAY_S:
                 enqueue(user_id, job_id, delay_s=max(0.0, wait_s))
-    except Exception:  # noqa: BLE001 - DynamoDB / KMS / SQS: SQS redelivers the record
+    except Exception:
         logger.exception("webhook message %s failed; it will be retried", record.get("messageId"))
-        return False
-    return True
+        raise
+    return str(outcome)
 
 
 def handle_event(event: dict[str, Any], context: Any = None) -> dict[str, list[dict[str, str]]]:
-    """The webhooks-queue handler: deliver every record in parallel, answer a partial batch response.
+    """The webhooks-queue handler: every record delivered in parallel through
+    :func:`chalicelib.sqsbatch.process_batch`; answers a partial batch response.
 
     Each delivery is bounded by ``WEBHOOK_TIMEOUT_SECONDS``, so an invocation takes about
     that long whatever the receivers do.
@@ -98,10 +107,4 @@ def handle_event(event: dict[str, Any], context: Any = None) -> dict[str, list[d
     Returns:
         ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}``.
     """
-    records = list(event.get("Records") or [])
-    if not records:
-        return {"batchItemFailures": []}
-    with ThreadPoolExecutor(max_workers=len(records)) as pool:
-        results = list(pool.map(process_record, records))
-    failures = [{"itemIdentifier": r["messageId"]} for r, ok in zip(records, results, strict=True) if not ok]
-    return {"batchItemFailures": failures}
+    return process_batch(event, handle_record, threads=len(event.get("Records") or []))

@@ -18,7 +18,7 @@ import secrets
 from pynamodb.exceptions import UpdateError
 
 from chalicelib.crypto import envelope
-from chalicelib.db import UserModel
+from chalicelib.db import UserModel, is_condition_failure
 from chalicelib.settings import get_settings
 
 SECRET_PREFIX = "whsec_"
@@ -42,10 +42,6 @@ def _seal(user_id: str, secret: str) -> str:
 def _open(user_id: str, sealed: str) -> str:
     key_id = get_settings().webhook_secret_kms_key_id
     return envelope.open_sealed(sealed, key_id=key_id, context=_context(user_id)).decode()
-
-
-def _is_conditional(exc: UpdateError) -> bool:
-    return getattr(exc, "cause_response_code", None) == "ConditionalCheckFailedException"
 
 
 def get_or_create_secret(user_id: str) -> str:
@@ -77,7 +73,7 @@ def get_or_create_secret(user_id: str) -> str:
         )
         return secret
     except UpdateError as exc:
-        if not _is_conditional(exc):
+        if not is_condition_failure(exc):
             raise
     return get_or_create_secret(user_id)  # another call won the write: read its secret
 

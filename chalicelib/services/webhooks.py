@@ -53,10 +53,11 @@ from typing import Any
 from pynamodb.exceptions import UpdateError
 
 from chalicelib.db import JobModel
-from chalicelib.errors import ApiError, ValidationError
+from chalicelib.errors import DomainError, ErrorCode, ValidationError
 from chalicelib.services import usage, webhook_http
 from chalicelib.services.webhook_secrets import SECRET_PREFIX, get_or_create_secret
 from chalicelib.settings import get_settings
+from chalicelib.timefmt import iso8601
 
 logger = logging.getLogger("promptcanvas.webhooks")
 
@@ -175,7 +176,7 @@ def validate_webhook_url(value: Any, field: str = "webhook_url") -> str | None:
     Raises:
         ValidationError: 400 naming ``field``: not a string matching :data:`URL_PATTERN`
             of at most ``MAX_URL_CHARS`` characters (what the document's schema says).
-        ApiError: 422 ``webhook-url-refused`` naming ``field``: a well-formed URL that
+        DomainError: 422 ``webhook-url-refused`` naming ``field``: a well-formed URL that
             :func:`check_url` refuses (http off loopback, a host that does not resolve or
             resolves to a refused address: rules a schema cannot express).
     """
@@ -189,7 +190,7 @@ def validate_webhook_url(value: Any, field: str = "webhook_url") -> str | None:
     try:
         return check_url(value).url
     except WebhookAddressError as exc:
-        raise ApiError(422, "webhook-url-refused", str(exc), field=field) from None
+        raise DomainError(ErrorCode.WEBHOOK_URL_REFUSED, str(exc), field=field) from None
 
 
 # --- secrets and signatures -------------------------------------------------------------------
@@ -252,18 +253,12 @@ def post_signed(checked: CheckedUrl, body: bytes, headers: dict[str, str]) -> we
     )
 
 
-def _iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(epoch)))
-
-
 def payload(job: JobModel) -> dict[str, Any]:
     """The webhook body: ``{"type": "job.<status>", "timestamp", "data": job summary}``."""
     reasons = {k: int(v) for k, v in (job.failure_reasons.as_dict() if job.failure_reasons else {}).items() if v}
     return {
         "type": f"job.{job.status}",
-        "timestamp": _iso(job.finished_at),
+        "timestamp": iso8601(job.finished_at),
         "data": {
             "job_id": job.job_id,
             "name": job.name,
@@ -277,9 +272,9 @@ def payload(job: JobModel) -> dict[str, Any]:
                 "failed": int(job.failed_count),
             },
             "errors_by_reason": reasons,
-            "created_at": _iso(job.created_at),
-            "started_at": _iso(job.started_at),
-            "finished_at": _iso(job.finished_at),
+            "created_at": iso8601(job.created_at),
+            "started_at": iso8601(job.started_at),
+            "finished_at": iso8601(job.finished_at),
         },
     }
 
@@ -289,7 +284,7 @@ def message_id(job: JobModel) -> str:
     return f"msg_{job.job_id}_{int(job.finish_seq)}"
 
 
-def backoff_s(attempt: int) -> int:
+def delivery_backoff_s(attempt: int) -> int:
     """Seconds before the attempt after failed attempt number ``attempt`` (1-based)."""
     return BACKOFF_SCHEDULE_S[min(max(attempt, 1), len(BACKOFF_SCHEDULE_S)) - 1]
 
@@ -374,7 +369,7 @@ def deliver_due(user_id: str, job_id: str, *, now: float | None = None) -> str:
     else:
         outcome = "retry"
         actions = [
-            JobModel.webhook_next_at.set(time.time() + backoff_s(attempt)),
+            JobModel.webhook_next_at.set(time.time() + delivery_backoff_s(attempt)),
             JobModel.webhook_last_error.set(error),
         ]
     try:

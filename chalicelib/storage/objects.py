@@ -1,4 +1,7 @@
-"""The private images bucket: object keys, uploads, deletes and presigned GETs.
+"""The private images bucket: object keys, uploads, reads, listings, deletes and presigned GETs.
+
+Every S3 call of the application goes through this module (and
+:mod:`chalicelib.storage.multipart` for multipart uploads).
 
 Keys: ``users/{user_id}/images/{image_id}.{ext}`` for originals and
 ``users/{user_id}/images/{image_id}.thumb.webp`` for thumbnails.
@@ -8,6 +11,11 @@ Clients only ever get presigned SigV4 GET URLs with a short expiry
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from botocore.exceptions import ClientError
 
 from chalicelib.aws import client
 from chalicelib.settings import get_settings
@@ -43,15 +51,84 @@ def put(key: str, data: bytes, content_type: str, filename: str | None = None) -
     )
 
 
+DELETE_OBJECTS_MAX = 1000  # S3 DeleteObjects keys per call
+LIST_PAGE_SIZE = 1000  # S3 ListObjectsV2 keys per page
+
+
+def _bucket() -> str:
+    return get_settings().images_bucket
+
+
+def delete_chunk(keys: list[str]) -> int:
+    """Delete up to 1000 objects in one DeleteObjects call (quiet mode; keys already gone
+    count as deleted). Returns the number S3 reported as failed.
+
+    Raises:
+        botocore.exceptions.ClientError / BotoCoreError: the call failed.
+    """
+    response = client("s3").delete_objects(
+        Bucket=_bucket(), Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+    )
+    return len(response.get("Errors", []))
+
+
 def delete(keys: list[str]) -> None:
-    """Delete objects (missing ones are fine). Up to 1000 keys per call (S3 DeleteObjects)."""
+    """Delete objects (missing ones are fine), up to 1000 keys per call (S3 DeleteObjects).
+
+    Raises:
+        botocore.exceptions.ClientError / BotoCoreError: a call failed.
+    """
     keys = [k for k in keys if k]
-    for start in range(0, len(keys), 1000):
-        chunk = keys[start : start + 1000]
-        client("s3").delete_objects(
-            Bucket=get_settings().images_bucket,
-            Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True},
-        )
+    for start in range(0, len(keys), DELETE_OBJECTS_MAX):
+        delete_chunk(keys[start : start + DELETE_OBJECTS_MAX])
+
+
+def get(key: str) -> bytes | None:
+    """The object's bytes, or None when it does not exist.
+
+    Raises:
+        botocore.exceptions.ClientError / BotoCoreError: any other failure.
+    """
+    s3 = client("s3")
+    try:
+        return s3.get_object(Bucket=_bucket(), Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return None
+
+
+def exists(key: str) -> bool | None:
+    """True / False from HeadObject; None when S3 answered something other than 404
+    (permissions, throttling): the caller must then keep the data."""
+    try:
+        client("s3").head_object(Bucket=_bucket(), Key=key)
+        return True
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status == 404 or code in ("404", "NoSuchKey", "NotFound"):
+            return False
+        return None
+
+
+def list_pages(prefix: str, page_size: int = LIST_PAGE_SIZE) -> Iterator[list[dict[str, Any]]]:
+    """Pages of ``{"Key", "LastModified", "Size", ...}`` under ``prefix`` (ListObjectsV2),
+    at most ``page_size`` keys a page.
+
+    Raises:
+        botocore.exceptions.ClientError / BotoCoreError: a page could not be read.
+    """
+    paginator = client("s3").get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=_bucket(), Prefix=prefix, PaginationConfig={"PageSize": page_size}):
+        yield page.get("Contents", [])
+
+
+def check_bucket() -> None:
+    """HeadBucket on the images bucket (the health check).
+
+    Raises:
+        botocore.exceptions.ClientError / BotoCoreError: the bucket is not reachable.
+    """
+    client("s3").head_bucket(Bucket=_bucket())
 
 
 def presign_get(key: str, download_name: str | None = None, expires_s: int | None = None) -> str:

@@ -99,17 +99,25 @@ export const get = (path, query, options = {}) => api(path, { ...options, query 
 export const post = (path, json, options = {}) => api(path, { ...options, method: "POST", json });
 export const del = (path, options = {}) => api(path, { ...options, method: "DELETE" });
 
-let modelsPromise = null;
-/** The model catalog (GET /v1/models), fetched once per page load. */
-export function models() {
-  if (!modelsPromise) {
-    modelsPromise = get("/v1/models").catch((err) => {
-      modelsPromise = null;
-      throw err;
-    });
-  }
-  return modelsPromise;
+/** A GET of `path` fetched once per page load (a failure is forgotten, so the next call tries again). */
+function once(path) {
+  let promise = null;
+  return () => {
+    if (!promise) {
+      promise = get(path).catch((err) => {
+        promise = null;
+        throw err;
+      });
+    }
+    return promise;
+  };
 }
+
+/** The model catalog (GET /v1/models), fetched once per page load. */
+export const models = once("/v1/models");
+
+/** The deployment's input limits (GET /v1/limits), fetched once per page load. */
+export const limits = once("/v1/limits");
 
 /** Create a ZIP archive (POST to `path`), wait until it is ready, and return its URL. */
 export async function buildArchive(path, json, { onStatus, signal } = {}) {

@@ -5,9 +5,18 @@
 // - .csv / .tsv: RFC 4180 quoting; a header row with a "prompt" or "Prompt" column (any case) is required;
 //   other columns are ignored and rows with an empty prompt are skipped.
 
-export const MAX_PROMPTS = 500;
-export const MAX_PROMPT_CHARS = 2000;
-export const MAX_FILE_BYTES = 1024 * 1024;
+// The API's limits (GET /v1/limits, applied with setLimits); these defaults are the server's
+// defaults, used until (or if) the API answers.
+export const limits = { maxPrompts: 500, maxPromptChars: 2000, maxFileBytes: 2 * 1024 * 1024 };
+
+/** Take the limits from a GET /v1/limits answer ({jobs: {max_items, max_body_bytes}, prompt: {max_chars}}). */
+export function setLimits(fromApi) {
+  const positive = (n) => Number.isInteger(n) && n > 0;
+  if (positive(fromApi?.jobs?.max_items)) limits.maxPrompts = fromApi.jobs.max_items;
+  if (positive(fromApi?.jobs?.max_body_bytes)) limits.maxFileBytes = fromApi.jobs.max_body_bytes;
+  if (positive(fromApi?.prompt?.max_chars)) limits.maxPromptChars = fromApi.prompt.max_chars;
+  return limits;
+}
 
 /** Split delimited text into rows of fields (quotes, doubled quotes, CRLF). */
 export function parseDelimited(text, delimiter) {
@@ -98,14 +107,14 @@ export function parsePromptFile(text, filename = "prompts.txt") {
 /** Check prompts against the API's limits; returns {prompts, errors}. */
 export function checkPrompts(prompts, errors = []) {
   for (const p of prompts) {
-    if (p.prompt.length > MAX_PROMPT_CHARS) {
-      errors.push(`Line ${p.line}: the prompt is ${p.prompt.length} characters; at most ${MAX_PROMPT_CHARS} are allowed.`);
+    if (p.prompt.length > limits.maxPromptChars) {
+      errors.push(`Line ${p.line}: the prompt is ${p.prompt.length} characters; at most ${limits.maxPromptChars} are allowed.`);
     }
     // eslint-disable-next-line no-control-regex
     if (/[\u0000-\u0008\u000b-\u001f\u007f]/.test(p.prompt)) errors.push(`Line ${p.line}: the prompt contains control characters.`);
   }
   if (!prompts.length && !errors.length) errors.push("No prompts found.");
-  if (prompts.length > MAX_PROMPTS) errors.push(`${prompts.length} prompts: a batch holds at most ${MAX_PROMPTS}.`);
+  if (prompts.length > limits.maxPrompts) errors.push(`${prompts.length} prompts: a batch holds at most ${limits.maxPrompts}.`);
   return { prompts, errors };
 }
 

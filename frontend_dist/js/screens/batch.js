@@ -1,16 +1,18 @@
 // Batch: paste prompts, upload a .txt/.csv/.tsv, or one prompt × count; then a job is queued and the
 // job's live progress screen opens.
 
-import { api, models } from "../api.js";
+import { api, limits as apiLimits, models } from "../api.js";
 import { paramsForm } from "../params.js";
-import { MAX_FILE_BYTES, MAX_PROMPTS, parsePasted, parsePromptFile } from "../prompts-file.js";
+import { limits, parsePasted, parsePromptFile, setLimits } from "../prompts-file.js";
 import { field, h, loadingBox, mount, plural, setFieldError, showError, toast, uid } from "../ui.js";
 
 const COLLECTION_RE = /^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$/;
 
 export async function render(container, { navigate }) {
   mount(container, h("h1", { id: "batch-title", text: "Batch" }), loadingBox("Loading models…"));
-  const catalog = await models();
+  const [catalog, serverLimits] = await Promise.all([models(), apiLimits().catch(() => null)]);
+  if (serverLimits) setLimits(serverLimits);
+  const MAX_PROMPTS = limits.maxPrompts;
   const params = paramsForm(catalog, { seed: false, idPrefix: "batch" });
 
   // Source picker (a segmented radio group).
@@ -99,8 +101,10 @@ export async function render(container, { navigate }) {
       const f = fileInput.files && fileInput.files[0];
       state.fileObj = f || null;
       if (f) {
-        if (f.size > MAX_FILE_BYTES) result = { prompts: [], errors: [`The file is ${Math.round(f.size / 1024)} KiB; at most 1024 KiB.`] };
-        else result = parsePromptFile(await f.text(), f.name);
+        if (f.size > limits.maxFileBytes) {
+          const kib = (n) => Math.round(n / 1024);
+          result = { prompts: [], errors: [`The file is ${kib(f.size)} KiB; at most ${kib(limits.maxFileBytes)} KiB.`] };
+        } else result = parsePromptFile(await f.text(), f.name);
       }
     } else {
       const text = singleInput.value.trim();

@@ -1,4 +1,5 @@
-"""The stuck-work sweep (``@app.schedule(Rate(5, unit=Rate.MINUTES))``).
+"""The recovery sweep (``@app.schedule(Rate(5, unit=Rate.MINUTES))``): it finds work that
+stopped moving and moves it on again.
 
 What can get stuck, and what the sweep does about it:
 
@@ -29,11 +30,13 @@ archive unfinished after 1 h           failed (``ARCHIVE_GIVE_UP_S``)
 =====================================  =================================================
 
 Only jobs in the sparse ``by_active`` index are read, page by page, within a time
-budget (``SWEEP_TIME_BUDGET_SECONDS``). Every change is a conditional write and
+budget (``SWEEP_TIME_BUDGET_SECONDS``, see :func:`chalicelib.sweeps.time_budget`).
+Every change is a conditional write and
 every re-sent message is idempotent, so two sweeps may run at once. With
 ``dry_run`` (``SWEEP_DRY_RUN``) it counts what it would do and changes nothing
 (DLQ messages are received with a zero visibility timeout and left in place).
-The counts are logged as one JSON line.
+It returns a :class:`~chalicelib.sweeps.SweepReport` (``sweep = "recovery"``), also
+logged as one JSON line.
 """
 
 from __future__ import annotations
@@ -41,47 +44,23 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib.aws import client
+from chalicelib import queue
 from chalicelib.db import JobItemModel, JobModel
 from chalicelib.db.jobs import ACTIVE_SHARD, FAILED, QUEUED, RUNNING, SUCCEEDED, ArchiveModel
-from chalicelib.services import archives, jobs, webhook_queue, worker
+from chalicelib.jobs import state
+from chalicelib.jobs.submit import ensure_enqueued
+from chalicelib.services import archives, webhook_queue
 from chalicelib.settings import get_settings
+from chalicelib.sweeps import Deadline, SweepReport
 
-logger = logging.getLogger("promptcanvas.stuck")
+logger = logging.getLogger("promptcanvas.recovery")
 
 ENQUEUE_GRACE_S = 120  # a submit still enqueuing is left alone this long, seconds
 STALLED_S = 1800  # no counter change for this long, with queued items: re-send them, seconds
-DLQ_BATCH = 10  # ReceiveMessage maximum
-
-
-@dataclass
-class SweepReport:
-    """What one sweep did (or, in dry-run mode, would have done)."""
-
-    dry_run: bool
-    counts: dict[str, int] = field(default_factory=dict)
-    out_of_time: bool = False
-    seconds: float = 0.0
-
-    def add(self, name: str, n: int = 1) -> None:
-        """Count ``n`` more of ``name``."""
-        if n:
-            self.counts[name] = self.counts.get(name, 0) + n
-
-    def as_dict(self) -> dict[str, Any]:
-        """``{"sweep": "stuck_jobs", "dry_run", "out_of_time", "seconds", "counts"}``."""
-        return {
-            "sweep": "stuck_jobs",
-            "dry_run": self.dry_run,
-            "out_of_time": self.out_of_time,
-            "seconds": round(self.seconds, 3),
-            "counts": dict(sorted(self.counts.items())),
-        }
 
 
 def reconcile_after_s() -> float:
@@ -90,23 +69,17 @@ def reconcile_after_s() -> float:
     return 2.0 * get_settings().item_lease_seconds
 
 
-def drain_dlq(report: SweepReport, deadline: float, now: float) -> None:
+def drain_dlq(report: SweepReport, deadline: Deadline, now: float) -> None:
     """Record every DLQ message's item (or archive) as failed, then delete the message."""
-    settings = get_settings()
-    sqs = client("sqs")
+    dlq = get_settings().jobs_dlq_name
     try:
-        url = jobs.queue_url(settings.jobs_dlq_name)
+        queue.queue_url(dlq)
     except Exception:  # noqa: BLE001 - no DLQ configured
-        logger.warning("the jobs DLQ %s is not reachable", settings.jobs_dlq_name)
+        logger.warning("the jobs DLQ %s is not reachable", dlq)
         return
     seen: set[str] = set()
-    while time.monotonic() < deadline:
-        messages = sqs.receive_message(
-            QueueUrl=url,
-            MaxNumberOfMessages=DLQ_BATCH,
-            WaitTimeSeconds=0,
-            VisibilityTimeout=0 if report.dry_run else 60,
-        ).get("Messages", [])
+    while not deadline.expired():
+        messages = queue.receive(dlq, visibility_s=0 if report.dry_run else 60)
         fresh = [m for m in messages if m["MessageId"] not in seen]
         if not fresh:
             return
@@ -117,10 +90,7 @@ def drain_dlq(report: SweepReport, deadline: float, now: float) -> None:
             if _record_dead_letter(message.get("Body") or "", report, now):
                 done.append(message)
         if done and not report.dry_run:
-            sqs.delete_message_batch(
-                QueueUrl=url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
-            )
+            queue.delete(dlq, [m["ReceiptHandle"] for m in done])
             report.add("dlq_deleted", len(done))
 
 
@@ -140,7 +110,7 @@ def _record_dead_letter(raw: str, report: SweepReport, now: float) -> bool:
         if stranded:
             report.add("items_dead_lettered")
             if not report.dry_run:
-                worker.fail_stranded(item, jobs.REASON_DEAD_LETTER, "its message exceeded the queue's receive limit")
+                state.fail_stranded(item, state.REASON_DEAD_LETTER, "its message exceeded the queue's receive limit")
         return True
     if kind == "archive":
         try:
@@ -166,8 +136,8 @@ def sweep_job(job: JobModel, report: SweepReport, now: float) -> None:
     if job.enqueued_at is None and now - float(job.created_at) > ENQUEUE_GRACE_S:
         report.add("jobs_enqueued")
         if not dry:
-            jobs.ensure_enqueued(job)
-    items = jobs.query_items(job.job_id)
+            ensure_enqueued(job)
+    items = state.query_items(job.job_id)
     resend: list[JobItemModel] = []
     for item in items:
         if item.status != RUNNING or (item.lease_until or 0) >= now:
@@ -175,14 +145,14 @@ def sweep_job(job: JobModel, report: SweepReport, now: float) -> None:
         if item.cancel_requested:
             report.add("items_cancelled")
             if not dry:
-                worker.fail_stranded(item, jobs.REASON_CANCELLED, "the job was cancelled", now=now)
+                state.fail_stranded(item, state.REASON_CANCELLED, "the job was cancelled", now=now)
         elif int(item.attempts or 0) >= settings.max_item_attempts:
             report.add("items_lease_exhausted")
             if not dry:
-                worker.fail_stranded(item, jobs.REASON_LEASE, f"its lease expired {int(item.attempts)} times", now=now)
+                state.fail_stranded(item, state.REASON_LEASE, f"its lease expired {int(item.attempts)} times", now=now)
         else:
             report.add("leases_requeued")
-            if not dry and worker.requeue_expired(item, now=now):
+            if not dry and state.requeue_expired(item, now=now):
                 resend.append(item)
     stalled = job.counters_at is not None and now - float(job.counters_at) > STALLED_S
     if stalled and job.enqueued_at is not None:
@@ -191,13 +161,13 @@ def sweep_job(job: JobModel, report: SweepReport, now: float) -> None:
         resend.extend(old)
     if resend and not dry:
         try:
-            jobs.send_messages([jobs.item_message(i) for i in resend])
-        except jobs.QueueError:
+            queue.send_messages([state.item_message(i) for i in resend])
+        except queue.QueueError:
             logger.error("sweep could not re-send %d messages of job %s", len(resend), job.job_id)
     if not dry:
         job.refresh(consistent_read=True)
         reconcile(job, report)
-        if jobs.finish_if_done(job):
+        if state.finish_if_done(job):
             report.add("jobs_finished")
     elif not (int(job.queued_count) or int(job.running_count)) and job.finished_at is None:
         report.add("jobs_finished")
@@ -207,7 +177,7 @@ def sweep_job(job: JobModel, report: SweepReport, now: float) -> None:
             try:
                 webhook_queue.enqueue(job.user_id, job.job_id)
                 report.add("webhooks_enqueued")
-            except jobs.QueueError:
+            except queue.QueueError:
                 logger.error("sweep could not enqueue the webhook of job %s", job.job_id)
                 report.add("webhooks_enqueue_failed")
 
@@ -222,13 +192,13 @@ def reconcile(job: JobModel, report: SweepReport) -> bool:
     if job.counters_at is None or time.time() - float(job.counters_at) < reconcile_after_s():
         return False
     actual = {QUEUED: 0, RUNNING: 0, SUCCEEDED: 0, FAILED: 0}
-    reasons: dict[str, int] = dict.fromkeys(jobs.REASONS, 0)
-    for item in jobs.query_items(job.job_id):
+    reasons: dict[str, int] = dict.fromkeys(state.REASONS, 0)
+    for item in state.query_items(job.job_id):
         actual[item.status] = actual.get(item.status, 0) + 1
         if item.status == FAILED:
-            code = item.error_code or jobs.REASON_UPSTREAM
+            code = item.error_code or state.REASON_UPSTREAM
             reasons[code] = reasons.get(code, 0) + 1
-    if actual == jobs.counts(job):
+    if actual == state.counts(job):
         return False
     report.add("counters_reconciled")
     if report.dry_run:
@@ -251,8 +221,8 @@ def reconcile(job: JobModel, report: SweepReport) -> bool:
     return True
 
 
-def sweep(*, budget_s: float | None = None, dry_run: bool | None = None, now: float | None = None) -> dict[str, Any]:
-    """Run the stuck-work sweep once.
+def sweep(*, budget_s: float | None = None, dry_run: bool | None = None, now: float | None = None) -> SweepReport:
+    """Run the recovery sweep once.
 
     Args:
         budget_s: seconds this run may take (default ``SWEEP_TIME_BUDGET_SECONDS``);
@@ -261,19 +231,21 @@ def sweep(*, budget_s: float | None = None, dry_run: bool | None = None, now: fl
         now: epoch seconds to judge leases and due times by (tests).
 
     Returns:
-        :meth:`SweepReport.as_dict`, also logged.
+        The :class:`~chalicelib.sweeps.SweepReport` (``sweep = "recovery"``), also logged.
     """
     settings = get_settings()
     started = time.monotonic()
-    deadline = started + (settings.sweep_time_budget_seconds if budget_s is None else budget_s)
-    report = SweepReport(dry_run=settings.sweep_dry_run if dry_run is None else dry_run)
+    deadline = Deadline(settings.sweep_time_budget_seconds if budget_s is None else budget_s)
     now = time.time() if now is None else now
+    report = SweepReport(
+        "recovery", settings.sweep_dry_run if dry_run is None else dry_run, datetime.fromtimestamp(now, UTC)
+    )
     drain_dlq(report, deadline, now)
     last_key = None
-    while time.monotonic() < deadline:
+    while not deadline.expired():
         page = JobModel.by_active.query(ACTIVE_SHARD, limit=25, last_evaluated_key=last_key)
         for job in page:
-            if time.monotonic() >= deadline:
+            if deadline.expired():
                 break
             try:
                 full = JobModel.get(job.user_id, job.job_id, consistent_read=True)
@@ -293,7 +265,7 @@ def sweep(*, budget_s: float | None = None, dry_run: bool | None = None, now: fl
     except Exception:  # noqa: BLE001 - the job part of the sweep has run; report and go on
         logger.exception("sweep failed on archives")
         report.add("archive_errors")
-    report.out_of_time = time.monotonic() >= deadline
+    report.complete = not deadline.expired()
     report.seconds = time.monotonic() - started
     logger.info(json.dumps(report.as_dict()))
-    return report.as_dict()
+    return report

@@ -1,0 +1,520 @@
+"""Submitting a batch job (``POST /v1/jobs``): parsing, validation, idempotency, writing
+and enqueueing.
+
+A job is up to ``JOBS_MAX_ITEMS`` (500) images, one *item* each. Submitting:
+
+1. everything is validated first (400 naming the field; nothing is written);
+2. an ``Idempotency-Key`` is claimed with a conditional put (same key and body: the same
+   job is returned; same key, other body: 422 ``idempotency-key-reused``);
+3. the quota is charged for all images at once (429 ``quota-exceeded``, nothing written);
+4. the items, then the job, are written (the job with ``attribute_not_exists``);
+5. the items go to SQS (:func:`chalicelib.queue.send_messages`: SendMessageBatch, 10
+   entries a call, failed entries sent again), so no item stays queued without a
+   message. If SQS stays down, the job keeps ``enqueued_at`` unset and the recovery
+   sweep (or a retried request with the same key) sends them later.
+   Source: Amazon SQS API reference, SendMessageBatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pynamodb.exceptions import DeleteError, PutError, UpdateError
+from ulid import ULID
+
+from chalicelib.db import IdempotencyModel, JobItemModel, JobModel, is_condition_failure, same_item
+from chalicelib.db.jobs import ACTIVE_SHARD, JOB_QUEUED, QUEUED
+from chalicelib.errors import DomainError, ErrorCode, ValidationError
+from chalicelib.flux import availability
+from chalicelib.flux.catalog import GENERATION_FIELDS, MAX_SEED, TEXT_PATTERN, as_integer, parse_generation_params
+from chalicelib.jobs import state
+from chalicelib.jsonbody import parse_json_object, reject_nulls
+from chalicelib.queue import QueueError, send_messages
+from chalicelib.services import prompt_files, usage
+from chalicelib.services.images import check_unknown_fields, parse_collection
+from chalicelib.services.pagination import matches
+from chalicelib.services.webhook_secrets import get_or_create_secret
+from chalicelib.services.webhooks import validate_webhook_url
+from chalicelib.settings import get_settings
+
+logger = logging.getLogger("promptcanvas.jobs")
+
+SUBMIT_FIELDS: frozenset[str] = GENERATION_FIELDS | {"prompts", "count", "name", "collection", "webhook_url"}
+
+#: The generation fields a job stores once for all its items (the rest: prompt, seed, n per item).
+JOB_PARAM_FIELDS = tuple(sorted(GENERATION_FIELDS - {"prompt", "seed", "n"}))
+
+MAX_NAME_CHARS = 200
+
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+IDEMPOTENCY_TTL = timedelta(hours=24)
+
+IDEMPOTENCY_TAKEOVER_S = 60  # a claim whose job never appeared may be taken over after this, seconds
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The outcome of a submit: the job as created (or found again for a replayed
+    ``Idempotency-Key``). The route answers 202 with :meth:`body`, ``Location`` and,
+    when ``replayed``, ``Idempotent-Replayed: true``.
+    """
+
+    job_id: str
+    status: str
+    total: int
+    replayed: bool = False
+
+    def body(self) -> dict[str, Any]:
+        """``{"job_id", "status", "total"}``."""
+        return {"job_id": self.job_id, "status": self.status, "total": self.total}
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated job request, before anything is written.
+
+    ``prompts`` one entry per item (``n`` already expanded); ``seeds`` one per item;
+    ``params`` the job's generation fields (``JOB_PARAM_FIELDS``); ``request_hash``
+    sha256 of the normalised request (for the idempotency key).
+    """
+
+    prompts: list[str]
+    seeds: list[int]
+    params: dict[str, Any]
+    name: str | None
+    collection: str | None
+    webhook_url: str | None
+    source: str
+    request_hash: str
+
+
+def _name(value: Any) -> str | None:
+    """The job's ``name``: at most ``MAX_NAME_CHARS`` characters as sent, no control
+    characters but TAB/LF/CR (:data:`TEXT_PATTERN`); runs of white space become one space."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError("name must be a string", field="name")
+    if len(value) > MAX_NAME_CHARS:
+        raise ValidationError(f"name must be at most {MAX_NAME_CHARS} characters", field="name")
+    if not matches(TEXT_PATTERN, value):
+        raise ValidationError("name must not contain control characters", field="name")
+    return " ".join(value.split()) or None
+
+
+def _count(value: Any, maximum: int) -> int:
+    if value is None:
+        return 1
+    value = as_integer(value)
+    if value is None:
+        raise ValidationError("count must be an integer", field="count")
+    if not 1 <= value <= maximum:
+        raise ValidationError(f"count must be between 1 and {maximum} (got {value})", field="count")
+    return value
+
+
+def _prompt_error(message: str, field: str) -> DomainError:
+    """A bad prompt (or too many images) in a JSON body is 400 naming ``field``; in a
+    prompt file it is 422 ``invalid-prompt-file`` (the form matched the schema, its file
+    content did not make a job)."""
+    if field == "file":
+        return prompt_files.unusable_file(message)
+    return ValidationError(message, field=field)
+
+
+def build_submission(
+    fields: Mapping[str, Any],
+    prompts: list[tuple[str, str, Any]] | None,
+    *,
+    source: str,
+    hash_extra: Any = None,
+) -> Submission:
+    """Validate a job request into a :class:`Submission`.
+
+    Args:
+        fields: the JSON body (or the multipart form fields, already typed). Either
+            ``prompts`` (list of strings) or ``prompt`` + optional ``count``, unless
+            ``prompts`` is given.
+        prompts: prompts from a file as ``(field, label, text)`` (``label`` names the
+            line in error messages, ``field`` is ``file``), or None for a JSON request.
+        source: ``prompts`` | ``count`` | ``file``.
+        hash_extra: anything else that identifies the request (the file's digest).
+
+    Raises:
+        ValidationError: 400 naming the field: ``prompts`` (empty, not a list, over the
+            limit), ``prompts[i]`` (a bad prompt), ``count``, ``name``, ``collection``,
+            ``webhook_url`` or a generation field.
+        DomainError: 422 ``invalid-prompt-file`` for a bad line of a prompt file, or a file
+            that makes too many images; 422 ``webhook-url-refused``.
+    """
+    settings = get_settings()
+    maximum = settings.jobs_max_items
+    if prompts is None:
+        has_list = fields.get("prompts") is not None
+        if has_list:
+            if fields.get("prompt") is not None:
+                raise ValidationError("send prompts, or prompt with count, not both", field="prompt")
+            if fields.get("count") is not None:
+                raise ValidationError("count goes with prompt, not with prompts", field="count")
+            raw = fields["prompts"]
+            if not isinstance(raw, list):
+                raise ValidationError("prompts must be a list of strings", field="prompts")
+            if not 1 <= len(raw) <= maximum:
+                raise ValidationError(f"prompts must have 1 to {maximum} entries (got {len(raw)})", field="prompts")
+            prompts = [(f"prompts[{i}]", f"prompts[{i}]", p) for i, p in enumerate(raw)]
+            source = "prompts"
+        else:
+            if fields.get("prompt") is None:
+                raise ValidationError("prompts (a list) or prompt (with count) is required", field="prompts")
+            count = _count(fields.get("count"), maximum)
+            prompts = [("prompt", "prompt", fields["prompt"])] * count
+            source = "count"
+    elif not prompts:
+        raise ValidationError("the file has no prompts", field="file")
+    # The job's generation parameters, validated once with the first prompt.
+    base = {k: v for k, v in fields.items() if k in GENERATION_FIELDS and k != "prompt"}
+    first_field, first_label, first_prompt = prompts[0]
+    try:
+        params = parse_generation_params({**base, "prompt": first_prompt})
+    except ValidationError as exc:
+        if exc.field == "prompt":
+            raise _prompt_error(exc.message.replace("prompt", first_label, 1), first_field) from None
+        raise
+    availability.require_available(params.model)
+    n = params.n
+    if len(prompts) * n > maximum:
+        where = "prompts" if source == "prompts" else ("count" if source == "count" else "file")
+        message = f"a job makes at most {maximum} images; {len(prompts)} prompts x n={n} is {len(prompts) * n}"
+        raise _prompt_error(message, where)
+    job_params = {k: v for k, v in params.to_body().items() if k in JOB_PARAM_FIELDS}
+    texts: list[str] = []
+    checked: dict[str, str] = {}
+    for where, label, text in prompts:
+        if isinstance(text, str) and text in checked:
+            texts.append(checked[text])
+            continue
+        try:
+            one = parse_generation_params({**job_params, "prompt": text, "seed": 0})
+        except ValidationError as exc:
+            raise _prompt_error(exc.message.replace("prompt", label, 1), where) from None
+        checked[text] = one.prompt
+        texts.append(one.prompt)
+    expanded = [t for t in texts for _ in range(n)]
+    seed = fields.get("seed")
+    if seed is not None:  # validated above: item i gets (seed + i) mod 2**32, reproducible
+        seeds = [(int(seed) + i) % (MAX_SEED + 1) for i in range(len(expanded))]
+    else:
+        seeds = [secrets.randbelow(MAX_SEED + 1) for _ in expanded]
+    name = _name(fields.get("name"))
+    collection = parse_collection(fields.get("collection"))
+    webhook_url = validate_webhook_url(fields.get("webhook_url"))
+    digest = hashlib.sha256(
+        json.dumps(
+            {"fields": {k: v for k, v in fields.items()}, "extra": hash_extra, "source": source},
+            sort_keys=True,
+            separators=(",", ":"),
+            default=str,
+        ).encode()
+    ).hexdigest()
+    return Submission(
+        prompts=expanded,
+        seeds=seeds,
+        params=job_params,
+        name=name,
+        collection=collection,
+        webhook_url=webhook_url,
+        source=source,
+        request_hash=digest,
+    )
+
+
+def parse_request(content_type: str | None, raw: bytes) -> Submission:
+    """Parse and validate a ``POST /v1/jobs`` body: JSON, or multipart with a prompt file.
+
+    Raises:
+        DomainError: 413 ``body-too-large`` over ``JOBS_MAX_BODY_BYTES``; 415
+            ``unsupported-media-type``; 400 ``invalid-json`` / naming the field.
+    """
+    limit = get_settings().jobs_max_body_bytes
+    if len(raw) > limit:
+        raise DomainError(ErrorCode.BODY_TOO_LARGE, f"request body exceeds {limit} bytes")
+    ctype = (content_type or "application/json").split(";", 1)[0].strip().lower()
+    if ctype == "multipart/form-data":
+        form = prompt_files.parse_form(content_type or "", raw)
+        return build_submission(form.fields, form.prompts, source="file", hash_extra=form.digest)
+    if ctype not in ("application/json", "text/json") and not ctype.endswith("+json"):
+        raise DomainError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "send application/json or multipart/form-data")
+    body = parse_json_object(raw)
+    check_unknown_fields(body, SUBMIT_FIELDS)
+    reject_nulls(body)
+    return build_submission(body, None, source="prompts")
+
+
+def parse_idempotency_key(value: str | None) -> str | None:
+    """The ``Idempotency-Key`` header: 1-255 printable ASCII characters.
+
+    Raises:
+        ValidationError: 400 naming ``Idempotency-Key``.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > MAX_IDEMPOTENCY_KEY_CHARS or not all(33 <= ord(c) < 127 for c in value):
+        raise ValidationError(
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters",
+            field="Idempotency-Key",
+        )
+    return value
+
+
+# --- idempotency -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Claim:
+    job_id: str
+    charged: bool
+    replay: JobModel | None = None
+    period: str | None = None  # the quota month an earlier request charged
+
+
+def _claim_key(user_id: str, key: str, request_hash: str) -> _Claim:
+    """Claim ``key`` for this request, or find the job an earlier identical request made.
+
+    Raises:
+        DomainError: 422 ``idempotency-key-reused`` (other body); 409
+            ``idempotency-key-in-progress`` (the first request is still running).
+    """
+    now = state.now_s()
+    record = IdempotencyModel(
+        user_id,
+        key,
+        request_hash=request_hash,
+        job_id=str(ULID()),
+        charged=False,
+        claimed_at=now,
+        expires_at=IDEMPOTENCY_TTL,
+    )
+    expired = datetime.fromtimestamp(now, UTC)
+    try:
+        record.save(condition=IdempotencyModel.key.does_not_exist() | (IdempotencyModel.expires_at < expired))
+        return _Claim(record.job_id, False)
+    except PutError as exc:
+        if not is_condition_failure(exc):
+            raise
+    existing = IdempotencyModel.get(user_id, key, consistent_read=True)
+    if existing.request_hash != request_hash:
+        raise DomainError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "this Idempotency-Key was used with a different request body",
+            field="Idempotency-Key",
+        )
+    try:
+        return _Claim(existing.job_id, bool(existing.charged), JobModel.get(user_id, existing.job_id))
+    except JobModel.DoesNotExist:
+        pass
+    if now - float(existing.claimed_at) < IDEMPOTENCY_TAKEOVER_S:
+        raise _in_progress()
+    try:  # the first request died before writing its job: take its claim over
+        existing.update(
+            actions=[IdempotencyModel.claimed_at.set(now)],
+            condition=IdempotencyModel.claimed_at == existing.claimed_at,
+        )
+    except UpdateError as exc:
+        if is_condition_failure(exc):
+            raise _in_progress() from None
+        raise
+    return _Claim(existing.job_id, bool(existing.charged), period=existing.charged_period)
+
+
+def _in_progress() -> DomainError:
+    return DomainError(
+        ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS,
+        "a request with this Idempotency-Key is still being processed; retry shortly",
+        retry_after_s=1,
+    )
+
+
+def _release_key(user_id: str, key: str, job_id: str) -> None:
+    try:
+        IdempotencyModel(user_id, key).delete(condition=IdempotencyModel.job_id == job_id)
+    except DeleteError:
+        logger.warning("could not release an idempotency key")
+
+
+def _created(job: JobModel, replayed: bool = False) -> Submitted:
+    return Submitted(job.job_id, state.derive_status(job), int(job.total), replayed)
+
+
+def submit(
+    user_id: str, content_type: str | None, raw: bytes | str | None, idempotency_key: str | None = None
+) -> Submitted:
+    """``POST /v1/jobs``.
+
+    Args:
+        raw: the request body (Chalice gives ``str`` for text bodies, ``bytes`` for binary ones).
+
+    Returns:
+        :class:`Submitted` (status ``queued``); with an ``Idempotency-Key`` seen before
+        (same body): the same job, its current status and ``replayed``.
+
+    Raises:
+        ValidationError: 400 naming the field (nothing written).
+        DomainError: 413, 415, 409/422 (idempotency key), 429 ``rate-limited`` / ``quota-exceeded``.
+    """
+    body = raw.encode("utf-8") if isinstance(raw, str) else (raw or b"")
+    sub = parse_request(content_type, body)
+    key = parse_idempotency_key(idempotency_key)
+    usage.hit_rate_limit(user_id)
+    claim = _claim_key(user_id, key, sub.request_hash) if key else _Claim(str(ULID()), False)
+    if claim.replay is not None:
+        ensure_enqueued(claim.replay)
+        return _created(claim.replay, replayed=True)
+    total = len(sub.prompts)
+    charged_now = False
+    period = claim.period
+    if not claim.charged:
+        try:
+            period = usage.charge(user_id, total)
+        except DomainError:
+            if key:
+                _release_key(user_id, key, claim.job_id)
+            raise
+        charged_now = True
+        if key:
+            try:
+                IdempotencyModel(user_id, key).update(
+                    actions=[IdempotencyModel.charged.set(True), IdempotencyModel.charged_period.set(period)]
+                )
+            except UpdateError:
+                logger.warning("could not record the charge on an idempotency key")
+    try:
+        if sub.webhook_url:
+            get_or_create_secret(user_id)
+        job, items = _write_job(user_id, claim.job_id, sub, key, period)
+    except Exception:
+        if charged_now:
+            usage.refund(user_id, total, period)
+        if key:
+            _release_key(user_id, key, claim.job_id)
+        raise
+    ensure_enqueued(job, items)
+    logger.info("job submitted job_id=%s total=%d source=%s", job.job_id, total, sub.source)
+    return _created(job)
+
+
+#: Attributes of a new job set from the clock of the write (compared without them).
+JOB_WRITE_CLOCK_ATTRS = ("created_at", "counters_at")
+
+
+def _write_job(
+    user_id: str, job_id: str, sub: Submission, key: str | None, period: str | None
+) -> tuple[JobModel, list[JobItemModel]]:
+    """Write the items (BatchWriteItem, 25 a call, retried by PynamoDB), then the job.
+    ``period`` is the quota month the items were charged to (their refunds go there).
+
+    Items come first: a crash in between leaves only unreachable items (no job, no
+    messages); a retry with the same idempotency key rewrites them under the same job id.
+    """
+    now = state.now_s()
+    items = [
+        JobItemModel(
+            job_id,
+            state.item_id_for(i),
+            user_id=user_id,
+            index=i,
+            prompt=prompt,
+            seed=seed,
+            params=sub.params,
+            collection=sub.collection,
+            image_id=str(ULID()),
+            status=QUEUED,
+            attempts=0,
+            retry_round=0,
+            charged_period=period,
+            created_at=now,
+        )
+        for i, (prompt, seed) in enumerate(zip(sub.prompts, sub.seeds, strict=True))
+    ]
+    with JobItemModel.batch_write() as batch:
+        for item in items:
+            batch.save(item)
+    job = JobModel(
+        user_id,
+        job_id,
+        name=sub.name,
+        collection=sub.collection,
+        status=JOB_QUEUED,
+        source=sub.source,
+        params=sub.params,
+        total=len(items),
+        queued_count=len(items),
+        running_count=0,
+        succeeded_count=0,
+        failed_count=0,
+        failure_reasons=dict.fromkeys(state.REASONS, 0),
+        cancelled=False,
+        created_at=now,
+        counters_at=now,
+        progress_base=0,
+        finish_seq=0,
+        idempotency_key=key,
+        webhook_url=sub.webhook_url,
+        webhook_state="none",
+        webhook_attempts=0,
+        active_shard=ACTIVE_SHARD,
+    )
+    try:
+        job.save(condition=JobModel.job_id.does_not_exist())
+    except PutError as exc:
+        if not is_condition_failure(exc):
+            raise
+        # the job is there: ours, when an earlier attempt of this put committed (botocore
+        # retried it after a lost answer), or one written by the same request (same
+        # idempotency key and body) that was taken over; either way it is this job
+        try:
+            stored = JobModel.get(user_id, job_id, consistent_read=True)
+        except JobModel.DoesNotExist:
+            raise exc from None
+        if not same_item(stored, job, ignore=JOB_WRITE_CLOCK_ATTRS):
+            raise
+        logger.info("job %s was written by an earlier attempt of the same put", job_id)
+        return stored, items
+    return job, items
+
+
+def ensure_enqueued(job: JobModel, items: list[JobItemModel] | None = None) -> int:
+    """Send the messages of a job whose enqueue never completed (``enqueued_at`` unset):
+    one per queued item (a duplicate message is harmless, items are idempotent), then
+    record ``enqueued_at``.
+
+    Args:
+        items: the job's items when the caller just wrote them (saves reading them).
+
+    Returns:
+        Messages sent (0 when the job was already enqueued or SQS failed; logged).
+    """
+    if job.enqueued_at is not None:
+        return 0
+    queued = [i for i in items if i.status == QUEUED] if items is not None else state.query_items(job.job_id, QUEUED)
+    try:
+        send_messages([state.item_message(i) for i in queued])
+    except QueueError:
+        logger.error("enqueue incomplete job_id=%s; the stuck-work sweep will retry", job.job_id)
+        return 0
+    try:
+        job.update(actions=[JobModel.enqueued_at.set(state.now_s())], condition=JobModel.job_id.exists())
+    except UpdateError:
+        logger.warning("could not record enqueued_at job_id=%s", job.job_id)
+    return len(queued)
