@@ -368,9 +368,9 @@ def test_job_bodies_are_what_the_one_of_and_rules_say(api, body, allowed):
     _agrees(api.post("/v1/jobs", user="jobs-contract", json_body=body), allowed, body)
 
 
-def test_the_document_caps_a_job_at_500_images():
+def test_the_document_caps_a_job_at_1000_images():
     for n in range(1, MAX_N + 1):
-        most = 500 // n
+        most = 1000 // n
         assert _valid("JobRequest", {"prompt": "a", "count": most, "n": n})
         assert not _valid("JobRequest", {"prompt": "a", "count": most + 1, "n": n})
         assert _valid("JobRequest", {"prompts": ["a"] * most, "n": n})
