@@ -2,7 +2,7 @@
 
 Routes: ``POST /v1/jobs/{id}/archive`` (the job's succeeded images, in prompt order),
 ``POST /v1/collections/{name}/archive`` (the collection's images, oldest first),
-``POST /v1/archives {"image_ids": [...]}`` (at most ``ARCHIVE_MAX_IMAGES``, 500), and
+``POST /v1/archives {"image_ids": [...]}`` (at most ``ARCHIVE_MAX_IMAGES``, 1,000), and
 ``GET /v1/archives/{id}`` (status, then a presigned URL).
 
 An archive of up to ``ARCHIVE_INLINE_MAX_IMAGES`` images is built in the request
