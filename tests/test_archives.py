@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import time
 import zipfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import boto3
 import requests
@@ -280,3 +282,84 @@ def test_the_sweep_finishes_archives_whose_enqueue_or_inline_setup_failed(api, w
         )
     counts = recovery.sweep().as_dict()["counts"]
     assert "archives_failed" not in counts and "archives_resent" not in counts
+
+
+def load_imagefolder(url: str, into: Path):
+    """Download the export at ``url``, unpack it into ``into`` and load it with the real
+    ``datasets`` library, as a user would: ``load_dataset("imagefolder", data_dir=...)``."""
+    from datasets import load_dataset
+
+    open_zip(url).extractall(into / "export")
+    return load_dataset("imagefolder", data_dir=str(into / "export"), cache_dir=str(into / "hf-cache"))["train"]
+
+
+def metadata_rows(url: str) -> list[dict]:
+    text = open_zip(url).read("train/metadata.jsonl").decode("utf-8")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_imagefolder_export_of_text_to_image_results_loads_in_datasets(api, worker, tmp_path):
+    """format=imagefolder: train/ with the images and metadata.jsonl (file_name, prompt,
+    seed, model, width, height, steps); datasets loads one row per image, in order."""
+    prompts = parti_prompts()[200:203]
+    images = make_images("hf", len(prompts), collection="dataset")
+    for image, prompt in zip(images, prompts, strict=True):
+        image.prompt = prompt
+        image.save()
+    made = api.post("/v1/collections/dataset/archive", user="hf", json_body={"format": "imagefolder"})
+    assert made.status == 201, made.body
+    openapi_check.check("/v1/collections/{name}/archive", "POST", 201, made.json)
+    assert made.json["format"] == "imagefolder" and made.json["image_count"] == 3
+    zf = open_zip(made.json["url"])
+    assert zf.testzip() is None
+    assert sorted(zf.namelist()) == sorted(
+        [f"train/{n:04d}-{i.image_id}.jpg" for n, i in enumerate(images, start=1)] + ["train/metadata.jsonl"]
+    )
+    rows = metadata_rows(made.json["url"])
+    assert [list(row) for row in rows] == [["file_name", "prompt", "seed", "model", "width", "height", "steps"]] * 3
+    dataset = load_imagefolder(made.json["url"], tmp_path)
+    assert dataset.num_rows == 3
+    assert dataset.column_names == ["image", "prompt", "seed", "model", "width", "height", "steps"]
+    for row, image in zip(dataset, images, strict=True):
+        row["image"].load()  # every image decodes
+        assert row["image"].size == (int(image.width), int(image.height))
+        assert (row["prompt"], row["seed"], row["model"], row["steps"]) == (
+            image.prompt,
+            int(image.seed),
+            MODEL,
+            int(image.steps),
+        )
+    # the default and an explicit zip stay the flat ZIP with manifest.csv: another archive
+    plain = api.post("/v1/collections/dataset/archive", user="hf", json_body={"format": "zip"})
+    assert plain.status == 201 and plain.json["format"] == "zip"
+    assert plain.json["archive_id"] != made.json["archive_id"]
+    check_manifest(open_zip(plain.json["url"]), images)
+    default = api.post("/v1/collections/dataset/archive", user="hf")
+    assert default.json["archive_id"] == plain.json["archive_id"]
+    again = api.post("/v1/collections/dataset/archive", user="hf", json_body={"format": "imagefolder"})
+    assert again.json["archive_id"] == made.json["archive_id"]
+    chosen = api.post("/v1/archives", user="hf", json_body={"image_ids": [images[2].image_id], "format": "imagefolder"})
+    assert chosen.status == 201 and [r["file_name"] for r in metadata_rows(chosen.json["url"])] == [
+        f"0001-{images[2].image_id}.jpg"
+    ]
+
+
+def test_archive_format_is_validated_on_every_archive_route(api, worker):
+    images = make_images("fmt", 1, collection="c")
+    job = api.post("/v1/jobs", user="fmt", json_body={"prompts": ["x"], "width": 256, "height": 256})
+    routes = ["/v1/collections/c/archive", f"/v1/jobs/{job.json['job_id']}/archive"]
+    for path in routes:
+        for body, field in [
+            ({"format": "tar"}, "format"),
+            ({"format": None}, "format"),
+            ({"format": ["imagefolder"]}, "format"),
+            ({"format": "ImageFolder"}, "format"),
+            ({"fromat": "zip"}, "fromat"),
+        ]:
+            reply = api.post(path, user="fmt", json_body=body)
+            assert reply.status == 400 and reply.json["error"]["field"] == field, (path, body, reply.body)
+        assert api.post(path, user="fmt", body=b"[]", headers={"Content-Type": "application/json"}).status == 400
+    reply = api.post("/v1/archives", user="fmt", json_body={"image_ids": [images[0].image_id], "format": "parquet"})
+    assert reply.status == 400 and reply.json["error"]["field"] == "format"
+    theirs = api.post("/v1/collections/c/archive", user="fmt-thief", json_body={"format": "imagefolder"})
+    assert theirs.status == 404
