@@ -5,7 +5,11 @@ official ``together`` SDK and for our own client: bearer-key auth, Together's JS
 body, per-key rate limits with ``Retry-After``, ``GET /v1/models`` (an authenticated probe),
 revoked keys (403 everywhere), and injectable faults (429/500/503, hanging requests answered
 with 504, 200s whose image bytes are garbage, and marker prompts that make one request answer
-a 403 request error, a WAF page or any status). Images are
+a 403 request error, a WAF page or any status). Edit and reference requests (``image_url``,
+``reference_images``) fetch their URLs as Together does (a wall-clock deadline and a size
+cap): an unreachable URL or one that is not an image is a 400 ``invalid_request_error``
+naming the parameter, and the result is drawn from the fetched input (tinted, references
+inset, the prompt on top), so callers can tell which input was used. Images are
 real JPEG/PNG files drawn deterministically from the request, so the same request (with a
 seed) always yields the same bytes, and different prompts yield visibly different pictures.
 
@@ -61,6 +65,8 @@ __all__ = [
     "FluxEmulator",
     "key_id",
     "main",
+    "fetch_image",
+    "render_from_inputs",
     "render_image",
 ]
 
@@ -85,6 +91,15 @@ MAX_STORED_FILES = 2000
 
 MAX_BODY_BYTES = 1024 * 1024
 """Largest accepted request body, in bytes."""
+
+IMAGE_FETCH_DEADLINE_S = 10.0
+"""Wall-clock seconds for fetching one ``image_url`` / ``reference_images`` URL, connect to last byte."""
+
+IMAGE_FETCH_MAX_BYTES = 20 * 1024 * 1024
+"""Largest input image fetched, in bytes (more is refused as Together refuses oversized inputs)."""
+
+IMAGE_FETCH_MAX_PIXELS = 40_000_000
+"""Largest input image decoded, in pixels (a decompression bomb is refused, not decoded)."""
 
 _FAULT_NAMES = ("429", "500", "503", "timeout", "corrupt")
 _FAULT_FIELDS = {"429": "p429", "500": "p500", "503": "p503", "timeout": "ptimeout", "corrupt": "pcorrupt"}
@@ -151,6 +166,8 @@ class EmulatorConfig:
         tighten_factor: The fraction (0..1] of ``rate_limit_per_minute`` a tightened key gets.
         delisted_models: Catalog model ids the emulated upstream no longer offers: absent
             from ``GET /v1/models`` and refused like an unknown model.
+        image_fetch_seconds: Wall-clock deadline for fetching one input image URL, real seconds.
+        image_fetch_max_bytes: Largest input image fetched, bytes.
 
     Every answer to an authenticated generation request carries ``x-ratelimit-limit`` (the
     key's current limit, images per window), ``x-ratelimit-remaining`` (images left in the
@@ -179,6 +196,8 @@ class EmulatorConfig:
     tighten_after_429s: int = 0
     tighten_factor: float = 0.5
     delisted_models: list[str] = field(default_factory=list)
+    image_fetch_seconds: float = IMAGE_FETCH_DEADLINE_S
+    image_fetch_max_bytes: int = IMAGE_FETCH_MAX_BYTES
 
     def __post_init__(self) -> None:
         self.validate()
@@ -196,6 +215,11 @@ class EmulatorConfig:
             setattr(self, name, list(value))
         if not _is_int(self.rate_limit_per_minute) or self.rate_limit_per_minute < 0:
             raise ValueError("rate_limit_per_minute must be an integer >= 0")
+        if not _is_int(self.image_fetch_max_bytes) or self.image_fetch_max_bytes < 1:
+            raise ValueError("image_fetch_max_bytes must be an integer >= 1")
+        if not _is_number(self.image_fetch_seconds) or not 0 < self.image_fetch_seconds <= 120:
+            raise ValueError("image_fetch_seconds must be a number in (0, 120]")
+        self.image_fetch_seconds = float(self.image_fetch_seconds)
         if not _is_int(self.tighten_after_429s) or self.tighten_after_429s < 0:
             raise ValueError("tighten_after_429s must be an integer >= 0")
         if not _is_number(self.tighten_factor) or not 0 < self.tighten_factor <= 1:
@@ -312,6 +336,14 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+def _check_render_args(output_format: str, width: int, height: int) -> None:
+    """Raises ValueError for an unknown ``output_format`` or a non-positive size."""
+    if output_format not in ("jpeg", "png"):
+        raise ValueError(f"unsupported output_format {output_format!r}")
+    if width <= 0 or height <= 0:
+        raise ValueError("width and height must be positive")
+
+
 def render_image(
     prompt: str,
     *,
@@ -345,10 +377,7 @@ def render_image(
     Raises:
         ValueError: unknown ``output_format`` or non-positive size.
     """
-    if output_format not in ("jpeg", "png"):
-        raise ValueError(f"unsupported output_format {output_format!r}")
-    if width <= 0 or height <= 0:
-        raise ValueError("width and height must be positive")
+    _check_render_args(output_format, width, height)
     material = json.dumps(
         {"model": model, "prompt": prompt, "seed": seed, "index": index, "negative_prompt": negative_prompt},
         sort_keys=True,
@@ -380,6 +409,13 @@ def render_image(
             draw.polygon([(cx, cy - ry), (cx - rx, cy + ry), (cx + rx, cy + ry)], fill=fill)
         else:
             draw.line([(cx - rx, cy - ry), (cx + rx, cy + ry)], fill=fill, width=max(2, side // 40))
+    return _label_and_encode(img, draw, prompt, output_format)
+
+
+def _label_and_encode(img: Image.Image, draw: ImageDraw.ImageDraw, prompt: str, output_format: str) -> bytes:
+    """Draw the start of ``prompt`` in the bottom-left corner and encode ``img`` (JPEG q85 or PNG)."""
+    width, height = img.size
+    side = min(width, height)
     label = " ".join(prompt.split())[:40]
     if label and side >= 48:
         font = _font(max(8, side // 32))
@@ -394,6 +430,116 @@ def render_image(
     else:
         img.save(out, format="JPEG", quality=85)
     return out.getvalue()
+
+
+def render_from_inputs(
+    prompt: str,
+    base: Image.Image,
+    references: list[Image.Image],
+    *,
+    width: int,
+    height: int,
+    seed: int,
+    index: int = 0,
+    model: str = "",
+    output_format: str = "jpeg",
+) -> bytes:
+    """Draw an edit / multi-reference result that visibly derives from its inputs.
+
+    ``base`` (the ``image_url`` input, else the first reference) is stretched to
+    ``width`` x ``height`` and blended 30 % with a colour drawn from the prompt, seed, index
+    and model (the tint); every other reference is inset as a thumbnail along the top edge
+    (each a quarter of the width, left to right); the start of the prompt is drawn in the
+    bottom-left corner as in :func:`render_image`. Deterministic in its arguments.
+
+    Args:
+        base: the decoded input image (any mode).
+        references: the further reference images, in request order.
+        width, height: pixels of the result (> 0).
+
+    Returns:
+        The encoded JPEG or PNG bytes, RGB.
+
+    Raises:
+        ValueError: unknown ``output_format`` or non-positive size.
+    """
+    _check_render_args(output_format, width, height)
+    material = json.dumps(
+        {"model": model, "prompt": prompt, "seed": seed, "index": index, "edit": True}, sort_keys=True
+    ).encode()
+    digest = hashlib.sha256(material).digest()
+    tint = Image.new("RGB", (width, height), tuple(digest[0:3]))
+    img = Image.blend(base.convert("RGB").resize((width, height), Image.Resampling.BILINEAR), tint, 0.3)
+    inset_w = max(1, width // 4)
+    for i, ref in enumerate(references[:4]):
+        thumb = ref.convert("RGB").resize((inset_w, max(1, height // 4)), Image.Resampling.BILINEAR)
+        img.paste(thumb, (i * inset_w, 0))
+    return _label_and_encode(img, ImageDraw.Draw(img), prompt, output_format)
+
+
+def fetch_image(
+    url: str,
+    param: str,
+    *,
+    deadline_s: float = IMAGE_FETCH_DEADLINE_S,
+    max_bytes: int = IMAGE_FETCH_MAX_BYTES,
+    stopping: threading.Event | None = None,
+) -> Image.Image:
+    """Fetch and decode one input image, as Together fetches ``image_url`` / ``reference_images``.
+
+    Only ``http``/``https`` URLs; the whole fetch (connect to last byte) has a wall-clock
+    deadline of ``deadline_s`` seconds, the body is read in chunks and refused past
+    ``max_bytes`` bytes, and the decoded size is bounded by :data:`IMAGE_FETCH_MAX_PIXELS`.
+
+    Returns:
+        The decoded image (loaded).
+
+    Raises:
+        _ApiError: 400 ``invalid_request_error`` naming ``param`` (code ``invalid_image_url``)
+            for a bad scheme, an unreachable URL, a non-2xx answer, a timeout, an oversized
+            body or bytes that are not an image.
+    """
+    import requests  # the emulator's only outbound HTTP; imported here to keep startup light
+    import urllib3
+
+    def refuse(why: str) -> _ApiError:
+        return _ApiError(400, f"Could not load image from '{param}': {why}", code="invalid_image_url", param=param)
+
+    if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+        raise refuse("only http and https URLs are supported")
+    started = time.monotonic()
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        with requests.get(url, stream=True, timeout=(min(5.0, deadline_s), deadline_s), allow_redirects=False) as resp:
+            if not 200 <= resp.status_code < 300:
+                raise refuse(f"the URL answered HTTP {resp.status_code}")
+            while True:
+                # read1 returns what has arrived (at most one read timeout later), so a body
+                # that trickles in is still checked against the wall-clock deadline
+                chunk = resp.raw.read1(64 * 1024)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > max_bytes:
+                    raise refuse(f"the image exceeds {max_bytes} bytes")
+                if time.monotonic() - started > deadline_s or (stopping is not None and stopping.is_set()):
+                    raise refuse(f"fetching the image took longer than {deadline_s:g} s")
+                chunks.append(chunk)
+    except requests.RequestException as exc:
+        raise refuse(f"the URL could not be fetched ({type(exc).__name__})") from None
+    except (OSError, ValueError, urllib3.exceptions.HTTPError) as exc:  # errors while streaming the body
+        raise refuse(f"the URL could not be fetched ({type(exc).__name__})") from None
+    try:
+        img = Image.open(io.BytesIO(b"".join(chunks)), formats=("JPEG", "PNG", "WEBP", "GIF"))
+        if img.width * img.height > IMAGE_FETCH_MAX_PIXELS:
+            raise refuse(f"the image has more than {IMAGE_FETCH_MAX_PIXELS} pixels")
+        img.load()
+    except _ApiError:
+        raise
+    except Exception:  # noqa: BLE001 - Pillow raises many types for bad bytes
+        raise refuse("the URL did not return a supported image") from None
+    return img
 
 
 def _draw_label(
@@ -482,6 +628,8 @@ class _Params:
     guidance: float | None
     output_format: str
     response_format: str
+    image_url: str | None = None
+    reference_images: tuple[str, ...] = ()
 
 
 def _model_spec(body: dict[str, Any], delisted: list[str]) -> ModelSpec:
@@ -634,6 +782,8 @@ def _parse_params(body: object, reject_substring: str, delisted: list[str] | Non
         guidance=guidance,
         output_format=output_format,
         response_format=response_format,
+        image_url=body.get("image_url"),
+        reference_images=tuple(body.get("reference_images") or ()),
     )
 
 
@@ -1130,11 +1280,24 @@ class FluxEmulator:
 
         seed = params.seed if params.seed is not None else random.randrange(2**31)
         ext = "png" if params.output_format == "png" else "jpg"
+        inputs = self._fetch_inputs(params, config)
         data: list[dict[str, Any]] = []
         for index in range(params.n):
             if fault == "corrupt":
                 with self._lock:
                     blob = _garbage(self._fault_rng)
+            elif inputs:
+                blob = render_from_inputs(
+                    params.prompt,
+                    inputs[0],
+                    inputs[1:],
+                    width=params.width,
+                    height=params.height,
+                    seed=seed,
+                    index=index,
+                    model=params.model,
+                    output_format=params.output_format,
+                )
             else:
                 blob = render_image(
                     params.prompt,
@@ -1156,6 +1319,25 @@ class FluxEmulator:
         body = {"id": uuid.uuid4().hex, "model": params.model, "object": "list", "data": data}
         images = 0 if fault else params.n
         return _json(body, 200, headers), images, fault
+
+    def _fetch_inputs(self, params: _Params, config: EmulatorConfig) -> list[Image.Image]:
+        """The request's input images, fetched in order: ``image_url`` first, then each of
+        ``reference_images`` (each with :func:`fetch_image`'s deadline and size cap).
+
+        Raises:
+            _ApiError: 400 naming the parameter whose URL failed.
+        """
+        limits = {
+            "deadline_s": config.image_fetch_seconds,
+            "max_bytes": config.image_fetch_max_bytes,
+            "stopping": self._stopping,
+        }
+        images: list[Image.Image] = []
+        if params.image_url is not None:
+            images.append(fetch_image(params.image_url, "image_url", **limits))
+        for url in params.reference_images:
+            images.append(fetch_image(url, "reference_images", **limits))
+        return images
 
     def _capacity_error(self, config: EmulatorConfig, headers: Mapping[str, str]) -> _ApiError:
         """A 503 "no capacity" answer (with ``Retry-After`` when ``retry_after_503`` > 0)."""

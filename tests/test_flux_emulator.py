@@ -11,9 +11,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,8 @@ MODEL = "black-forest-labs/FLUX.1-schnell"
 FLUX2_DEV = "black-forest-labs/FLUX.2-dev"  # takes steps, guidance, prompt_upsampling, output_format
 KEY = "test-key-1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = REPO_ROOT / ".." / "shared" / "data" / "images"
+KONTEXT = "black-forest-labs/FLUX.1-kontext-pro"
 
 
 def _load_prompts() -> list[str]:
@@ -81,6 +85,78 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: flo
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def small_photo(name: str, side: int = 256, fmt: str = "PNG") -> bytes:
+    """A real photo scaled to ``side`` pixels on its long side, encoded as ``fmt``."""
+    with Image.open(PHOTOS / name) as img:
+        small = img.convert("RGB")
+        small.thumbnail((side, side))
+        buf = io.BytesIO()
+        small.save(buf, format=fmt)
+        return buf.getvalue()
+
+
+class ImageHost:
+    """A loopback HTTP server for input images: ``add(path, body, content_type)``, ``url(path)``;
+    ``/slow`` drips a byte every 0.2 s (a fetch that outlives its deadline)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[bytes, str]] = {}
+        host = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self.path == "/slow":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/png")
+                    self.end_headers()
+                    try:
+                        for _ in range(100):
+                            self.wfile.write(b"x")
+                            self.wfile.flush()
+                            time.sleep(0.2)  # the server side of a slow upstream, not a test wait
+                    except OSError:
+                        pass
+                    return
+                entry = host.files.get(self.path)
+                if entry is None:
+                    self.send_error(404)
+                    return
+                body, ctype = entry
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def add(self, path: str, body: bytes, content_type: str = "image/png") -> str:
+        self.files[path] = (body, content_type)
+        return self.url(path)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}{path}"
+
+
+@pytest.fixture(scope="module")
+def images() -> Iterator[ImageHost]:
+    host = ImageHost()
+    host.add("/chelsea.png", small_photo("chelsea.png"))
+    host.add("/coffee.jpg", small_photo("coffee.png", fmt="JPEG"), "image/jpeg")
+    host.add("/astronaut.png", small_photo("astronaut.png"))
+    host.add("/not-an-image.png", b"<html>this is not an image</html>", "image/png")
+    try:
+        yield host
+    finally:
+        host.server.shutdown()
+        host.server.server_close()
 
 
 # --------------------------------------------------------------------------- images
@@ -176,7 +252,8 @@ def test_unknown_fields_are_ignored(flux):
     assert r.status_code == 200, r.text
 
 
-def test_each_model_takes_its_own_parameters(flux):
+def test_each_model_takes_its_own_parameters(flux, images):
+    ref = images.url("/chelsea.png")
     bodies = [
         gen(PROMPT_B, negative_prompt="blurry"),
         gen(PROMPT_B, aspect_ratio="16:9", width=None, height=None),
@@ -186,7 +263,7 @@ def test_each_model_takes_its_own_parameters(flux):
             guidance=4.5,
             prompt_upsampling=False,
             output_format="png",
-            reference_images=["https://example.invalid/a.png"],
+            reference_images=[ref],
             image_loras=[{"path": "https://example.invalid/lora", "scale": 0.8}],
         ),
         gen(
@@ -195,14 +272,14 @@ def test_each_model_takes_its_own_parameters(flux):
             aspect_ratio="1:1",
             width=None,
             height=None,
-            image_url="https://example.invalid/a.png",
+            image_url=ref,
         ),
         {
             "model": "google/flash-image-2.5",
             "prompt": PROMPT_B,
             "width": 256,
             "height": 256,
-            "reference_images": ["https://example.invalid/a.png"],
+            "reference_images": [ref],
         },
     ]
     for body in bodies:
@@ -210,6 +287,101 @@ def test_each_model_takes_its_own_parameters(flux):
         assert r.status_code == 200, r.text
     wide = post(flux, {k: v for k, v in bodies[1].items() if v is not None}).json()["data"][0]["b64_json"]
     assert decode(wide).size == (1344, 768)  # the ratio's standard size
+
+
+# --------------------------------------------------------------------------- image inputs
+
+
+def mean_diff(a: Image.Image, b: Image.Image) -> float:
+    """Mean absolute per-channel difference (0..255) of two images at ``a``'s size."""
+    diff = ImageChops.difference(a.convert("RGB"), b.convert("RGB").resize(a.size))
+    return sum(ImageStat.Stat(diff).mean) / 3
+
+
+def fetched(host: ImageHost, path: str) -> Image.Image:
+    return Image.open(io.BytesIO(host.files[path][0])).convert("RGB")
+
+
+def test_an_edit_is_drawn_from_the_fetched_image_url(flux, images):
+    outputs = {}
+    for path in ("/chelsea.png", "/coffee.jpg"):
+        body = gen(PROMPT_A, model=KONTEXT, width=256, height=256, steps=28, seed=5, image_url=images.url(path))
+        r = post(flux, body)
+        assert r.status_code == 200, r.text
+        outputs[path] = decode(r.json()["data"][0]["b64_json"])
+        assert outputs[path].size == (256, 256)  # the requested size, not the input's
+    chelsea, coffee = fetched(images, "/chelsea.png"), fetched(images, "/coffee.jpg")
+    # Each result is its own input tinted: far closer to it than to the other input.
+    assert mean_diff(outputs["/chelsea.png"], chelsea) < mean_diff(outputs["/chelsea.png"], coffee) / 2
+    assert mean_diff(outputs["/coffee.jpg"], coffee) < mean_diff(outputs["/coffee.jpg"], chelsea) / 2
+    # Deterministic: the same request gives the same bytes.
+    again = post(
+        flux,
+        gen(PROMPT_A, model=KONTEXT, width=256, height=256, steps=28, seed=5, image_url=images.url("/chelsea.png")),
+    )
+    assert (
+        again.json()["data"][0]["b64_json"]
+        == post(
+            flux,
+            gen(PROMPT_A, model=KONTEXT, width=256, height=256, steps=28, seed=5, image_url=images.url("/chelsea.png")),
+        ).json()["data"][0]["b64_json"]
+    )
+
+
+def test_references_are_inset_in_order(flux, images):
+    body = {
+        "model": "black-forest-labs/FLUX.2-flex",
+        "prompt": PROMPT_B,
+        "width": 256,
+        "height": 256,
+        "steps": 8,
+        "image_url": images.url("/chelsea.png"),
+        "reference_images": [images.url("/coffee.jpg"), images.url("/astronaut.png")],
+    }
+    r = post(flux, body)
+    assert r.status_code == 200, r.text
+    out = decode(r.json()["data"][0]["b64_json"]).convert("RGB")
+    first, second = out.crop((0, 0, 64, 64)), out.crop((64, 0, 128, 64))
+    coffee, astronaut = fetched(images, "/coffee.jpg"), fetched(images, "/astronaut.png")
+    assert mean_diff(first, coffee) < mean_diff(first, astronaut)
+    assert mean_diff(second, astronaut) < mean_diff(second, coffee)
+    assert flux.stats()["by_status"] == {"200": 1}
+
+
+@pytest.mark.parametrize(
+    ("field", "path", "config"),
+    [
+        ("image_url", "/not-an-image.png", {}),
+        ("image_url", "/missing.png", {}),
+        ("reference_images", "/not-an-image.png", {}),
+        ("image_url", "/chelsea.png", {"image_fetch_max_bytes": 1000}),
+        ("image_url", "/slow", {"image_fetch_seconds": 0.5}),
+        ("image_url", "closed-port", {}),
+        ("image_url", "file:///etc/passwd", {}),
+    ],
+)
+def test_an_input_that_cannot_be_fetched_or_is_no_image_is_a_400(flux, images, field, path, config):
+    if config:
+        flux.configure(**config)
+    if path == "closed-port":
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{sock.getsockname()[1]}/a.png"
+    else:
+        url = path if "://" in path else images.url(path)
+    body = {
+        "model": "black-forest-labs/FLUX.2-pro",
+        "prompt": PROMPT_A,
+        "width": 256,
+        "height": 256,
+        field: url if field == "image_url" else [images.url("/chelsea.png"), url],
+    }
+    started = time.monotonic()
+    r = post(flux, body)
+    assert r.status_code == 400, r.text
+    error = error_of(r)
+    assert (error["param"], error["type"], error["code"]) == (field, "invalid_request_error", "invalid_image_url")
+    assert time.monotonic() - started < 8  # the wall-clock deadline held (the slow URL drips for 20 s)
 
 
 @pytest.mark.parametrize(
@@ -684,7 +856,7 @@ def test_config_from_env():
 # --------------------------------------------------------------------------- official SDK and CLI
 
 
-def test_official_together_sdk_talks_to_the_emulator(flux):
+def test_official_together_sdk_talks_to_the_emulator(flux, images):
     from together import AuthenticationError, BadRequestError, RateLimitError, Together
 
     # together>=2 (Stainless) posts to "/v1/images/generations" relative to base_url, so the
@@ -720,7 +892,7 @@ def test_official_together_sdk_talks_to_the_emulator(flux):
         height=256,
         steps=8,
         output_format="png",
-        reference_images=["https://example.invalid/ref.png"],
+        reference_images=[images.url("/chelsea.png")],
         image_loras=[{"path": "https://example.invalid/lora", "scale": 0.8}],
         extra_body={"guidance": 4.5, "prompt_upsampling": False},
         response_format="base64",
@@ -729,7 +901,7 @@ def test_official_together_sdk_talks_to_the_emulator(flux):
     kontext = client.images.generate(
         model="black-forest-labs/FLUX.1-kontext-pro",
         prompt=CORGI,
-        image_url="https://example.invalid/edit-me.png",
+        image_url=images.url("/coffee.jpg"),
         extra_body={"aspect_ratio": "9:16"},
         response_format="base64",
     )
