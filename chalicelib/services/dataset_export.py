@@ -160,14 +160,18 @@ def write_imagefolder(sink: MultipartZipSink, images: Sequence[ImageModel], inpu
 
 def input_ids(image: ImageModel) -> list[str]:
     """The ids (uploads or images) ``image`` was generated from, in the order the
-    generation took them; ``[]`` for a text-to-image result."""
-    recorded = getattr(image, "inputs", None) or []
-    ids = []
-    for entry in recorded:
-        value = entry.get("id") if isinstance(entry, Mapping) else getattr(entry, "id", None)
-        if isinstance(value, str) and value:
-            ids.append(value)
-    return ids
+    generation took them: the edited image, then the references (a mask is not an input
+    of the dataset); ``[]`` for a text-to-image result.
+
+    ``image.inputs`` is the record the generation wrote: ``{"image": {"id", ...}?,
+    "references": [{"id", ...}], "mask": {...}?}`` (see ``chalicelib.db.images.ImageModel``).
+    """
+    recorded = getattr(image, "inputs", None)
+    if not isinstance(recorded, Mapping):
+        return []
+    entries = [recorded.get("image"), *(recorded.get("references") or [])]
+    ids = [entry.get("id") for entry in entries if isinstance(entry, Mapping)]
+    return [i for i in dict.fromkeys(ids) if isinstance(i, str) and i]
 
 
 def inputs_resolver(user_id: str, images: Sequence[ImageModel]) -> InputsOf:

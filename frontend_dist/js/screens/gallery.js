@@ -2,7 +2,8 @@
 // (prompt, parameters, seed: re-run, share, download, delete); multi-select to download a ZIP or delete;
 // share the chosen collection.
 
-import { buildArchive, del, get, post } from "../api.js";
+import { del, get, post } from "../api.js";
+import { archiveDownload } from "../archive-download.js";
 import {
   announce,
   confirmDialog,
@@ -15,7 +16,6 @@ import {
   plural,
   shortModel,
   showError,
-  startDownload,
   toast,
   uid,
 } from "../ui.js";
@@ -46,7 +46,11 @@ export async function render(container, { query }) {
   const moreBtn = h("button", { type: "button", class: "btn", text: "Load more" });
   const moreBox = h("div", { class: "load-more" });
   const selCount = h("strong", { text: "" });
-  const zipBtn = h("button", { type: "button", class: "btn btn-primary btn-small", text: "Download ZIP" });
+  const download = archiveDownload({
+    request: () => ({ path: "/v1/archives", json: { image_ids: [...selected] } }),
+    filename: (format) => `promptcanvas-images${format === "imagefolder" ? "-imagefolder" : ""}.zip`,
+    small: true,
+  });
   const deleteBtn = h("button", { type: "button", class: "btn btn-danger btn-small", text: "Delete" });
   const clearBtn = h("button", { type: "button", class: "btn btn-ghost btn-small", text: "Clear selection" });
   const selectAllBtn = h("button", { type: "button", class: "btn btn-ghost btn-small", text: "Select all loaded" });
@@ -64,7 +68,7 @@ export async function render(container, { query }) {
       shareCollectionBtn.disabled = false;
     }
   });
-  const selectionBar = h("div", { class: "selection-bar", role: "region", "aria-label": "Selection", hidden: true }, selCount, selectAllBtn, clearBtn, zipBtn, deleteBtn);
+  const selectionBar = h("div", { class: "selection-bar", role: "region", "aria-label": "Selection", hidden: true }, selCount, selectAllBtn, clearBtn, download.element, deleteBtn);
 
   function setView(next) {
     view = next;
@@ -209,21 +213,6 @@ export async function render(container, { query }) {
   clearBtn.addEventListener("click", () => {
     selected.clear();
     updateSelection();
-  });
-  zipBtn.addEventListener("click", async () => {
-    const ids = [...selected];
-    zipBtn.disabled = true;
-    zipBtn.textContent = "Preparing ZIP…";
-    try {
-      const archive = await buildArchive("/v1/archives", { image_ids: ids });
-      startDownload(archive.url, "promptcanvas-images.zip");
-      toast(`Downloading a ZIP of ${plural(ids.length, "image")}.`, { kind: "success" });
-    } catch (err) {
-      showError(err, "Could not build the ZIP");
-    } finally {
-      zipBtn.disabled = false;
-      zipBtn.textContent = "Download ZIP";
-    }
   });
   deleteBtn.addEventListener("click", async () => {
     const ids = [...selected];
