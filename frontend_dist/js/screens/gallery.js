@@ -20,6 +20,7 @@ import {
   uid,
 } from "../ui.js";
 import { formatUsd } from "../params.js";
+import { editOnGenerate, imageInput } from "../image-inputs.js";
 import { RERUN_KEY } from "./generate.js";
 import { linkRow } from "./shares.js";
 
@@ -324,6 +325,11 @@ export function openLightbox(list, index, { onDelete } = {}) {
       dialog.close();
       location.hash = "#/generate";
     });
+    const editBtn = h("button", { type: "button", class: "btn", text: "Edit this image" });
+    editBtn.addEventListener("click", () => {
+      dialog.close();
+      editOnGenerate(imageInput(img));
+    });
     const shareBox = h("div", { class: "share-box", "aria-live": "polite" });
     const shareBtn = h("button", { type: "button", class: "btn", text: "Share" });
     shareBtn.addEventListener("click", async () => {
@@ -375,7 +381,7 @@ export function openLightbox(list, index, { onDelete } = {}) {
           h("h2", { id: titleId, class: "visually-hidden", text: "Image details" }),
           h("p", { class: "prompt-text", text: img.prompt }),
           h("dl", { class: "params-table" }, rows.map(([k, v]) => [h("dt", { text: k }), h("dd", { class: k === "Seed" ? "mono" : null, text: String(v) })])),
-          h("div", { class: "actions" }, rerun, shareBtn, h("a", { class: "btn", href: img.download_url || img.url, download: "", text: "Download" }), remove),
+          h("div", { class: "actions" }, rerun, editBtn, shareBtn, h("a", { class: "btn", href: img.download_url || img.url, download: "", text: "Download" }), remove),
           shareBox,
           list.length > 1 ? h("p", { class: "hint", text: `${current + 1} of ${list.length} · ← → to browse` }) : null,
         ),

@@ -3,6 +3,7 @@
 
 import { del, get } from "../api.js";
 import { confirmDialog, emptyState, errorBox, errorMessage, field, h, loadingBox, mount, plural, setFieldError, showError, statusBadge, toast } from "../ui.js";
+import { editOnGenerate, uploadInput } from "../image-inputs.js";
 import { CONCURRENCY, formatBytes, localProblem, runPool, uploadFile } from "../uploads.js";
 
 const COLLECTION_RE = /^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$/;
@@ -192,6 +193,15 @@ export async function render(container, { query }) {
         h("span", { class: "upload-name", text: upload.filename || upload.id }),
         h("span", {}, statusBadge(upload.status), upload.width ? ` ${upload.width}×${upload.height}` : "", upload.collection ? ` · ${upload.collection}` : ""),
         upload.error ? h("span", { class: "hint", text: upload.error.message }) : null,
+        upload.kind === "image" && upload.status === "ready"
+          ? h("button", {
+              type: "button",
+              class: "btn btn-small",
+              text: "Edit this image",
+              "aria-label": `Edit ${upload.filename || "this image"}`,
+              onclick: () => editOnGenerate(uploadInput(upload)),
+            })
+          : null,
         remove,
       ),
     );
