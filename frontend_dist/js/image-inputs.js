@@ -49,6 +49,32 @@ export async function readyUploads({ collection = "", max = 1000, signal } = {})
   return found.slice(0, max);
 }
 
+const previews = new Map(); // "source:id" -> Promise<input | null>
+
+/**
+ * The input (with a fresh thumbnail URL) that a recorded input {id, source} names, fetched once per
+ * page load (GET /v1/uploads/{id} or GET /v1/images/{id}); null when it is gone.
+ */
+export function inputPreview(ref) {
+  const key = `${ref.source}:${ref.id}`;
+  if (!previews.has(key)) {
+    const path = ref.source === "image" ? "/v1/images/" : "/v1/uploads/";
+    previews.set(
+      key,
+      get(path + encodeURIComponent(ref.id))
+        .then((found) => (ref.source === "image" ? imageInput(found) : uploadInput(found)))
+        .catch(() => null),
+    );
+  }
+  return previews.get(key);
+}
+
+/** The recorded inputs of an image or job item ({image?, references?}) as a list of {id, source}. */
+export function recordedInputs(inputs) {
+  if (!inputs || typeof inputs !== "object") return [];
+  return [inputs.image, ...(inputs.references || [])].filter((x) => x && typeof x.id === "string");
+}
+
 /** A model's image inputs from the catalog: {imageUrl: bool, maxReferences: number}. */
 export function modelInputs(spec) {
   const inputs = (spec && spec.image_inputs) || {};

@@ -3,6 +3,7 @@
 
 import { get, post } from "../api.js";
 import { archiveDownload } from "../archive-download.js";
+import { inputPreview, recordedInputs } from "../image-inputs.js";
 import {
   announce,
   confirmDialog,
@@ -160,6 +161,7 @@ export async function render(container, { params }) {
         prompt: item.prompt,
         collection: job.collection,
         created_at: item.finished_at,
+        inputs: item.inputs || item.image.inputs || null,
       };
       images.set(key, image);
       grid.append(tile(image));
@@ -194,7 +196,19 @@ export async function render(container, { params }) {
       const list = [...images.values()];
       openLightbox(list, list.findIndex((x) => x.id === image.id), {});
     });
-    return h("li", { class: "tile" }, open, h("p", { class: "tile-caption", title: image.prompt, text: image.prompt }));
+    const given = recordedInputs(image.inputs);
+    if (!given.length) return h("li", { class: "tile" }, open, h("p", { class: "tile-caption", title: image.prompt, text: image.prompt }));
+    // Image to image: the input beside the output.
+    const inputSlot = h("div", { class: "tile-input" });
+    inputPreview(given[0]).then((input) => {
+      if (input) mount(inputSlot, h("img", { src: input.url, alt: `Input: ${input.label}`, loading: "lazy", width: 256, height: 256 }));
+    });
+    return h(
+      "li",
+      { class: "tile tile-with-input" },
+      h("div", { class: "tile-pair", "aria-label": "Input and output" }, inputSlot, open),
+      h("p", { class: "tile-caption", title: image.prompt, text: image.prompt }),
+    );
   }
 
   async function poll() {
