@@ -20,7 +20,7 @@ import {
   uid,
 } from "../ui.js";
 import { formatUsd } from "../params.js";
-import { editOnGenerate, imageInput } from "../image-inputs.js";
+import { editOnGenerate, imageInput, inputPreview, inputThumb, recordedInputs } from "../image-inputs.js";
 import { RERUN_KEY } from "./generate.js";
 import { linkRow } from "./shares.js";
 
@@ -325,6 +325,15 @@ export function openLightbox(list, index, { onDelete } = {}) {
       dialog.close();
       location.hash = "#/generate";
     });
+    // Image to image: what it was made from, beside the details.
+    const madeFrom = h("div", { class: "made-from", "aria-label": "Input images" });
+    const given = recordedInputs(img.inputs);
+    if (given.length) {
+      mount(madeFrom, h("p", { class: "hint", text: "Made from" }));
+      Promise.all(given.map(inputPreview)).then((found) => {
+        madeFrom.append(h("div", { class: "pair-inputs" }, found.filter(Boolean).map((x, i) => inputThumb(x, i === 0 && img.inputs.image ? "Input" : "Reference"))));
+      });
+    }
     const editBtn = h("button", { type: "button", class: "btn", text: "Edit this image" });
     editBtn.addEventListener("click", () => {
       dialog.close();
@@ -381,6 +390,7 @@ export function openLightbox(list, index, { onDelete } = {}) {
           h("h2", { id: titleId, class: "visually-hidden", text: "Image details" }),
           h("p", { class: "prompt-text", text: img.prompt }),
           h("dl", { class: "params-table" }, rows.map(([k, v]) => [h("dt", { text: k }), h("dd", { class: k === "Seed" ? "mono" : null, text: String(v) })])),
+          madeFrom,
           h("div", { class: "actions" }, rerun, editBtn, shareBtn, h("a", { class: "btn", href: img.download_url || img.url, download: "", text: "Download" }), remove),
           shareBox,
           list.length > 1 ? h("p", { class: "hint", text: `${current + 1} of ${list.length} · ← → to browse` }) : null,
