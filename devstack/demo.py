@@ -256,7 +256,8 @@ def main() -> int:
         console.print(f"made {count} product images ({IMAGE_SIDE}×{IMAGE_SIDE} PNG), ZIP of {len(data):,} bytes")
         upload = upload_zip(console, client, data, count, collection)
         counts = upload.get("file_counts") or {}
-        summary.add_row("upload", f"{upload['status']}: {counts.get('ready', 0)} ready, {counts.get('rejected', 0)} rejected")
+        verdicts = f"{counts.get('ready', 0)} ready, {counts.get('rejected', 0)} rejected"
+        summary.add_row("upload", f"{upload['status']}: {verdicts}")
         if upload["status"] != "ready" or not counts.get("ready"):
             raise DemoFailed(f"the ZIP was not unpacked: {upload.get('error') or counts}")
 
@@ -281,9 +282,8 @@ def main() -> int:
             },
         )
         job_counts = job["counts"]
-        summary.add_row(
-            "job", f"{job['job_id']} {job['status']}: {job_counts['succeeded']} succeeded, {job_counts['failed']} failed"
-        )
+        outcome = f"{job_counts['succeeded']} succeeded, {job_counts['failed']} failed"
+        summary.add_row("job", f"{job['job_id']} {job['status']}: {outcome}")
         if not job_counts["succeeded"]:
             raise DemoFailed("the job made no image")
 
