@@ -215,7 +215,8 @@ export async function render(container, { navigate }) {
     state = { ...state, prompts: result.prompts, errors: result.errors };
     const n = result.prompts.length;
     summaryCount.textContent = String(n);
-    summaryText.textContent = n === 1 ? "prompt ready" : "prompts ready";
+    const unit = src === "collection" || src === "sets" ? "image" : "prompt";
+    summaryText.textContent = `${n === 1 ? unit : `${unit}s`} ready`;
     errorList.replaceChildren(...result.errors.slice(0, 50).map((e) => h("li", { text: e })));
     if (result.errors.length > 50) errorList.append(h("li", { text: `…and ${result.errors.length - 50} more.` }));
     errorsBox.hidden = !result.errors.length;
