@@ -71,10 +71,10 @@ def test_upload_edit_batch_over_collection_and_imagefolder_download(open_page, s
 
     # One prompt over the collection: the count and the cost estimate before starting.
     go(page, "Batch")
-    page.locator("label", has_text="One prompt over a collection").click()
+    page.locator("label", has_text="One prompt over uploaded images").click()
     over = parti(skip=6)
     page.get_by_label("Prompt for every image").fill(over)
-    page.get_by_label("Uploaded collection").fill("discs")
+    page.get_by_label("Images from").fill("discs")
     expect(page.locator(".over-count")).to_have_text("2 ready images in “discs”.", timeout=20_000)
     page.get_by_label("Model").select_option(EDIT_MODEL)
     summary = page.get_by_role("complementary", name="Batch summary")

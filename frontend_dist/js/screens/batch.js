@@ -22,7 +22,7 @@ export async function render(container, { navigate }) {
     ["paste", "Paste prompts"],
     ["file", "Upload file"],
     ["count", "One prompt × count"],
-    ["collection", "One prompt over a collection"],
+    ["collection", "One prompt over uploaded images"],
     ["sets", "Sets"],
   ];
   const group = uid("src");
@@ -65,9 +65,9 @@ export async function render(container, { navigate }) {
   const overPromptInput = h("textarea", { name: "over_prompt", rows: 3, maxlength: 2000, placeholder: "An edit to make to every image, e.g. put the product on a marble table" });
   const overPrompt = field("Prompt for every image", overPromptInput, { id: "batch-over-prompt" });
   const overCollectionInput = h("input", { type: "text", name: "collection_images", maxlength: 64, placeholder: "e.g. product-shots" });
-  const overCollection = field("Uploaded collection", overCollectionInput, {
+  const overCollection = field("Images from", overCollectionInput, {
     id: "batch-over-collection",
-    hint: "Every ready image uploaded to this collection on the Images tab gets the prompt.",
+    hint: "The name of a collection on the Images tab: every ready image in it gets the prompt.",
   });
   const overCount = h("p", { class: "hint over-count", role: "status", "aria-live": "polite" });
   let overImages = { collection: null, count: 0 };
@@ -158,7 +158,7 @@ export async function render(container, { navigate }) {
   const previewList = h("ol", { class: "preview-list", "aria-label": "First prompts" });
   const submit = h("button", { type: "submit", class: "btn btn-primary btn-lg btn-block", text: "Start batch", disabled: true });
 
-  const cost = h("p", { class: "batch-cost", role: "status", "aria-live": "polite" });
+  const cost = h("p", { class: "batch-cost", "aria-live": "polite" });
   let state = { prompts: [], errors: [], fileObj: null };
 
   function source() {
