@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import boto3
+import pytest
 import requests
 from PIL import Image
 from ulid import ULID
@@ -363,3 +364,113 @@ def test_archive_format_is_validated_on_every_archive_route(api, worker):
     assert reply.status == 400 and reply.json["error"]["field"] == "format"
     theirs = api.post("/v1/collections/c/archive", user="fmt-thief", json_body={"format": "imagefolder"})
     assert theirs.status == 404
+
+
+def disc(fmt: str, colour: tuple[int, int, int]) -> bytes:
+    """A 256x256 picture (a disc on a plain ground), encoded as ``fmt``."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (256, 256), (235, 235, 235))
+    ImageDraw.Draw(img).ellipse((40, 40, 216, 216), fill=colour)
+    out = io.BytesIO()
+    img.save(out, format=fmt)
+    return out.getvalue()
+
+
+def ready_uploads(api, worker, user: str, pictures: list[tuple[str, str, bytes]]) -> list[str]:
+    """Upload ``(filename, content type, bytes)`` through the presigned POST; wait until each is ready."""
+    from tests.test_uploads import upload, wait_verdict
+
+    ids = [upload(api, user, data, ctype, filename, collection="inputs") for filename, ctype, data in pictures]
+    for upload_id in ids:
+        assert wait_verdict(api, worker, user, upload_id)["status"] == "ready"
+    return ids
+
+
+def wait_job(api, user: str, job_id: str) -> dict:
+    return wait_for(
+        lambda: (j := api.get(f"/v1/jobs/{job_id}", user=user).json)["status"] not in ("queued", "running") and j,
+        timeout_s=90,
+        what=f"(job {job_id} to finish)",
+    )
+
+
+def test_imagefolder_export_pairs_inputs_with_outputs_and_loads_in_datasets(api, worker, tmp_path):
+    """Image-to-image through the real API: one prompt over two uploads (a PNG and a JPEG), then
+    the job's imagefolder export: input_file_name and output_file_name (no plain file_name,
+    which datasets would read for both image columns), the inputs stored once, and datasets
+    loads 2 rows whose input is the uploaded picture. A sets job with two references per set
+    adds reference_file_names (a list of images in datasets)."""
+    user = "pairs"
+    worker.start()
+    ids = ready_uploads(
+        api,
+        worker,
+        user,
+        [("red.png", "image/png", disc("PNG", (210, 30, 30))), ("blue.jpg", "image/jpeg", disc("JPEG", (30, 30, 210)))],
+    )
+    prompt = parti_prompts()[300]
+    job = api.post(
+        "/v1/jobs",
+        user=user,
+        json_body={
+            "prompt": prompt,
+            "image_ids": ids,
+            "model": "black-forest-labs/FLUX.1-kontext-pro",
+            "width": 256,
+            "height": 256,
+        },
+    )
+    assert job.status == 202, job.body
+    assert wait_job(api, user, job.json["job_id"])["counts"]["succeeded"] == 2
+    made = api.post(f"/v1/jobs/{job.json['job_id']}/archive", user=user, json_body={"format": "imagefolder"})
+    assert made.status == 201, made.body
+    openapi_check.check("/v1/jobs/{job_id}/archive", "POST", 201, made.json)
+    rows = metadata_rows(made.json["url"])
+    columns = ["input_file_name", "output_file_name", "prompt", "seed", "model", "width", "height", "steps"]
+    assert [list(row) for row in rows] == [columns] * 2
+    assert [row["input_file_name"].rsplit(".", 1)[0] for row in rows] == [f"input-{i}" for i in ids]
+    names = open_zip(made.json["url"]).namelist()
+    assert sorted(names) == sorted(
+        ["train/metadata.jsonl"]
+        + [f"train/{r['input_file_name']}" for r in rows]
+        + [f"train/{r['output_file_name']}" for r in rows]
+    )
+    dataset = load_imagefolder(made.json["url"], tmp_path / "edit")
+    assert dataset.num_rows == 2
+    assert dataset.column_names == ["input", "output", "prompt", "seed", "model", "width", "height", "steps"]
+    for row, colour in zip(dataset, [(210, 30, 30), (30, 30, 210)], strict=True):
+        row["input"].load()
+        row["output"].load()
+        assert row["input"].size == (256, 256) and row["output"].size == (256, 256)
+        assert row["input"].convert("RGB").getpixel((128, 128)) == pytest.approx(colour, abs=8)
+        assert row["prompt"] == prompt and row["model"] == "black-forest-labs/FLUX.1-kontext-pro"
+
+    # sets: each set's references, n images per set
+    sets = api.post(
+        "/v1/jobs",
+        user=user,
+        json_body={
+            "sets": [
+                {"prompt": parti_prompts()[301], "image_ids": ids},
+                {"prompt": parti_prompts()[302], "image_ids": ids[::-1]},
+            ],
+            "n": 2,
+            "model": "black-forest-labs/FLUX.2-pro",
+            "width": 256,
+            "height": 256,
+        },
+    )
+    assert sets.status == 202, sets.body
+    assert wait_job(api, user, sets.json["job_id"])["counts"]["succeeded"] == 4
+    made = api.post(f"/v1/jobs/{sets.json['job_id']}/archive", user=user, json_body={"format": "imagefolder"})
+    assert made.status == 201, made.body
+    rows = metadata_rows(made.json["url"])
+    assert len(rows) == 4 and all(list(row) == [*columns, "reference_file_names"] for row in rows)
+    assert len([n for n in open_zip(made.json["url"]).namelist() if n.startswith("train/input-")]) == 2  # once each
+    dataset = load_imagefolder(made.json["url"], tmp_path / "sets")
+    assert dataset.num_rows == 4 and dataset.column_names == ["input", "output", *columns[2:], "reference"]
+    for row in dataset:
+        assert row["input"] is not None and len(row["reference"]) == 1
+        for image in (row["input"], row["output"], *row["reference"]):
+            image.load()
