@@ -230,6 +230,7 @@ def export_dataset(console: Any, client: Client, job_id: str) -> tuple[dict[str,
 
 def main() -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -265,7 +266,7 @@ def main() -> int:
         ready = int(counts["ready"])
         each = price_per_image(model, IMAGE_SIDE, IMAGE_SIDE)
         console.print(
-            f"one prompt over “{collection}”: {ready} images with {model['name']}, "
+            f"one prompt over “{collection}”: {ready} images with {escape(model['name'])}, "
             f"estimated cost ${ready * each:.4f} ({ready} × ${each:.4f})"
         )
         job = run_job(
@@ -293,14 +294,15 @@ def main() -> int:
         rows = Table(title="the first rows, as datasets loads them")
         for column in ("input", "output", "prompt", "seed", "model", "width", "height"):
             rows.add_column(column, overflow="ellipsis", max_width=36)
+        shown = ("input", "output", "prompt", "seed", "model", "width", "height")
+
+        def cell(value: Any) -> str:
+            if hasattr(value, "size"):
+                return f"{value.format} {value.size[0]}×{value.size[1]}"
+            return escape(str(value))
+
         for row in train.select(range(min(3, train.num_rows))):
-            rows.add_row(
-                *(
-                    f"{row[c].format} {row[c].size[0]}×{row[c].size[1]}" if hasattr(row[c], "size") else str(row[c])
-                    for c in ("input", "output", "prompt", "seed", "model", "width", "height")
-                    if c in row
-                )
-            )
+            rows.add_row(*(cell(row.get(c)) for c in shown))
         console.print(rows)
         paired = sum(1 for row in train if row.get("input") is not None and row.get("output") is not None)
         summary.add_row("pairs", f"{paired} of {train.num_rows} rows pair an input with its output")
@@ -311,7 +313,7 @@ def main() -> int:
         return 0 if ok else 1
     except DemoFailed as exc:
         console.print(summary)
-        console.print(f"[red]demo failed: {exc}[/]")
+        console.print(f"[red]demo failed: {escape(str(exc))}[/]")
         return 1
     finally:
         if stack is not None:
