@@ -292,9 +292,9 @@ def main() -> int:
         summary.add_row("export", f"{archive['archive_id']} ({archive['format']}, {archive['bytes']:,} bytes)")
         summary.add_row("dataset", f"{train.num_rows} rows; columns: {', '.join(train.column_names)}")
         rows = Table(title="the first rows, as datasets loads them")
-        for column in ("input", "output", "prompt", "seed", "model", "width", "height"):
-            rows.add_column(column, overflow="ellipsis", max_width=36)
         shown = ("input", "output", "prompt", "seed", "model", "width", "height")
+        for column in shown:
+            rows.add_column(column, overflow="ellipsis", max_width=36)
 
         def cell(value: Any) -> str:
             if hasattr(value, "size"):
