@@ -59,7 +59,8 @@ REFERENCES_COLUMN = "reference_file_names"
 @dataclass(frozen=True)
 class InputImage:
     """One input of a generated image, as stored: ``input_id`` (the upload or image id it
-    was given as) and ``s3_key`` (the metadata-stripped copy in the images bucket)."""
+    was given as) and ``s3_key`` (the metadata-stripped copy in the images bucket; ``""``
+    when the input has been deleted since)."""
 
     input_id: str
     s3_key: str
@@ -121,7 +122,7 @@ def write_imagefolder(sink: MultipartZipSink, images: Sequence[ImageModel], inpu
 
         def input_file(item: InputImage, when: tuple[int, ...]) -> str | None:
             if item.input_id not in written_inputs:
-                data = objects.get(item.s3_key)
+                data = objects.get(item.s3_key) if item.s3_key else None
                 name = f"input-{item.input_id}.{_extension(item.s3_key)}" if data is not None else None
                 if data is None:
                     logger.warning("export skips input %s: object missing", item.input_id)
@@ -177,7 +178,8 @@ def input_ids(image: ImageModel) -> list[str]:
 def inputs_resolver(user_id: str, images: Sequence[ImageModel]) -> InputsOf:
     """``inputs_of`` for :func:`write_imagefolder` over ``images``: the stored copies of
     every input, looked up once (uploads and the user's own images, BatchGetItem, 100 keys
-    a call). An input that no longer exists is left out."""
+    a call). An input that no longer exists keeps its place with an empty ``s3_key`` (its
+    cell is null), so an image-to-image export stays one even when inputs were deleted."""
     wanted = list(dict.fromkeys(i for image in images for i in input_ids(image)))
     keys: dict[str, str] = {}
     for start in range(0, len(wanted), 100):
@@ -189,6 +191,6 @@ def inputs_resolver(user_id: str, images: Sequence[ImageModel]) -> InputsOf:
             keys[found.image_id] = found.s3_key
 
     def inputs_of(image: ImageModel) -> list[InputImage]:
-        return [InputImage(i, keys[i]) for i in input_ids(image) if i in keys]
+        return [InputImage(i, keys.get(i, "")) for i in input_ids(image)]
 
     return inputs_of
