@@ -26,12 +26,12 @@ from PIL import Image, ImageChops, ImageStat, UnidentifiedImageError
 from chalicelib.flux.catalog import catalog
 from devstack.flux_emulator import API_PATH, MODELS_PATH, EmulatorConfig, FluxEmulator, key_id, render_image
 from devstack.prompts import PARTI_PROMPTS as PROMPTS_TSV
+from tests.photos import small_photo
 
 MODEL = "black-forest-labs/FLUX.1-schnell"
 FLUX2_DEV = "black-forest-labs/FLUX.2-dev"  # takes steps, guidance, prompt_upsampling, output_format
 KEY = "test-key-1"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PHOTOS = REPO_ROOT / ".." / "shared" / "data" / "images"
 KONTEXT = "black-forest-labs/FLUX.1-kontext-pro"
 
 
@@ -85,16 +85,6 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: flo
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout}s")
         time.sleep(interval)
-
-
-def small_photo(name: str, side: int = 256, fmt: str = "PNG") -> bytes:
-    """A real photo scaled to ``side`` pixels on its long side, encoded as ``fmt``."""
-    with Image.open(PHOTOS / name) as img:
-        small = img.convert("RGB")
-        small.thumbnail((side, side))
-        buf = io.BytesIO()
-        small.save(buf, format=fmt)
-        return buf.getvalue()
 
 
 class ImageHost:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.attributes import JSONAttribute, NumberAttribute, TTLAttribute, UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.exceptions import DeleteError, TransactWriteError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, LocalSecondaryIndex
 from pynamodb.transactions import TransactWrite
@@ -38,6 +38,11 @@ class ImageModel(BaseModel):
 
     The object lives at ``s3_key`` (original, metadata stripped) and ``thumb_key``
     (WebP, 256 px on the long side) in the images bucket.
+
+    ``inputs`` records what an edit or multi-reference generation was given, so it can be
+    reproduced: ``{"image": {"id", "source", "sha256"}?, "references": [{...}],
+    "mask": {...}?}`` (``source`` ``upload`` | ``image``, ``sha256`` hex digest of the
+    bytes handed upstream); None for text-to-image.
     """
 
     class Meta(BaseModel.Meta):
@@ -65,6 +70,7 @@ class ImageModel(BaseModel):
     content_type = UnicodeAttribute()
     created_at = UTCDateTimeAttribute()
     upstream_ms = NumberAttribute(null=True)  # Together call latency, milliseconds
+    inputs = JSONAttribute(null=True)  # image inputs (ids, sha256), see the class docstring
     # DynamoDB TTL backstop for the retention sweep (IMAGE_RETENTION_DAYS); None keeps it forever.
     expires_at = TTLAttribute(null=True)
 

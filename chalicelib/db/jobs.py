@@ -133,6 +133,9 @@ class JobItemModel(BaseModel):
     every attempt stores under the same id (at most one image per item).
     ``cancel_requested`` is set on a running item when its job is cancelled.
     ``charged_period`` is the quota month its image was charged to (a refund goes there).
+    ``inputs`` the item's image inputs, ``{"image": {"id", "source"}?, "references":
+    [{"id", "source"}], "mask": {...}?}`` (``source`` ``upload`` | ``image``), or None for
+    text-to-image; the worker resolves them to fresh presigned URLs when it runs.
     """
 
     class Meta(BaseModel.Meta):
@@ -156,6 +159,7 @@ class JobItemModel(BaseModel):
     error_message = UnicodeAttribute(null=True)
     retry_round = NumberAttribute(default=0)  # 0 at submit, +1 for each retry of the item
     charged_period = UnicodeAttribute(null=True)  # quota month ("YYYY-MM") its image was charged to
+    inputs = JSONAttribute(null=True)  # image inputs by id (see the class docstring)
     created_at = NumberAttribute()
     enqueued_at = NumberAttribute(null=True)
     started_at = NumberAttribute(null=True)

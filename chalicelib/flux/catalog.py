@@ -80,8 +80,12 @@ TEXT_PARAMETERS: tuple[str, ...] = (
     "prompt_upsampling",
     "output_format",
 )
-#: Image-input parameters (stated per model in the catalog; not yet taken by this API).
+#: Image-input parameters (stated per model in the catalog). The API takes ``image_url`` and
+#: ``reference_images`` as ids of the caller's images (``chalicelib.services.image_inputs``);
+#: ``image_loras`` is not taken yet.
 IMAGE_PARAMETERS: tuple[str, ...] = ("image_url", "reference_images", "image_loras")
+#: The :class:`GenerationParams` fields that carry image-input URLs.
+IMAGE_URL_FIELDS: frozenset[str] = frozenset({"image_url", "reference_images"})
 #: A field of the older API that no current model takes (FLUX.2 takes ``guidance``).
 LEGACY_FIELDS: dict[str, str] = {"guidance_scale": "guidance"}
 
@@ -395,6 +399,11 @@ class GenerationParams:
         guidance: 0..20, rounded to 6 decimal places, or None (upstream default).
         prompt_upsampling: bool or None (upstream default).
         output_format: "jpeg" | "png" or None (upstream default).
+        image_url: the image to edit, a URL the upstream fetches (Together's ``image_url``),
+            or None. Set by the service that resolved the caller's input ids, never parsed
+            from a client body.
+        reference_images: URLs of reference images (Together's ``reference_images``), in
+            order; at most the model's ``max_reference_images``.
     """
 
     prompt: str
@@ -409,6 +418,8 @@ class GenerationParams:
     guidance: float | None = None
     prompt_upsampling: bool | None = None
     output_format: str | None = None
+    image_url: str | None = None
+    reference_images: tuple[str, ...] = ()
 
     def seed_for(self, index: int) -> int:
         """The seed of image ``index`` (0-based): ``(seed + index) % 2**32``."""
@@ -417,8 +428,9 @@ class GenerationParams:
     def to_body(self) -> dict[str, Any]:
         """A JSON body that :func:`parse_generation_params` turns back into ``self``
         (for queuing a job). ``None`` fields are omitted; with ``aspect_ratio`` the
-        nominal width/height are omitted too."""
-        body = {k: v for k, v in asdict(self).items() if v is not None}
+        nominal width/height are omitted too. Image inputs are left out: their URLs are
+        short-lived and made again for each generation."""
+        body = {k: v for k, v in asdict(self).items() if v is not None and k not in IMAGE_URL_FIELDS}
         if self.aspect_ratio:
             body.pop("width")
             body.pop("height")
@@ -435,6 +447,10 @@ class GenerationParams:
             value = getattr(self, name)
             if value is not None:
                 fields[name] = value
+        if self.image_url is not None:
+            fields["image_url"] = self.image_url
+        if self.reference_images:
+            fields["reference_images"] = list(self.reference_images)
         return fields
 
 

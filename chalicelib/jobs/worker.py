@@ -56,7 +56,7 @@ from pynamodb.exceptions import PutError, TransactWriteError
 from chalicelib import queue
 from chalicelib.db import ImageModel, JobItemModel, is_condition_failure
 from chalicelib.db.images import save_new_image
-from chalicelib.errors import ValidationError
+from chalicelib.errors import DomainError, ValidationError
 from chalicelib.flux.catalog import GenerationParams, parse_generation_params
 from chalicelib.flux.client import MAX_COOLDOWN_WAIT_S, get_flux_client
 from chalicelib.flux.exceptions import (
@@ -69,7 +69,7 @@ from chalicelib.flux.exceptions import (
 from chalicelib.flux.keypool import get_key_pool
 from chalicelib.jobs import state
 from chalicelib.jobs.state import Done, ItemLease, Later
-from chalicelib.services import archives, images, usage, webhook_queue
+from chalicelib.services import archives, image_inputs, images, usage, webhook_queue
 from chalicelib.settings import get_settings
 from chalicelib.sqsbatch import Deferred, invocation_deadline, process_batch
 from chalicelib.storage import imaging, objects
@@ -112,8 +112,24 @@ def stored_image(item: JobItemModel) -> ImageModel | None:
         return None
 
 
-def generate_image(lease: ItemLease, deadline_s: float | None = None) -> Any:
-    """Call Flux for the item's one image.
+def inputs_for(item: JobItemModel) -> image_inputs.Prepared:
+    """The item's image inputs resolved again now (ownership, state) and prepared: fresh
+    presigned URLs, sha256 of each input. Empty for a text-to-image item.
+
+    Raises:
+        DomainError: an input was deleted or rejected since the job was submitted (404/422).
+        botocore / pynamodb errors: S3 or DynamoDB failed.
+    """
+    if not item.inputs:
+        return image_inputs.Prepared()
+    return image_inputs.prepare(image_inputs.from_json(item.user_id, item.inputs))
+
+
+def generate_image(
+    lease: ItemLease, deadline_s: float | None = None, prepared: image_inputs.Prepared | None = None
+) -> Any:
+    """Call Flux for the item's one image (with its image inputs: ``prepared``, default
+    :func:`inputs_for`).
 
     Returns:
         The :class:`~chalicelib.flux.client.GeneratedImage`.
@@ -121,18 +137,21 @@ def generate_image(lease: ItemLease, deadline_s: float | None = None) -> Any:
     Raises:
         The Flux client's errors (see the module docstring for what each means here).
     """
-    return get_flux_client().generate(params_for(lease.item), deadline_s=deadline_s)[0]
+    prepared = prepared if prepared is not None else inputs_for(lease.item)
+    return get_flux_client().generate(prepared.apply(params_for(lease.item)), deadline_s=deadline_s)[0]
 
 
-def upload_objects(lease: ItemLease, generated: Any) -> StagedImage:
-    """Process the bytes and upload original and thumbnail under the item's image id.
+def upload_objects(lease: ItemLease, generated: Any, prepared: image_inputs.Prepared | None = None) -> StagedImage:
+    """Process the bytes (after the mask of ``prepared``, default :func:`inputs_for`) and
+    upload original and thumbnail under the item's image id; the metadata records the inputs.
 
     Raises:
         ValueError: the bytes do not decode. botocore errors: the upload failed.
     """
     item = lease.item
     params = params_for(item)
-    processed = imaging.process(generated.data)
+    prepared = prepared if prepared is not None else inputs_for(item)
+    processed = imaging.process(prepared.finish(generated.data))
     model = images.new_image_model(
         item.user_id,
         item.image_id,
@@ -144,6 +163,7 @@ def upload_objects(lease: ItemLease, generated: Any) -> StagedImage:
         collection=item.collection,
         job_id=item.job_id,
         item_id=item.item_id,
+        inputs=prepared.record,
     )
     s3_key, t_key = model.s3_key, model.thumb_key
     objects.put(s3_key, processed.original, processed.content_type)
@@ -216,12 +236,19 @@ def run_item(
     except ValidationError as exc:
         state.fail_item(lease, state.REASON_INVALID, exc.message)
         return Done("invalid")
+    try:
+        prepared = inputs_for(lease.item)
+    except DomainError as exc:  # an input deleted or rejected since submit: permanent
+        state.fail_item(lease, state.REASON_INVALID, f"{exc.field or 'input'}: {exc.message}")
+        return Done("invalid")
+    except Exception as exc:  # noqa: BLE001 - S3 / DynamoDB: retried like a storage failure
+        return _storage_failed(lease, attempt, exc)
     budget = min(settings.flux_deadline_seconds, deadline - time.monotonic() - STORE_MARGIN_S)
     if budget < MIN_FLUX_BUDGET_S:
         state.release(lease, give_back_attempt=True)
         return Later(0, "no-time-left")
     try:
-        generated = generate_image(lease, deadline_s=budget)
+        generated = generate_image(lease, deadline_s=budget, prepared=prepared)
     except AllKeysCoolingError as exc:
         state.release(lease, give_back_attempt=True)
         return Later(max(1.0, exc.retry_after) + random.uniform(0.0, 1.0), "keys-cooling")
@@ -241,20 +268,27 @@ def run_item(
         state.release(lease, give_back_attempt=False)
         return Later(retry_delay_s(attempt), "upstream-failed")
     try:
-        staged = upload_objects(lease, generated)
+        staged = upload_objects(lease, generated, prepared)
         image = write_metadata(lease, staged)
     except ValueError as exc:
         state.fail_item(lease, state.REASON_CORRUPT, f"image does not decode: {exc}")
         return Done("corrupt")
     except Exception as exc:  # noqa: BLE001 - S3 / DynamoDB: retried like an upstream failure
-        logger.warning("storing failed job_id=%s item_id=%s (%s)", item.job_id, item.item_id, type(exc).__name__)
-        if attempt >= settings.max_item_attempts:
-            state.fail_item(lease, state.REASON_STORAGE, f"storing the image failed ({type(exc).__name__})")
-            return Done("storage-failed")
-        state.release(lease, give_back_attempt=False)
-        return Later(retry_delay_s(attempt), "storage-failed")
+        return _storage_failed(lease, attempt, exc)
     state.complete_item(lease, image)
     return Done("succeeded")
+
+
+def _storage_failed(lease: ItemLease, attempt: int, exc: Exception) -> Done | Later:
+    """An S3 / DynamoDB failure of an item: retried after a back-off, failed with
+    ``storage-failed`` once ``MAX_ITEM_ATTEMPTS`` are spent."""
+    item = lease.item
+    logger.warning("storing failed job_id=%s item_id=%s (%s)", item.job_id, item.item_id, type(exc).__name__)
+    if attempt >= get_settings().max_item_attempts:
+        state.fail_item(lease, state.REASON_STORAGE, f"storing the image failed ({type(exc).__name__})")
+        return Done("storage-failed")
+    state.release(lease, give_back_attempt=False)
+    return Later(retry_delay_s(attempt), "storage-failed")
 
 
 # --- messages --------------------------------------------------------------------------------

@@ -34,10 +34,10 @@ from chalicelib.db import ImageModel, PromptHistoryModel, is_condition_failure, 
 from chalicelib.db.images import collection_counts, delete_image_item, save_new_image
 from chalicelib.errors import DomainError, ErrorCode, NotFound, ValidationError
 from chalicelib.flux import availability
-from chalicelib.flux.catalog import GENERATION_FIELDS, GenerationParams, image_cost, parse_generation_params
+from chalicelib.flux.catalog import GENERATION_FIELDS, GenerationParams, find_model, image_cost, parse_generation_params
 from chalicelib.flux.client import get_flux_client
 from chalicelib.jsonbody import reject_nulls
-from chalicelib.services import usage
+from chalicelib.services import image_inputs, usage
 from chalicelib.services.pagination import ULID_PATTERN, matches, owner_page
 from chalicelib.settings import get_settings
 from chalicelib.storage import imaging, objects
@@ -49,7 +49,7 @@ logger = logging.getLogger("promptcanvas.images")
 #: ``_ . -``; it starts and ends with a letter, digit, ``_``, ``.`` or ``-`` (no outer spaces).
 COLLECTION_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9 _.\-]{0,62}[A-Za-z0-9_.\-])?$"
 ULID_RE = re.compile(ULID_PATTERN.removesuffix("$") + r"\Z")
-CREATE_FIELDS = GENERATION_FIELDS | {"collection"}
+CREATE_FIELDS = GENERATION_FIELDS | {"collection"} | image_inputs.INPUT_FIELDS
 RECENT_PROMPTS = 20
 
 
@@ -100,6 +100,7 @@ def image_json(item: ImageModel) -> dict[str, Any]:
         "content_type": item.content_type,
         "bytes": int(item.bytes),
         "created_at": iso8601(item.created_at),
+        "inputs": image_inputs.inputs_json(item.inputs),
     }
 
 
@@ -125,10 +126,12 @@ def new_image_model(
     collection: str | None = None,
     job_id: str | None = None,
     item_id: str | None = None,
+    inputs: dict[str, Any] | None = None,
 ) -> ImageModel:
     """The (unsaved) metadata item of one processed image, with its S3 keys and TTL backstop.
 
     Used by the synchronous route and the batch worker alike, so both store the same shape.
+    ``inputs`` is the record of its image inputs (:attr:`image_inputs.Prepared.record`).
     """
     return ImageModel(
         user_id,
@@ -154,6 +157,7 @@ def new_image_model(
         created_at=utcnow(),
         upstream_ms=upstream_ms,
         expires_at=_expiry(),
+        inputs=inputs,
     )
 
 
@@ -167,6 +171,7 @@ def store_image(
     upstream_ms: float | None,
     collection: str | None = None,
     image_id: str | None = None,
+    inputs: dict[str, Any] | None = None,
 ) -> ImageModel:
     """Store one generated image: S3 objects first, then the metadata item (with its
     cost, :func:`~chalicelib.flux.catalog.image_cost`), then the month's cost counter.
@@ -189,6 +194,7 @@ def store_image(
         key_id=key_id,
         upstream_ms=upstream_ms,
         collection=collection,
+        inputs=inputs,
     )
     s3_key, t_key = item.s3_key, item.thumb_key
     uploaded: list[str] = []
@@ -250,27 +256,36 @@ class Generated:
 
 
 def generate(user_id: str, body: Mapping[str, Any]) -> Generated:
-    """``POST /v1/images``: generate ``n`` images from a prompt and store them.
+    """``POST /v1/images``: generate ``n`` images from a prompt (and image inputs) and store them.
+
+    Image inputs (``image_id``, ``reference_image_ids``, ``mask_id``; see
+    :mod:`chalicelib.services.image_inputs`) are checked against the model, then for
+    ownership and state, before anything is charged; each stored image records them.
 
     Returns:
         :class:`Generated` (the route answers 201).
 
     Raises:
         ValidationError: 400 naming the field.
-        DomainError: 429 ``rate-limited`` / ``quota-exceeded``; Flux errors (422
+        DomainError: 404 ``not-found`` / 409 ``upload-pending`` / 422 ``upload-rejected``
+            naming an input field; 429 ``rate-limited`` / ``quota-exceeded``; Flux errors (422
             ``upstream-rejected``, 503 ``keys-cooling`` with Retry-After, 502 ``upstream-failed``).
     """
     check_unknown_fields(body, CREATE_FIELDS)
     reject_nulls(body)
     collection = parse_collection(body.get("collection"))
     params = parse_generation_params(body)
+    spec = find_model(params.model)
+    assert spec is not None  # parse_generation_params returned a current model's id
+    ids = image_inputs.parse_input_ids(body, spec)
     availability.require_available(params.model)
     usage.hit_rate_limit(user_id)
+    prepared = image_inputs.prepare(image_inputs.resolve(user_id, ids))
     period = usage.charge(user_id, params.n)
     stored: list[ImageModel] = []
     try:
         flux_started = time.perf_counter()
-        results = get_flux_client().generate(params)
+        results = get_flux_client().generate(prepared.apply(params))
         flux_ms = (time.perf_counter() - flux_started) * 1000
         for result in results:
             try:
@@ -278,11 +293,12 @@ def generate(user_id: str, body: Mapping[str, Any]) -> Generated:
                     store_image(
                         user_id,
                         params,
-                        result.data,
+                        prepared.finish(result.data),
                         seed=result.seed,
                         key_id=result.key_id,
                         upstream_ms=result.upstream_ms,
                         collection=collection,
+                        inputs=prepared.record,
                     )
                 )
             except Exception:

@@ -27,9 +27,9 @@ from pynamodb.transactions import TransactWrite
 from ulid import ULID
 
 from chalicelib.db import UploadModel
-from chalicelib.db.uploads import KIND_IMAGE, KIND_ZIP, PENDING, PROCESSING, READY, REJECTED
+from chalicelib.db.uploads import KIND_IMAGE, KIND_ZIP, PENDING, READY, REJECTED
 from chalicelib.errors import DomainError, ErrorCode, NotFound, ValidationError
-from chalicelib.services import storage_quota, upload_worker
+from chalicelib.services import image_inputs, storage_quota
 from chalicelib.services.images import ULID_RE, check_unknown_fields, parse_collection
 from chalicelib.services.pagination import owner_page
 from chalicelib.settings import get_settings
@@ -40,7 +40,6 @@ from chalicelib.timefmt import iso8601
 CREATE_FIELDS = frozenset({"filename", "content_type", "size_bytes", "collection"})
 ZIP_CONTENT_TYPES = ("application/zip", "application/x-zip-compressed")  # the latter: Windows browsers
 MAX_FILENAME_CHARS = 255
-UPSTREAM_URL_SECONDS = 300  # lifetime of the presigned GET handed to the image model
 
 
 def _other_ranges() -> str:
@@ -289,34 +288,7 @@ def delete_item(item: UploadModel) -> bool:
     return True
 
 
-def ready_upload(user_id: str, upload_id: str, field: str = "upload_id") -> UploadModel:
-    """The caller's verified image upload, verifying it now if the worker has not yet.
-
-    This is what generation calls before it hands an upload upstream.
-
-    Raises:
-        NotFound: 404 (missing or another user's).
-        DomainError: 409 ``upload-pending`` (the file has not arrived yet); 422
-            ``upload-rejected`` (with the reason) or ``upload-not-an-image`` (a ZIP); each
-            naming ``field``.
-    """
-    item = get_owned_upload(user_id, upload_id, consistent=True)
-    if item.kind != KIND_IMAGE:
-        raise DomainError(ErrorCode.UPLOAD_NOT_AN_IMAGE, "a ZIP upload cannot be used as an image", field=field)
-    if item.status == PENDING:
-        upload_worker.verify_image(item)
-        item = get_owned_upload(user_id, upload_id, consistent=True)
-    if item.status == REJECTED:
-        raise DomainError(
-            ErrorCode.UPLOAD_REJECTED, f"upload {upload_id} was rejected: {item.error_message}", field=field
-        )
-    if item.status in (PENDING, PROCESSING):
-        raise DomainError(ErrorCode.UPLOAD_PENDING, f"upload {upload_id} has not been received yet", field=field)
-    return item
-
-
-def upstream_url(item: UploadModel, expires_s: int = UPSTREAM_URL_SECONDS) -> str:
-    """A presigned GET of the stripped copy of a ready upload, valid ``expires_s`` seconds."""
-    if item.status != READY or not item.s3_key:
-        raise ValueError("upload is not ready")
-    return objects.presign_get(item.s3_key, expires_s=expires_s)
+# Generation's use of uploads (verify on first use, the presigned GET handed upstream) lives
+# in chalicelib.services.image_inputs; these names stay here for callers of this module.
+ready_upload = image_inputs.ready_upload
+upstream_url = image_inputs.upstream_url

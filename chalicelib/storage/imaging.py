@@ -151,3 +151,51 @@ def _strip(img: Image.Image, fmt: str, content_type: str, ext: str) -> Processed
                 pixels = pixels.convert("RGBA" if "A" in pixels.mode or "transparency" in pixels.info else "RGB")
             pixels.save(out, format="WEBP", quality=95, method=4, **keep)
     return ProcessedImage(out.getvalue(), content_type, ext, thumbnail(pixels), pixels.width, pixels.height)
+
+
+#: A mask pixel at or above this grey level (0..255) marks the area the edit may change.
+MASK_THRESHOLD = 128
+
+
+def composite_masked(edited: bytes, base: bytes, mask: bytes, max_pixels: int) -> bytes:
+    """Composite an edit onto its input through a black-and-white mask (inpainting).
+
+    The result has the input's size: the edit and the mask are resized to it (bilinear for
+    the edit, nearest for the mask), the mask is thresholded at :data:`MASK_THRESHOLD`
+    (white: take the edit, black: keep the input), and the result is encoded as PNG, so
+    every pixel outside the mask is exactly the input's decoded RGB pixel.
+
+    Args:
+        edited: the upstream's result (JPEG/PNG/WebP bytes).
+        base: the input image that was edited (the bytes handed upstream).
+        mask: the mask image, any mode (converted to greyscale).
+        max_pixels: the largest ``width * height`` any of the three may declare.
+
+    Returns:
+        PNG bytes, RGB, the input's width x height pixels.
+
+    Raises:
+        ValueError: one of the images does not decode or declares more than ``max_pixels``.
+
+    Source: Pillow docs, ``Image.composite`` (mask "L": 255 takes the first image).
+    """
+    decoded = []
+    for data in (edited, base, mask):
+        try:
+            img = Image.open(io.BytesIO(data), formats=tuple(UPLOAD_FORMATS))
+            if img.width * img.height > max_pixels:
+                raise ValueError(f"{img.width}x{img.height} pixels exceeds the limit of {max_pixels} pixels")
+            img.load()
+        except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise ValueError(f"not a decodable image: {exc}") from None
+        decoded.append(img)
+    edit_img, base_img, mask_img = decoded
+    size = base_img.size
+    base_rgb = base_img.convert("RGB")
+    edit_rgb = edit_img.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+    cut = (
+        mask_img.convert("L").resize(size, Image.Resampling.NEAREST).point(lambda v: 255 if v >= MASK_THRESHOLD else 0)
+    )
+    out = io.BytesIO()
+    Image.composite(edit_rgb, base_rgb, cut).save(out, format="PNG")
+    return out.getvalue()
