@@ -395,82 +395,66 @@ def wait_job(api, user: str, job_id: str) -> dict:
     )
 
 
+def generate(api, user: str, body: dict) -> dict:
+    reply = api.post("/v1/images", user=user, json_body={"width": 256, "height": 256, **body})
+    assert reply.status == 201, reply.body
+    return reply.json["images"][0]
+
+
+I2I_COLUMNS = ["input_file_name", "output_file_name", "prompt", "seed", "model", "width", "height", "steps"]
+KONTEXT = "black-forest-labs/FLUX.1-kontext-pro"
+MULTI_REFERENCE = "black-forest-labs/FLUX.2-pro"
+
+
 def test_imagefolder_export_pairs_inputs_with_outputs_and_loads_in_datasets(api, worker, tmp_path):
-    """Image-to-image through the real API: one prompt over two uploads (a PNG and a JPEG), then
-    the job's imagefolder export: input_file_name and output_file_name (no plain file_name,
-    which datasets would read for both image columns), the inputs stored once, and datasets
-    loads 2 rows whose input is the uploaded picture. A sets job with two references per set
-    adds reference_file_names (a list of images in datasets)."""
+    """Image-to-image through the real API: two uploads (a PNG and a JPEG) edited with
+    POST /v1/images, exported as imagefolder: input_file_name and output_file_name (no plain
+    file_name, which datasets would read for both image columns), each input stored once, and
+    datasets loads one row per result whose input is the uploaded picture. A result made from
+    two references adds reference_file_names (a list of images in datasets)."""
     user = "pairs"
     worker.start()
+    red, blue = (210, 30, 30), (30, 30, 210)
     ids = ready_uploads(
-        api,
-        worker,
-        user,
-        [("red.png", "image/png", disc("PNG", (210, 30, 30))), ("blue.jpg", "image/jpeg", disc("JPEG", (30, 30, 210)))],
+        api, worker, user, [("red.png", "image/png", disc("PNG", red)), ("blue.jpg", "image/jpeg", disc("JPEG", blue))]
     )
-    prompt = parti_prompts()[300]
-    job = api.post(
-        "/v1/jobs",
-        user=user,
-        json_body={
-            "prompt": prompt,
-            "image_ids": ids,
-            "model": "black-forest-labs/FLUX.1-kontext-pro",
-            "width": 256,
-            "height": 256,
-        },
+    prompts = parti_prompts()[300:303]
+    edits = [generate(api, user, {"prompt": prompts[0], "model": KONTEXT, "image_id": i}) for i in ids]
+    again = generate(api, user, {"prompt": prompts[1], "model": KONTEXT, "image_id": ids[0]})  # same input again
+    made = api.post(
+        "/v1/archives", user=user, json_body={"image_ids": [e["id"] for e in [*edits, again]], "format": "imagefolder"}
     )
-    assert job.status == 202, job.body
-    assert wait_job(api, user, job.json["job_id"])["counts"]["succeeded"] == 2
-    made = api.post(f"/v1/jobs/{job.json['job_id']}/archive", user=user, json_body={"format": "imagefolder"})
     assert made.status == 201, made.body
-    openapi_check.check("/v1/jobs/{job_id}/archive", "POST", 201, made.json)
+    openapi_check.check("/v1/archives", "POST", 201, made.json)
     rows = metadata_rows(made.json["url"])
-    columns = ["input_file_name", "output_file_name", "prompt", "seed", "model", "width", "height", "steps"]
-    assert [list(row) for row in rows] == [columns] * 2
-    assert [row["input_file_name"].rsplit(".", 1)[0] for row in rows] == [f"input-{i}" for i in ids]
+    assert [list(row) for row in rows] == [I2I_COLUMNS] * 3
+    assert [row["input_file_name"].rsplit(".", 1)[0] for row in rows] == [f"input-{i}" for i in [*ids, ids[0]]]
     names = open_zip(made.json["url"]).namelist()
-    assert sorted(names) == sorted(
-        ["train/metadata.jsonl"]
-        + [f"train/{r['input_file_name']}" for r in rows]
-        + [f"train/{r['output_file_name']}" for r in rows]
-    )
+    inputs = {f"train/{r['input_file_name']}" for r in rows}
+    assert len(inputs) == 2  # the input edited twice is stored once
+    assert sorted(names) == sorted(["train/metadata.jsonl", *inputs, *(f"train/{r['output_file_name']}" for r in rows)])
     dataset = load_imagefolder(made.json["url"], tmp_path / "edit")
-    assert dataset.num_rows == 2
+    assert dataset.num_rows == 3
     assert dataset.column_names == ["input", "output", "prompt", "seed", "model", "width", "height", "steps"]
-    for row, colour in zip(dataset, [(210, 30, 30), (30, 30, 210)], strict=True):
+    for row, colour, prompt in zip(dataset, [red, blue, red], [prompts[0], prompts[0], prompts[1]], strict=True):
         row["input"].load()
         row["output"].load()
         assert row["input"].size == (256, 256) and row["output"].size == (256, 256)
         assert row["input"].convert("RGB").getpixel((128, 128)) == pytest.approx(colour, abs=8)
-        assert row["prompt"] == prompt and row["model"] == "black-forest-labs/FLUX.1-kontext-pro"
+        assert row["prompt"] == prompt and row["model"] == KONTEXT
 
-    # sets: each set's references, n images per set
-    sets = api.post(
-        "/v1/jobs",
-        user=user,
-        json_body={
-            "sets": [
-                {"prompt": parti_prompts()[301], "image_ids": ids},
-                {"prompt": parti_prompts()[302], "image_ids": ids[::-1]},
-            ],
-            "n": 2,
-            "model": "black-forest-labs/FLUX.2-pro",
-            "width": 256,
-            "height": 256,
-        },
+    # several references: the first is the input, the rest a list column
+    multi = generate(api, user, {"prompt": prompts[2], "model": MULTI_REFERENCE, "reference_image_ids": ids[::-1]})
+    made = api.post(
+        "/v1/archives", user=user, json_body={"image_ids": [edits[0]["id"], multi["id"]], "format": "imagefolder"}
     )
-    assert sets.status == 202, sets.body
-    assert wait_job(api, user, sets.json["job_id"])["counts"]["succeeded"] == 4
-    made = api.post(f"/v1/jobs/{sets.json['job_id']}/archive", user=user, json_body={"format": "imagefolder"})
     assert made.status == 201, made.body
     rows = metadata_rows(made.json["url"])
-    assert len(rows) == 4 and all(list(row) == [*columns, "reference_file_names"] for row in rows)
-    assert len([n for n in open_zip(made.json["url"]).namelist() if n.startswith("train/input-")]) == 2  # once each
-    dataset = load_imagefolder(made.json["url"], tmp_path / "sets")
-    assert dataset.num_rows == 4 and dataset.column_names == ["input", "output", *columns[2:], "reference"]
-    for row in dataset:
-        assert row["input"] is not None and len(row["reference"]) == 1
-        for image in (row["input"], row["output"], *row["reference"]):
-            image.load()
+    assert [list(row) for row in rows] == [[*I2I_COLUMNS, "reference_file_names"]] * 2
+    assert rows[0]["reference_file_names"] == [] and len(rows[1]["reference_file_names"]) == 1
+    assert rows[1]["input_file_name"].startswith(f"input-{ids[1]}.")
+    dataset = load_imagefolder(made.json["url"], tmp_path / "refs")
+    assert dataset.column_names == ["input", "output", *I2I_COLUMNS[2:], "reference"]
+    assert [len(row["reference"]) for row in dataset] == [0, 1]
+    reference = dataset[1]["reference"][0]
+    assert reference.convert("RGB").getpixel((128, 128)) == pytest.approx(red, abs=8)
