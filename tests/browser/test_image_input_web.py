@@ -45,7 +45,7 @@ def upload_two(page: Any, collection: str) -> None:
     expect(page.locator(".upload-card")).to_have_count(2, timeout=20_000)
 
 
-def test_upload_edit_batch_over_collection_and_imagefolder_download(open_page, shot, stack):
+def test_upload_png_and_jpeg_then_edit_one(open_page, shot, stack):
     user = "image-editor"
     page = open_page(1280)
     sign_in(page, user)
@@ -56,7 +56,9 @@ def test_upload_edit_batch_over_collection_and_imagefolder_download(open_page, s
     page.get_by_role("button", name="Edit disc.png").click()
     expect(page.get_by_role("heading", name="Generate", exact=True, level=1)).to_be_visible()
     expect(page.locator(".edit-current")).to_contain_text("Editing: disc.png")
-    expect(page.get_by_label("Model")).to_have_value(EDIT_MODEL)
+    catalog = stack.api("GET", "/v1/models", user).json()["models"]
+    editors = [m["id"] for m in catalog if (m.get("image_inputs") or {}).get("image_url")]
+    expect(page.get_by_label("Model")).to_have_value(editors[0])  # the first model that edits an image
     prompt = parti(skip=5)
     page.get_by_label("Prompt", exact=True).fill(prompt)
     page.get_by_role("button", name="Generate", exact=True).click()
@@ -68,6 +70,15 @@ def test_upload_edit_batch_over_collection_and_imagefolder_download(open_page, s
     detail = stack.api("GET", f"/v1/images/{newest['id']}", user).json()
     assert detail["inputs"]["image"]["id"] == uploads["disc.png"], detail
     shot(page, "generate-edit")
+    page.watch.assert_clean()
+
+
+def test_batch_over_collection_shows_pairs_and_downloads_imagefolder(open_page, shot, stack):
+    user = "collection-batcher"
+    page = open_page(1280)
+    sign_in(page, user)
+    upload_two(page, "discs")
+    uploads = {u["filename"]: u["id"] for u in stack.api("GET", "/v1/uploads?collection=discs", user).json()["uploads"]}
 
     # One prompt over the collection: the count and the cost estimate before starting.
     go(page, "Batch")

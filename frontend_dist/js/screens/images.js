@@ -247,7 +247,9 @@ export async function render(container, { query }) {
   moreBtn.addEventListener("click", () => !done && loadPage());
   collectionInput.addEventListener("change", () => {
     const value = currentCollection();
-    if (value === null) return;
+    // Unchanged (e.g. the field loses focus after an upload already showed that collection): keep
+    // the list, so a click on one of its buttons is not lost to a re-render between press and release.
+    if (value === null || value === filter) return;
     filter = value;
     reload();
   });
