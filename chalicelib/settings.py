@@ -95,10 +95,10 @@ class Settings:
     worker_threads: int = 10  # records processed in parallel inside one invocation
     item_lease_seconds: int = 120  # a running item's lease; must exceed one item's processing time
     max_item_attempts: int = 3  # leases that reached the upstream, per item and retry round
-    jobs_max_items: int = 500  # images per job
+    jobs_max_items: int = 1000  # images per job (every job kind)
     jobs_max_body_bytes: int = 2 * 1024 * 1024  # POST /v1/jobs body (JSON or multipart)
     jobs_max_receive_count: int = 5  # the jobs queue's redrive maxReceiveCount
-    archive_max_images: int = 500  # images per ZIP
+    archive_max_images: int = 1000  # images per ZIP (a whole job's)
     archive_inline_max_images: int = 20  # ZIPs up to this size are built in the request
     archive_part_bytes: int = 8 * 1024 * 1024  # multipart part size (S3 minimum 5 MiB)
     webhook_max_attempts: int = 8  # deliveries per job finish

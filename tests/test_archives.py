@@ -154,7 +154,7 @@ def test_job_and_collection_archives_and_validation(api, worker):
         ({"image_ids": []}, "image_ids"),
         ({"image_ids": "x"}, "image_ids"),
         ({"image_ids": [images[0].image_id, "nope"]}, "image_ids[1]"),
-        ({"image_ids": [str(ULID()) for _ in range(501)]}, "image_ids"),
+        ({"image_ids": [str(ULID()) for _ in range(1001)]}, "image_ids"),
         ({"image_ids": [images[0].image_id], "format": "tar"}, "format"),
     ]:
         reply = api.post("/v1/archives", user="albums", json_body=body)

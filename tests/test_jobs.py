@@ -64,14 +64,14 @@ def nothing_written(api, user: str) -> None:
 
 BAD_JSON = [
     ({"prompts": [], **SMALL}, "prompts"),
-    ({"prompts": [f"p{i}" for i in range(501)], **SMALL}, "prompts"),
+    ({"prompts": [f"p{i}" for i in range(1001)], **SMALL}, "prompts"),
     ({"prompts": "a cat", **SMALL}, "prompts"),
     ({"prompts": ["ok", "  ", "ok"], **SMALL}, "prompts[1]"),
     ({"prompts": ["ok", 7], **SMALL}, "prompts[1]"),
     ({"prompts": ["ok"], "colour": "red"}, "colour"),
     ({"prompt": "a cat", "count": 0}, "count"),
-    ({"prompt": "a cat", "count": 501}, "count"),
-    ({"prompt": "a cat", "count": 200, "n": 3}, "count"),
+    ({"prompt": "a cat", "count": 1001}, "count"),
+    ({"prompt": "a cat", "count": 400, "n": 3}, "count"),
     ({"prompt": "a cat", "prompts": ["x"]}, "prompt"),
     ({"count": 3}, "prompts"),
     ({"prompts": ["ok"], "width": 300, "height": 256}, "width"),

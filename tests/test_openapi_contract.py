@@ -40,10 +40,12 @@ from chalicelib.flux.catalog import (
     model_names,
     parse_generation_params,
 )
+from chalicelib.services.image_inputs import INPUT_FIELDS
 from chalicelib.services.images import COLLECTION_PATTERN
 from chalicelib.services.pagination import ITEM_ID_PATTERN, ULID_PATTERN
 from chalicelib.services.uploads import FILENAME_PATTERN
 from chalicelib.services.webhooks import URL_PATTERN
+from chalicelib.settings import get_settings
 from tests import openapi_check
 from tests.browser.conftest import SERVICE_VARS
 from tests.polling import wait_for
@@ -174,16 +176,20 @@ def test_the_document_carries_the_codes_patterns_and_enums():
     assert schemas["JobRequest"]["properties"]["webhook_url"]["pattern"] == URL_PATTERN
     assert schemas["UploadRequest"]["properties"]["filename"]["pattern"] == FILENAME_PATTERN
 
-    def rules(props: dict[str, Any]) -> dict[str, Any]:
+    def rules(props: dict[str, Any], drop: frozenset[str] = frozenset()) -> dict[str, Any]:
         skip = {"prompt", "description"}
         return {
             k: {a: b for a, b in v.items() if a not in skip}
             for k, v in props.items()
-            if k in generate and k not in skip
+            if k in generate and k not in skip and k not in INPUT_FIELDS and k not in drop
         }
 
     for job_request in ("JobRequest", "JobFileRequest"):
-        assert rules(schemas[job_request]["properties"]) == rules(generate), job_request
+        # a JSON job's n is also the images per set of `sets` (1-1000; 1-4 otherwise, a rule)
+        drop = frozenset({"n"}) if job_request == "JobRequest" else frozenset()
+        assert rules(schemas[job_request]["properties"], drop) == rules(generate, drop), job_request
+    assert schemas["JobRequest"]["properties"]["n"]["maximum"] == get_settings().jobs_max_items
+    assert {"image_id", "reference_image_ids", "mask_id"} <= set(generate)
     items = openapi_check.spec()["paths"]["/v1/jobs/{job_id}/items"]["get"]["parameters"]
     assert next(p for p in items if p["name"] == "cursor")["schema"]["pattern"] == ITEM_ID_PATTERN
 
@@ -337,6 +343,7 @@ def test_prompts_are_what_the_pattern_and_length_say(api, prompt, allowed):
     _agrees(api.post("/v1/images", user="texts", json_body=body), allowed, prompt)
 
 
+NOBODYS = "01JD0000000000000000000000"  # a well-formed id that names nothing
 JOB_BODIES = [
     ({"prompts": ["a", "b"]}, True),
     ({"prompt": "a", "count": 3}, True),
@@ -344,8 +351,20 @@ JOB_BODIES = [
     ({"prompts": ["a"], "prompt": "b"}, False),
     ({"prompts": ["a"], "count": 2}, False),
     ({"count": 2}, False),
-    ({"prompt": "a", "count": 126, "n": 4}, False),
-    ({"prompts": ["a"] * 167, "n": 3}, False),
+    ({"prompt": "a", "count": 251, "n": 4}, False),
+    ({"prompts": ["a"] * 334, "n": 3}, False),
+    ({"prompts": ["a"] * 333, "n": 3}, True),
+    ({"prompt": "a", "model": "kontext-pro", "image_ids": [NOBODYS]}, True),  # well-formed: 404 naming image_ids[0]
+    ({"prompt": "a", "image_ids": [NOBODYS]}, False),  # the default model takes no image input
+    ({"prompt": "a", "model": "kontext-pro", "image_ids": [NOBODYS], "count": 2}, False),
+    ({"prompt": "a", "model": "kontext-pro", "image_ids": ["nope"]}, False),
+    ({"prompt": "a", "model": "kontext-pro", "image_ids": [NOBODYS] * 251, "n": 4}, False),
+    ({"prompt": "a", "model": "kontext-pro", "collection_images": "shop"}, True),  # no ready upload: 404
+    ({"model": "nano-banana", "n": 5, "sets": [{"prompt": "a", "image_ids": [NOBODYS]}]}, True),
+    ({"model": "nano-banana", "sets": [{"prompt": "a", "image_ids": [NOBODYS] * 4}]}, False),  # at most 3
+    ({"model": "kontext-pro", "sets": [{"prompt": "a", "image_ids": [NOBODYS]}]}, False),  # takes no references
+    ({"model": "nano-banana", "prompt": "a", "sets": [{"prompt": "a", "image_ids": [NOBODYS]}]}, False),
+    ({"prompts": ["a"], "n": 5}, False),
     ({"prompts": ["a"], "n": 2.0, "steps": 4.0}, True),
     ({"prompts": ["a"], "aspect_ratio": "square", "width": 256}, False),
     ({"prompts": ["a"], "width": 256}, False),
@@ -368,9 +387,9 @@ def test_job_bodies_are_what_the_one_of_and_rules_say(api, body, allowed):
     _agrees(api.post("/v1/jobs", user="jobs-contract", json_body=body), allowed, body)
 
 
-def test_the_document_caps_a_job_at_500_images():
+def test_the_document_caps_a_job_at_1000_images():
     for n in range(1, MAX_N + 1):
-        most = 500 // n
+        most = 1000 // n
         assert _valid("JobRequest", {"prompt": "a", "count": most, "n": n})
         assert not _valid("JobRequest", {"prompt": "a", "count": most + 1, "n": n})
         assert _valid("JobRequest", {"prompts": ["a"] * most, "n": n})

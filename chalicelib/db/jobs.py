@@ -94,7 +94,7 @@ class JobModel(BaseModel):
     name = UnicodeAttribute(null=True)
     collection = UnicodeAttribute(null=True)
     status = UnicodeAttribute(default=JOB_QUEUED)
-    source = UnicodeAttribute(default="prompts")  # prompts | count | file
+    source = UnicodeAttribute(default="prompts")  # prompts | count | file | image_ids | collection_images | sets
     params = JSONAttribute(default=dict)
     total = NumberAttribute(default=0)
     queued_count = NumberAttribute(default=0)

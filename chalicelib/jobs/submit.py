@@ -1,7 +1,7 @@
 """Submitting a batch job (``POST /v1/jobs``): parsing, validation, idempotency, writing
 and enqueueing.
 
-A job is up to ``JOBS_MAX_ITEMS`` (500) images, one *item* each. Submitting:
+A job is up to ``JOBS_MAX_ITEMS`` (1,000) images, one *item* each. Submitting:
 
 1. everything is validated first (400 naming the field; nothing is written);
 2. an ``Idempotency-Key`` is claimed with a conditional put (same key and body: the same
@@ -22,7 +22,7 @@ import json
 import logging
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,11 +33,18 @@ from chalicelib.db import IdempotencyModel, JobItemModel, JobModel, is_condition
 from chalicelib.db.jobs import ACTIVE_SHARD, JOB_QUEUED, QUEUED
 from chalicelib.errors import DomainError, ErrorCode, ValidationError
 from chalicelib.flux import availability
-from chalicelib.flux.catalog import GENERATION_FIELDS, MAX_SEED, TEXT_PATTERN, as_integer, parse_generation_params
+from chalicelib.flux.catalog import (
+    GENERATION_FIELDS,
+    MAX_SEED,
+    TEXT_PATTERN,
+    as_integer,
+    find_model,
+    parse_generation_params,
+)
 from chalicelib.jobs import state
 from chalicelib.jsonbody import parse_json_object, reject_nulls
 from chalicelib.queue import QueueError, send_messages
-from chalicelib.services import prompt_files, usage
+from chalicelib.services import image_inputs, prompt_files, usage
 from chalicelib.services.images import check_unknown_fields, parse_collection
 from chalicelib.services.pagination import matches
 from chalicelib.services.webhook_secrets import get_or_create_secret
@@ -46,7 +53,19 @@ from chalicelib.settings import get_settings
 
 logger = logging.getLogger("promptcanvas.jobs")
 
-SUBMIT_FIELDS: frozenset[str] = GENERATION_FIELDS | {"prompts", "count", "name", "collection", "webhook_url"}
+#: The image-job shapes (one of them): ``image_ids`` or ``collection_images`` (one prompt over
+#: each image, automatic mode) and ``sets`` (each set's references and prompt, semi-automatic).
+IMAGE_JOB_FIELDS: tuple[str, ...] = ("image_ids", "collection_images", "sets")
+SET_FIELDS = frozenset({"prompt", "image_ids"})
+
+SUBMIT_FIELDS: frozenset[str] = GENERATION_FIELDS | {
+    "prompts",
+    "count",
+    "name",
+    "collection",
+    "webhook_url",
+    *IMAGE_JOB_FIELDS,
+}
 
 #: The generation fields a job stores once for all its items (the rest: prompt, seed, n per item).
 JOB_PARAM_FIELDS = tuple(sorted(GENERATION_FIELDS - {"prompt", "seed", "n"}))
@@ -87,6 +106,13 @@ class Submission:
     ``prompts`` one entry per item (``n`` already expanded); ``seeds`` one per item;
     ``params`` the job's generation fields (``JOB_PARAM_FIELDS``); ``request_hash``
     sha256 of the normalised request (for the idempotency key).
+
+    Image jobs (``source`` ``image_ids`` | ``collection_images`` | ``sets``): ``wanted``
+    one entry per item, ``(role, ((id, field), ...))`` with ``role`` ``image`` (edited:
+    ``image_url``) or ``reference`` (``reference_images``) and ``field`` the request field
+    that named the id; ``inputs`` the resolved item inputs (:meth:`Resolved.to_json`),
+    filled in by :func:`resolve_inputs`; ``collection_images`` the collection whose
+    ready uploads make the items (expanded by :func:`resolve_inputs`).
     """
 
     prompts: list[str]
@@ -97,6 +123,12 @@ class Submission:
     webhook_url: str | None
     source: str
     request_hash: str
+    wanted: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    inputs: tuple[dict[str, Any] | None, ...] = ()
+    collection_images: str | None = None
+    collection_prompt: str | None = None
+    seed: int | None = None
+    n: int = 1
 
 
 def _name(value: Any) -> str | None:
@@ -160,6 +192,8 @@ def build_submission(
     """
     settings = get_settings()
     maximum = settings.jobs_max_items
+    if prompts is None and any(fields.get(k) is not None for k in IMAGE_JOB_FIELDS):
+        return build_image_submission(fields)
     if prompts is None:
         has_list = fields.get("prompts") is not None
         if has_list:
@@ -211,14 +245,26 @@ def build_submission(
         checked[text] = one.prompt
         texts.append(one.prompt)
     expanded = [t for t in texts for _ in range(n)]
-    seed = fields.get("seed")
-    if seed is not None:  # validated above: item i gets (seed + i) mod 2**32, reproducible
-        seeds = [(int(seed) + i) % (MAX_SEED + 1) for i in range(len(expanded))]
-    else:
-        seeds = [secrets.randbelow(MAX_SEED + 1) for _ in expanded]
-    name = _name(fields.get("name"))
-    collection = parse_collection(fields.get("collection"))
-    webhook_url = validate_webhook_url(fields.get("webhook_url"))
+    return _finish(fields, expanded, job_params, source, hash_extra)
+
+
+def _seeds(seed: Any, count: int) -> list[int]:
+    """One seed per item: ``(seed + i) mod 2**32`` when the request gave one (reproducible), else drawn."""
+    if seed is not None:
+        return [(int(seed) + i) % (MAX_SEED + 1) for i in range(count)]
+    return [secrets.randbelow(MAX_SEED + 1) for _ in range(count)]
+
+
+def _finish(
+    fields: Mapping[str, Any],
+    prompts: list[str],
+    job_params: dict[str, Any],
+    source: str,
+    hash_extra: Any = None,
+    **image_parts: Any,
+) -> Submission:
+    """The :class:`Submission` of validated ``prompts`` (one per item): seeds, ``name``,
+    ``collection``, ``webhook_url`` and the request hash; ``image_parts`` the image-job fields."""
     digest = hashlib.sha256(
         json.dumps(
             {"fields": {k: v for k, v in fields.items()}, "extra": hash_extra, "source": source},
@@ -228,15 +274,200 @@ def build_submission(
         ).encode()
     ).hexdigest()
     return Submission(
-        prompts=expanded,
-        seeds=seeds,
+        prompts=prompts,
+        seeds=_seeds(fields.get("seed"), len(prompts)),
         params=job_params,
-        name=name,
-        collection=collection,
-        webhook_url=webhook_url,
+        name=_name(fields.get("name")),
+        collection=parse_collection(fields.get("collection")),
+        webhook_url=validate_webhook_url(fields.get("webhook_url")),
         source=source,
         request_hash=digest,
+        **image_parts,
     )
+
+
+# --- image jobs ------------------------------------------------------------------------------
+
+
+def _ulid_list(value: Any, field: str, maximum: int) -> list[str]:
+    """A list of 1..``maximum`` ULIDs (400 naming ``field`` or ``field[i]``)."""
+    if not isinstance(value, list) or not value:
+        raise ValidationError(f"{field} must be a non-empty list of image or upload ids", field=field)
+    if len(value) > maximum:
+        raise ValidationError(f"{field} may name at most {maximum} images (got {len(value)})", field=field)
+    for i, one in enumerate(value):
+        if not isinstance(one, str) or not image_inputs.is_id(one):
+            raise ValidationError(f"{field}[{i}] must be an image or upload id (a ULID)", field=f"{field}[{i}]")
+    return value
+
+
+def _check_prompt(job_params: dict[str, Any], text: Any, field: str) -> str:
+    try:
+        return parse_generation_params({**job_params, "prompt": text, "seed": 0}).prompt
+    except ValidationError as exc:
+        if exc.field == "prompt":
+            raise ValidationError(exc.message.replace("prompt", field, 1), field=field) from None
+        raise
+
+
+def build_image_submission(fields: Mapping[str, Any]) -> Submission:
+    """Validate an image job (nothing is read: ids are checked by :func:`resolve_inputs`).
+
+    Shapes (exactly one of them, beside the generation fields, ``name``, ``collection``,
+    ``webhook_url``):
+
+    * ``{prompt, image_ids: [1..JOBS_MAX_ITEMS]}``: one prompt over each image, ``n`` images
+      each (automatic mode). Each image is edited (``image_url``) when the model takes an
+      image to edit, else it is the one reference image (``reference_images``);
+    * ``{prompt, collection_images: name}``: the same over every ready upload of the
+      collection (oldest first);
+    * ``{sets: [{prompt, image_ids: [1..model max]}, ...], n}``: each set's images are the
+      references of its prompt, ``n`` (1..JOBS_MAX_ITEMS) images per set (semi-automatic mode).
+
+    At most ``JOBS_MAX_ITEMS`` images in all.
+
+    Raises:
+        ValidationError: 400 naming the field (``image_ids[i]``, ``sets[i].prompt``,
+            ``sets[i].image_ids``, ...); ``unsupported-parameter`` when the model takes no
+            image input of the kind needed.
+    """
+    maximum = get_settings().jobs_max_items
+    given = [k for k in IMAGE_JOB_FIELDS if fields.get(k) is not None]
+    if len(given) > 1:
+        raise ValidationError(f"send one of {', '.join(IMAGE_JOB_FIELDS)}, not several", field=given[1])
+    mode = given[0]
+    for other in ("prompts", "count"):
+        if fields.get(other) is not None:
+            raise ValidationError(f"{other} does not go with {mode}", field=other)
+    base = {k: v for k, v in fields.items() if k in GENERATION_FIELDS and k not in ("prompt", "n")}
+    if mode == "sets":
+        return _sets_submission(fields, base, maximum)
+    if fields.get("prompt") is None:
+        raise ValidationError(f"prompt is required with {mode}", field="prompt")
+    params = parse_generation_params({**base, "prompt": fields["prompt"], "n": fields.get("n")})
+    availability.require_available(params.model)
+    spec = find_model(params.model)
+    assert spec is not None
+    if spec.image_url:
+        role = "image"
+    elif spec.max_reference_images > 0:
+        role = "reference"
+    else:
+        raise ValidationError(f"model {spec.id} takes no image input", field=mode, code=ErrorCode.UNSUPPORTED_PARAMETER)
+    job_params = {k: v for k, v in params.to_body().items() if k in JOB_PARAM_FIELDS}
+    if mode == "collection_images":
+        name = parse_collection(fields["collection_images"], field="collection_images")
+        return _finish(
+            fields,
+            [],
+            job_params,
+            mode,
+            collection_images=name,
+            collection_prompt=params.prompt,
+            seed=fields.get("seed"),
+            wanted=((role, ()),),
+            n=params.n,
+        )
+    ids = _ulid_list(fields["image_ids"], "image_ids", maximum)
+    if len(ids) * params.n > maximum:
+        raise ValidationError(
+            f"a job makes at most {maximum} images; {len(ids)} images x n={params.n} is {len(ids) * params.n}",
+            field="image_ids",
+        )
+    wanted = tuple((role, ((one, f"image_ids[{i}]"),)) for i, one in enumerate(ids) for _ in range(params.n))
+    return _finish(fields, [params.prompt] * len(wanted), job_params, mode, wanted=wanted, n=params.n)
+
+
+def _sets_submission(fields: Mapping[str, Any], base: dict[str, Any], maximum: int) -> Submission:
+    """``{sets: [{prompt, image_ids}], n}``: see :func:`build_image_submission`."""
+    for other in ("prompt",):
+        if fields.get(other) is not None:
+            raise ValidationError("each set has its own prompt", field=other)
+    sets = fields["sets"]
+    if not isinstance(sets, list) or not 1 <= len(sets) <= maximum:
+        raise ValidationError(f"sets must be a list of 1 to {maximum} sets", field="sets")
+    n = as_integer(fields.get("n", 1))
+    if n is None or not 1 <= n <= maximum:
+        raise ValidationError(f"n (images per set) must be an integer from 1 to {maximum}", field="n")
+    if len(sets) * n > maximum:
+        raise ValidationError(
+            f"a job makes at most {maximum} images; {len(sets)} sets x n={n} is {len(sets) * n}", field="n"
+        )
+    for i, one in enumerate(sets):
+        if not isinstance(one, dict):
+            raise ValidationError("a set is an object {prompt, image_ids}", field=f"sets[{i}]")
+        for key in one:
+            if key not in SET_FIELDS:
+                raise ValidationError(f"unknown field {key!r}", field=f"sets[{i}].{key}", code="unknown-field")
+        if one.get("prompt") is None:
+            raise ValidationError("prompt is required", field=f"sets[{i}].prompt")
+    params = parse_generation_params({**base, "prompt": _check_prompt(base, sets[0]["prompt"], "sets[0].prompt")})
+    availability.require_available(params.model)
+    spec = find_model(params.model)
+    assert spec is not None
+    job_params = {k: v for k, v in params.to_body().items() if k in JOB_PARAM_FIELDS}
+    prompts: list[str] = []
+    wanted: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+    for i, one in enumerate(sets):
+        text = _check_prompt(job_params, one["prompt"], f"sets[{i}].prompt")
+        field = f"sets[{i}].image_ids"
+        ids = _ulid_list(one.get("image_ids"), field, max(1, spec.max_reference_images))
+        if spec.max_reference_images == 0:
+            raise ValidationError(
+                f"model {spec.id} takes no reference images", field=field, code=ErrorCode.UNSUPPORTED_PARAMETER
+            )
+        if len(set(ids)) != len(ids):
+            raise ValidationError(f"{field} names the same image twice", field=field)
+        refs = tuple((one_id, f"{field}[{j}]") for j, one_id in enumerate(ids))
+        for _ in range(n):
+            prompts.append(text)
+            wanted.append(("reference", refs))
+    return _finish(fields, prompts, job_params, "sets", wanted=tuple(wanted), n=n)
+
+
+def resolve_inputs(user_id: str, sub: Submission) -> Submission:
+    """Check every input id of an image job (the caller's own, ready) and fill in ``inputs``;
+    expand ``collection_images`` into its items. Nothing is written.
+
+    Raises:
+        DomainError: 404 ``not-found`` / 409 ``upload-pending`` / 422 ``upload-rejected`` naming
+            the field with its index (``image_ids[3]``, ``sets[1].image_ids[0]``).
+        DomainError: 404 ``not-found`` naming ``collection_images`` when the collection holds
+            no ready upload.
+        ValidationError: 400 naming ``collection_images`` when it holds too many.
+    """
+    if not sub.wanted:
+        return sub
+    cache: dict[str, image_inputs.InputRef] = {}
+
+    def ref(one_id: str, field: str) -> image_inputs.InputRef:
+        if one_id not in cache:
+            cache[one_id] = image_inputs.resolve_one(user_id, one_id, field)
+        return cache[one_id]
+
+    def item_inputs(role: str, refs: list[image_inputs.InputRef]) -> dict[str, Any] | None:
+        if role == "image":
+            return image_inputs.Resolved(image=refs[0]).to_json()
+        return image_inputs.Resolved(references=tuple(refs)).to_json()
+
+    if sub.collection_images is not None:
+        role = sub.wanted[0][0]
+        maximum = get_settings().jobs_max_items
+        found = image_inputs.ready_uploads_in(user_id, sub.collection_images, limit=maximum // sub.n + 1)
+        if not found:  # no such collection, or nothing ready in it: nothing to name
+            raise DomainError(
+                ErrorCode.NOT_FOUND, "collection_images: no ready uploads in that collection", field="collection_images"
+            )
+        if len(found) * sub.n > maximum:
+            raise ValidationError(
+                f"a job makes at most {maximum} images; the collection has more ready uploads than that",
+                field="collection_images",
+            )
+        inputs = tuple(item_inputs(role, [r]) for r in found for _ in range(sub.n))
+        prompts = [str(sub.collection_prompt)] * len(inputs)
+        return replace(sub, prompts=prompts, seeds=_seeds(sub.seed, len(inputs)), inputs=inputs)
+    inputs = tuple(item_inputs(role, [ref(i, f) for i, f in refs]) for role, refs in sub.wanted)
+    return replace(sub, inputs=inputs)
 
 
 def parse_request(content_type: str | None, raw: bytes) -> Submission:
@@ -377,6 +608,7 @@ def submit(
     sub = parse_request(content_type, body)
     key = parse_idempotency_key(idempotency_key)
     usage.hit_rate_limit(user_id)
+    sub = resolve_inputs(user_id, sub)
     claim = _claim_key(user_id, key, sub.request_hash) if key else _Claim(str(ULID()), False)
     if claim.replay is not None:
         ensure_enqueued(claim.replay)
@@ -443,6 +675,7 @@ def _write_job(
             attempts=0,
             retry_round=0,
             charged_period=period,
+            inputs=sub.inputs[i] if sub.inputs else None,
             created_at=now,
         )
         for i, (prompt, seed) in enumerate(zip(sub.prompts, sub.seeds, strict=True))

@@ -13,6 +13,7 @@ from chalicelib.db import ImageModel, JobItemModel, JobModel
 from chalicelib.db.jobs import FAILED, ITEM_STATES, JOB_STATUSES, QUEUED, RUNNING, SUCCEEDED
 from chalicelib.errors import NotFound, ValidationError
 from chalicelib.jobs import state
+from chalicelib.services import image_inputs
 from chalicelib.services.images import ULID_RE, parse_collection
 from chalicelib.services.pagination import ITEM_ID_PATTERN, decode_cursor, encode_cursor, parse_limit
 from chalicelib.storage import objects
@@ -89,7 +90,9 @@ def image_ref(image: ImageModel) -> dict[str, Any]:
 
 
 def item_json(item: JobItemModel, image: ImageModel | None) -> dict[str, Any]:
-    """The API shape of an item: prompt, status, attempts, error ``{code, message}`` and image."""
+    """The API shape of an item: prompt, status, attempts, error ``{code, message}``, image and
+    ``inputs`` (its input ids: ``{"image": {"id", "source"} | None, "references": [...],
+    "mask": None}``, or None for a text-to-image item)."""
     error = None
     if item.status == FAILED and item.error_code:
         error = {"code": item.error_code, "message": item.error_message or item.error_code}
@@ -102,6 +105,7 @@ def item_json(item: JobItemModel, image: ImageModel | None) -> dict[str, Any]:
         "attempts": int(item.attempts or 0),
         "error": error,
         "image": image_ref(image) if image is not None and item.status == SUCCEEDED else None,
+        "inputs": image_inputs.inputs_json(item.inputs),
         "started_at": iso8601(item.started_at),
         "finished_at": iso8601(item.finished_at),
     }

@@ -2,7 +2,7 @@
 
 Routes: ``POST /v1/jobs/{id}/archive`` (the job's succeeded images, in prompt order),
 ``POST /v1/collections/{name}/archive`` (the collection's images, oldest first),
-``POST /v1/archives {"image_ids": [...]}`` (at most ``ARCHIVE_MAX_IMAGES``, 500), and
+``POST /v1/archives {"image_ids": [...]}`` (at most ``ARCHIVE_MAX_IMAGES``, 1,000), and
 ``GET /v1/archives/{id}`` (status, then a presigned URL). Each POST takes an optional
 ``"format"``: ``zip`` (the default: the images and ``manifest.csv``, below) or
 ``imagefolder`` (a Hugging Face ImageFolder dataset: ``train/`` with the images, the

@@ -157,6 +157,11 @@ class Prepared:
 # --- parsing -----------------------------------------------------------------------------------
 
 
+def is_id(value: str) -> bool:
+    """Whether ``value`` is shaped like an image or upload id (a ULID)."""
+    return bool(_ID_RE.match(value))
+
+
 def _id(value: Any, name: str) -> str:
     if not isinstance(value, str) or not _ID_RE.match(value):
         raise ValidationError(f"{name} must be an image or upload id (a ULID)", field=name)
@@ -254,6 +259,21 @@ def _check_ready(item: UploadModel, field: str) -> UploadModel:
     if item.status in (PENDING, PROCESSING) or not item.s3_key:
         raise DomainError(ErrorCode.UPLOAD_PENDING, f"upload {item.upload_id} has not been received yet", field=field)
     return item
+
+
+def ready_uploads_in(user_id: str, collection: str, limit: int) -> list[InputRef]:
+    """The ready image uploads of one of the caller's collections, oldest first, at most
+    ``limit`` (one Query of the ``by_collection`` index, paged by PynamoDB).
+
+    Pending, rejected and ZIP uploads are left out.
+    """
+    found: list[InputRef] = []
+    for item in UploadModel.by_collection.query(f"{user_id}#{collection}", scan_index_forward=True):
+        if item.kind == KIND_IMAGE and item.status == READY and item.s3_key:
+            found.append(InputRef(item.upload_id, SOURCE_UPLOAD, str(item.s3_key)))
+            if len(found) >= limit:
+                break
+    return found
 
 
 def upstream_url(item: UploadModel, expires_s: int = UPSTREAM_URL_SECONDS) -> str:
@@ -375,8 +395,9 @@ def prepare(resolved: Resolved) -> Prepared:
 
 
 def inputs_json(stored: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The API shape of an image's recorded inputs: ``{"image": {"id", "source", "sha256"} |
-    None, "references": [...], "mask": {...} | None}``, or None for text-to-image."""
+    """The API shape of recorded inputs: ``{"image": {"id", "source", "sha256"?} | None,
+    "references": [...], "mask": {...} | None}``, or None for text-to-image. An image's
+    entries carry ``sha256``; a job item's (ids only, resolved when it runs) do not."""
     if not stored:
         return None
     return {
