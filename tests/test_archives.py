@@ -458,3 +458,50 @@ def test_imagefolder_export_pairs_inputs_with_outputs_and_loads_in_datasets(api,
     assert [len(row["reference"]) for row in dataset] == [0, 1]
     reference = dataset[1]["reference"][0]
     assert reference.convert("RGB").getpixel((128, 128)) == pytest.approx(red, abs=8)
+
+
+def test_imagefolder_export_of_image_jobs(api, worker, tmp_path):
+    """The job shapes with images in, exported: one prompt over uploads (a row per image, its
+    upload as input) and sets with n (each set's references, the inputs stored once)."""
+    user = "job-pairs"
+    worker.start()
+    colours = [(200, 40, 40), (40, 200, 40)]
+    ids = ready_uploads(api, worker, user, [(f"c{i}.png", "image/png", disc("PNG", c)) for i, c in enumerate(colours)])
+    prompts = parti_prompts()[310:313]
+    over = api.post(
+        "/v1/jobs",
+        user=user,
+        json_body={"prompt": prompts[0], "image_ids": ids, "model": KONTEXT, "width": 256, "height": 256},
+    )
+    assert over.status == 202, over.body
+    assert wait_job(api, user, over.json["job_id"])["counts"]["succeeded"] == 2
+    made = api.post(f"/v1/jobs/{over.json['job_id']}/archive", user=user, json_body={"format": "imagefolder"})
+    assert made.status == 201, made.body
+    openapi_check.check("/v1/jobs/{job_id}/archive", "POST", 201, made.json)
+    dataset = load_imagefolder(made.json["url"], tmp_path / "over")
+    assert dataset.num_rows == 2 and dataset.column_names == ["input", "output", *I2I_COLUMNS[2:]]
+    for row, colour in zip(dataset, colours, strict=True):
+        assert row["input"].convert("RGB").getpixel((128, 128)) == pytest.approx(colour, abs=8)
+        row["output"].load()
+
+    sets = api.post(
+        "/v1/jobs",
+        user=user,
+        json_body={
+            "sets": [{"prompt": prompts[1], "image_ids": ids}, {"prompt": prompts[2], "image_ids": ids[::-1]}],
+            "n": 2,
+            "model": MULTI_REFERENCE,
+            "width": 256,
+            "height": 256,
+        },
+    )
+    assert sets.status == 202, sets.body
+    assert wait_job(api, user, sets.json["job_id"])["counts"]["succeeded"] == 4
+    made = api.post(f"/v1/jobs/{sets.json['job_id']}/archive", user=user, json_body={"format": "imagefolder"})
+    assert made.status == 201, made.body
+    rows = metadata_rows(made.json["url"])
+    assert [row["prompt"] for row in rows] == [prompts[1]] * 2 + [prompts[2]] * 2
+    assert all(list(row) == [*I2I_COLUMNS, "reference_file_names"] for row in rows)
+    assert len([n for n in open_zip(made.json["url"]).namelist() if n.startswith("train/input-")]) == 2
+    dataset = load_imagefolder(made.json["url"], tmp_path / "sets")
+    assert dataset.num_rows == 4 and [len(row["reference"]) for row in dataset] == [1] * 4
