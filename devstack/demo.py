@@ -294,7 +294,7 @@ def main() -> int:
         rows = Table(title="the first rows, as datasets loads them")
         shown = ("input", "output", "prompt", "seed", "model", "width", "height")
         for column in shown:
-            rows.add_column(column, overflow="ellipsis", max_width=36)
+            rows.add_column(column, overflow="ellipsis", no_wrap=True, max_width=36)
 
         def cell(value: Any) -> str:
             if hasattr(value, "size"):
