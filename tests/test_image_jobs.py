@@ -135,6 +135,7 @@ def test_sets_make_n_images_per_set_from_each_sets_references(api, worker, flux)
 
 def test_image_ids_are_all_checked_up_front_naming_the_index(api, worker, flux):
     from chalicelib.db import JobItemModel, JobModel
+    from chalicelib.db.jobs import IdempotencyModel
 
     worker.start()
     mine = [upload(api, "alice", data) for data in ten_photos()[:2]]
@@ -163,6 +164,11 @@ def test_image_ids_are_all_checked_up_front_naming_the_index(api, worker, flux):
         reply = api.post("/v1/jobs", user="alice", json_body={**SMALL, **body})
         assert reply.status == status, (body, reply.body)
         assert reply.json["error"]["field"] == field, (body, reply.body)
+    keyed = api.post(
+        "/v1/jobs", user="alice", json_body={**SMALL, **cases[0][0]}, headers={"Idempotency-Key": "img-job-1"}
+    )
+    assert keyed.status == 404 and keyed.json["error"]["field"] == "image_ids[2]"
+    assert sum(1 for _ in IdempotencyModel.scan()) == 0  # the claimed key was released
     assert not list(JobModel.query("alice")) and sum(1 for _ in JobItemModel.scan()) == 0
     assert api.get("/v1/me/usage", user="alice").json["used"] == 0
     assert flux.stats()["requests"] == 0

@@ -602,17 +602,24 @@ def submit(
 
     Raises:
         ValidationError: 400 naming the field (nothing written).
-        DomainError: 413, 415, 409/422 (idempotency key), 429 ``rate-limited`` / ``quota-exceeded``.
+        DomainError: 413, 415, 409/422 (idempotency key), 429 ``rate-limited`` / ``quota-exceeded``;
+            for image jobs 404 ``not-found`` / 409 ``upload-pending`` / 422 ``upload-rejected``
+            naming the input field with its index (nothing written; a claimed key is released).
     """
     body = raw.encode("utf-8") if isinstance(raw, str) else (raw or b"")
     sub = parse_request(content_type, body)
     key = parse_idempotency_key(idempotency_key)
     usage.hit_rate_limit(user_id)
-    sub = resolve_inputs(user_id, sub)
     claim = _claim_key(user_id, key, sub.request_hash) if key else _Claim(str(ULID()), False)
-    if claim.replay is not None:
+    if claim.replay is not None:  # the job exists: its inputs were checked when it was made
         ensure_enqueued(claim.replay)
         return _created(claim.replay, replayed=True)
+    try:
+        sub = resolve_inputs(user_id, sub)
+    except Exception:
+        if key:
+            _release_key(user_id, key, claim.job_id)
+        raise
     total = len(sub.prompts)
     charged_now = False
     period = claim.period
