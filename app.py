@@ -253,8 +253,9 @@ def _archive_reply(archive: dict) -> tuple[int, dict]:
 
 @api.route("/v1/jobs/{job_id}/archive", methods=["POST"])
 def archive_job(ctx: RequestContext):
-    """A ZIP of the job's images (201 ready, or 202 building)."""
-    return _archive_reply(archives.create_for_job(ctx.principal.user_id, ctx.params["job_id"]))
+    """A ZIP of the job's images, plain or as an ImageFolder dataset (201 ready, or 202 building)."""
+    body = ctx.json() if ctx.request.raw_body else {}
+    return _archive_reply(archives.create_for_job(ctx.principal.user_id, ctx.params["job_id"], body))
 
 
 @api.route("/v1/collections", methods=["GET"])
@@ -265,8 +266,9 @@ def list_collections(ctx: RequestContext):
 
 @api.route("/v1/collections/{name}/archive", methods=["POST"])
 def archive_collection(ctx: RequestContext):
-    """A ZIP of a collection's images (201 ready, or 202 building)."""
-    return _archive_reply(archives.create_for_collection(ctx.principal.user_id, ctx.params["name"]))
+    """A ZIP of a collection's images, plain or as an ImageFolder dataset (201 ready, or 202 building)."""
+    body = ctx.json() if ctx.request.raw_body else {}
+    return _archive_reply(archives.create_for_collection(ctx.principal.user_id, ctx.params["name"], body))
 
 
 @api.route("/v1/archives", methods=["POST"])

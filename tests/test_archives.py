@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import time
 import zipfile
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import boto3
+import pytest
 import requests
 from PIL import Image
 from ulid import ULID
@@ -280,3 +283,225 @@ def test_the_sweep_finishes_archives_whose_enqueue_or_inline_setup_failed(api, w
         )
     counts = recovery.sweep().as_dict()["counts"]
     assert "archives_failed" not in counts and "archives_resent" not in counts
+
+
+def load_imagefolder(url: str, into: Path):
+    """Download the export at ``url``, unpack it into ``into`` and load it with the real
+    ``datasets`` library, as a user would: ``load_dataset("imagefolder", data_dir=...)``."""
+    from datasets import load_dataset
+
+    open_zip(url).extractall(into / "export")
+    return load_dataset("imagefolder", data_dir=str(into / "export"), cache_dir=str(into / "hf-cache"))["train"]
+
+
+def metadata_rows(url: str) -> list[dict]:
+    text = open_zip(url).read("train/metadata.jsonl").decode("utf-8")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_imagefolder_export_of_text_to_image_results_loads_in_datasets(api, worker, tmp_path):
+    """format=imagefolder: train/ with the images and metadata.jsonl (file_name, prompt,
+    seed, model, width, height, steps); datasets loads one row per image, in order."""
+    prompts = parti_prompts()[200:203]
+    images = make_images("hf", len(prompts), collection="dataset")
+    for image, prompt in zip(images, prompts, strict=True):
+        image.prompt = prompt
+        image.save()
+    made = api.post("/v1/collections/dataset/archive", user="hf", json_body={"format": "imagefolder"})
+    assert made.status == 201, made.body
+    openapi_check.check("/v1/collections/{name}/archive", "POST", 201, made.json)
+    assert made.json["format"] == "imagefolder" and made.json["image_count"] == 3
+    zf = open_zip(made.json["url"])
+    assert zf.testzip() is None
+    assert sorted(zf.namelist()) == sorted(
+        [f"train/{n:04d}-{i.image_id}.jpg" for n, i in enumerate(images, start=1)] + ["train/metadata.jsonl"]
+    )
+    rows = metadata_rows(made.json["url"])
+    assert [list(row) for row in rows] == [["file_name", "prompt", "seed", "model", "width", "height", "steps"]] * 3
+    dataset = load_imagefolder(made.json["url"], tmp_path)
+    assert dataset.num_rows == 3
+    assert dataset.column_names == ["image", "prompt", "seed", "model", "width", "height", "steps"]
+    for row, image in zip(dataset, images, strict=True):
+        row["image"].load()  # every image decodes
+        assert row["image"].size == (int(image.width), int(image.height))
+        assert (row["prompt"], row["seed"], row["model"], row["steps"]) == (
+            image.prompt,
+            int(image.seed),
+            MODEL,
+            int(image.steps),
+        )
+    # the default and an explicit zip stay the flat ZIP with manifest.csv: another archive
+    plain = api.post("/v1/collections/dataset/archive", user="hf", json_body={"format": "zip"})
+    assert plain.status == 201 and plain.json["format"] == "zip"
+    assert plain.json["archive_id"] != made.json["archive_id"]
+    check_manifest(open_zip(plain.json["url"]), images)
+    default = api.post("/v1/collections/dataset/archive", user="hf")
+    assert default.json["archive_id"] == plain.json["archive_id"]
+    again = api.post("/v1/collections/dataset/archive", user="hf", json_body={"format": "imagefolder"})
+    assert again.json["archive_id"] == made.json["archive_id"]
+    chosen = api.post("/v1/archives", user="hf", json_body={"image_ids": [images[2].image_id], "format": "imagefolder"})
+    assert chosen.status == 201 and [r["file_name"] for r in metadata_rows(chosen.json["url"])] == [
+        f"0001-{images[2].image_id}.jpg"
+    ]
+
+
+def test_archive_format_is_validated_on_every_archive_route(api, worker):
+    images = make_images("fmt", 1, collection="c")
+    job = api.post("/v1/jobs", user="fmt", json_body={"prompts": ["x"], "width": 256, "height": 256})
+    routes = ["/v1/collections/c/archive", f"/v1/jobs/{job.json['job_id']}/archive"]
+    for path in routes:
+        for body, field in [
+            ({"format": "tar"}, "format"),
+            ({"format": None}, "format"),
+            ({"format": ["imagefolder"]}, "format"),
+            ({"format": "ImageFolder"}, "format"),
+            ({"fromat": "zip"}, "fromat"),
+        ]:
+            reply = api.post(path, user="fmt", json_body=body)
+            assert reply.status == 400 and reply.json["error"]["field"] == field, (path, body, reply.body)
+        assert api.post(path, user="fmt", body=b"[]", headers={"Content-Type": "application/json"}).status == 400
+    reply = api.post("/v1/archives", user="fmt", json_body={"image_ids": [images[0].image_id], "format": "parquet"})
+    assert reply.status == 400 and reply.json["error"]["field"] == "format"
+    theirs = api.post("/v1/collections/c/archive", user="fmt-thief", json_body={"format": "imagefolder"})
+    assert theirs.status == 404
+
+
+def disc(fmt: str, colour: tuple[int, int, int]) -> bytes:
+    """A 256x256 picture (a disc on a plain ground), encoded as ``fmt``."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (256, 256), (235, 235, 235))
+    ImageDraw.Draw(img).ellipse((40, 40, 216, 216), fill=colour)
+    out = io.BytesIO()
+    img.save(out, format=fmt)
+    return out.getvalue()
+
+
+def ready_uploads(api, worker, user: str, pictures: list[tuple[str, str, bytes]]) -> list[str]:
+    """Upload ``(filename, content type, bytes)`` through the presigned POST; wait until each is ready."""
+    from tests.test_uploads import upload, wait_verdict
+
+    ids = [upload(api, user, data, ctype, filename, collection="inputs") for filename, ctype, data in pictures]
+    for upload_id in ids:
+        assert wait_verdict(api, worker, user, upload_id)["status"] == "ready"
+    return ids
+
+
+def wait_job(api, user: str, job_id: str) -> dict:
+    return wait_for(
+        lambda: (j := api.get(f"/v1/jobs/{job_id}", user=user).json)["status"] not in ("queued", "running") and j,
+        timeout_s=90,
+        what=f"(job {job_id} to finish)",
+    )
+
+
+def generate(api, user: str, body: dict) -> dict:
+    reply = api.post("/v1/images", user=user, json_body={"width": 256, "height": 256, **body})
+    assert reply.status == 201, reply.body
+    return reply.json["images"][0]
+
+
+I2I_COLUMNS = ["input_file_name", "output_file_name", "prompt", "seed", "model", "width", "height", "steps"]
+KONTEXT = "black-forest-labs/FLUX.1-kontext-pro"
+MULTI_REFERENCE = "black-forest-labs/FLUX.2-pro"
+
+
+def test_imagefolder_export_pairs_inputs_with_outputs_and_loads_in_datasets(api, worker, tmp_path):
+    """Image-to-image through the real API: two uploads (a PNG and a JPEG) edited with
+    POST /v1/images, exported as imagefolder: input_file_name and output_file_name (no plain
+    file_name, which datasets would read for both image columns), each input stored once, and
+    datasets loads one row per result whose input is the uploaded picture. A result made from
+    two references adds reference_file_names (a list of images in datasets)."""
+    user = "pairs"
+    worker.start()
+    red, blue = (210, 30, 30), (30, 30, 210)
+    ids = ready_uploads(
+        api, worker, user, [("red.png", "image/png", disc("PNG", red)), ("blue.jpg", "image/jpeg", disc("JPEG", blue))]
+    )
+    prompts = parti_prompts()[300:303]
+    edits = [generate(api, user, {"prompt": prompts[0], "model": KONTEXT, "image_id": i}) for i in ids]
+    again = generate(api, user, {"prompt": prompts[1], "model": KONTEXT, "image_id": ids[0]})  # same input again
+    made = api.post(
+        "/v1/archives", user=user, json_body={"image_ids": [e["id"] for e in [*edits, again]], "format": "imagefolder"}
+    )
+    assert made.status == 201, made.body
+    openapi_check.check("/v1/archives", "POST", 201, made.json)
+    rows = metadata_rows(made.json["url"])
+    assert [list(row) for row in rows] == [I2I_COLUMNS] * 3
+    assert [row["input_file_name"].rsplit(".", 1)[0] for row in rows] == [f"input-{i}" for i in [*ids, ids[0]]]
+    names = open_zip(made.json["url"]).namelist()
+    inputs = {f"train/{r['input_file_name']}" for r in rows}
+    assert len(inputs) == 2  # the input edited twice is stored once
+    assert sorted(names) == sorted(["train/metadata.jsonl", *inputs, *(f"train/{r['output_file_name']}" for r in rows)])
+    dataset = load_imagefolder(made.json["url"], tmp_path / "edit")
+    assert dataset.num_rows == 3
+    assert dataset.column_names == ["input", "output", "prompt", "seed", "model", "width", "height", "steps"]
+    for row, colour, prompt in zip(dataset, [red, blue, red], [prompts[0], prompts[0], prompts[1]], strict=True):
+        row["input"].load()
+        row["output"].load()
+        assert row["input"].size == (256, 256) and row["output"].size == (256, 256)
+        assert row["input"].convert("RGB").getpixel((128, 128)) == pytest.approx(colour, abs=8)
+        assert row["prompt"] == prompt and row["model"] == KONTEXT
+
+    # several references: the first is the input, the rest a list column
+    multi = generate(api, user, {"prompt": prompts[2], "model": MULTI_REFERENCE, "reference_image_ids": ids[::-1]})
+    made = api.post(
+        "/v1/archives", user=user, json_body={"image_ids": [edits[0]["id"], multi["id"]], "format": "imagefolder"}
+    )
+    assert made.status == 201, made.body
+    rows = metadata_rows(made.json["url"])
+    assert [list(row) for row in rows] == [[*I2I_COLUMNS, "reference_file_names"]] * 2
+    assert rows[0]["reference_file_names"] == [] and len(rows[1]["reference_file_names"]) == 1
+    assert rows[1]["input_file_name"].startswith(f"input-{ids[1]}.")
+    dataset = load_imagefolder(made.json["url"], tmp_path / "refs")
+    assert dataset.column_names == ["input", "output", *I2I_COLUMNS[2:], "reference"]
+    assert [len(row["reference"]) for row in dataset] == [0, 1]
+    reference = dataset[1]["reference"][0]
+    assert reference.convert("RGB").getpixel((128, 128)) == pytest.approx(red, abs=8)
+
+
+def test_imagefolder_export_of_image_jobs(api, worker, tmp_path):
+    """The job shapes with images in, exported: one prompt over uploads (a row per image, its
+    upload as input) and sets with n (each set's references, the inputs stored once)."""
+    user = "job-pairs"
+    worker.start()
+    colours = [(200, 40, 40), (40, 200, 40)]
+    ids = ready_uploads(api, worker, user, [(f"c{i}.png", "image/png", disc("PNG", c)) for i, c in enumerate(colours)])
+    prompts = parti_prompts()[310:313]
+    over = api.post(
+        "/v1/jobs",
+        user=user,
+        json_body={"prompt": prompts[0], "image_ids": ids, "model": KONTEXT, "width": 256, "height": 256},
+    )
+    assert over.status == 202, over.body
+    assert wait_job(api, user, over.json["job_id"])["counts"]["succeeded"] == 2
+    made = api.post(f"/v1/jobs/{over.json['job_id']}/archive", user=user, json_body={"format": "imagefolder"})
+    assert made.status == 201, made.body
+    openapi_check.check("/v1/jobs/{job_id}/archive", "POST", 201, made.json)
+    dataset = load_imagefolder(made.json["url"], tmp_path / "over")
+    assert dataset.num_rows == 2 and dataset.column_names == ["input", "output", *I2I_COLUMNS[2:]]
+    for row, colour in zip(dataset, colours, strict=True):
+        assert row["input"].convert("RGB").getpixel((128, 128)) == pytest.approx(colour, abs=8)
+        row["output"].load()
+
+    sets = api.post(
+        "/v1/jobs",
+        user=user,
+        json_body={
+            "sets": [{"prompt": prompts[1], "image_ids": ids}, {"prompt": prompts[2], "image_ids": ids[::-1]}],
+            "n": 2,
+            "model": MULTI_REFERENCE,
+            "width": 256,
+            "height": 256,
+        },
+    )
+    assert sets.status == 202, sets.body
+    assert wait_job(api, user, sets.json["job_id"])["counts"]["succeeded"] == 4
+    made = api.post(f"/v1/jobs/{sets.json['job_id']}/archive", user=user, json_body={"format": "imagefolder"})
+    assert made.status == 201, made.body
+    rows = metadata_rows(made.json["url"])
+    assert [row["prompt"] for row in rows] == [prompts[1]] * 2 + [prompts[2]] * 2
+    assert all(list(row) == [*I2I_COLUMNS, "reference_file_names"] for row in rows)
+    assert len([n for n in open_zip(made.json["url"]).namelist() if n.startswith("train/input-")]) == 2
+    dataset = load_imagefolder(made.json["url"], tmp_path / "sets")
+    assert dataset.num_rows == 4 and [len(row["reference"]) for row in dataset] == [1] * 4

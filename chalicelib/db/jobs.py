@@ -200,7 +200,8 @@ class ArchiveModel(BaseModel):
     ``source`` ``job`` | ``collection`` | ``images`` with ``source_ref`` (job id or
     collection name); ``bytes`` the ZIP size; ``lease_until`` epoch seconds while building;
     ``selection`` the sha256 of source, reference and image ids (identical requests share
-    it); ``enqueued_at`` epoch seconds when its queue message was sent (None: not yet).
+    it); ``enqueued_at`` epoch seconds when its queue message was sent (None: not yet);
+    ``format`` ``zip`` | ``imagefolder`` (None: ``zip``, records written before formats).
     """
 
     class Meta(BaseModel.Meta):
@@ -220,6 +221,7 @@ class ArchiveModel(BaseModel):
     error_message = UnicodeAttribute(null=True)
     selection = UnicodeAttribute(null=True)
     enqueued_at = NumberAttribute(null=True)
+    format = UnicodeAttribute(null=True)
     created_at = NumberAttribute()
     finished_at = NumberAttribute(null=True)
     expires_at = TTLAttribute(null=True)

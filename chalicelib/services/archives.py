@@ -3,15 +3,19 @@
 Routes: ``POST /v1/jobs/{id}/archive`` (the job's succeeded images, in prompt order),
 ``POST /v1/collections/{name}/archive`` (the collection's images, oldest first),
 ``POST /v1/archives {"image_ids": [...]}`` (at most ``ARCHIVE_MAX_IMAGES``, 1,000), and
-``GET /v1/archives/{id}`` (status, then a presigned URL).
+``GET /v1/archives/{id}`` (status, then a presigned URL). Each POST takes an optional
+``"format"``: ``zip`` (the default: the images and ``manifest.csv``, below) or
+``imagefolder`` (a Hugging Face ImageFolder dataset: ``train/`` with the images, the
+inputs of image-to-image results and ``metadata.jsonl``; see
+:mod:`chalicelib.services.dataset_export`).
 
 An archive of up to ``ARCHIVE_INLINE_MAX_IMAGES`` images is built in the request
 (201, ``ready``); a larger one is queued as an ``{"type": "archive"}`` message on the
 jobs queue (202, ``queued``) and built by the worker (``building`` -> ``ready`` |
 ``failed``), under a lease so a redelivered message never builds it twice at once.
 
-Identical requests are deduplicated: the selection (source, reference and the image
-ids in order) is hashed, and the first request claims the hash with a conditional put
+Identical requests are deduplicated: the selection (source, reference, the image
+ids in order and the format) is hashed, and the first request claims the hash with a conditional put
 (in the idempotency table, key ``"archive {hash}"``). While that archive is queued or
 building, or was ready less than :data:`ARCHIVE_REUSE_S` ago, the same request from
 the same user gets that archive back (same ``archive_id``, 202 or 201 as it stands)
@@ -64,6 +68,7 @@ from chalicelib.errors import DomainError, ErrorCode, NotFound, ValidationError
 from chalicelib.jobs.state import query_items
 from chalicelib.jobs.views import get_owned_job, images_by_id
 from chalicelib.jsonbody import reject_nulls
+from chalicelib.services.dataset_export import inputs_resolver, write_imagefolder, zip_date_time, zip_entry
 from chalicelib.services.images import ULID_RE, check_unknown_fields, parse_collection
 from chalicelib.settings import get_settings
 from chalicelib.storage import objects
@@ -83,6 +88,34 @@ ARCHIVE_GIVE_UP_S = 3600  # an archive still queued/building this long after cre
 CLAIM_ATTEMPTS = 3  # rounds of reading and taking over a selection claim
 MANIFEST_COLUMNS = ("file", "prompt", "seed", "model", "width", "height", "steps", "created_at")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # OWASP CSV Injection: cells a spreadsheet evaluates
+ZIP = "zip"
+IMAGEFOLDER = "imagefolder"
+FORMATS = (ZIP, IMAGEFOLDER)  # the archive "format" values; zip is the default
+
+
+def parse_format(body: Mapping[str, Any]) -> str:
+    """The ``format`` of an archive request body: ``zip`` (also when left out) or ``imagefolder``.
+
+    Raises:
+        ValidationError: 400 naming ``format`` when it is anything else (null included).
+    """
+    if "format" not in body:
+        return ZIP
+    value = body["format"]
+    if value not in FORMATS:
+        raise ValidationError(f"format must be one of: {', '.join(FORMATS)}", field="format")
+    return value
+
+
+def parse_format_body(body: Mapping[str, Any]) -> str:
+    """The body of ``POST /v1/jobs/{id}/archive`` and ``POST /v1/collections/{name}/archive``:
+    ``{}`` or ``{"format": ...}`` (an empty request body counts as ``{}``).
+
+    Raises:
+        ValidationError: 400 naming ``format`` or an unknown field.
+    """
+    check_unknown_fields(body, {"format"})
+    return parse_format(body)
 
 
 def csv_cell(value: Any) -> Any:
@@ -97,11 +130,6 @@ def csv_cell(value: Any) -> Any:
 def archive_key(user_id: str, archive_id: str) -> str:
     """``archives/{user_id}/{archive_id}.zip``."""
     return f"archives/{user_id}/{archive_id}.zip"
-
-
-def _date_time(image: ImageModel) -> tuple[int, int, int, int, int, int]:
-    created = image.created_at
-    return (max(1980, created.year), created.month, created.day, created.hour, created.minute, created.second)
 
 
 def write_zip(sink: MultipartZipSink, images: list[ImageModel]) -> int:
@@ -119,10 +147,7 @@ def write_zip(sink: MultipartZipSink, images: list[ImageModel]) -> int:
                 continue
             ext = image.s3_key.rsplit(".", 1)[-1]
             name = f"{number:04d}-{image.image_id}.{ext}"
-            info = zipfile.ZipInfo(name, date_time=_date_time(image))
-            info.compress_type = zipfile.ZIP_STORED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, data)
+            zip_entry(zf, name, data, zip_date_time(image))
             sink.flush_parts()
             rows.append(
                 [
@@ -148,21 +173,32 @@ def write_zip(sink: MultipartZipSink, images: list[ImageModel]) -> int:
     return len(rows)
 
 
+def archive_format(archive: ArchiveModel) -> str:
+    """``zip`` or ``imagefolder`` (a record without a format is a ``zip``)."""
+    return archive.format or ZIP
+
+
+def download_name(archive: ArchiveModel) -> str:
+    """The file name a browser saves the archive as: ``promptcanvas-{id}.zip``, or
+    ``promptcanvas-{id}-imagefolder.zip``."""
+    suffix = "-imagefolder" if archive_format(archive) == IMAGEFOLDER else ""
+    return f"promptcanvas-{archive.archive_id}{suffix}.zip"
+
+
 def archive_json(archive: ArchiveModel) -> dict[str, Any]:
     """The API shape: ``archive_id``, ``status`` (queued | building | ready | failed),
-    ``source``, ``source_ref``, ``image_count``, ``bytes``, ``url`` (presigned, when
-    ready), ``error``, ``created_at``, ``finished_at``, ``expires_at``."""
+    ``format`` (zip | imagefolder), ``source``, ``source_ref``, ``image_count``, ``bytes``,
+    ``url`` (presigned, when ready), ``error``, ``created_at``, ``finished_at``, ``expires_at``."""
     ready = archive.status == "ready"
     return {
         "archive_id": archive.archive_id,
         "status": archive.status,
+        "format": archive_format(archive),
         "source": archive.source,
         "source_ref": archive.source_ref,
         "image_count": int(archive.image_count or 0),
         "bytes": int(archive.bytes) if archive.bytes is not None else None,
-        "url": objects.presign_get(archive.s3_key, download_name=f"promptcanvas-{archive.archive_id}.zip")
-        if ready
-        else None,
+        "url": objects.presign_get(archive.s3_key, download_name=download_name(archive)) if ready else None,
         "error": archive.error_message if archive.status == "failed" else None,
         "created_at": iso8601(archive.created_at),
         "finished_at": iso8601(archive.finished_at),
@@ -217,7 +253,10 @@ def build(archive: ArchiveModel) -> bool:
         found = images_by_id(archive.user_id, list(archive.image_ids))
         images = [found[i] for i in archive.image_ids if i in found]
         sink = MultipartZipSink(settings.images_bucket, archive.s3_key, settings.archive_part_bytes)
-        count = write_zip(sink, images)
+        if archive_format(archive) == IMAGEFOLDER:
+            count = write_imagefolder(sink, images, inputs_resolver(archive.user_id, images))
+        else:
+            count = write_zip(sink, images)
         size = sink.complete()
     except Exception as exc:  # noqa: BLE001 - recorded below; retried by the queue
         if sink is not None:
@@ -264,9 +303,14 @@ def process_message(body: Mapping[str, Any]) -> bool:
     return build(archive)
 
 
-def selection_hash(source: str, ref: str | None, image_ids: list[str]) -> str:
-    """sha256 (hex) of what an archive holds: ``source``, ``ref`` and the image ids in order."""
-    canonical = json.dumps([source, ref, image_ids], separators=(",", ":"))
+def selection_hash(source: str, ref: str | None, image_ids: list[str], archive_format: str = ZIP) -> str:
+    """sha256 (hex) of what an archive holds: ``source``, ``ref``, the image ids in order
+    and, for any format but ``zip``, the format (so a ``zip`` keeps the hash it had
+    before formats existed)."""
+    parts: list[Any] = [source, ref, image_ids]
+    if archive_format != ZIP:
+        parts.append(archive_format)
+    canonical = json.dumps(parts, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -370,7 +414,7 @@ def enqueue(archive: ArchiveModel) -> bool:
     return True
 
 
-def _create(user_id: str, source: str, ref: str | None, image_ids: list[str]) -> dict[str, Any]:
+def _create(user_id: str, source: str, ref: str | None, image_ids: list[str], fmt: str) -> dict[str, Any]:
     settings = get_settings()
     if not image_ids:
         raise DomainError(ErrorCode.NOTHING_TO_ARCHIVE, "there are no images to archive")
@@ -388,7 +432,8 @@ def _create(user_id: str, source: str, ref: str | None, image_ids: list[str]) ->
         s3_key=archive_key(user_id, archive_id),
         image_count=len(image_ids),
         attempts=0,
-        selection=selection_hash(source, ref, image_ids),
+        selection=selection_hash(source, ref, image_ids, fmt),
+        format=fmt,
         created_at=now,
         expires_at=timedelta(seconds=ARCHIVE_TTL_S),
     )
@@ -494,43 +539,50 @@ def sweep_stuck(now: float, *, dry_run: bool, deadline: Deadline) -> dict[str, i
     return counts
 
 
-def create_for_job(user_id: str, job_id: str) -> dict[str, Any]:
-    """``POST /v1/jobs/{id}/archive``: the job's succeeded images, in prompt order.
+def create_for_job(user_id: str, job_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """``POST /v1/jobs/{id}/archive`` with ``body`` ``{}`` or ``{"format": ...}``: the
+    job's succeeded images, in prompt order.
 
     Raises:
-        NotFound: 404. DomainError: 409 ``nothing-to-archive``.
+        ValidationError: 400 naming ``format``. NotFound: 404. DomainError: 409
+        ``nothing-to-archive``.
     """
+    fmt = parse_format_body(body)
     get_owned_job(user_id, job_id)
     items = sorted(query_items(job_id, SUCCEEDED), key=lambda i: int(i.index))
-    return _create(user_id, "job", job_id, [i.image_id for i in items])
+    return _create(user_id, "job", job_id, [i.image_id for i in items], fmt)
 
 
-def create_for_collection(user_id: str, name: str) -> dict[str, Any]:
-    """``POST /v1/collections/{name}/archive``: the collection's images, oldest first
-    (``name`` as in the path; percent-escapes are decoded).
+def create_for_collection(user_id: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """``POST /v1/collections/{name}/archive`` with ``body`` ``{}`` or ``{"format": ...}``:
+    the collection's images, oldest first (``name`` as in the path; percent-escapes are
+    decoded).
 
     Raises:
-        ValidationError: 400 (field ``name``). NotFound: 404 when the user has no such
-        collection. DomainError: 400 ``too-many-images``.
+        ValidationError: 400 (field ``name`` or ``format``). NotFound: 404 when the user
+        has no such collection. DomainError: 400 ``too-many-images``.
     """
+    fmt = parse_format_body(body)
     collection = parse_collection(urllib.parse.unquote(name or ""), field="name")
     limit = get_settings().archive_max_images
     ids = [image.image_id for image in ImageModel.by_collection.query(f"{user_id}#{collection}", limit=limit + 1)]
     if not ids:
         raise NotFound("collection")
-    return _create(user_id, "collection", collection, ids)
+    return _create(user_id, "collection", collection, ids, fmt)
 
 
 def create_for_images(user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
-    """``POST /v1/archives {"image_ids": [...]}``: 1 to ``ARCHIVE_MAX_IMAGES`` of the
-    caller's images, in the order given (duplicates dropped).
+    """``POST /v1/archives {"image_ids": [...], "format"?: "zip" | "imagefolder"}``: 1 to
+    ``ARCHIVE_MAX_IMAGES`` of the caller's images, in the order given (duplicates dropped).
 
     Raises:
-        ValidationError: 400 naming ``image_ids`` / ``image_ids[i]`` or an unknown field.
+        ValidationError: 400 naming ``image_ids`` / ``image_ids[i]``, ``format`` or an
+        unknown field.
         NotFound: 404 when an id is not one of the caller's images.
     """
-    check_unknown_fields(body, {"image_ids"})
+    check_unknown_fields(body, {"image_ids", "format"})
     reject_nulls(body)
+    fmt = parse_format(body)
     raw = body.get("image_ids")
     maximum = get_settings().archive_max_images
     if not isinstance(raw, list) or not raw:
@@ -545,7 +597,7 @@ def create_for_images(user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
     missing = [i for i in ids if i not in found]
     if missing:
         raise NotFound("image")
-    return _create(user_id, "images", None, ids)
+    return _create(user_id, "images", None, ids, fmt)
 
 
 def get_archive(user_id: str, archive_id: str) -> dict[str, Any]:

@@ -102,12 +102,18 @@ export function paramsForm(catalog, { seed: withSeed = true, idPrefix = "p" } = 
     return [w, hgt];
   }
 
+  /** One image at the chosen model, size and steps, USD (null: unknown). */
+  function currentPrice() {
+    const m = spec();
+    const [w, hgt] = currentSize();
+    const steps = takes("steps") && stepsInput.value !== "" ? Number(stepsInput.value) : m && m.steps && m.steps.default;
+    return imagePrice(m, w, hgt, steps);
+  }
+
   function updatePrice() {
     const m = spec();
     if (!m) return;
-    const [w, hgt] = currentSize();
-    const steps = takes("steps") && stepsInput.value !== "" ? Number(stepsInput.value) : m.steps && m.steps.default;
-    const cost = imagePrice(m, w, hgt, steps);
+    const cost = currentPrice();
     price.textContent = cost === null ? "" : `About ${formatUsd(cost)} per image (${formatUsd(m.price_per_mp)} per megapixel).`;
   }
 
@@ -167,6 +173,25 @@ export function paramsForm(catalog, { seed: withSeed = true, idPrefix = "p" } = 
     element,
     fields,
     seedInput,
+    /** The chosen model's catalog entry. */
+    spec,
+    /** Call `listener(spec)` whenever the model changes. */
+    onModelChange(listener) {
+      modelSelect.addEventListener("change", () => listener(spec()));
+    },
+    /** Choose the model `id` (when the catalog has it) and show its parameters. */
+    setModel(id) {
+      if (models.some((m) => m.id === id)) modelSelect.value = id;
+      applyModel();
+      modelSelect.dispatchEvent(new Event("change"));
+    },
+    /** The estimated price of one image at the chosen model, size and steps, USD (null: unknown). */
+    price: currentPrice,
+    /** Call `listener()` whenever the price of an image may have changed. */
+    onPriceChange(listener) {
+      for (const el of [modelSelect, sizeSelect, aspectSelect]) el.addEventListener("change", listener);
+      stepsInput.addEventListener("input", listener);
+    },
     /** The request fields: only those the chosen model takes. */
     values() {
       const out = { model: modelSelect.value };

@@ -462,7 +462,7 @@ def test_batch_from_tsv_progress_gallery_and_zip(open_page, shot, stack, tmp_pat
     expect(bar).to_contain_text("10 images selected")
     shot(page, "gallery-selected")
     with page.expect_download(timeout=60_000) as download:
-        bar.get_by_role("button", name="Download ZIP").click()
+        bar.get_by_role("button", name="Download", exact=True).click()
     path = download.value.path()
     with zipfile.ZipFile(path) as archive:
         names = [n for n in archive.namelist() if not n.endswith("/")]

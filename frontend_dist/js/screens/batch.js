@@ -1,8 +1,10 @@
-// Batch: paste prompts, upload a .txt/.csv/.tsv, or one prompt × count; then a job is queued and the
-// job's live progress screen opens.
+// Batch: paste prompts, upload a .txt/.csv/.tsv, one prompt × count, one prompt over a collection of
+// uploaded images, or sets (a prompt and its reference images, n images each); a count and a cost
+// estimate show before starting; then a job is queued and the job's live progress screen opens.
 
 import { api, limits as apiLimits, models } from "../api.js";
-import { paramsForm } from "../params.js";
+import { modelInputs, readyUploads, uploadChooser } from "../image-inputs.js";
+import { formatUsd, paramsForm } from "../params.js";
 import { limits, parsePasted, parsePromptFile, setLimits } from "../prompts-file.js";
 import { field, h, loadingBox, mount, plural, setFieldError, showError, toast, uid } from "../ui.js";
 
@@ -20,6 +22,8 @@ export async function render(container, { navigate }) {
     ["paste", "Paste prompts"],
     ["file", "Upload file"],
     ["count", "One prompt × count"],
+    ["collection", "One prompt over uploaded images"],
+    ["sets", "Sets"],
   ];
   const group = uid("src");
   const sourceRadios = {};
@@ -57,11 +61,79 @@ export async function render(container, { navigate }) {
   const countInput = h("input", { type: "number", name: "count", min: 1, max: MAX_PROMPTS, step: 1, value: 4, inputmode: "numeric" });
   const count = field("Count", countInput, { id: "batch-count", hint: `1–${MAX_PROMPTS} images, each with its own seed.` });
 
+  // One prompt over every ready upload of a collection (automatic mode).
+  const overPromptInput = h("textarea", { name: "over_prompt", rows: 3, maxlength: 2000, placeholder: "An edit to make to every image, e.g. put the product on a marble table" });
+  const overPrompt = field("Prompt for every image", overPromptInput, { id: "batch-over-prompt" });
+  const overCollectionInput = h("input", { type: "text", name: "collection_images", maxlength: 64, placeholder: "e.g. product-shots" });
+  const overCollection = field("Images from", overCollectionInput, {
+    id: "batch-over-collection",
+    hint: "The name of a collection on the Images tab: every ready image in it gets the prompt.",
+  });
+  const overCount = h("p", { class: "hint over-count", role: "status", "aria-live": "polite" });
+  let overImages = { collection: null, count: 0 };
+
+  // Sets: each a prompt and its reference images, with n images per set (semi-automatic mode).
+  const setsList = h("ol", { class: "sets-list", "aria-label": "Sets" });
+  const addSetBtn = h("button", { type: "button", class: "btn btn-small", text: "Add a set" });
+  const perSetInput = h("input", { type: "number", name: "n", min: 1, max: MAX_PROMPTS, step: 1, value: 4, inputmode: "numeric" });
+  const perSet = field("Images per set", perSetInput, { id: "batch-per-set" });
+  const sets = [];
+
   const panes = {
     paste: h("div", { class: "stack" }, paste.wrap),
     file: h("div", { class: "stack", hidden: true }, file.wrap),
     count: h("div", { class: "stack", hidden: true }, single.wrap, count.wrap),
+    collection: h("div", { class: "stack", hidden: true }, overPrompt.wrap, overCollection.wrap, overCount),
+    sets: h("div", { class: "stack", hidden: true }, setsList, addSetBtn, perSet.wrap),
   };
+
+  function addSet() {
+    const number = sets.length + 1;
+    const promptInput = h("textarea", { name: `set_prompt_${number}`, rows: 2, maxlength: 2000, placeholder: "The prompt of this set" });
+    const promptField = field(`Set ${number} prompt`, promptInput, { id: `batch-set-${number}-prompt` });
+    const chooser = uploadChooser({ label: `Set ${number} reference images`, max: Math.max(1, modelInputs(params.spec()).maxReferences) });
+    const entry = { promptInput, promptField, chooser };
+    sets.push(entry);
+    promptInput.addEventListener("input", recompute);
+    chooser.onChange(recompute);
+    setsList.append(h("li", { class: "set card-inset stack" }, promptField.wrap, h("p", { class: "hint", text: "Reference images" }), chooser.element));
+    chooser.load().catch((err) => showError(err, "Your uploads could not be listed"));
+    recompute();
+  }
+  addSetBtn.addEventListener("click", addSet);
+
+  let overTimer = null;
+  function countCollection() {
+    clearTimeout(overTimer);
+    const name = overCollectionInput.value.trim();
+    if (!name) {
+      overImages = { collection: null, count: 0 };
+      overCount.textContent = "";
+      recompute();
+      return;
+    }
+    if (!COLLECTION_RE.test(name)) {
+      setFieldError(overCollection, "1–64 characters: letters, digits, space, _ . - (starting with a letter or digit).");
+      return;
+    }
+    setFieldError(overCollection, "");
+    overCount.textContent = "Counting the collection's images…";
+    overTimer = setTimeout(async () => {
+      try {
+        const found = await readyUploads({ collection: name, max: MAX_PROMPTS + 1 });
+        if (overCollectionInput.value.trim() !== name) return;
+        overImages = { collection: name, count: found.length };
+        overCount.textContent =
+          found.length > MAX_PROMPTS
+            ? `More than ${MAX_PROMPTS} ready images: a job takes at most ${MAX_PROMPTS}.`
+            : `${plural(found.length, "ready image")} in “${name}”.`;
+      } catch (err) {
+        overImages = { collection: null, count: 0 };
+        overCount.textContent = `The collection could not be read: ${err.message}`;
+      }
+      recompute();
+    }, 300);
+  }
 
   const nameInput = h("input", { type: "text", name: "name", maxlength: 100, placeholder: "Optional, e.g. Spring campaign" });
   const name = field("Job name", nameInput, { id: "batch-name" });
@@ -86,6 +158,7 @@ export async function render(container, { navigate }) {
   const previewList = h("ol", { class: "preview-list", "aria-label": "First prompts" });
   const submit = h("button", { type: "submit", class: "btn btn-primary btn-lg btn-block", text: "Start batch", disabled: true });
 
+  const cost = h("p", { class: "batch-cost", "aria-live": "polite" });
   let state = { prompts: [], errors: [], fileObj: null };
 
   function source() {
@@ -106,6 +179,25 @@ export async function render(container, { navigate }) {
           result = { prompts: [], errors: [`The file is ${kib(f.size)} KiB; at most ${kib(limits.maxFileBytes)} KiB.`] };
         } else result = parsePromptFile(await f.text(), f.name);
       }
+    } else if (src === "collection") {
+      const text = overPromptInput.value.trim();
+      const errors = [];
+      if (text.length > 2000) errors.push("The prompt is longer than 2000 characters.");
+      if (overImages.count > MAX_PROMPTS) errors.push(`The collection has more than ${MAX_PROMPTS} ready images.`);
+      const n = text && overImages.collection === overCollectionInput.value.trim() ? Math.min(overImages.count, MAX_PROMPTS) : 0;
+      result = { prompts: errors.length ? [] : Array.from({ length: n }, (_, i) => ({ line: i + 1, prompt: text })), errors };
+    } else if (src === "sets") {
+      const n = Number(perSetInput.value);
+      const errors = [];
+      if (!Number.isInteger(n) || n < 1) errors.push("Images per set must be a whole number of at least 1.");
+      const filled = sets.filter((x) => x.promptInput.value.trim());
+      sets.forEach((x, i) => {
+        if (x.promptInput.value.trim() && !x.chooser.chosen().length) errors.push(`Set ${i + 1} has no reference image.`);
+      });
+      if (filled.length * n > MAX_PROMPTS) errors.push(`${filled.length * n} images: a job takes at most ${MAX_PROMPTS}.`);
+      const prompts = [];
+      if (!errors.length) for (const x of filled) for (let i = 0; i < n; i += 1) prompts.push({ line: prompts.length + 1, prompt: x.promptInput.value.trim() });
+      result = { prompts, errors };
     } else {
       const text = singleInput.value.trim();
       const n = Number(countInput.value);
@@ -123,7 +215,8 @@ export async function render(container, { navigate }) {
     state = { ...state, prompts: result.prompts, errors: result.errors };
     const n = result.prompts.length;
     summaryCount.textContent = String(n);
-    summaryText.textContent = n === 1 ? "prompt ready" : "prompts ready";
+    const unit = src === "collection" || src === "sets" ? "image" : "prompt";
+    summaryText.textContent = `${n === 1 ? unit : `${unit}s`} ready`;
     errorList.replaceChildren(...result.errors.slice(0, 50).map((e) => h("li", { text: e })));
     if (result.errors.length > 50) errorList.append(h("li", { text: `…and ${result.errors.length - 50} more.` }));
     errorsBox.hidden = !result.errors.length;
@@ -132,11 +225,14 @@ export async function render(container, { navigate }) {
     const ok = n > 0 && !result.errors.length && !collection.input.getAttribute("aria-invalid");
     submit.disabled = !ok;
     submit.textContent = ok ? `Start batch · ${plural(n, "image")}` : "Start batch";
+    const each = params.price();
+    cost.textContent = n && each !== null ? `Estimated cost: ${formatUsd(n * each)} (${plural(n, "image")} × ${formatUsd(each)})` : "";
   }
 
   for (const [value, radio] of Object.entries(sourceRadios)) {
     radio.addEventListener("change", () => {
       for (const [key, pane] of Object.entries(panes)) pane.hidden = key !== value;
+      if (value === "sets" && !sets.length) addSet();
       recompute();
     });
   }
@@ -145,6 +241,13 @@ export async function render(container, { navigate }) {
   singleInput.addEventListener("input", recompute);
   countInput.addEventListener("input", recompute);
   collectionInput.addEventListener("input", recompute);
+  overPromptInput.addEventListener("input", recompute);
+  overCollectionInput.addEventListener("input", countCollection);
+  perSetInput.addEventListener("input", recompute);
+  params.onPriceChange(recompute);
+  params.onModelChange((spec) => {
+    for (const x of sets) x.chooser.setMax(Math.max(1, modelInputs(spec).maxReferences));
+  });
 
   async function submitJob() {
     await recompute();
@@ -165,6 +268,16 @@ export async function render(container, { navigate }) {
       form.append("file", state.fileObj, state.fileObj.name);
       for (const [key, value] of Object.entries({ ...params.values(), ...extra })) form.append(key, String(value));
       options.form = form;
+    } else if (src === "collection") {
+      options.json = { prompt: overPromptInput.value.trim(), collection_images: overCollectionInput.value.trim(), ...params.values(), ...extra };
+    } else if (src === "sets") {
+      const filled = sets.filter((x) => x.promptInput.value.trim());
+      options.json = {
+        sets: filled.map((x) => ({ prompt: x.promptInput.value.trim(), image_ids: x.chooser.chosen().map((i) => i.id) })),
+        n: Number(perSetInput.value),
+        ...params.values(),
+        ...extra,
+      };
     } else if (src === "count") {
       options.json = { prompt: singleInput.value.trim(), count: Number(countInput.value), ...params.values(), ...extra };
     } else {
@@ -178,7 +291,8 @@ export async function render(container, { navigate }) {
       navigate(`#/jobs/${encodeURIComponent(job.job_id)}`);
     } catch (err) {
       const key = String(err.field || "").replace(/\[\d+\]$/, "");
-      const target = { prompts: src === "count" ? single : paste, prompt: src === "count" ? single : paste, count, file, collection, name }[key];
+      const promptTarget = { count: single, collection: overPrompt }[src] || paste;
+      const target = { prompts: promptTarget, prompt: promptTarget, count, file, collection, name, collection_images: overCollection, n: perSet }[key];
       if (target) {
         setFieldError(target, err.message);
         target.input.focus();
@@ -193,7 +307,7 @@ export async function render(container, { navigate }) {
   const form = h(
     "form",
     { class: "stack", novalidate: true, "aria-labelledby": "batch-title" },
-    h("fieldset", {}, h("legend", { text: "Prompts" }), h("div", { class: "stack" }, segmented, panes.paste, panes.file, panes.count)),
+    h("fieldset", {}, h("legend", { text: "Prompts" }), h("div", { class: "stack" }, segmented, panes.paste, panes.file, panes.count, panes.collection, panes.sets)),
     h("div", { class: "grid-2" }, collection.wrap, name.wrap),
     collectionList,
     h("fieldset", {}, h("legend", { text: "Generation settings" }), params.element),
@@ -210,7 +324,7 @@ export async function render(container, { navigate }) {
       "div",
       { class: "screen-head" },
       h("h1", { id: "batch-title", text: "Batch" }),
-      h("p", { class: "lede", text: "Queue up to 500 prompts; images appear as they finish." }),
+      h("p", { class: "lede", text: `Queue up to ${MAX_PROMPTS} images, from prompts or from your uploaded images; they appear as they finish.` }),
     ),
     h(
       "div",
@@ -223,6 +337,7 @@ export async function render(container, { navigate }) {
         summary,
         errorsBox,
         previewList,
+        cost,
         submit,
         h("p", { class: "hint", text: "Each image counts against your monthly quota." }),
       ),

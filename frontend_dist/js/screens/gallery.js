@@ -2,7 +2,8 @@
 // (prompt, parameters, seed: re-run, share, download, delete); multi-select to download a ZIP or delete;
 // share the chosen collection.
 
-import { buildArchive, del, get, post } from "../api.js";
+import { del, get, post } from "../api.js";
+import { archiveDownload } from "../archive-download.js";
 import {
   announce,
   confirmDialog,
@@ -15,11 +16,11 @@ import {
   plural,
   shortModel,
   showError,
-  startDownload,
   toast,
   uid,
 } from "../ui.js";
 import { formatUsd } from "../params.js";
+import { editOnGenerate, imageInput, inputPreview, inputThumb, recordedInputs } from "../image-inputs.js";
 import { RERUN_KEY } from "./generate.js";
 import { linkRow } from "./shares.js";
 
@@ -46,7 +47,11 @@ export async function render(container, { query }) {
   const moreBtn = h("button", { type: "button", class: "btn", text: "Load more" });
   const moreBox = h("div", { class: "load-more" });
   const selCount = h("strong", { text: "" });
-  const zipBtn = h("button", { type: "button", class: "btn btn-primary btn-small", text: "Download ZIP" });
+  const download = archiveDownload({
+    request: () => ({ path: "/v1/archives", json: { image_ids: [...selected] } }),
+    filename: (format) => `promptcanvas-images${format === "imagefolder" ? "-imagefolder" : ""}.zip`,
+    small: true,
+  });
   const deleteBtn = h("button", { type: "button", class: "btn btn-danger btn-small", text: "Delete" });
   const clearBtn = h("button", { type: "button", class: "btn btn-ghost btn-small", text: "Clear selection" });
   const selectAllBtn = h("button", { type: "button", class: "btn btn-ghost btn-small", text: "Select all loaded" });
@@ -64,7 +69,7 @@ export async function render(container, { query }) {
       shareCollectionBtn.disabled = false;
     }
   });
-  const selectionBar = h("div", { class: "selection-bar", role: "region", "aria-label": "Selection", hidden: true }, selCount, selectAllBtn, clearBtn, zipBtn, deleteBtn);
+  const selectionBar = h("div", { class: "selection-bar", role: "region", "aria-label": "Selection", hidden: true }, selCount, selectAllBtn, clearBtn, download.element, deleteBtn);
 
   function setView(next) {
     view = next;
@@ -210,21 +215,6 @@ export async function render(container, { query }) {
     selected.clear();
     updateSelection();
   });
-  zipBtn.addEventListener("click", async () => {
-    const ids = [...selected];
-    zipBtn.disabled = true;
-    zipBtn.textContent = "Preparing ZIP…";
-    try {
-      const archive = await buildArchive("/v1/archives", { image_ids: ids });
-      startDownload(archive.url, "promptcanvas-images.zip");
-      toast(`Downloading a ZIP of ${plural(ids.length, "image")}.`, { kind: "success" });
-    } catch (err) {
-      showError(err, "Could not build the ZIP");
-    } finally {
-      zipBtn.disabled = false;
-      zipBtn.textContent = "Download ZIP";
-    }
-  });
   deleteBtn.addEventListener("click", async () => {
     const ids = [...selected];
     const ok = await confirmDialog(`Delete ${plural(ids.length, "image")}? This cannot be undone.`, {
@@ -335,6 +325,20 @@ export function openLightbox(list, index, { onDelete } = {}) {
       dialog.close();
       location.hash = "#/generate";
     });
+    // Image to image: what it was made from, beside the details.
+    const madeFrom = h("div", { class: "made-from", "aria-label": "Input images" });
+    const given = recordedInputs(img.inputs);
+    if (given.length) {
+      mount(madeFrom, h("p", { class: "hint", text: "Made from" }));
+      Promise.all(given.map(inputPreview)).then((found) => {
+        madeFrom.append(h("div", { class: "pair-inputs" }, found.filter(Boolean).map((x, i) => inputThumb(x, i === 0 && img.inputs.image ? "Input" : "Reference"))));
+      });
+    }
+    const editBtn = h("button", { type: "button", class: "btn", text: "Edit this image" });
+    editBtn.addEventListener("click", () => {
+      dialog.close();
+      editOnGenerate(imageInput(img));
+    });
     const shareBox = h("div", { class: "share-box", "aria-live": "polite" });
     const shareBtn = h("button", { type: "button", class: "btn", text: "Share" });
     shareBtn.addEventListener("click", async () => {
@@ -386,7 +390,8 @@ export function openLightbox(list, index, { onDelete } = {}) {
           h("h2", { id: titleId, class: "visually-hidden", text: "Image details" }),
           h("p", { class: "prompt-text", text: img.prompt }),
           h("dl", { class: "params-table" }, rows.map(([k, v]) => [h("dt", { text: k }), h("dd", { class: k === "Seed" ? "mono" : null, text: String(v) })])),
-          h("div", { class: "actions" }, rerun, shareBtn, h("a", { class: "btn", href: img.download_url || img.url, download: "", text: "Download" }), remove),
+          madeFrom,
+          h("div", { class: "actions" }, rerun, editBtn, shareBtn, h("a", { class: "btn", href: img.download_url || img.url, download: "", text: "Download" }), remove),
           shareBox,
           list.length > 1 ? h("p", { class: "hint", text: `${current + 1} of ${list.length} · ← → to browse` }) : null,
         ),

@@ -1,6 +1,7 @@
 // Generate: prompt (with templates and recent prompts), parameters, and the result.
 
 import { get, models, post } from "../api.js";
+import { imageInput, inputPicker, inputThumb, takeEditHandoff } from "../image-inputs.js";
 import { paramsForm } from "../params.js";
 import { announce, errorBox, field, h, loadingBox, mount, setFieldError, shortModel, showError, toast } from "../ui.js";
 
@@ -19,6 +20,9 @@ export async function render(container) {
   mount(container, h("h1", { id: "generate-title", text: "Generate" }), loadingBox("Loading models…"));
   const catalog = await models();
   const params = paramsForm(catalog, { idPrefix: "gen" });
+  const inputs = inputPicker({ catalog, setModel: (id) => params.setModel(id) });
+  inputs.applyModel(params.spec());
+  params.onModelChange((spec) => inputs.applyModel(spec));
 
   const promptInput = h("textarea", {
     name: "prompt",
@@ -104,8 +108,14 @@ export async function render(container) {
       params.showError(...invalid);
       return;
     }
+    const inputProblem = inputs.problem();
+    if (inputProblem) {
+      params.showError("model", inputProblem);
+      return;
+    }
     if (reuseSeed.checked && lastImages[0] && params.seedInput.value === "") params.seedInput.value = lastImages[0].seed;
-    const body = { prompt: text, ...params.values(), n: Number(countSelect.value) };
+    const body = { prompt: text, ...params.values(), ...inputs.values(), n: Number(countSelect.value) };
+    const given = inputs.shown();
     submit.disabled = true;
     submit.textContent = "Generating…";
     status.textContent = "Generating…";
@@ -114,14 +124,18 @@ export async function render(container) {
     try {
       const data = await post("/v1/images", body);
       lastImages = data.images || [];
-      showResult(lastImages);
+      showResult(lastImages, given);
       status.textContent = `Generated ${lastImages.length === 1 ? "an image" : `${lastImages.length} images`}.`;
       if (reuseSeed.checked && lastImages[0]) params.seedInput.value = lastImages[0].seed;
       else if (!reuseSeed.checked) params.seedInput.value = "";
       loadRecent();
     } catch (err) {
       status.textContent = "";
-      const onField = err.field === "prompt" ? (setFieldError(prompt, err.message), true) : params.showError(err.field, err.message);
+      const inputField = ["image_id", "reference_image_ids", "mask_id"].includes(String(err.field || "").replace(/\[\d+\]$/, ""));
+      const onField =
+        err.field === "prompt"
+          ? (setFieldError(prompt, err.message), true)
+          : params.showError(inputField ? "model" : err.field, err.message);
       mount(resultPanel, errorBox(err, { retry: generate }));
       if (!onField) showError(err, "Generation failed");
     } finally {
@@ -131,21 +145,30 @@ export async function render(container) {
     }
   }
 
-  function showResult(images) {
+  function showResult(images, given = []) {
+    const output = (img) =>
+      h("img", {
+        src: img.url,
+        alt: img.prompt,
+        width: img.width,
+        height: img.height,
+        class: "result-image",
+        decoding: "async",
+      });
     mount(
       resultPanel,
       images.map((img) =>
         h(
           "figure",
-          { class: "result" },
-          h("img", {
-            src: img.url,
-            alt: img.prompt,
-            width: img.width,
-            height: img.height,
-            class: "result-image",
-            decoding: "async",
-          }),
+          { class: given.length ? "result result-pair" : "result" },
+          given.length
+            ? h(
+                "div",
+                { class: "pair", "aria-label": "Input and output" },
+                h("div", { class: "pair-inputs" }, given.map((x, i) => inputThumb(x, i === 0 && inputs.edit() ? "Input" : "Reference"))),
+                h("div", { class: "pair-output" }, output(img), h("p", { class: "hint", text: "Output" })),
+              )
+            : output(img),
           h(
             "figcaption",
             {},
@@ -172,6 +195,15 @@ export async function render(container) {
                   generate();
                 },
               }),
+              h("button", {
+                type: "button",
+                class: "btn",
+                text: "Edit this image",
+                onclick: () => {
+                  inputs.setEdit(imageInput(img));
+                  promptInput.focus();
+                },
+              }),
               h("a", { class: "btn", href: "#/gallery", text: "View in gallery" }),
             ),
           ),
@@ -187,6 +219,7 @@ export async function render(container) {
     prompt.wrap,
     templates,
     recent,
+    inputs.element,
     params.element,
     h(
       "div",
@@ -217,6 +250,8 @@ export async function render(container) {
     h("div", { class: "generate-layout" }, h("div", { class: "card" }, form), h("div", { class: "card result-card" }, h("h2", { class: "card-title", text: "Result" }), resultPanel)),
   );
 
+  const handed = takeEditHandoff();
+  if (handed) inputs.setEdit(handed);
   const rerun = sessionStorage.getItem(RERUN_KEY);
   if (rerun) {
     sessionStorage.removeItem(RERUN_KEY);

@@ -3,6 +3,7 @@
 
 import { del, get } from "../api.js";
 import { confirmDialog, emptyState, errorBox, errorMessage, field, h, loadingBox, mount, plural, setFieldError, showError, statusBadge, toast } from "../ui.js";
+import { editOnGenerate, uploadInput } from "../image-inputs.js";
 import { CONCURRENCY, formatBytes, localProblem, runPool, uploadFile } from "../uploads.js";
 
 const COLLECTION_RE = /^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$/;
@@ -192,6 +193,15 @@ export async function render(container, { query }) {
         h("span", { class: "upload-name", text: upload.filename || upload.id }),
         h("span", {}, statusBadge(upload.status), upload.width ? ` ${upload.width}×${upload.height}` : "", upload.collection ? ` · ${upload.collection}` : ""),
         upload.error ? h("span", { class: "hint", text: upload.error.message }) : null,
+        upload.kind === "image" && upload.status === "ready"
+          ? h("button", {
+              type: "button",
+              class: "btn btn-small",
+              text: "Edit this image",
+              "aria-label": `Edit ${upload.filename || "this image"}`,
+              onclick: () => editOnGenerate(uploadInput(upload)),
+            })
+          : null,
         remove,
       ),
     );
@@ -237,7 +247,9 @@ export async function render(container, { query }) {
   moreBtn.addEventListener("click", () => !done && loadPage());
   collectionInput.addEventListener("change", () => {
     const value = currentCollection();
-    if (value === null) return;
+    // Unchanged (e.g. the field loses focus after an upload already showed that collection): keep
+    // the list, so a click on one of its buttons is not lost to a re-render between press and release.
+    if (value === null || value === filter) return;
     filter = value;
     reload();
   });

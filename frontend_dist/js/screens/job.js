@@ -1,7 +1,9 @@
 // One job: a live progress bar (succeeded, failed, total, elapsed, ETA), images as they finish,
 // failed items with their errors, and cancel / retry failed / download ZIP.
 
-import { buildArchive, get, post } from "../api.js";
+import { get, post } from "../api.js";
+import { archiveDownload } from "../archive-download.js";
+import { inputPreview, recordedInputs } from "../image-inputs.js";
 import {
   announce,
   confirmDialog,
@@ -13,7 +15,6 @@ import {
   mount,
   plural,
   showError,
-  startDownload,
   statusBadge,
   toast,
   toEpochSeconds,
@@ -55,7 +56,12 @@ export async function render(container, { params }) {
   const meta = h("p", { class: "hint head-meta" });
   const cancelBtn = h("button", { type: "button", class: "btn btn-danger", text: "Cancel job", hidden: true });
   const retryBtn = h("button", { type: "button", class: "btn", text: "Retry failed", hidden: true });
-  const zipBtn = h("button", { type: "button", class: "btn btn-primary", text: "Download ZIP", disabled: true });
+  const download = archiveDownload({
+    request: () => ({ path: `/v1/jobs/${encodeURIComponent(jobId)}/archive` }),
+    filename: (format) => `${job.name || job.job_id}${format === "imagefolder" ? "-imagefolder" : ""}.zip`,
+  });
+  const zipBtn = download.button;
+  zipBtn.disabled = true;
   const grid = h("ul", { class: "image-grid", "aria-label": "Finished images" });
   const gridEmpty = h("p", { class: "hint", text: "Images appear here as they finish." });
   const failedList = h("ul", { class: "errors-list item-errors" });
@@ -155,6 +161,7 @@ export async function render(container, { params }) {
         prompt: item.prompt,
         collection: job.collection,
         created_at: item.finished_at,
+        inputs: item.inputs || item.image.inputs || null,
       };
       images.set(key, image);
       grid.append(tile(image));
@@ -189,7 +196,19 @@ export async function render(container, { params }) {
       const list = [...images.values()];
       openLightbox(list, list.findIndex((x) => x.id === image.id), {});
     });
-    return h("li", { class: "tile" }, open, h("p", { class: "tile-caption", title: image.prompt, text: image.prompt }));
+    const given = recordedInputs(image.inputs);
+    if (!given.length) return h("li", { class: "tile" }, open, h("p", { class: "tile-caption", title: image.prompt, text: image.prompt }));
+    // Image to image: the input beside the output.
+    const inputSlot = h("div", { class: "tile-input" });
+    inputPreview(given[0]).then((input) => {
+      if (input) mount(inputSlot, h("img", { src: input.url, alt: `Input: ${input.label}`, loading: "lazy", width: 256, height: 256 }));
+    });
+    return h(
+      "li",
+      { class: "tile tile-with-input" },
+      h("div", { class: "tile-pair", "aria-label": "Input and output" }, inputSlot, open),
+      h("p", { class: "tile-caption", title: image.prompt, text: image.prompt }),
+    );
   }
 
   async function poll() {
@@ -258,24 +277,6 @@ export async function render(container, { params }) {
     }
   });
 
-  zipBtn.addEventListener("click", async () => {
-    zipBtn.disabled = true;
-    const label = zipBtn.textContent;
-    zipBtn.textContent = "Preparing ZIP…";
-    zipBtn.setAttribute("aria-busy", "true");
-    try {
-      const archive = await buildArchive(`/v1/jobs/${encodeURIComponent(jobId)}/archive`, undefined);
-      startDownload(archive.url, `${job.name || job.job_id}.zip`);
-      toast("Your ZIP download has started.", { kind: "success" });
-    } catch (err) {
-      showError(err, "Could not build the ZIP");
-    } finally {
-      zipBtn.textContent = label;
-      zipBtn.removeAttribute("aria-busy");
-      zipBtn.disabled = false;
-    }
-  });
-
   function restart() {
     if (timer) clearTimeout(timer);
     timer = setTimeout(poll, 300);
@@ -291,7 +292,7 @@ export async function render(container, { params }) {
       "div",
       { class: "screen-head" },
       h("div", { class: "head-title" }, title, badgeSlot),
-      h("div", { class: "actions" }, cancelBtn, retryBtn, zipBtn),
+      h("div", { class: "actions" }, cancelBtn, retryBtn, download.element),
       meta,
     ),
     h(
