@@ -57,8 +57,9 @@ from chalicelib import queue
 from chalicelib.db import ImageModel, JobItemModel, is_condition_failure
 from chalicelib.db.images import save_new_image
 from chalicelib.errors import ValidationError
+from chalicelib.flux import own_keys
 from chalicelib.flux.catalog import GenerationParams, parse_generation_params
-from chalicelib.flux.client import MAX_COOLDOWN_WAIT_S, get_flux_client
+from chalicelib.flux.client import MAX_COOLDOWN_WAIT_S, FluxClient, get_flux_client
 from chalicelib.flux.exceptions import (
     AllKeysCoolingError,
     FailureKind,
@@ -66,10 +67,10 @@ from chalicelib.flux.exceptions import (
     UpstreamFailedError,
     UpstreamRejectedError,
 )
-from chalicelib.flux.keypool import get_key_pool
+from chalicelib.flux.keypool import KeyPool, get_key_pool
 from chalicelib.jobs import state
 from chalicelib.jobs.state import Done, ItemLease, Later
-from chalicelib.services import archives, images, usage, webhook_queue
+from chalicelib.services import archives, images, together_keys, webhook_queue
 from chalicelib.settings import get_settings
 from chalicelib.sqsbatch import Deferred, invocation_deadline, process_batch
 from chalicelib.storage import imaging, objects
@@ -112,8 +113,9 @@ def stored_image(item: JobItemModel) -> ImageModel | None:
         return None
 
 
-def generate_image(lease: ItemLease, deadline_s: float | None = None) -> Any:
-    """Call Flux for the item's one image.
+def generate_image(lease: ItemLease, deadline_s: float | None = None, client: FluxClient | None = None) -> Any:
+    """Call Flux for the item's one image (``client``: the user's own-key client, default
+    the shared pool's).
 
     Returns:
         The :class:`~chalicelib.flux.client.GeneratedImage`.
@@ -121,7 +123,7 @@ def generate_image(lease: ItemLease, deadline_s: float | None = None) -> Any:
     Raises:
         The Flux client's errors (see the module docstring for what each means here).
     """
-    return get_flux_client().generate(params_for(lease.item), deadline_s=deadline_s)[0]
+    return (client or get_flux_client()).generate(params_for(lease.item), deadline_s=deadline_s)[0]
 
 
 def upload_objects(lease: ItemLease, generated: Any) -> StagedImage:
@@ -161,7 +163,7 @@ def write_metadata(lease: ItemLease, staged: StagedImage) -> ImageModel:
     """
     try:
         save_new_image(staged.model)
-        usage.add_cost(staged.model.user_id, float(staged.model.cost_usd or 0))  # once: only the first save
+        images.record_cost(staged.model)  # once: only the first save
         return staged.model
     except (PutError, TransactWriteError) as exc:
         if not is_condition_failure(exc):
@@ -173,13 +175,14 @@ def write_metadata(lease: ItemLease, staged: StagedImage) -> ImageModel:
     return existing
 
 
-def keys_unavailable() -> Later | None:
-    """A :class:`Later` for the whole cooldown when no key can serve now and the Flux
-    client would not wait for one (every key cooling beyond its short wait, or none
-    usable); None when a key is free. Saves a lease and a release per deferred message.
-    A little jitter (up to 1 s) spreads the messages that wake at the same cooldown."""
+def keys_unavailable(pool: KeyPool | None = None) -> Later | None:
+    """A :class:`Later` for the whole cooldown when no key of ``pool`` (default: the shared
+    pool) can serve now and the Flux client would not wait for one (every key cooling
+    beyond its short wait, or none usable); None when a key is free. Saves a lease and a
+    release per deferred message. A little jitter (up to 1 s) spreads the messages that
+    wake at the same cooldown."""
     try:
-        get_key_pool().acquire()
+        (pool or get_key_pool()).acquire()
     except AllKeysCoolingError as exc:
         if exc.retry_after > MAX_COOLDOWN_WAIT_S:
             return Later(exc.retry_after + random.uniform(0.0, 1.0), "keys-cooling")
@@ -193,19 +196,70 @@ def retry_delay_s(attempt: int) -> int:
     return int(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 4 ** max(0, attempt - 1)))
 
 
+PAUSE_REASONS = {
+    "disabled": "together-key-refused",
+    "out_of_credits": "together-key-out-of-credits",
+}
+
+
+def own_key_for(item: JobItemModel, user_id: str) -> together_keys.OwnKey | Done:
+    """The user's own key for an own-key item, or :class:`Done` after pausing its job when
+    there is none, or it is refused or out of credits (the item stays queued; the user
+    resumes with ``POST /v1/jobs/{id}/retry`` after saving a usable key). Never the
+    shared pool: an own-key job does not fall back to it."""
+    own = together_keys.active_key(user_id)
+    if own is None:
+        state.pause_job(
+            user_id, item.job_id, "together-key-removed", "your Together key was removed; save one, then retry the job"
+        )
+        return Done("paused")
+    health = own_keys.health(user_id, own.key)
+    if health.terminal:
+        return pause_for(user_id, item.job_id, health.state)
+    return own
+
+
+def pause_for(user_id: str, job_id: str, key_state: str) -> Done:
+    """Pause the job because its own key is in ``key_state`` (a terminal state)."""
+    code = PAUSE_REASONS.get(key_state, "together-key-refused")
+    state.pause_job(user_id, job_id, code, together_keys.unusable_message(key_state))
+    return Done("paused")
+
+
 def run_item(
-    item: JobItemModel, deadline: float, *, user_id: str | None = None, optimistic: bool = False
+    item: JobItemModel,
+    deadline: float,
+    *,
+    user_id: str | None = None,
+    optimistic: bool = False,
+    own_key: bool = False,
 ) -> Done | Later:
     """Lease, generate, store and complete one item (``deadline``: ``time.monotonic()``
-    by which the invocation must be done; ``user_id``/``optimistic``: see :func:`lease_item`)."""
+    by which the invocation must be done; ``user_id``/``optimistic``: see :func:`lease_item`;
+    ``own_key``: the message says the item runs on the user's own key; the leased item's
+    ``key_source`` decides)."""
     settings = get_settings()
-    waiting = keys_unavailable()
+    own: together_keys.OwnKey | None = None
+    if own_key and user_id:
+        found = own_key_for(item, user_id)
+        if isinstance(found, Done):
+            return found
+        own = found
+    pool = own_keys.own_pool(user_id, own.key) if own is not None and user_id else None
+    waiting = keys_unavailable(pool)
     if waiting is not None:  # every key cooling: do not even lease, come back at the cooldown
         return waiting
     leased = state.lease_item(item, user_id=user_id, optimistic=optimistic)
     if not isinstance(leased, ItemLease):
         return leased
     lease = leased
+    if (lease.item.key_source == "own") != (own is not None):  # a message without the right hint
+        found = own_key_for(lease.item, lease.item.user_id) if lease.item.key_source == "own" else None
+        if isinstance(found, Done):
+            state.release(lease, give_back_attempt=True)
+            return found
+        own = found
+    client = own_keys.own_client(lease.item.user_id, own.key) if own is not None else None
     attempt = int(lease.item.attempts)
     existing = stored_image(lease.item) if attempt > 1 else None  # the first attempt cannot find one
     if existing is not None:  # an earlier attempt stored it and died before completing
@@ -221,12 +275,14 @@ def run_item(
         state.release(lease, give_back_attempt=True)
         return Later(0, "no-time-left")
     try:
-        generated = generate_image(lease, deadline_s=budget)
+        generated = generate_image(lease, deadline_s=budget, client=client)
     except AllKeysCoolingError as exc:
         state.release(lease, give_back_attempt=True)
         return Later(max(1.0, exc.retry_after) + random.uniform(0.0, 1.0), "keys-cooling")
     except NoUsableKeysError:
         state.release(lease, give_back_attempt=True)
+        if own is not None:  # the user's key was refused (401/403) or is out of credits (402)
+            return pause_for(lease.item.user_id, lease.item.job_id, own_keys.health(lease.item.user_id, own.key).state)
         return Later(NO_KEYS_RETRY_S, "no-usable-keys")
     except UpstreamRejectedError as exc:
         state.fail_item(lease, state.REASON_REJECTED, exc.message)
@@ -265,11 +321,13 @@ MessageHandler = Callable[[dict[str, Any], float], Done | Later]
 
 
 def handle_item(body: dict[str, Any], deadline: float) -> Done | Later:
-    """``{"type": "item", "user_id", "job_id", "item_id", "round"}``: generate the item's image."""
+    """``{"type": "item", "user_id", "job_id", "item_id", "round", "key_source"?}``: generate
+    the item's image (``key_source: "own"``: on the user's own key)."""
     job_id, item_id, user_id = (str(body.get(k) or "") for k in ("job_id", "item_id", "user_id"))
     if not (job_id and item_id and user_id):
         return Done("bad-message")
-    return run_item(JobItemModel(job_id, item_id), deadline, user_id=user_id, optimistic=True)
+    own_key = body.get("key_source") == "own"
+    return run_item(JobItemModel(job_id, item_id), deadline, user_id=user_id, optimistic=True, own_key=own_key)
 
 
 def handle_archive(body: dict[str, Any], deadline: float) -> Done | Later:
