@@ -99,6 +99,8 @@ def charge(user_id: str, n: int, usd: float = 0.0, estimate: Mapping[str, Any] |
     actions = [UsageModel.count.add(n)]
     condition = UsageModel.count.does_not_exist() | (UsageModel.count <= quota - n)
     held = budget > 0 and usd > 0
+    if held and usd > budget:  # never fits, whatever the month holds (the condition below cannot say so)
+        raise BudgetExceeded(estimate, budget, _read_month(user_id, period)[1])
     if held:
         actions.append(UsageModel.committed_usd.add(usd))
         condition &= UsageModel.committed_usd.does_not_exist() | (UsageModel.committed_usd <= budget - usd)
