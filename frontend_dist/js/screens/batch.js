@@ -2,6 +2,7 @@
 // job's live progress screen opens.
 
 import { api, limits as apiLimits, models } from "../api.js";
+import { estimateLine } from "../estimate.js";
 import { paramsForm } from "../params.js";
 import { limits, parsePasted, parsePromptFile, setLimits } from "../prompts-file.js";
 import { field, h, loadingBox, mount, plural, setFieldError, showError, toast, uid } from "../ui.js";
@@ -86,7 +87,16 @@ export async function render(container, { navigate }) {
   const previewList = h("ol", { class: "preview-list", "aria-label": "First prompts" });
   const submit = h("button", { type: "submit", class: "btn btn-primary btn-lg btn-block", text: "Start batch", disabled: true });
 
+  const estimate = estimateLine("batch-estimate");
   let state = { prompts: [], errors: [], fileObj: null };
+
+  /** The JSON body this batch would be submitted with (a file's prompts as a list), or null. */
+  function jsonBody() {
+    if (!state.prompts.length || state.errors.length) return null;
+    if (params.validate()) return null;
+    if (source() === "count") return { prompt: singleInput.value.trim(), count: Number(countInput.value), ...params.values() };
+    return { prompts: state.prompts.map((p) => p.prompt), ...params.values() };
+  }
 
   function source() {
     return Object.entries(sourceRadios).find(([, r]) => r.checked)[0];
@@ -132,6 +142,7 @@ export async function render(container, { navigate }) {
     const ok = n > 0 && !result.errors.length && !collection.input.getAttribute("aria-invalid");
     submit.disabled = !ok;
     submit.textContent = ok ? `Start batch · ${plural(n, "image")}` : "Start batch";
+    estimate.update(ok ? jsonBody() : null);
   }
 
   for (const [value, radio] of Object.entries(sourceRadios)) {
@@ -145,6 +156,8 @@ export async function render(container, { navigate }) {
   singleInput.addEventListener("input", recompute);
   countInput.addEventListener("input", recompute);
   collectionInput.addEventListener("input", recompute);
+  params.element.addEventListener("input", recompute);
+  params.element.addEventListener("change", recompute);
 
   async function submitJob() {
     await recompute();
@@ -223,8 +236,9 @@ export async function render(container, { navigate }) {
         summary,
         errorsBox,
         previewList,
+        estimate.element,
         submit,
-        h("p", { class: "hint", text: "Each image counts against your monthly quota." }),
+        h("p", { class: "hint", text: "Each image counts against your monthly quota and budget, unless you saved your own Together key (Account)." }),
       ),
     ),
   );
