@@ -23,6 +23,8 @@ def test_save_an_own_key_see_it_used_then_remove_it(open_page, shot, stack):
     key = f"byok-browser-{int(time.time())}-4f9c"  # the emulator accepts "byok-" keys as users' own accounts
     user = "byok-user"
     page = open_page(1280)
+    page.watch.allow(r"HTTP 404: GET .*/v1/me/together-key$")  # no key saved yet: the API's 404
+    page.watch.allow(r"status of 404.*/v1/me/together-key")  # the console's line for that same 404
     sign_in(page, user)
     go(page, "Account")
     status = page.locator("#account-key-status")
@@ -36,6 +38,7 @@ def test_save_an_own_key_see_it_used_then_remove_it(open_page, shot, stack):
     shot(page, "account-own-key")
 
     prompt = parti(skip=21)
+    go(page, "Generate")
     generate(page, prompt)
     assert emulator_stats(stack)["by_key"][key_id(key)]["images"] == 1
     images = stack.api("GET", "/v1/images", user).json()["images"]
