@@ -66,7 +66,8 @@ def _context(user_id: str) -> dict[str, str]:
 
 
 def _parse_key(body: Mapping[str, Any]) -> str:
-    """The ``key`` of a ``PUT`` body: 8-256 printable ASCII characters, no spaces.
+    """The ``key`` of a ``PUT`` body: 8-256 printable ASCII characters, no spaces (as sent:
+    nothing is trimmed, the document's pattern is the rule).
 
     Raises:
         ValidationError: 400 naming ``key`` (or the unknown field).
@@ -77,7 +78,6 @@ def _parse_key(body: Mapping[str, Any]) -> str:
     value = body.get("key")
     if not isinstance(value, str):
         raise ValidationError("key is required (a string)", field="key")
-    value = value.strip()
     if not MIN_KEY_CHARS <= len(value) <= MAX_KEY_CHARS or not all(33 <= ord(c) < 127 for c in value):
         raise ValidationError(
             f"key must be {MIN_KEY_CHARS}-{MAX_KEY_CHARS} printable ASCII characters without spaces", field="key"
