@@ -232,3 +232,29 @@ def test_admin_sees_spend_per_key_never_a_key(api, flux, idp, monkeypatch):
     assert len([1 for source, _ in rows if source == "shared"]) == len(TEST_KEYS)
     text = spend.body.decode()
     assert OWN_KEY not in text and not any(k in text for k in TEST_KEYS) and "jill" not in text
+
+
+def test_removing_the_key_pauses_an_own_key_job_instead_of_using_the_shared_pool(api, flux):
+    import json as _json
+
+    from chalicelib.db import JobItemModel
+    from chalicelib.jobs import state as job_state
+    from chalicelib.jobs import worker as w
+
+    assert save_key(api, "lena", OWN_KEY).status == 200
+    job_id = api.post("/v1/jobs", user="lena", json_body={"prompts": first(1), **SMALL}).json["job_id"]
+    assert api.delete("/v1/me/together-key", user="lena").status == 204
+    message = job_state.item_message(JobItemModel.get(job_id, "0000"))
+    assert message["key_source"] == "own"
+    record = {"messageId": "m-1", "receiptHandle": "rh", "body": _json.dumps(message), "attributes": {}}
+    assert w.handle_event({"Records": [record]}) == {"batchItemFailures": []}  # handled: the job is paused
+    body = api.get(f"/v1/jobs/{job_id}", user="lena").json
+    assert body["status"] == "paused" and body["paused"]["code"] == "together-key-removed"
+    assert body["counts"]["queued"] == 1
+    assert flux.stats()["requests"] == 0  # nothing went upstream, on any key
+    # a message without the hint (sent before it existed) finds the item's source after the lease
+    del message["key_source"]
+    record["body"] = _json.dumps(message)
+    assert w.handle_event({"Records": [record]}) == {"batchItemFailures": []}
+    assert flux.stats()["requests"] == 0
+    assert JobItemModel.get(job_id, "0000").status == "queued"

@@ -59,7 +59,7 @@ from chalicelib.db.jobs import (
     RUNNING,
     SUCCEEDED,
 )
-from chalicelib.services import usage, webhook_queue
+from chalicelib.services import images, usage, webhook_queue
 from chalicelib.settings import get_settings
 from chalicelib.storage import objects
 
@@ -549,7 +549,8 @@ def discard_orphans(user_id: str, image_id: str) -> None:
 
 
 def complete_item(lease: ItemLease, image: ImageModel) -> bool:
-    """running (our lease) -> succeeded; counters; may finish the job.
+    """running (our lease) -> succeeded; counters and the job's ``actual_usd``; the image's
+    cost to the month's spend; may finish the job.
 
     Returns:
         False when the lease was lost (the new holder finds the image and completes).
@@ -574,6 +575,7 @@ def complete_item(lease: ItemLease, image: ImageModel) -> bool:
         raise
     cost = float(image.cost_usd or 0)
     move_item_count(item.user_id, item.job_id, {RUNNING: -1, SUCCEEDED: 1}, cost_usd=cost)
+    images.record_cost(image)  # once per item: only the lease holder completes it
     return True
 
 

@@ -155,15 +155,15 @@ def upload_objects(lease: ItemLease, generated: Any) -> StagedImage:
 
 def write_metadata(lease: ItemLease, staged: StagedImage) -> ImageModel:
     """Write the image metadata with ``attribute_not_exists`` (and its collection counter,
-    in one transaction; then its cost to the month's); if it exists already (an earlier attempt got this far), keep
-    that one and delete only our objects that it does not use.
+    in one transaction); if it exists already (an earlier attempt got this far), keep that one
+    and delete only our objects that it does not use. Its cost is recorded once, when the item
+    completes (:func:`chalicelib.jobs.state.complete_item`).
 
     Returns:
         The stored image.
     """
     try:
         save_new_image(staged.model)
-        images.record_cost(staged.model)  # once: only the first save
         return staged.model
     except (PutError, TransactWriteError) as exc:
         if not is_condition_failure(exc):
