@@ -258,3 +258,27 @@ def test_removing_the_key_pauses_an_own_key_job_instead_of_using_the_shared_pool
     assert w.handle_event({"Records": [record]}) == {"batchItemFailures": []}
     assert flux.stats()["requests"] == 0
     assert JobItemModel.get(job_id, "0000").status == "queued"
+
+
+def test_a_worker_that_began_before_a_resume_does_not_pause_the_job_again(api, flux):
+    import json as _json
+    import time as _time
+
+    from chalicelib.db import JobItemModel
+    from chalicelib.jobs import state as job_state
+    from chalicelib.jobs import worker as w
+
+    assert save_key(api, "mona", OWN_KEY).status == 200
+    flux.configure(out_of_credits=[OWN_KEY])
+    job_id = api.post("/v1/jobs", user="mona", json_body={"prompts": first(1), **SMALL}).json["job_id"]
+    message = job_state.item_message(JobItemModel.get(job_id, "0000"))
+    record = {"messageId": "m-1", "receiptHandle": "rh", "body": _json.dumps(message), "attributes": {}}
+    began = _time.time()  # a second worker begins on the old key before the user resumes
+    assert w.handle_event({"Records": [record]}) == {"batchItemFailures": []}
+    assert api.get(f"/v1/jobs/{job_id}", user="mona").json["status"] == "paused"
+    assert save_key(api, "mona", OTHER_KEY).status == 200
+    assert api.post(f"/v1/jobs/{job_id}/retry", user="mona").status == 202
+    # the late worker meets the old key's 402 after the resume: it does not pause the job again
+    late = w.pause_for("mona", job_id, "out_of_credits", began)
+    assert isinstance(late, job_state.Later) and late.note == "resumed"
+    assert api.get(f"/v1/jobs/{job_id}", user="mona").json["paused"] is None

@@ -139,6 +139,7 @@ class JobModel(BaseModel):
     paused_code = UnicodeAttribute(null=True)
     paused_reason = UnicodeAttribute(null=True)
     paused_at = NumberAttribute(null=True)
+    resumed_at = NumberAttribute(null=True)  # epoch seconds of the last resume (a later pause must begin after it)
 
     by_active = JobsByActive()
 

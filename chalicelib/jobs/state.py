@@ -682,15 +682,26 @@ def uncancel_running(item: JobItemModel) -> None:
 # --- pausing (the user's own key) ------------------------------------------------------------
 
 
-def pause_job(user_id: str, job_id: str, code: str, reason: str) -> bool:
+def pause_job(user_id: str, job_id: str, code: str, reason: str, *, not_resumed_since: float | None = None) -> bool:
     """Mark a job paused: its own Together key was refused (``code`` ``together-key-refused``),
     is out of credits (``together-key-out-of-credits``) or was removed
     (``together-key-removed``). ``reason`` is for people (never holds a key). Items stay
     queued without messages until :func:`resume_job`. Only the first pause is recorded.
+    ``not_resumed_since`` (epoch seconds): pause only if the job was not resumed after it (a
+    worker that began before a resume must not pause the resumed job with its old key's state).
 
     Returns:
-        True if this call paused it (False: already paused, or finished/cancelled).
+        True if this call paused it (False: already paused, finished, cancelled, or resumed
+        since ``not_resumed_since``).
     """
+    condition = (
+        JobModel.job_id.exists()
+        & JobModel.paused_code.does_not_exist()
+        & JobModel.finished_at.does_not_exist()
+        & (JobModel.cancelled == False)  # noqa: E712 - a PynamoDB condition, not a comparison
+    )
+    if not_resumed_since is not None:
+        condition &= JobModel.resumed_at.does_not_exist() | (JobModel.resumed_at < not_resumed_since)
     try:
         JobModel(user_id, job_id).update(
             actions=[
@@ -699,10 +710,7 @@ def pause_job(user_id: str, job_id: str, code: str, reason: str) -> bool:
                 JobModel.paused_at.set(now_s()),
                 JobModel.status.set(JOB_PAUSED),
             ],
-            condition=JobModel.job_id.exists()
-            & JobModel.paused_code.does_not_exist()
-            & JobModel.finished_at.does_not_exist()
-            & (JobModel.cancelled == False),  # noqa: E712 - a PynamoDB condition, not a comparison
+            condition=condition,
         )
     except UpdateError as exc:
         if is_condition_failure(exc):
@@ -728,6 +736,7 @@ def resume_job(job: JobModel) -> list[JobItemModel]:
                 JobModel.paused_at.remove(),
                 JobModel.status.set(JOB_RUNNING if job.started_at is not None else JOB_QUEUED),
                 JobModel.counters_at.set(now_s()),
+                JobModel.resumed_at.set(time.time()),
             ],
             condition=JobModel.paused_code == job.paused_code,
         )

@@ -54,7 +54,7 @@ from typing import Any
 from pynamodb.exceptions import PutError, TransactWriteError
 
 from chalicelib import queue
-from chalicelib.db import ImageModel, JobItemModel, is_condition_failure
+from chalicelib.db import ImageModel, JobItemModel, JobModel, is_condition_failure
 from chalicelib.db.images import save_new_image
 from chalicelib.errors import ValidationError
 from chalicelib.flux import own_keys
@@ -199,31 +199,44 @@ def retry_delay_s(attempt: int) -> int:
 PAUSE_REASONS = {
     "disabled": "together-key-refused",
     "out_of_credits": "together-key-out-of-credits",
+    "removed": "together-key-removed",
 }
 
 
-def own_key_for(item: JobItemModel, user_id: str) -> together_keys.OwnKey | Done:
+RESUMED_RETRY_S = 1.0  # seconds before an item whose job was resumed meanwhile runs again
+
+
+def own_key_for(item: JobItemModel, user_id: str, started: float) -> together_keys.OwnKey | Done | Later:
     """The user's own key for an own-key item, or :class:`Done` after pausing its job when
     there is none, or it is refused or out of credits (the item stays queued; the user
     resumes with ``POST /v1/jobs/{id}/retry`` after saving a usable key). Never the
-    shared pool: an own-key job does not fall back to it."""
+    shared pool: an own-key job does not fall back to it. ``started``: epoch seconds this
+    handling began (see :func:`pause_for`)."""
     own = together_keys.active_key(user_id)
     if own is None:
-        state.pause_job(
-            user_id, item.job_id, "together-key-removed", "your Together key was removed; save one, then retry the job"
-        )
-        return Done("paused")
+        return pause_for(user_id, item.job_id, "removed", started)
     health = own_keys.health(user_id, own.key)
     if health.terminal:
-        return pause_for(user_id, item.job_id, health.state)
+        return pause_for(user_id, item.job_id, health.state, started)
     return own
 
 
-def pause_for(user_id: str, job_id: str, key_state: str) -> Done:
-    """Pause the job because its own key is in ``key_state`` (a terminal state)."""
+def pause_for(user_id: str, job_id: str, key_state: str, started: float) -> Done | Later:
+    """Pause the job because its own key is in ``key_state`` (a terminal state, or
+    ``removed``). When the job was resumed after ``started`` (epoch seconds this handling
+    began: the user saved a key and retried meanwhile), it is not paused again: the item
+    comes back in :data:`RESUMED_RETRY_S` and runs with the key saved now."""
     code = PAUSE_REASONS.get(key_state, "together-key-refused")
-    state.pause_job(user_id, job_id, code, together_keys.unusable_message(key_state))
-    return Done("paused")
+    if key_state == "removed":
+        message = "your Together key was removed; save one, then retry the job"
+    else:
+        message = together_keys.unusable_message(key_state)
+    if state.pause_job(user_id, job_id, code, message, not_resumed_since=started):
+        return Done("paused")
+    job = JobModel.get(user_id, job_id, consistent_read=True)
+    if job.paused_code or job.finished_at is not None or job.cancelled:
+        return Done("paused")
+    return Later(RESUMED_RETRY_S, "resumed")
 
 
 def run_item(
@@ -239,10 +252,11 @@ def run_item(
     ``own_key``: the message says the item runs on the user's own key; the leased item's
     ``key_source`` decides)."""
     settings = get_settings()
+    started = time.time()
     own: together_keys.OwnKey | None = None
     if own_key and user_id:
-        found = own_key_for(item, user_id)
-        if isinstance(found, Done):
+        found = own_key_for(item, user_id, started)
+        if isinstance(found, Done | Later):
             return found
         own = found
     pool = own_keys.own_pool(user_id, own.key) if own is not None and user_id else None
@@ -254,8 +268,8 @@ def run_item(
         return leased
     lease = leased
     if (lease.item.key_source == "own") != (own is not None):  # a message without the right hint
-        found = own_key_for(lease.item, lease.item.user_id) if lease.item.key_source == "own" else None
-        if isinstance(found, Done):
+        found = own_key_for(lease.item, lease.item.user_id, started) if lease.item.key_source == "own" else None
+        if isinstance(found, Done | Later):
             state.release(lease, give_back_attempt=True)
             return found
         own = found
@@ -282,7 +296,8 @@ def run_item(
     except NoUsableKeysError:
         state.release(lease, give_back_attempt=True)
         if own is not None:  # the user's key was refused (401/403) or is out of credits (402)
-            return pause_for(lease.item.user_id, lease.item.job_id, own_keys.health(lease.item.user_id, own.key).state)
+            key_state = own_keys.health(lease.item.user_id, own.key).state
+            return pause_for(lease.item.user_id, lease.item.job_id, key_state, started)
         return Later(NO_KEYS_RETRY_S, "no-usable-keys")
     except UpstreamRejectedError as exc:
         state.fail_item(lease, state.REASON_REJECTED, exc.message)
