@@ -16,12 +16,14 @@ from chalicelib.services import (
     archives,
     cleanup,
     cleanup_runs,
+    estimates,
     gauges,
     health,
     images,
     meta,
     share_pages,
     shares,
+    together_keys,
     upload_cleanup,
     upload_queue,
     uploads,
@@ -132,6 +134,37 @@ def get_recent_prompts(ctx: RequestContext):
 def get_usage(ctx: RequestContext):
     """The caller's usage against the monthly quota."""
     return usage.current(ctx.principal.user_id)
+
+
+@api.route("/v1/me/together-key", methods=["PUT"])
+def put_together_key(ctx: RequestContext):
+    """Save the caller's own Together key ({"key"}) after checking it upstream; never echoed."""
+    return 200, together_keys.put_key(ctx.principal.user_id, ctx.json()), {"Cache-Control": "no-store"}
+
+
+@api.route("/v1/me/together-key", methods=["GET"])
+def get_together_key(ctx: RequestContext):
+    """The caller's own Together key: id, last four characters, when verified, status."""
+    return 200, together_keys.key_json(ctx.principal.user_id), {"Cache-Control": "no-store"}
+
+
+@api.route("/v1/me/together-key", methods=["DELETE"])
+def delete_together_key(ctx: RequestContext):
+    """Remove the caller's own Together key."""
+    together_keys.delete_key(ctx.principal.user_id)
+    return 204, None
+
+
+@api.route("/v1/estimates", methods=["POST"])
+def create_estimate(ctx: RequestContext):
+    """What a POST /v1/jobs (or /v1/images) body would cost upstream; nothing is generated."""
+    return estimates.estimate(ctx.request.raw_body)
+
+
+@api.route("/v1/admin/spend", methods=["GET"], admin=True)
+def get_key_spend(ctx: RequestContext):
+    """The month's upstream spend per key (admins only; key ids, never keys)."""
+    return meta.key_spend()
 
 
 @api.route("/v1/admin/keys", methods=["GET"], admin=True)

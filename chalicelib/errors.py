@@ -65,9 +65,12 @@ class ErrorCode(StrEnum):
     IDEMPOTENCY_KEY_REUSED = "idempotency-key-reused"
     INVALID_PROMPT_FILE = "invalid-prompt-file"
     WEBHOOK_URL_REFUSED = "webhook-url-refused"
+    TOGETHER_KEY_REFUSED = "together-key-refused"
+    TOGETHER_KEY_UNUSABLE = "together-key-unusable"
     # limits
     RATE_LIMITED = "rate-limited"
     QUOTA_EXCEEDED = "quota-exceeded"
+    BUDGET_EXCEEDED = "budget-exceeded"
     SHARE_UNAVAILABLE = "share-unavailable"
     STORAGE_QUOTA_EXCEEDED = "storage-quota-exceeded"
     # upstream and storage

@@ -85,6 +85,7 @@ class Settings:
 
     # Limits
     monthly_image_quota: int = 1000  # images per user per calendar month (UTC)
+    monthly_budget_usd: float = 0.0  # USD of shared-key generation per user per calendar month (UTC); 0 = off
     rate_limit_per_minute: int = 60  # generation requests per user per minute
     mutation_rate_limit_per_minute: int = 120  # POST/PUT/PATCH/DELETE /v1 requests per user per minute
     max_body_bytes: int = 64 * 1024
@@ -194,6 +195,7 @@ class Settings:
             ),
             lambda_function_name=env.get("AWS_LAMBDA_FUNCTION_NAME") or None,
             monthly_image_quota=_int(env, "MONTHLY_IMAGE_QUOTA", defaults.monthly_image_quota),
+            monthly_budget_usd=max(0.0, _float(env, "MONTHLY_BUDGET_USD", defaults.monthly_budget_usd)),
             rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", defaults.rate_limit_per_minute),
             mutation_rate_limit_per_minute=_int(
                 env, "MUTATION_RATE_LIMIT_PER_MINUTE", defaults.mutation_rate_limit_per_minute

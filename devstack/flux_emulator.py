@@ -128,6 +128,12 @@ class EmulatorConfig:
 
     Attributes:
         keys: Accepted API keys. An empty list accepts any non-empty bearer key.
+        own_key_prefix: Keys that start with this prefix are accepted too, besides ``keys``:
+            they stand for users' own Together accounts (bring your own key). Each is its own
+            account: its own rate window, ``x-ratelimit-*`` headers and ``stats()["by_key"]``
+            entry; ``revoked`` and ``out_of_credits`` apply to them as to any key. Any other
+            key is refused with Together's 401 ``invalid_api_key`` (when ``keys`` is set).
+            Empty string: no such keys.
         rate_limit_per_minute: Images per (emulated) minute allowed PER KEY, counted over a
             sliding window; 0 means unlimited. A request for ``n`` images needs ``n`` units of
             capacity; a request larger than the whole limit is allowed only into an empty window.
@@ -176,6 +182,7 @@ class EmulatorConfig:
     """
 
     keys: list[str] = field(default_factory=list)
+    own_key_prefix: str = "byok-"
     rate_limit_per_minute: int = 0
     time_scale: float = 1.0
     latency_ms: float = 0.0
@@ -239,7 +246,7 @@ class EmulatorConfig:
                 raise ValueError(f"{name} must be between 0 and 1")
         if self.fault_seed is not None and not _is_int(self.fault_seed):
             raise ValueError("fault_seed must be an integer or null")
-        for name in ("reject_substring", "forbid_substring", "waf_substring", "status_marker"):
+        for name in ("reject_substring", "forbid_substring", "waf_substring", "status_marker", "own_key_prefix"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string")
 
@@ -264,6 +271,8 @@ class EmulatorConfig:
 
         Variables (all optional):
             FLUX_EMULATOR_KEYS: comma-separated accepted keys (empty = any key).
+            FLUX_EMULATOR_OWN_KEY_PREFIX: prefix of users' own keys, accepted too (default
+                ``byok-``; empty: none).
             FLUX_EMULATOR_RATE_LIMIT: images per minute per key (int, 0 = unlimited).
             FLUX_EMULATOR_TIME_SCALE: float time speed-up.
             FLUX_EMULATOR_LATENCY_MS: float added latency in ms.
@@ -299,6 +308,8 @@ class EmulatorConfig:
                     kwargs[name] = kind(raw)
                 except ValueError as exc:
                     raise ValueError(f"{var}={raw!r} is not a valid {kind.__name__}") from exc
+        if "FLUX_EMULATOR_OWN_KEY_PREFIX" in env:
+            kwargs["own_key_prefix"] = env["FLUX_EMULATOR_OWN_KEY_PREFIX"].strip()
         if "FLUX_EMULATOR_REJECT_SUBSTRING" in env:
             kwargs["reject_substring"] = env["FLUX_EMULATOR_REJECT_SUBSTRING"]
         for item in _csv(env.get("FLUX_EMULATOR_FAULTS")):
@@ -1146,7 +1157,8 @@ class FluxEmulator:
                 "Missing API key. Pass it in the Authorization header as 'Bearer YOUR_KEY'.",
                 code="invalid_api_key",
             )
-        if config.keys and token not in config.keys:
+        own = bool(config.own_key_prefix) and token.startswith(config.own_key_prefix)
+        if config.keys and token not in config.keys and not own:
             raise _ApiError(
                 401,
                 f"Invalid API key provided (key id {key_id(token)}). "

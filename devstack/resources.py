@@ -66,7 +66,8 @@ def ensure_queues(sqs, settings: Settings, visibility_timeout: int = 60) -> dict
 
 
 def ensure_kms_key(kms, alias: str) -> str:
-    """Create the symmetric KMS key that seals webhook secrets, under ``alias``, if missing.
+    """Create the symmetric KMS key that seals webhook secrets and users' own Together keys,
+    under ``alias``, if missing.
 
     Returns:
         The key id.

@@ -9,10 +9,9 @@ import os
 import pytest
 
 from chalicelib.flux import availability
-from chalicelib.settings import get_settings
 from devstack.prompts import parti_prompts
 from tests import openapi_check
-from tests.fixtures.api import WEB_ORIGIN
+from tests.fixtures.api import admin_token
 
 PROMPTS = parti_prompts()[:10]
 FLASH = "google/flash-image-2.5"
@@ -36,10 +35,7 @@ def run_scheduled_check() -> dict:
 
 def admin_status(api, idp, monkeypatch) -> dict:
     """The admin page's view of the catalog, as an admin of the configured admin organization."""
-    monkeypatch.setenv("CLERK_ADMIN_ORG_ID", "org_1")
-    get_settings.cache_clear()
-    token = idp.mint("boss", azp=WEB_ORIGIN, org_id="org_1", org_role="admin")
-    reply = api.get("/v1/admin/models", token=token)
+    reply = api.get("/v1/admin/models", token=admin_token(idp, monkeypatch))
     assert reply.status == 200, reply.body
     openapi_check.check("/v1/admin/models", "GET", 200, reply.json)
     return reply.json

@@ -50,7 +50,16 @@ JOB_COMPLETED = "completed"
 JOB_COMPLETED_WITH_ERRORS = "completed_with_errors"
 JOB_FAILED = "failed"
 JOB_CANCELLED = "cancelled"
-JOB_STATUSES = (JOB_QUEUED, JOB_RUNNING, JOB_COMPLETED, JOB_COMPLETED_WITH_ERRORS, JOB_FAILED, JOB_CANCELLED)
+JOB_PAUSED = "paused"  # the user's own key was refused or is out of credits; resumed by retry
+JOB_STATUSES = (
+    JOB_QUEUED,
+    JOB_RUNNING,
+    JOB_PAUSED,
+    JOB_COMPLETED,
+    JOB_COMPLETED_WITH_ERRORS,
+    JOB_FAILED,
+    JOB_CANCELLED,
+)
 FINISHED_JOB_STATUSES = (JOB_COMPLETED, JOB_COMPLETED_WITH_ERRORS, JOB_FAILED, JOB_CANCELLED)
 
 
@@ -84,6 +93,10 @@ class JobModel(BaseModel):
     when, for the ETA;
     ``webhook_*`` the delivery state: ``webhook_state`` none | pending | delivered | failed,
     ``webhook_next_at`` epoch seconds of the next due attempt.
+    ``key_source`` ``shared`` (the platform's key pool; quota and budget charged) or ``own``
+    (the user's own Together key at submission; nothing charged); ``estimated_usd`` the
+    estimate at submission, ``actual_usd`` the cost of the images stored so far (USD);
+    ``paused_reason``/``paused_code``/``paused_at`` why its own key stopped it (None: not paused).
     """
 
     class Meta(BaseModel.Meta):
@@ -120,6 +133,13 @@ class JobModel(BaseModel):
     webhook_last_error = UnicodeAttribute(null=True)
     webhook_delivered_at = NumberAttribute(null=True)
     active_shard = UnicodeAttribute(null=True)
+    key_source = UnicodeAttribute(null=True)  # shared | own (None: before own keys, shared)
+    estimated_usd = NumberAttribute(null=True)
+    actual_usd = NumberAttribute(null=True)
+    paused_code = UnicodeAttribute(null=True)
+    paused_reason = UnicodeAttribute(null=True)
+    paused_at = NumberAttribute(null=True)
+    resumed_at = NumberAttribute(null=True)  # epoch seconds of the last resume (a later pause must begin after it)
 
     by_active = JobsByActive()
 
@@ -136,6 +156,9 @@ class JobItemModel(BaseModel):
     ``inputs`` the item's image inputs, ``{"image": {"id", "source"}?, "references":
     [{"id", "source"}], "mask": {...}?}`` (``source`` ``upload`` | ``image``), or None for
     text-to-image; the worker resolves them to fresh presigned URLs when it runs.
+    ``key_source`` ``shared`` | ``own`` as on its job (an ``own`` item is never charged nor
+    refunded); ``estimated_usd`` its share of the job's estimate (released from the budget
+    if it does not end stored).
     """
 
     class Meta(BaseModel.Meta):
@@ -160,6 +183,8 @@ class JobItemModel(BaseModel):
     retry_round = NumberAttribute(default=0)  # 0 at submit, +1 for each retry of the item
     charged_period = UnicodeAttribute(null=True)  # quota month ("YYYY-MM") its image was charged to
     inputs = JSONAttribute(null=True)  # image inputs by id (see the class docstring)
+    key_source = UnicodeAttribute(null=True)  # shared | own (None: shared)
+    estimated_usd = NumberAttribute(null=True)
     created_at = NumberAttribute()
     enqueued_at = NumberAttribute(null=True)
     started_at = NumberAttribute(null=True)

@@ -10,7 +10,12 @@ from chalicelib.db.base import BaseModel, table_name
 class UsageModel(BaseModel):
     """A counter for one user and one period. Hash ``user_id``, range ``period``.
 
-    ``period`` is ``"YYYY-MM"`` for the monthly image quota (and the month's cost), or
+    The admin page's spend per upstream key uses the same shape under a hash no user id
+    takes: ``("@spend#YYYY-MM", key id)`` (a shared key's id, or ``"own:<key id>"``).
+
+    ``period`` is ``"YYYY-MM"`` for the monthly image quota (and the month's cost, and the
+    estimates held against the monthly budget), ``"spend#YYYY-MM#<source>#<model>"`` for the
+    month's cost of one model (``source`` ``shared`` or ``own``), or
     ``"rate#YYYY-MM-DDTHH:MM"`` / ``"mut#YYYY-MM-DDTHH:MM"`` for the fixed-window rate limits (those
     items expire through DynamoDB TTL on ``expires_at``), or ``"collection#{name}"``
     for the number of images in one of the user's collections (changed only together
@@ -24,14 +29,19 @@ class UsageModel(BaseModel):
     period = UnicodeAttribute(range_key=True)
     count = NumberAttribute(default=0)
     cost_usd = NumberAttribute(null=True)  # monthly items: upstream cost of the stored images, USD
+    committed_usd = NumberAttribute(null=True)  # monthly items: estimated USD held against MONTHLY_BUDGET_USD
     expires_at = TTLAttribute(null=True)
 
 
 class UserModel(BaseModel):
-    """Per-user settings: the webhook signing secret. Hash ``user_id``.
+    """Per-user settings: the webhook signing secret and the user's own Together key.
+    Hash ``user_id``.
 
     ``webhook_secret_sealed`` is the secret's KMS envelope (``chalicelib.crypto.envelope``);
     ``webhook_secret`` is the legacy plaintext shape, read once and removed.
+    ``together_key_sealed`` is the user's own Together key's KMS envelope (never the key);
+    ``together_key_id`` its sha256 prefix, ``together_key_last4`` its last four
+    characters, ``together_key_verified_at`` when ``GET /v1/models`` accepted it (epoch s).
     """
 
     class Meta(BaseModel.Meta):
@@ -40,3 +50,7 @@ class UserModel(BaseModel):
     user_id = UnicodeAttribute(hash_key=True)
     webhook_secret = UnicodeAttribute(null=True)
     webhook_secret_sealed = UnicodeAttribute(null=True)
+    together_key_sealed = UnicodeAttribute(null=True)
+    together_key_id = UnicodeAttribute(null=True)
+    together_key_last4 = UnicodeAttribute(null=True)
+    together_key_verified_at = NumberAttribute(null=True)

@@ -31,6 +31,7 @@ from typing import Any
 import requests
 
 from chalicelib.flux.catalog import ModelRetiredError, catalog, default_model
+from chalicelib.flux.client import BodyLimitExceeded, read_bounded
 from chalicelib.settings import get_settings
 from chalicelib.timefmt import iso8601
 
@@ -153,18 +154,16 @@ def _fetch(session: requests.Session, url: str, key: str, deadline: float) -> li
         ) as resp:
             if resp.status_code != 200:
                 raise CheckFailed(f"upstream answered {resp.status_code}", resp.headers.get("Retry-After"))
-            chunks, total = [], 0
-            for chunk in resp.iter_content(64 * 1024):
-                total += len(chunk)
-                if total > MAX_ANSWER_BYTES:
-                    raise CheckFailed(f"model list exceeds {MAX_ANSWER_BYTES} bytes")
-                if time.monotonic() > deadline:
-                    raise CheckFailed(f"model list took over {CHECK_DEADLINE_S:g} s")
-                chunks.append(chunk)
+            try:
+                raw = read_bounded(resp, MAX_ANSWER_BYTES, deadline)
+            except BodyLimitExceeded as exc:
+                if exc.which == "size":
+                    raise CheckFailed(f"model list exceeds {MAX_ANSWER_BYTES} bytes") from None
+                raise CheckFailed(f"model list took over {CHECK_DEADLINE_S:g} s") from None
     except requests.RequestException as exc:
         raise CheckFailed(f"model list request failed ({type(exc).__name__})") from None
     try:
-        body = json.loads(b"".join(chunks))
+        body = json.loads(raw)
     except ValueError:
         raise CheckFailed("model list is not JSON") from None
     if isinstance(body, dict) and isinstance(body.get("data"), list):

@@ -381,6 +381,28 @@ def image_cost(model: str, width: int, height: int, steps: int | None) -> float:
     return round(cost, 6)
 
 
+def estimate_cost(model: str, width: int, height: int, steps: int | None, images: int) -> dict[str, Any]:
+    """What ``images`` images of one request will cost upstream, before anything is sent.
+
+    Returns:
+        ``{"images", "megapixels", "usd", "model", "price_per_mp", "priced_at"}``:
+        ``megapixels`` all images together (``width * height / 1e6 * images``, 6 decimals),
+        ``usd`` ``images`` x :func:`image_cost` (Together's formula: megapixels x price per MP
+        x steps / default steps), ``price_per_mp`` USD at the default steps, ``priced_at``
+        the catalog's ``checked`` date (``YYYY-MM-DD``). With ``aspect_ratio`` the standard
+        size of the ratio is priced (the upstream picks a size of that shape).
+    """
+    spec = find_model(model)
+    return {
+        "images": images,
+        "megapixels": round(width * height / 1_000_000 * images, 6),
+        "usd": round(image_cost(model, width, height, steps) * images, 6),
+        "model": model,
+        "price_per_mp": spec.price_per_mp if spec is not None else 0.0,
+        "priced_at": catalog().checked,
+    }
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     """One validated generation request.

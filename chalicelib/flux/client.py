@@ -247,6 +247,34 @@ def verify_image(data: bytes, width: int, height: int, *, ratio_only: bool = Fal
     return FORMATS[fmt]
 
 
+class BodyLimitExceeded(Exception):
+    """A streamed answer went past its byte cap (``which == "size"``) or its wall-clock
+    deadline (``which == "deadline"``)."""
+
+    def __init__(self, which: str) -> None:
+        super().__init__(which)
+        self.which = which
+
+
+def read_bounded(resp: requests.Response, max_bytes: int, deadline: float) -> bytes:
+    """The body of a streamed (``stream=True``) answer, at most ``max_bytes`` bytes, read
+    before ``deadline`` (``time.monotonic()`` seconds), 64 KiB at a time.
+
+    Raises:
+        BodyLimitExceeded: ``"size"`` or ``"deadline"``.
+        requests.RequestException: the connection failed while reading.
+    """
+    chunks, total = [], 0
+    for chunk in resp.iter_content(64 * 1024):
+        total += len(chunk)
+        if total > max_bytes:
+            raise BodyLimitExceeded("size")
+        if time.monotonic() > deadline:
+            raise BodyLimitExceeded("deadline")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class _Transient(Exception):
     """One attempt failed in a way worth retrying after a back-off (another key or the same)."""
 

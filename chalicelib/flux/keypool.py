@@ -230,6 +230,10 @@ class KeyPool:
         keys: the API keys; defaults to :func:`load_keys` (settings or Secrets Manager).
         flush_interval_s: seconds between writes of the success counters.
         clock: epoch-seconds clock (tests).
+        id_prefix: put before every :func:`key_id` (the health rows' keys, leases, logs). A
+            user's own key is a pool of one under ``"own#{user_id}#"``: its health, cooldowns
+            and pacing live in rows of its own, never in the shared pool's
+            (:mod:`chalicelib.flux.own_keys`).
 
     Raises:
         NoUsableKeysError: from :func:`load_keys` when the secret cannot be read.
@@ -244,10 +248,11 @@ class KeyPool:
         *,
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         clock: Callable[[], float] = time.time,
+        id_prefix: str = "",
     ) -> None:
         self.settings = settings or get_settings()
         raw = load_keys(self.settings) if keys is None else tuple(dict.fromkeys(k for k in keys if k))
-        self._keys: dict[str, str] = {key_id(k): k for k in raw}
+        self._keys: dict[str, str] = {id_prefix + key_id(k): k for k in raw}
         self._ids: list[str] = list(self._keys)
         self._health: dict[str, KeyHealth] = {kid: KeyHealth() for kid in self._ids}
         self._pending: dict[str, list[int]] = {}  # key_id -> [requests, successes] not yet written

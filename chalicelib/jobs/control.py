@@ -16,7 +16,7 @@ from chalicelib.errors import DomainError, ErrorCode
 from chalicelib.jobs import state
 from chalicelib.jobs.views import get_owned_job, job_json
 from chalicelib.queue import QueueError, parallel, send_messages
-from chalicelib.services import usage
+from chalicelib.services import together_keys, usage
 
 logger = logging.getLogger("promptcanvas.jobs")
 
@@ -66,18 +66,61 @@ def cancel_job(user_id: str, job_id: str) -> dict[str, Any]:
 
 
 def refund_items(user_id: str, items: list[JobItemModel]) -> None:
-    """Refund one image per item to the quota month it was charged to (``charged_period``)."""
-    by_period: dict[str | None, int] = {}
+    """Refund one image per item to the quota month it was charged to (``charged_period``),
+    and release its share of the estimate from that month's budget. Own-key items were
+    never charged and are skipped."""
+    by_period: dict[str | None, list[float]] = {}
     for item in items:
-        by_period[item.charged_period] = by_period.get(item.charged_period, 0) + 1
-    for period, n in by_period.items():
-        usage.refund(user_id, n, period)
+        if item.key_source == "own":
+            continue
+        entry = by_period.setdefault(item.charged_period, [0, 0.0])
+        entry[0] += 1
+        entry[1] += float(item.estimated_usd or 0)
+    for period, (n, usd) in by_period.items():
+        usage.refund(user_id, int(n), period, usd)
+
+
+def _require_own_key(user_id: str) -> None:
+    """A job submitted with the user's own key runs only on it: one must be saved and usable.
+
+    Raises:
+        DomainError: 422 ``together-key-unusable``.
+    """
+    own = together_keys.active_key(user_id)
+    if own is None:
+        raise DomainError(
+            ErrorCode.TOGETHER_KEY_UNUSABLE,
+            "this job runs on your own Together key; save one on the Account screen, then retry",
+        )
+    together_keys.require_usable(user_id, own)
+
+
+def resume(job: JobModel) -> int:
+    """Resume a paused job: clear the pause and send its queued items' messages.
+
+    Returns:
+        Messages sent (0 when another call resumed it first).
+    """
+    queued = state.resume_job(job)
+    if queued:
+        try:
+            send_messages([state.item_message(i) for i in queued])
+        except QueueError:
+            logger.error("resume enqueue incomplete job_id=%s; the stuck-work sweep will resend", job.job_id)
+    logger.info("job resumed job_id=%s items=%d", job.job_id, len(queued))
+    return len(queued)
 
 
 def retry_job(user_id: str, job_id: str) -> dict[str, Any]:
-    """``POST /v1/jobs/{id}/retry``: re-enqueue only the failed items, under their own ids.
+    """``POST /v1/jobs/{id}/retry``: resume a paused job and re-enqueue its failed items,
+    under their own ids.
 
-    Order: charge the quota for them (all or nothing), move each failed -> queued
+    A job paused because its own key was refused, ran out of credits or was removed
+    resumes once the user has saved a usable key (``PUT /v1/me/together-key``): the pause
+    is cleared and its queued items are sent again.
+
+    Order for failed items: charge the quota and hold their estimate against the budget
+    (all or nothing; nothing for an own-key job), move each failed -> queued
     (conditional), move the counters, reopen the job (un-cancel, clear ``finished_at``),
     then send their messages. The job cannot finish in between, since its queued
     counter is already non-zero when it reopens.
@@ -86,22 +129,35 @@ def retry_job(user_id: str, job_id: str) -> dict[str, Any]:
         The job's JSON (the route answers 202).
 
     Raises:
-        NotFound: 404. DomainError: 409 ``nothing-to-retry``; 429 ``quota-exceeded``.
+        NotFound: 404. DomainError: 409 ``nothing-to-retry``; 422 ``together-key-unusable``
+            (own-key job without a usable key); 429 ``quota-exceeded`` / ``budget-exceeded``.
     """
     job = get_owned_job(user_id, job_id)
+    own = job.key_source == "own"
     items = state.query_items(job_id)
     failed = [i for i in items if i.status == FAILED]
-    if not failed:
+    if not failed and not job.paused_code:
         raise DomainError(ErrorCode.NOTHING_TO_RETRY, "the job has no failed items")
-    period = usage.charge(user_id, len(failed))
+    if own:
+        _require_own_key(user_id)
+    if job.paused_code:
+        resume(job)
+        if not failed:
+            job.refresh(consistent_read=True)
+            return job_json(job)
+    period: str | None = None
+    if not own:
+        usd = sum(float(i.estimated_usd or 0) for i in failed)
+        period = usage.charge(user_id, len(failed), usd, {"images": len(failed), "usd": round(usd, 6)})
     results = _parallel(lambda item: state.requeue_failed(item, period), failed)
     moved = [item for item, reason in zip(failed, results, strict=True) if reason is not None]
     reasons: dict[str, int] = {}
     for reason in results:
         if reason is not None:
             reasons[reason] = reasons.get(reason, 0) - 1
-    if len(moved) < len(failed):
-        usage.refund(user_id, len(failed) - len(moved), period)
+    if len(moved) < len(failed) and not own:
+        unmoved = [item for item, reason in zip(failed, results, strict=True) if reason is None]
+        usage.refund(user_id, len(unmoved), period, sum(float(i.estimated_usd or 0) for i in unmoved))
     if job.cancelled:
         _parallel(state.uncancel_running, [i for i in items if i.status == RUNNING])
     now = state.now_s()

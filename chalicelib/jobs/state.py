@@ -52,13 +52,14 @@ from chalicelib.db.jobs import (
     JOB_COMPLETED,
     JOB_COMPLETED_WITH_ERRORS,
     JOB_FAILED,
+    JOB_PAUSED,
     JOB_QUEUED,
     JOB_RUNNING,
     QUEUED,
     RUNNING,
     SUCCEEDED,
 )
-from chalicelib.services import usage, webhook_queue
+from chalicelib.services import images, usage, webhook_queue
 from chalicelib.settings import get_settings
 from chalicelib.storage import objects
 
@@ -101,14 +102,19 @@ def item_id_for(index: int) -> str:
 
 
 def item_message(item: JobItemModel) -> dict[str, Any]:
-    """The jobs-queue message of one item: ``{"type": "item", user_id, job_id, item_id, round}``."""
-    return {
+    """The jobs-queue message of one item: ``{"type": "item", user_id, job_id, item_id, round}``,
+    plus ``"key_source": "own"`` for an item that runs on the user's own key (so the worker
+    checks that key, not the shared pool, before leasing)."""
+    message: dict[str, Any] = {
         "type": "item",
         "user_id": item.user_id,
         "job_id": item.job_id,
         "item_id": item.item_id,
         "round": int(item.retry_round or 0),
     }
+    if item.key_source == "own":
+        message["key_source"] = "own"
+    return message
 
 
 def query_items(job_id: str, status: str | None = None) -> list[JobItemModel]:
@@ -172,11 +178,14 @@ def derive_status(job: JobModel) -> str:
     """The job's status from its counters and cancel flag.
 
     queued (nothing started) -> running -> completed (no failure) |
-    completed_with_errors | failed (nothing succeeded) | cancelled (cancel requested).
+    completed_with_errors | failed (nothing succeeded) | cancelled (cancel requested);
+    paused while work is left and the job's own key stopped it (``paused_code``).
     """
     c = counts(job)
     if job.cancelled:
         return JOB_CANCELLED
+    if c[QUEUED] + c[RUNNING] > 0 and job.paused_code:
+        return JOB_PAUSED
     if c[QUEUED] + c[RUNNING] > 0:
         started = job.started_at is not None or c[RUNNING] + c[SUCCEEDED] + c[FAILED] > 0
         return JOB_RUNNING if started else JOB_QUEUED
@@ -222,8 +231,11 @@ def move_item_count(
     *,
     reason: str | None = None,
     started_at: float | None = None,
+    cost_usd: float | None = None,
 ) -> None:
     """The counter update for one item transition, then what follows from it.
+
+    ``cost_usd``: a stored image's cost, added to the job's ``actual_usd`` in the same write.
 
     One atomic ADD whose deltas sum to 0 (:func:`apply_counts`, which returns the job as
     written). With ``started_at`` (epoch seconds, on a lease) the job's ``started_at`` /
@@ -240,6 +252,8 @@ def move_item_count(
             JobModel.started_at.set(JobModel.started_at | started_at),
             JobModel.progress_since.set(JobModel.progress_since | started_at),
         ]
+    if cost_usd:
+        extra.append(JobModel.actual_usd.add(round(cost_usd, 6)))
     job = apply_counts(user_id, job_id, deltas, reasons={reason: 1} if reason else None, extra=extra)
     if started_at is not None and job.started_at is not None and float(job.started_at) == started_at:
         mark_started(job)
@@ -506,8 +520,10 @@ def fail_stranded(item: JobItemModel, reason: str, message: str, now: float | No
 
 
 def _after_failure(item: JobItemModel, previous: str, reason: str) -> None:
-    """Counters, refund and orphan clean-up after an item moved to failed."""
-    usage.refund(item.user_id, 1, item.charged_period)
+    """Counters, refund and orphan clean-up after an item moved to failed (an own-key
+    item was never charged, so nothing is refunded)."""
+    if item.key_source != "own":
+        usage.refund(item.user_id, 1, item.charged_period, float(item.estimated_usd or 0))
     if int(item.attempts or 0) > 0:
         discard_orphans(item.user_id, item.image_id)
     logger.info("item failed job_id=%s item_id=%s reason=%s", item.job_id, item.item_id, reason)
@@ -533,7 +549,8 @@ def discard_orphans(user_id: str, image_id: str) -> None:
 
 
 def complete_item(lease: ItemLease, image: ImageModel) -> bool:
-    """running (our lease) -> succeeded; counters; may finish the job.
+    """running (our lease) -> succeeded; counters and the job's ``actual_usd``; the image's
+    cost to the month's spend; may finish the job.
 
     Returns:
         False when the lease was lost (the new holder finds the image and completes).
@@ -556,7 +573,9 @@ def complete_item(lease: ItemLease, image: ImageModel) -> bool:
             logger.warning("lease lost before completing job_id=%s item_id=%s", item.job_id, item.item_id)
             return False
         raise
-    move_item_count(item.user_id, item.job_id, {RUNNING: -1, SUCCEEDED: 1})
+    cost = float(image.cost_usd or 0)
+    move_item_count(item.user_id, item.job_id, {RUNNING: -1, SUCCEEDED: 1}, cost_usd=cost)
+    images.record_cost(image)  # once per item: only the lease holder completes it
     return True
 
 
@@ -625,7 +644,7 @@ def cancel_item(item: JobItemModel) -> bool:
     return False
 
 
-def requeue_failed(item: JobItemModel, period: str) -> str | None:
+def requeue_failed(item: JobItemModel, period: str | None) -> str | None:
     """failed -> queued for a retry (attempts reset, error cleared, charged to ``period``).
     Returns the item's old failure reason when this call moved it, else None."""
     reason = item.error_code or REASON_UPSTREAM
@@ -633,7 +652,7 @@ def requeue_failed(item: JobItemModel, period: str) -> str | None:
         item.update(
             actions=[
                 JobItemModel.status.set(QUEUED),
-                JobItemModel.charged_period.set(period),
+                JobItemModel.charged_period.set(period) if period else JobItemModel.charged_period.remove(),
                 JobItemModel.attempts.set(0),
                 JobItemModel.retry_round.add(1),
                 JobItemModel.enqueued_at.set(now_s()),
@@ -658,3 +677,71 @@ def uncancel_running(item: JobItemModel) -> None:
         item.update(actions=[JobItemModel.cancel_requested.remove()], condition=JobItemModel.status == RUNNING)
     except UpdateError:
         pass
+
+
+# --- pausing (the user's own key) ------------------------------------------------------------
+
+
+def pause_job(user_id: str, job_id: str, code: str, reason: str, *, not_resumed_since: float | None = None) -> bool:
+    """Mark a job paused: its own Together key was refused (``code`` ``together-key-refused``),
+    is out of credits (``together-key-out-of-credits``) or was removed
+    (``together-key-removed``). ``reason`` is for people (never holds a key). Items stay
+    queued without messages until :func:`resume_job`. Only the first pause is recorded.
+    ``not_resumed_since`` (epoch seconds): pause only if the job was not resumed after it (a
+    worker that began before a resume must not pause the resumed job with its old key's state).
+
+    Returns:
+        True if this call paused it (False: already paused, finished, cancelled, or resumed
+        since ``not_resumed_since``).
+    """
+    condition = (
+        JobModel.job_id.exists()
+        & JobModel.paused_code.does_not_exist()
+        & JobModel.finished_at.does_not_exist()
+        & (JobModel.cancelled == False)  # noqa: E712 - a PynamoDB condition, not a comparison
+    )
+    if not_resumed_since is not None:
+        condition &= JobModel.resumed_at.does_not_exist() | (JobModel.resumed_at < not_resumed_since)
+    try:
+        JobModel(user_id, job_id).update(
+            actions=[
+                JobModel.paused_code.set(code),
+                JobModel.paused_reason.set(reason),
+                JobModel.paused_at.set(now_s()),
+                JobModel.status.set(JOB_PAUSED),
+            ],
+            condition=condition,
+        )
+    except UpdateError as exc:
+        if is_condition_failure(exc):
+            return False
+        raise
+    logger.warning("job paused job_id=%s code=%s", job_id, code)
+    return True
+
+
+def resume_job(job: JobModel) -> list[JobItemModel]:
+    """Clear a job's pause and return its queued items (the caller sends their messages).
+
+    Conditional on the pause it read, so two resumes do not both send.
+
+    Returns:
+        The queued items ([] when this call did not clear the pause).
+    """
+    try:
+        job.update(
+            actions=[
+                JobModel.paused_code.remove(),
+                JobModel.paused_reason.remove(),
+                JobModel.paused_at.remove(),
+                JobModel.status.set(JOB_RUNNING if job.started_at is not None else JOB_QUEUED),
+                JobModel.counters_at.set(now_s()),
+                JobModel.resumed_at.set(time.time()),
+            ],
+            condition=JobModel.paused_code == job.paused_code,
+        )
+    except UpdateError as exc:
+        if is_condition_failure(exc):
+            return []
+        raise
+    return query_items(job.job_id, QUEUED)

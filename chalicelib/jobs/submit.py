@@ -6,7 +6,10 @@ A job is up to ``JOBS_MAX_ITEMS`` (1,000) images, one *item* each. Submitting:
 1. everything is validated first (400 naming the field; nothing is written);
 2. an ``Idempotency-Key`` is claimed with a conditional put (same key and body: the same
    job is returned; same key, other body: 422 ``idempotency-key-reused``);
-3. the quota is charged for all images at once (429 ``quota-exceeded``, nothing written);
+3. the quota is charged for all images at once and the budget holds the job's estimate
+   (429 ``quota-exceeded`` / ``budget-exceeded`` with the estimate, nothing written); with
+   the user's own Together key saved nothing is charged and the job is ``key_source: own``
+   (its items use only that key, see :mod:`chalicelib.jobs.worker`);
 4. the items, then the job, are written (the job with ``attribute_not_exists``);
 5. the items go to SQS (:func:`chalicelib.queue.send_messages`: SendMessageBatch, 10
    entries a call, failed entries sent again), so no item stays queued without a
@@ -38,13 +41,14 @@ from chalicelib.flux.catalog import (
     MAX_SEED,
     TEXT_PATTERN,
     as_integer,
+    estimate_cost,
     find_model,
     parse_generation_params,
 )
 from chalicelib.jobs import state
 from chalicelib.jsonbody import parse_json_object, reject_nulls
 from chalicelib.queue import QueueError, send_messages
-from chalicelib.services import image_inputs, prompt_files, usage
+from chalicelib.services import image_inputs, prompt_files, together_keys, usage
 from chalicelib.services.images import check_unknown_fields, parse_collection
 from chalicelib.services.pagination import matches
 from chalicelib.services.webhook_secrets import get_or_create_secret
@@ -492,6 +496,14 @@ def parse_request(content_type: str | None, raw: bytes) -> Submission:
     return build_submission(body, None, source="prompts")
 
 
+def estimate_submission(sub: Submission) -> dict[str, Any]:
+    """The upstream cost of a validated job: ``{"images", "megapixels", "usd", "model",
+    "price_per_mp", "priced_at"}`` (:func:`~chalicelib.flux.catalog.estimate_cost`; every
+    item has the job's model, size and steps)."""
+    params = parse_generation_params({**sub.params, "prompt": sub.prompts[0], "seed": 0, "n": 1})
+    return estimate_cost(params.model, params.width, params.height, params.steps, len(sub.prompts))
+
+
 def parse_idempotency_key(value: str | None) -> str | None:
     """The ``Idempotency-Key`` header: 1-255 printable ASCII characters.
 
@@ -621,11 +633,20 @@ def submit(
             _release_key(user_id, key, claim.job_id)
         raise
     total = len(sub.prompts)
+    estimate = estimate_submission(sub)
+    own = together_keys.active_key(user_id)
+    if own is not None:  # the user's own key: their bill, not the platform's quota or budget
+        try:
+            together_keys.require_usable(user_id, own)
+        except DomainError:
+            if key:
+                _release_key(user_id, key, claim.job_id)
+            raise
     charged_now = False
     period = claim.period
-    if not claim.charged:
+    if not claim.charged and own is None:
         try:
-            period = usage.charge(user_id, total)
+            period = usage.charge(user_id, total, estimate["usd"], estimate)
         except DomainError:
             if key:
                 _release_key(user_id, key, claim.job_id)
@@ -641,10 +662,12 @@ def submit(
     try:
         if sub.webhook_url:
             get_or_create_secret(user_id)
-        job, items = _write_job(user_id, claim.job_id, sub, key, period)
+        job, items = _write_job(
+            user_id, claim.job_id, sub, key, period, key_source="shared" if own is None else "own", estimate=estimate
+        )
     except Exception:
         if charged_now:
-            usage.refund(user_id, total, period)
+            usage.refund(user_id, total, period, estimate["usd"])
         if key:
             _release_key(user_id, key, claim.job_id)
         raise
@@ -658,15 +681,26 @@ JOB_WRITE_CLOCK_ATTRS = ("created_at", "counters_at")
 
 
 def _write_job(
-    user_id: str, job_id: str, sub: Submission, key: str | None, period: str | None
+    user_id: str,
+    job_id: str,
+    sub: Submission,
+    key: str | None,
+    period: str | None,
+    *,
+    key_source: str = "shared",
+    estimate: dict[str, Any] | None = None,
 ) -> tuple[JobModel, list[JobItemModel]]:
     """Write the items (BatchWriteItem, 25 a call, retried by PynamoDB), then the job.
-    ``period`` is the quota month the items were charged to (their refunds go there).
+    ``period`` is the quota month the items were charged to (their refunds go there;
+    None for ``key_source="own"``: nothing charged). ``estimate``: the job's
+    :func:`estimate_submission` (kept on the job; each item holds its share).
 
     Items come first: a crash in between leaves only unreachable items (no job, no
     messages); a retry with the same idempotency key rewrites them under the same job id.
     """
     now = state.now_s()
+    estimated = float((estimate or {}).get("usd") or 0)
+    per_item = round(estimated / max(1, len(sub.prompts)), 9)
     items = [
         JobItemModel(
             job_id,
@@ -683,6 +717,8 @@ def _write_job(
             retry_round=0,
             charged_period=period,
             inputs=sub.inputs[i] if sub.inputs else None,
+            key_source=key_source,
+            estimated_usd=per_item,
             created_at=now,
         )
         for i, (prompt, seed) in enumerate(zip(sub.prompts, sub.seeds, strict=True))
@@ -714,6 +750,9 @@ def _write_job(
         webhook_state="none",
         webhook_attempts=0,
         active_shard=ACTIVE_SHARD,
+        key_source=key_source,
+        estimated_usd=round(estimated, 6),
+        actual_usd=0,
     )
     try:
         job.save(condition=JobModel.job_id.does_not_exist())

@@ -44,7 +44,10 @@ def job_json(job: JobModel) -> dict[str, Any]:
 
     ``counts`` by state, ``progress`` 0..1 (finished items / total), ``eta_seconds``
     (None while unknown), ``errors_by_reason`` ``{reason: n}`` (non-zero only), times as
-    ISO 8601 UTC, ``webhook`` (None without a URL).
+    ISO 8601 UTC, ``webhook`` (None without a URL), ``key_source`` (``shared`` | ``own``),
+    ``estimated_usd`` (the estimate at submission; None for jobs from before estimates),
+    ``actual_usd`` (what its stored images cost so far), ``paused`` (``{code, reason,
+    since}`` while its own key stops it, else None).
     """
     c = state.counts(job)
     total = int(job.total or 0)
@@ -76,6 +79,14 @@ def job_json(job: JobModel) -> dict[str, Any]:
         "finished_at": iso8601(job.finished_at),
         "cancelled_at": iso8601(job.cancelled_at) if job.cancelled else None,
         "webhook": webhook,
+        "key_source": job.key_source or "shared",
+        "estimated_usd": round(float(job.estimated_usd), 6) if job.estimated_usd is not None else None,
+        "actual_usd": round(float(job.actual_usd or 0), 6),
+        "paused": (
+            {"code": job.paused_code, "reason": job.paused_reason, "since": iso8601(job.paused_at)}
+            if job.paused_code and state.derive_status(job) == "paused"
+            else None
+        ),
     }
 
 

@@ -54,11 +54,12 @@ from typing import Any
 from pynamodb.exceptions import PutError, TransactWriteError
 
 from chalicelib import queue
-from chalicelib.db import ImageModel, JobItemModel, is_condition_failure
+from chalicelib.db import ImageModel, JobItemModel, JobModel, is_condition_failure
 from chalicelib.db.images import save_new_image
 from chalicelib.errors import DomainError, ValidationError
+from chalicelib.flux import own_keys
 from chalicelib.flux.catalog import GenerationParams, parse_generation_params
-from chalicelib.flux.client import MAX_COOLDOWN_WAIT_S, get_flux_client
+from chalicelib.flux.client import MAX_COOLDOWN_WAIT_S, FluxClient, get_flux_client
 from chalicelib.flux.exceptions import (
     AllKeysCoolingError,
     FailureKind,
@@ -66,10 +67,10 @@ from chalicelib.flux.exceptions import (
     UpstreamFailedError,
     UpstreamRejectedError,
 )
-from chalicelib.flux.keypool import get_key_pool
+from chalicelib.flux.keypool import KeyPool, get_key_pool
 from chalicelib.jobs import state
 from chalicelib.jobs.state import Done, ItemLease, Later
-from chalicelib.services import archives, image_inputs, images, usage, webhook_queue
+from chalicelib.services import archives, image_inputs, images, together_keys, webhook_queue
 from chalicelib.settings import get_settings
 from chalicelib.sqsbatch import Deferred, invocation_deadline, process_batch
 from chalicelib.storage import imaging, objects
@@ -126,10 +127,13 @@ def inputs_for(item: JobItemModel) -> image_inputs.Prepared:
 
 
 def generate_image(
-    lease: ItemLease, deadline_s: float | None = None, prepared: image_inputs.Prepared | None = None
+    lease: ItemLease,
+    deadline_s: float | None = None,
+    prepared: image_inputs.Prepared | None = None,
+    client: FluxClient | None = None,
 ) -> Any:
     """Call Flux for the item's one image (with its image inputs: ``prepared``, default
-    :func:`inputs_for`).
+    :func:`inputs_for`; ``client``: the user's own-key client, default the shared pool's).
 
     Returns:
         The :class:`~chalicelib.flux.client.GeneratedImage`.
@@ -138,7 +142,7 @@ def generate_image(
         The Flux client's errors (see the module docstring for what each means here).
     """
     prepared = prepared if prepared is not None else inputs_for(lease.item)
-    return get_flux_client().generate(prepared.apply(params_for(lease.item)), deadline_s=deadline_s)[0]
+    return (client or get_flux_client()).generate(prepared.apply(params_for(lease.item)), deadline_s=deadline_s)[0]
 
 
 def upload_objects(lease: ItemLease, generated: Any, prepared: image_inputs.Prepared | None = None) -> StagedImage:
@@ -173,15 +177,15 @@ def upload_objects(lease: ItemLease, generated: Any, prepared: image_inputs.Prep
 
 def write_metadata(lease: ItemLease, staged: StagedImage) -> ImageModel:
     """Write the image metadata with ``attribute_not_exists`` (and its collection counter,
-    in one transaction; then its cost to the month's); if it exists already (an earlier attempt got this far), keep
-    that one and delete only our objects that it does not use.
+    in one transaction); if it exists already (an earlier attempt got this far), keep that one
+    and delete only our objects that it does not use. Its cost is recorded once, when the item
+    completes (:func:`chalicelib.jobs.state.complete_item`).
 
     Returns:
         The stored image.
     """
     try:
         save_new_image(staged.model)
-        usage.add_cost(staged.model.user_id, float(staged.model.cost_usd or 0))  # once: only the first save
         return staged.model
     except (PutError, TransactWriteError) as exc:
         if not is_condition_failure(exc):
@@ -193,13 +197,14 @@ def write_metadata(lease: ItemLease, staged: StagedImage) -> ImageModel:
     return existing
 
 
-def keys_unavailable() -> Later | None:
-    """A :class:`Later` for the whole cooldown when no key can serve now and the Flux
-    client would not wait for one (every key cooling beyond its short wait, or none
-    usable); None when a key is free. Saves a lease and a release per deferred message.
-    A little jitter (up to 1 s) spreads the messages that wake at the same cooldown."""
+def keys_unavailable(pool: KeyPool | None = None) -> Later | None:
+    """A :class:`Later` for the whole cooldown when no key of ``pool`` (default: the shared
+    pool) can serve now and the Flux client would not wait for one (every key cooling
+    beyond its short wait, or none usable); None when a key is free. Saves a lease and a
+    release per deferred message. A little jitter (up to 1 s) spreads the messages that
+    wake at the same cooldown."""
     try:
-        get_key_pool().acquire()
+        (pool or get_key_pool()).acquire()
     except AllKeysCoolingError as exc:
         if exc.retry_after > MAX_COOLDOWN_WAIT_S:
             return Later(exc.retry_after + random.uniform(0.0, 1.0), "keys-cooling")
@@ -213,19 +218,84 @@ def retry_delay_s(attempt: int) -> int:
     return int(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 4 ** max(0, attempt - 1)))
 
 
+PAUSE_REASONS = {
+    "disabled": "together-key-refused",
+    "out_of_credits": "together-key-out-of-credits",
+    "removed": "together-key-removed",
+}
+
+
+RESUMED_RETRY_S = 1.0  # seconds before an item whose job was resumed meanwhile runs again
+
+
+def own_key_for(item: JobItemModel, user_id: str, started: float) -> together_keys.OwnKey | Done | Later:
+    """The user's own key for an own-key item, or :class:`Done` after pausing its job when
+    there is none, or it is refused or out of credits (the item stays queued; the user
+    resumes with ``POST /v1/jobs/{id}/retry`` after saving a usable key). Never the
+    shared pool: an own-key job does not fall back to it. ``started``: epoch seconds this
+    handling began (see :func:`pause_for`)."""
+    own = together_keys.active_key(user_id)
+    if own is None:
+        return pause_for(user_id, item.job_id, "removed", started)
+    health = own_keys.health(user_id, own.key)
+    if health.terminal:
+        return pause_for(user_id, item.job_id, health.state, started)
+    return own
+
+
+def pause_for(user_id: str, job_id: str, key_state: str, started: float) -> Done | Later:
+    """Pause the job because its own key is in ``key_state`` (a terminal state, or
+    ``removed``). When the job was resumed after ``started`` (epoch seconds this handling
+    began: the user saved a key and retried meanwhile), it is not paused again: the item
+    comes back in :data:`RESUMED_RETRY_S` and runs with the key saved now."""
+    code = PAUSE_REASONS.get(key_state, "together-key-refused")
+    if key_state == "removed":
+        message = "your Together key was removed; save one, then retry the job"
+    else:
+        message = together_keys.unusable_message(key_state)
+    if state.pause_job(user_id, job_id, code, message, not_resumed_since=started):
+        return Done("paused")
+    job = JobModel.get(user_id, job_id, consistent_read=True)
+    if job.paused_code or job.finished_at is not None or job.cancelled:
+        return Done("paused")
+    return Later(RESUMED_RETRY_S, "resumed")
+
+
 def run_item(
-    item: JobItemModel, deadline: float, *, user_id: str | None = None, optimistic: bool = False
+    item: JobItemModel,
+    deadline: float,
+    *,
+    user_id: str | None = None,
+    optimistic: bool = False,
+    own_key: bool = False,
 ) -> Done | Later:
     """Lease, generate, store and complete one item (``deadline``: ``time.monotonic()``
-    by which the invocation must be done; ``user_id``/``optimistic``: see :func:`lease_item`)."""
+    by which the invocation must be done; ``user_id``/``optimistic``: see :func:`lease_item`;
+    ``own_key``: the message says the item runs on the user's own key; the leased item's
+    ``key_source`` decides)."""
     settings = get_settings()
-    waiting = keys_unavailable()
+    started = time.time()
+    own: together_keys.OwnKey | None = None
+    if own_key and user_id:
+        found = own_key_for(item, user_id, started)
+        if isinstance(found, Done | Later):
+            return found
+        own = found
+    pool = own_keys.own_pool(user_id, own.key) if own is not None and user_id else None
+    waiting = keys_unavailable(pool)
     if waiting is not None:  # every key cooling: do not even lease, come back at the cooldown
         return waiting
     leased = state.lease_item(item, user_id=user_id, optimistic=optimistic)
     if not isinstance(leased, ItemLease):
         return leased
     lease = leased
+    if (lease.item.key_source == "own") != (own is not None):  # a message without the right hint
+        found = own_key_for(lease.item, lease.item.user_id, started) if lease.item.key_source == "own" else None
+        if isinstance(found, Done | Later):
+            state.release(lease, give_back_attempt=True)
+            return found
+        own = found
+    client = own_keys.own_client(lease.item.user_id, own.key) if own is not None else None
     attempt = int(lease.item.attempts)
     existing = stored_image(lease.item) if attempt > 1 else None  # the first attempt cannot find one
     if existing is not None:  # an earlier attempt stored it and died before completing
@@ -248,12 +318,15 @@ def run_item(
         state.release(lease, give_back_attempt=True)
         return Later(0, "no-time-left")
     try:
-        generated = generate_image(lease, deadline_s=budget, prepared=prepared)
+        generated = generate_image(lease, deadline_s=budget, prepared=prepared, client=client)
     except AllKeysCoolingError as exc:
         state.release(lease, give_back_attempt=True)
         return Later(max(1.0, exc.retry_after) + random.uniform(0.0, 1.0), "keys-cooling")
     except NoUsableKeysError:
         state.release(lease, give_back_attempt=True)
+        if own is not None:  # the user's key was refused (401/403) or is out of credits (402)
+            key_state = own_keys.health(lease.item.user_id, own.key).state
+            return pause_for(lease.item.user_id, lease.item.job_id, key_state, started)
         return Later(NO_KEYS_RETRY_S, "no-usable-keys")
     except UpstreamRejectedError as exc:
         state.fail_item(lease, state.REASON_REJECTED, exc.message)
@@ -299,11 +372,13 @@ MessageHandler = Callable[[dict[str, Any], float], Done | Later]
 
 
 def handle_item(body: dict[str, Any], deadline: float) -> Done | Later:
-    """``{"type": "item", "user_id", "job_id", "item_id", "round"}``: generate the item's image."""
+    """``{"type": "item", "user_id", "job_id", "item_id", "round", "key_source"?}``: generate
+    the item's image (``key_source: "own"``: on the user's own key)."""
     job_id, item_id, user_id = (str(body.get(k) or "") for k in ("job_id", "item_id", "user_id"))
     if not (job_id and item_id and user_id):
         return Done("bad-message")
-    return run_item(JobItemModel(job_id, item_id), deadline, user_id=user_id, optimistic=True)
+    own_key = body.get("key_source") == "own"
+    return run_item(JobItemModel(job_id, item_id), deadline, user_id=user_id, optimistic=True, own_key=own_key)
 
 
 def handle_archive(body: dict[str, Any], deadline: float) -> Done | Later:

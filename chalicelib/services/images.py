@@ -33,11 +33,19 @@ from chalicelib import observability
 from chalicelib.db import ImageModel, PromptHistoryModel, is_condition_failure, same_item, utcnow
 from chalicelib.db.images import collection_counts, delete_image_item, save_new_image
 from chalicelib.errors import DomainError, ErrorCode, NotFound, ValidationError
-from chalicelib.flux import availability
-from chalicelib.flux.catalog import GENERATION_FIELDS, GenerationParams, find_model, image_cost, parse_generation_params
+from chalicelib.flux import availability, own_keys
+from chalicelib.flux.catalog import (
+    GENERATION_FIELDS,
+    GenerationParams,
+    estimate_cost,
+    find_model,
+    image_cost,
+    parse_generation_params,
+)
 from chalicelib.flux.client import get_flux_client
+from chalicelib.flux.exceptions import NoUsableKeysError
 from chalicelib.jsonbody import reject_nulls
-from chalicelib.services import image_inputs, usage
+from chalicelib.services import image_inputs, together_keys, usage
 from chalicelib.services.pagination import ULID_PATTERN, matches, owner_page
 from chalicelib.settings import get_settings
 from chalicelib.storage import imaging, objects
@@ -95,6 +103,7 @@ def image_json(item: ImageModel) -> dict[str, Any]:
         "seed": int(item.seed),
         "guidance": item.guidance,
         "cost_usd": float(item.cost_usd) if item.cost_usd is not None else None,
+        "key_source": "own" if own_keys.is_own(item.key_id) else "shared",
         "collection": item.collection,
         "job_id": item.job_id,
         "content_type": item.content_type,
@@ -210,8 +219,17 @@ def store_image(
         except Exception:  # noqa: BLE001 - the orphan sweep removes what is left
             logger.warning("could not delete objects of failed image %s", item.image_id)
         raise
-    usage.add_cost(user_id, float(item.cost_usd or 0))
+    record_cost(item)
     return item
+
+
+def record_cost(item: ImageModel) -> None:
+    """Add a newly stored image's cost to the month's spend (per model, per key; the
+    platform's ``cost_usd`` only for shared keys). Call once per image. Never raises."""
+    kid = str(item.key_id or "")
+    own = own_keys.is_own(kid)
+    spend_key = f"own:{own_keys.public_key_id(kid)}" if own else (kid or None)
+    usage.add_cost(item.user_id, float(item.cost_usd or 0), model=item.model, key_id=spend_key, own=own)
 
 
 #: Attributes set from the clock of the write: a retried put carries the same values, but
@@ -262,13 +280,20 @@ def generate(user_id: str, body: Mapping[str, Any]) -> Generated:
     :mod:`chalicelib.services.image_inputs`) are checked against the model, then for
     ownership and state, before anything is charged; each stored image records them.
 
+    With the user's own Together key saved (:mod:`chalicelib.services.together_keys`),
+    only that key is used (its own pool of one; never the shared pool) and neither the
+    image quota nor the budget is charged. Otherwise the quota is charged ``n`` images
+    and the budget holds the estimate (:func:`~chalicelib.flux.catalog.estimate_cost`);
+    what is not stored is given back.
+
     Returns:
         :class:`Generated` (the route answers 201).
 
     Raises:
         ValidationError: 400 naming the field.
         DomainError: 404 ``not-found`` / 409 ``upload-pending`` / 422 ``upload-rejected``
-            naming an input field; 429 ``rate-limited`` / ``quota-exceeded``; Flux errors (422
+            naming an input field; 422 ``together-key-unusable`` (own key refused or out of
+            credits); 429 ``rate-limited`` / ``quota-exceeded`` / ``budget-exceeded``; Flux errors (422
             ``upstream-rejected``, 503 ``keys-cooling`` with Retry-After, 502 ``upstream-failed``).
     """
     check_unknown_fields(body, CREATE_FIELDS)
@@ -281,11 +306,26 @@ def generate(user_id: str, body: Mapping[str, Any]) -> Generated:
     availability.require_available(params.model)
     usage.hit_rate_limit(user_id)
     prepared = image_inputs.prepare(image_inputs.resolve(user_id, ids))
-    period = usage.charge(user_id, params.n)
+    own = together_keys.active_key(user_id)
+    estimate = estimate_cost(params.model, params.width, params.height, params.steps, params.n)
+    per_image = estimate["usd"] / params.n
+    period: str | None = None
+    if own is not None:  # the user's own key: their bill, not the platform's quota or budget
+        together_keys.require_usable(user_id, own)
+        client = own_keys.own_client(user_id, own.key)
+    else:
+        client = get_flux_client()
+        period = usage.charge(user_id, params.n, estimate["usd"], estimate)
     stored: list[ImageModel] = []
     try:
         flux_started = time.perf_counter()
-        results = get_flux_client().generate(prepared.apply(params))
+        try:
+            results = client.generate(prepared.apply(params))
+        except NoUsableKeysError:
+            if own is None:
+                raise
+            state = own_keys.health(user_id, own.key).state
+            raise DomainError(ErrorCode.TOGETHER_KEY_UNUSABLE, together_keys.unusable_message(state)) from None
         flux_ms = (time.perf_counter() - flux_started) * 1000
         for result in results:
             try:
@@ -306,7 +346,9 @@ def generate(user_id: str, body: Mapping[str, Any]) -> Generated:
         if not stored:
             raise DomainError(ErrorCode.STORAGE_FAILED, "the image could not be stored; nothing was charged")
     finally:
-        usage.refund(user_id, params.n - len(stored), period)
+        if own is None:
+            missing = params.n - len(stored)
+            usage.refund(user_id, missing, period, per_image * missing)
     observability.record_images_generated(len(stored))
     remember_prompt(user_id, params.prompt)
     return Generated({"images": [image_json(item) for item in stored]}, flux_ms)

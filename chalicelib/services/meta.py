@@ -10,6 +10,7 @@ from typing import Any
 from chalicelib.flux.availability import status_json, unavailable_models
 from chalicelib.flux.catalog import MAX_PROMPT_CHARS, catalog_json
 from chalicelib.flux.keypool import get_key_pool
+from chalicelib.services import usage
 from chalicelib.settings import get_settings
 
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
@@ -54,3 +55,20 @@ def key_health() -> dict[str, Any]:
     pool = get_key_pool()
     pool.refresh(force=True)
     return {"keys": pool.health_report(), "healthy": pool.healthy_count()}
+
+
+def key_spend() -> dict[str, Any]:
+    """``GET /v1/admin/spend``: ``{"period": "YYYY-MM", "keys": [{"key_id", "source",
+    "images", "usd"}], "total_usd"}``, the month's upstream cost per key, most expensive
+    first. ``key_id`` is a shared key's id (``source: "shared"``) or a user's own key's id
+    (``source: "own"``); never a key. Every configured shared key is listed, spent or not."""
+    period = usage.current_month()
+    rows = {r["key_id"]: r for r in usage.key_spend(period)}
+    for kid in get_key_pool().key_ids:
+        rows.setdefault(kid, {"key_id": kid, "images": 0, "usd": 0.0})
+    keys = []
+    for kid, row in rows.items():
+        own = kid.startswith("own:")
+        keys.append({**row, "key_id": kid.removeprefix("own:"), "source": "own" if own else "shared"})
+    keys.sort(key=lambda r: (-r["usd"], r["source"], r["key_id"]))
+    return {"period": period, "keys": keys, "total_usd": round(sum(r["usd"] for r in keys), 6)}

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pynamodb.exceptions import UpdateError
 
@@ -28,6 +30,9 @@ from chalicelib.errors import DomainError, ErrorCode
 from chalicelib.settings import get_settings
 
 logger = logging.getLogger("promptcanvas.usage")
+
+MODEL_SPEND_PREFIX = "spend#"  # (user_id, "spend#YYYY-MM#<source>#<model>")
+KEY_SPEND_PREFIX = "@spend#"  # ("@spend#YYYY-MM", key id): no user id starts with "@"
 
 
 def _month(now: float | None = None) -> str:
@@ -39,55 +44,156 @@ def current_month() -> str:
     return _month()
 
 
-def charge(user_id: str, n: int) -> str:
-    """Charge ``n`` images to this month's quota.
+class BudgetExceeded(DomainError):
+    """429 ``budget-exceeded``: the request's estimate does not fit the month's
+    ``MONTHLY_BUDGET_USD``. Its body adds ``"estimate"`` (the request's estimate, the
+    ``POST /v1/estimates`` shape) and ``"budget"`` (``{"limit_usd", "committed_usd",
+    "remaining_usd"}``) to the error object."""
+
+    def __init__(self, estimate: Mapping[str, Any] | None, limit: float, committed: float) -> None:
+        usd = float((estimate or {}).get("usd") or 0)
+        remaining = max(0.0, limit - committed)
+        super().__init__(
+            ErrorCode.BUDGET_EXCEEDED,
+            f"this request is estimated at ${usd:.4f}; ${remaining:.4f} of the monthly budget of ${limit:.2f} is left",
+        )
+        self.estimate = dict(estimate or {})
+        self.budget = {
+            "limit_usd": round(limit, 6),
+            "committed_usd": round(committed, 6),
+            "remaining_usd": round(remaining, 6),
+        }
+
+    def body(self) -> dict[str, Any]:
+        """``{"error": {"code", "message", "estimate", "budget"}}``."""
+        body = super().body()
+        body["error"]["estimate"] = self.estimate
+        body["error"]["budget"] = self.budget
+        return body
+
+
+def charge(user_id: str, n: int, usd: float = 0.0, estimate: Mapping[str, Any] | None = None) -> str:
+    """Charge ``n`` images to this month's quota and hold ``usd`` (their estimated cost)
+    against the month's budget, in one conditional UpdateItem (all or nothing).
+
+    The budget (``MONTHLY_BUDGET_USD``, 0 = off) holds estimates, not final costs: what a
+    request may still spend counts from the moment it is accepted, so concurrent requests
+    cannot overshoot it together. :func:`refund` gives back what did not end stored.
+
+    Args:
+        n: images. usd: their estimated cost in USD (0: nothing held).
+        estimate: the request's estimate, quoted in a ``budget-exceeded`` error.
 
     Returns:
         The period charged (``"YYYY-MM"``): keep it with the charge and pass it to :func:`refund`.
 
     Raises:
         DomainError: 429 ``quota-exceeded`` when it would exceed ``MONTHLY_IMAGE_QUOTA``.
+        BudgetExceeded: 429 ``budget-exceeded`` when ``usd`` does not fit the month's budget.
     """
-    quota = get_settings().monthly_image_quota
+    settings = get_settings()
+    quota, budget = settings.monthly_image_quota, settings.monthly_budget_usd
+    usd = round(max(0.0, usd), 6)
     period = _month()
     item = UsageModel(user_id, period)
+    actions = [UsageModel.count.add(n)]
+    condition = UsageModel.count.does_not_exist() | (UsageModel.count <= quota - n)
+    held = budget > 0 and usd > 0
+    if held and usd > budget:  # never fits, whatever the month holds (the condition below cannot say so)
+        raise BudgetExceeded(estimate, budget, _read_month(user_id, period)[1])
+    if held:
+        actions.append(UsageModel.committed_usd.add(usd))
+        condition &= UsageModel.committed_usd.does_not_exist() | (UsageModel.committed_usd <= budget - usd)
     try:
-        item.update(
-            actions=[UsageModel.count.add(n)],
-            condition=UsageModel.count.does_not_exist() | (UsageModel.count <= quota - n),
-        )
+        item.update(actions=actions, condition=condition)
         return period
     except UpdateError as exc:
-        if is_condition_failure(exc) or quota - n < 0:
-            raise DomainError(ErrorCode.QUOTA_EXCEEDED, f"monthly quota of {quota} images is used up") from None
-        raise
+        if not (is_condition_failure(exc) or quota - n < 0):
+            raise
+    used, committed = _read_month(user_id, period)
+    if held and committed + usd > budget and used + n <= quota:
+        raise BudgetExceeded(estimate, budget, committed)
+    raise DomainError(ErrorCode.QUOTA_EXCEEDED, f"monthly quota of {quota} images is used up")
 
 
-def refund(user_id: str, n: int, period: str | None) -> None:
+def _read_month(user_id: str, period: str) -> tuple[int, float]:
+    """``(images charged, USD held)`` of the month's item (zeros when there is none)."""
+    try:
+        item = UsageModel.get(user_id, period, consistent_read=True)
+    except UsageModel.DoesNotExist:
+        return 0, 0.0
+    return int(item.count or 0), float(item.committed_usd or 0)
+
+
+def refund(user_id: str, n: int, period: str | None, usd: float = 0.0) -> None:
     """Give back ``n`` images charged by :func:`charge` (a failed generation) to ``period``,
     the month :func:`charge` returned (None, for a charge recorded before periods were
-    kept: the current month). Never raises."""
+    kept: the current month), and release ``usd`` held against that month's budget.
+    Never raises."""
     if n <= 0:
         return
+    actions = [UsageModel.count.add(-n)]
+    usd = round(max(0.0, usd), 6)
+    if usd > 0 and get_settings().monthly_budget_usd > 0:
+        actions.append(UsageModel.committed_usd.add(-usd))
     try:
-        UsageModel(user_id, period or _month()).update(
-            actions=[UsageModel.count.add(-n)], condition=UsageModel.count >= n
-        )
+        UsageModel(user_id, period or _month()).update(actions=actions, condition=UsageModel.count >= n)
     except UpdateError:
         pass
 
 
-def add_cost(user_id: str, usd: float) -> None:
-    """Add ``usd`` (an image's upstream cost) to this month's cost. Best effort: never raises.
+def add_cost(
+    user_id: str, usd: float, *, model: str | None = None, key_id: str | None = None, own: bool = False
+) -> None:
+    """Record an image's upstream cost (``usd``) for this month. Best effort: never raises.
 
-    An atomic ADD on the month's usage item, next to the quota counter.
+    Atomic ADDs: the month's usage item (``cost_usd``; shared keys only, since own-key
+    usage is billed to the user's own Together account), the user's per-model spend item
+    ``(user_id, "spend#YYYY-MM#<shared|own>#<model>")`` and the admin's per-key item
+    ``("@spend#YYYY-MM", key_id)`` (``key_id`` a shared key's id or ``"own:<key id>"``).
     """
-    if usd <= 0:
+    if usd < 0:
         return
-    try:
-        UsageModel(user_id, _month()).update(actions=[UsageModel.cost_usd.add(round(usd, 6))])
-    except Exception:  # noqa: BLE001 - the image is stored; its own item keeps its cost
-        logger.warning("could not add an image's cost to the month's usage")
+    usd = round(usd, 6)
+    period = _month()
+    writes: list[tuple[str, str, bool]] = []
+    if not own and usd > 0:
+        writes.append((user_id, period, False))
+    if model:
+        writes.append((user_id, f"{MODEL_SPEND_PREFIX}{period}#{'own' if own else 'shared'}#{model}", True))
+    if key_id:
+        writes.append((f"{KEY_SPEND_PREFIX}{period}", key_id, True))
+    for hash_key, range_key, counted in writes:
+        actions = [UsageModel.cost_usd.add(usd)]
+        if counted:
+            actions.append(UsageModel.count.add(1))
+        try:
+            UsageModel(hash_key, range_key).update(actions=actions)
+        except Exception:  # noqa: BLE001 - the image is stored; its own item keeps its cost
+            logger.warning("could not add an image's cost to the month's spend")
+
+
+def key_spend(period: str | None = None) -> list[dict[str, Any]]:
+    """The month's spend per upstream key (admin page), most expensive first:
+    ``[{"key_id", "images", "usd"}]``; ``key_id`` is a shared key's id or ``"own:<key id>"``,
+    never a key. One Query of ``"@spend#YYYY-MM"``."""
+    rows = UsageModel.query(f"{KEY_SPEND_PREFIX}{period or _month()}")
+    out = [{"key_id": r.period, "images": int(r.count or 0), "usd": round(float(r.cost_usd or 0), 6)} for r in rows]
+    return sorted(out, key=lambda r: (-r["usd"], r["key_id"]))
+
+
+def model_spend(user_id: str, period: str | None = None) -> list[dict[str, Any]]:
+    """The user's spend this month by model and key source, most expensive first:
+    ``[{"model", "source": "shared" | "own", "images", "usd"}]``. One Query."""
+    prefix = f"{MODEL_SPEND_PREFIX}{period or _month()}#"
+    rows = UsageModel.query(user_id, UsageModel.period.startswith(prefix))
+    out = []
+    for r in rows:
+        source, _, model = r.period[len(prefix) :].partition("#")
+        out.append(
+            {"model": model, "source": source, "images": int(r.count or 0), "usd": round(float(r.cost_usd or 0), 6)}
+        )
+    return sorted(out, key=lambda r: (-r["usd"], r["model"], r["source"]))
 
 
 def hit_rate_limit(user_id: str) -> None:
@@ -171,22 +277,32 @@ def take_webhook_slot(user_id: str) -> bool:
 
 
 def current(user_id: str) -> dict[str, object]:
-    """``{"period", "used", "quota", "remaining", "cost_usd"}`` for this month.
+    """``GET /v1/me/usage``: ``{"period", "used", "quota", "remaining", "cost_usd",
+    "budget_usd", "committed_usd", "budget_remaining_usd", "spend_by_model"}`` for this month.
 
-    ``cost_usd`` is what the month's stored images cost upstream (catalog prices,
-    Together's per-megapixel formula), rounded to 6 decimals.
+    ``cost_usd`` is what the month's images made with the platform's keys cost upstream
+    (catalog prices, Together's per-megapixel formula), rounded to 6 decimals;
+    ``budget_usd`` is ``MONTHLY_BUDGET_USD`` (None: off), ``committed_usd`` the estimates
+    held against it, ``budget_remaining_usd`` what is left (None: off);
+    ``spend_by_model`` is :func:`model_spend` (own-key images are listed with
+    ``source: "own"`` and count against neither quota nor budget).
     """
-    quota = get_settings().monthly_image_quota
+    settings = get_settings()
+    quota, budget = settings.monthly_image_quota, settings.monthly_budget_usd
     period = _month()
     try:
         item = UsageModel.get(user_id, period)
-        used, cost = int(item.count or 0), float(item.cost_usd or 0)
+        used, cost, committed = int(item.count or 0), float(item.cost_usd or 0), float(item.committed_usd or 0)
     except UsageModel.DoesNotExist:
-        used, cost = 0, 0.0
+        used, cost, committed = 0, 0.0, 0.0
     return {
         "period": period,
         "used": used,
         "quota": quota,
         "remaining": max(0, quota - used),
         "cost_usd": round(cost, 6),
+        "budget_usd": budget if budget > 0 else None,
+        "committed_usd": round(max(0.0, committed), 6),
+        "budget_remaining_usd": round(max(0.0, budget - committed), 6) if budget > 0 else None,
+        "spend_by_model": model_spend(user_id, period),
     }

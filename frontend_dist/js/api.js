@@ -98,6 +98,7 @@ function fallbackMessage(resp) {
 export const get = (path, query, options = {}) => api(path, { ...options, query });
 export const post = (path, json, options = {}) => api(path, { ...options, method: "POST", json });
 export const del = (path, options = {}) => api(path, { ...options, method: "DELETE" });
+export const put = (path, json, options = {}) => api(path, { ...options, method: "PUT", json });
 
 /** A GET of `path` fetched once per page load (a failure is forgotten, so the next call tries again). */
 function once(path) {

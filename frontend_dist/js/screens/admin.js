@@ -1,7 +1,9 @@
-// Admin (admins only): health of the Together key pool, by key id (never the key), and the model
-// catalog against the upstream's own model list (GET /v1/admin/models, checked hourly).
+// Admin (admins only): health of the Together key pool, by key id (never the key), the month's
+// spend per key (shared keys and users' own keys, GET /v1/admin/spend), and the model catalog
+// against the upstream's own model list (GET /v1/admin/models, checked hourly).
 
 import { get } from "../api.js";
+import { formatUsd } from "../params.js";
 import { emptyState, errorBox, formatDuration, h, loadingBox, mount, statusBadge } from "../ui.js";
 
 const REFRESH_MS = 5000;
@@ -119,8 +121,45 @@ export async function render(container) {
       mount(catalogBody, errorBox(err, { retry: loadCatalog }));
     }
   }
+  const spendSummary = h("p", { class: "hint", id: "spend-summary" });
+  const spendBody = h("div", {}, loadingBox("Loading spend per key…"));
+  async function loadSpend() {
+    try {
+      const data = await get("/v1/admin/spend");
+      if (stopped) return;
+      spendSummary.textContent = `${data.period}: ${formatUsd(data.total_usd)} in all (catalog prices).`;
+      const rows = (data.keys || []).map((k) =>
+        h(
+          "tr",
+          { "data-key-id": k.key_id, "data-source": k.source },
+          h("th", { scope: "row", class: "mono", text: k.key_id }),
+          h("td", { text: k.source === "own" ? "a user's own key" : "shared pool" }),
+          h("td", { class: "num", text: String(k.images) }),
+          h("td", { class: "num", text: formatUsd(k.usd) }),
+        ),
+      );
+      mount(
+        spendBody,
+        h(
+          "div",
+          { class: "table-wrap" },
+          h(
+            "table",
+            { id: "spend-table" },
+            h("caption", { class: "visually-hidden", text: "Spend this month per key id" }),
+            h("thead", {}, h("tr", {}, ["Key id", "Source", "Images", "Cost"].map((t, i) => h("th", { scope: "col", class: i >= 2 ? "num" : null, text: t })))),
+            h("tbody", {}, rows),
+          ),
+        ),
+      );
+    } catch (err) {
+      if (stopped) return;
+      mount(spendBody, errorBox(err, { retry: loadSpend }));
+    }
+  }
   refreshBtn.addEventListener("click", () => {
     load();
+    loadSpend();
     loadCatalog();
   });
 
@@ -128,6 +167,7 @@ export async function render(container) {
     container,
     h("div", { class: "screen-head" }, h("h1", { id: "admin-title", text: "Admin: key health" }), refreshBtn, summary),
     h("section", { class: "card", "aria-label": "Keys" }, body),
+    h("section", { class: "card", "aria-labelledby": "spend-title" }, h("h2", { id: "spend-title", text: "Spend per key this month" }), spendSummary, spendBody),
     h(
       "section",
       { class: "card", "aria-labelledby": "catalog-title" },
@@ -136,7 +176,7 @@ export async function render(container) {
       catalogBody,
     ),
   );
-  await Promise.all([load(), loadCatalog()]);
+  await Promise.all([load(), loadSpend(), loadCatalog()]);
   return () => {
     stopped = true;
     if (timer) clearTimeout(timer);

@@ -4,6 +4,7 @@
 
 import { api, limits as apiLimits, models } from "../api.js";
 import { modelInputs, readyUploads, uploadChooser } from "../image-inputs.js";
+import { estimateLine } from "../estimate.js";
 import { formatUsd, paramsForm } from "../params.js";
 import { limits, parsePasted, parsePromptFile, setLimits } from "../prompts-file.js";
 import { field, h, loadingBox, mount, plural, setFieldError, showError, toast, uid } from "../ui.js";
@@ -159,7 +160,16 @@ export async function render(container, { navigate }) {
   const submit = h("button", { type: "submit", class: "btn btn-primary btn-lg btn-block", text: "Start batch", disabled: true });
 
   const cost = h("p", { class: "batch-cost", "aria-live": "polite" });
+  const estimate = estimateLine("batch-estimate");
   let state = { prompts: [], errors: [], fileObj: null };
+
+  /** The JSON body this batch would be submitted with (a file's prompts as a list), or null. */
+  function jsonBody() {
+    if (!state.prompts.length || state.errors.length) return null;
+    if (params.validate()) return null;
+    if (source() === "count") return { prompt: singleInput.value.trim(), count: Number(countInput.value), ...params.values() };
+    return { prompts: state.prompts.map((p) => p.prompt), ...params.values() };
+  }
 
   function source() {
     return Object.entries(sourceRadios).find(([, r]) => r.checked)[0];
@@ -227,6 +237,7 @@ export async function render(container, { navigate }) {
     submit.textContent = ok ? `Start batch · ${plural(n, "image")}` : "Start batch";
     const each = params.price();
     cost.textContent = n && each !== null ? `Estimated cost: ${formatUsd(n * each)} (${plural(n, "image")} × ${formatUsd(each)})` : "";
+    estimate.update(ok ? jsonBody() : null);
   }
 
   for (const [value, radio] of Object.entries(sourceRadios)) {
@@ -248,6 +259,8 @@ export async function render(container, { navigate }) {
   params.onModelChange((spec) => {
     for (const x of sets) x.chooser.setMax(Math.max(1, modelInputs(spec).maxReferences));
   });
+  params.element.addEventListener("input", recompute);
+  params.element.addEventListener("change", recompute);
 
   async function submitJob() {
     await recompute();
@@ -338,8 +351,9 @@ export async function render(container, { navigate }) {
         errorsBox,
         previewList,
         cost,
+        estimate.element,
         submit,
-        h("p", { class: "hint", text: "Each image counts against your monthly quota." }),
+        h("p", { class: "hint", text: "Each image counts against your monthly quota and budget, unless you saved your own Together key (Account)." }),
       ),
     ),
   );

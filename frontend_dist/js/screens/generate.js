@@ -2,6 +2,7 @@
 
 import { get, models, post } from "../api.js";
 import { imageInput, inputPicker, inputThumb, takeEditHandoff } from "../image-inputs.js";
+import { estimateLine } from "../estimate.js";
 import { paramsForm } from "../params.js";
 import { announce, errorBox, field, h, loadingBox, mount, setFieldError, shortModel, showError, toast } from "../ui.js";
 
@@ -37,6 +38,15 @@ export async function render(container) {
   const reuseSeed = h("input", { type: "checkbox", id: "gen-reuse-seed", name: "reuse_seed" });
   const submit = h("button", { type: "submit", class: "btn btn-primary btn-lg", text: "Generate" });
   const status = h("p", { class: "form-status", role: "status", "aria-live": "polite" });
+  const estimate = estimateLine("gen-estimate");
+  function reestimate() {
+    const text = promptInput.value.trim();
+    estimate.update(text && !params.validate() ? { prompt: text, ...params.values(), n: Number(countSelect.value) } : null);
+  }
+  for (const el of [promptInput, countSelect, params.element]) {
+    el.addEventListener("input", reestimate);
+    el.addEventListener("change", reestimate);
+  }
 
   const templates = h(
     "div",
@@ -227,6 +237,7 @@ export async function render(container) {
       count.wrap,
       h("div", { class: "check" }, reuseSeed, h("label", { for: "gen-reuse-seed", text: "Reuse seed" })),
     ),
+    estimate.element,
     h("div", { class: "row" }, submit, status),
   );
   form.addEventListener("submit", (event) => {

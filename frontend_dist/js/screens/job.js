@@ -1,9 +1,11 @@
 // One job: a live progress bar (succeeded, failed, total, elapsed, ETA), images as they finish,
-// failed items with their errors, and cancel / retry failed / download ZIP.
+// failed items with their errors, estimated and actual cost, why a job on the user's own key is
+// paused, and cancel / retry failed (or resume) / download ZIP.
 
 import { get, post } from "../api.js";
 import { archiveDownload } from "../archive-download.js";
 import { inputPreview, recordedInputs } from "../image-inputs.js";
+import { formatUsd } from "../params.js";
 import {
   announce,
   confirmDialog,
@@ -21,7 +23,7 @@ import {
 } from "../ui.js";
 import { openLightbox } from "./gallery.js";
 
-const ACTIVE = new Set(["queued", "running"]);
+const ACTIVE = new Set(["queued", "running", "paused"]);
 const POLL_MS = 1500;
 const DRAIN_POLL_MS = 5000;
 
@@ -53,6 +55,7 @@ export async function render(container, { params }) {
     eta: stat("ETA"),
   };
   const reasons = h("div");
+  const pausedBox = h("div", { id: "job-paused" });
   const meta = h("p", { class: "hint head-meta" });
   const cancelBtn = h("button", { type: "button", class: "btn btn-danger", text: "Cancel job", hidden: true });
   const retryBtn = h("button", { type: "button", class: "btn", text: "Retry failed", hidden: true });
@@ -113,15 +116,30 @@ export async function render(container, { params }) {
           )
         : null,
     );
+    const paused = job.status === "paused" && job.paused;
+    mount(
+      pausedBox,
+      paused
+        ? h(
+            "div",
+            { class: "callout callout-error", role: "alert", "data-code": job.paused.code },
+            h("div", {}, h("p", { text: `Paused: ${job.paused.reason}` }), h("p", {}, "Replace your key on the ", h("a", { href: "#/account", text: "Account" }), " screen, then resume.")),
+          )
+        : null,
+    );
     meta.textContent = [
       `Created ${formatDate(job.created_at)}`,
+      job.key_source === "own" ? "on your own Together key" : null,
+      job.estimated_usd != null ? `estimated ${formatUsd(job.estimated_usd)}` : null,
+      `cost so far ${formatUsd(job.actual_usd ?? 0)}`,
       job.collection ? `collection “${job.collection}”` : null,
       job.finished_at ? `finished ${formatDate(job.finished_at)}` : null,
     ]
       .filter(Boolean)
       .join(" · ");
     cancelBtn.hidden = !active;
-    retryBtn.hidden = active || c.failed === 0;
+    retryBtn.hidden = paused ? false : active || c.failed === 0;
+    retryBtn.textContent = paused ? "Resume" : "Retry failed";
     zipBtn.disabled = c.succeeded === 0;
     gridEmpty.hidden = images.size > 0;
     const spoken = active
@@ -267,7 +285,7 @@ export async function render(container, { params }) {
         job = result;
         update();
       }
-      toast(`Retrying ${plural(failedBefore, "failed prompt")}.`);
+      toast(failedBefore ? `Retrying ${plural(failedBefore, "failed prompt")}.` : "Job resumed.");
       lastFinished = -1;
       restart();
     } catch (err) {
@@ -295,6 +313,7 @@ export async function render(container, { params }) {
       h("div", { class: "actions" }, cancelBtn, retryBtn, download.element),
       meta,
     ),
+    pausedBox,
     h(
       "section",
       { class: "card", "aria-labelledby": "job-progress-label" },

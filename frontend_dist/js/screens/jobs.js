@@ -4,8 +4,8 @@
 import { get } from "../api.js";
 import { emptyState, errorBox, formatDate, h, loadingBox, mount, statusBadge } from "../ui.js";
 
-const STATUSES = ["queued", "running", "completed", "completed_with_errors", "failed", "cancelled"];
-const ACTIVE = new Set(["queued", "running"]);
+const STATUSES = ["queued", "running", "paused", "completed", "completed_with_errors", "failed", "cancelled"];
+const ACTIVE = new Set(["queued", "running", "paused"]);
 const REFRESH_MS = 5000;
 const PAGE_SIZE = 20; // jobs per page; "#/jobs?limit=N" overrides it (1-100)
 
