@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+if TYPE_CHECKING:  # Pillow is imported by the functions that use it (the first response needs none)
+    from PIL import Image
 
 THUMB_LONG_SIDE = 256  # pixels
 THUMB_QUALITY = 80
@@ -45,6 +47,8 @@ def process(data: bytes) -> ProcessedImage:
     Raises:
         ValueError: ``data`` is not a decodable JPEG or PNG.
     """
+    from PIL import Image
+
     try:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
@@ -68,6 +72,8 @@ def thumbnail(img: Image.Image) -> bytes:
 
     Transparency is kept (RGBA); every other mode becomes RGB.
     """
+    from PIL import Image
+
     thumb = img.convert("RGBA" if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info else "RGB")
     thumb.thumbnail((THUMB_LONG_SIDE, THUMB_LONG_SIDE), Image.Resampling.LANCZOS)
     out = io.BytesIO()
@@ -111,6 +117,8 @@ def process_upload(data: bytes, max_pixels: int) -> ProcessedImage:
     (``Image.MAX_IMAGE_PIXELS``), "ImageOps.exif_transpose", image file formats (JPEG
     ``quality="keep"``, ``icc_profile``).
     """
+    from PIL import Image, UnidentifiedImageError
+
     try:
         img = Image.open(io.BytesIO(data), formats=tuple(UPLOAD_FORMATS))
     except Image.DecompressionBombError:
@@ -131,6 +139,8 @@ def process_upload(data: bytes, max_pixels: int) -> ProcessedImage:
 
 
 def _strip(img: Image.Image, fmt: str, content_type: str, ext: str) -> ProcessedImage:
+    from PIL import ImageOps
+
     icc = img.info.get("icc_profile") or b""
     keep = {"icc_profile": icc} if 0 < len(icc) <= MAX_ICC_BYTES else {}
     orientation = img.getexif().get(EXIF_ORIENTATION, 1)
