@@ -10,9 +10,10 @@ from chalicelib.db.base import BaseModel, table_name
 class UsageModel(BaseModel):
     """A counter for one user and one period. Hash ``user_id``, range ``period``.
 
-    ``period`` is ``"YYYY-MM"`` for the monthly image quota (and the month's cost), or
-    ``"rate#YYYY-MM-DDTHH:MM"`` / ``"mut#YYYY-MM-DDTHH:MM"`` for the fixed-window rate limits (those
-    items expire through DynamoDB TTL on ``expires_at``), or ``"collection#{name}"``
+    ``period`` is ``"YYYY-MM"`` for the monthly image quota (and the month's cost, and the
+    per-minute rate-limit window: ``window`` is the current minute ``"YYYY-MM-DDTHH:MM"``,
+    ``writes`` and ``generations`` what was counted in it), ``"webhook#<n>"`` for the webhook
+    delivery window (expiring through DynamoDB TTL on ``expires_at``), or ``"collection#{name}"``
     for the number of images in one of the user's collections (changed only together
     with the image items, see ``chalicelib.db.images``).
     """
@@ -24,6 +25,9 @@ class UsageModel(BaseModel):
     period = UnicodeAttribute(range_key=True)
     count = NumberAttribute(default=0)
     cost_usd = NumberAttribute(null=True)  # monthly items: upstream cost of the stored images, USD
+    window = UnicodeAttribute(null=True)  # monthly items: the rate-limit minute, "YYYY-MM-DDTHH:MM" (UTC)
+    writes = NumberAttribute(null=True)  # state-changing requests counted in ``window``
+    generations = NumberAttribute(null=True)  # generation requests counted in ``window``
     expires_at = TTLAttribute(null=True)
 
 

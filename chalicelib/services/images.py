@@ -17,11 +17,14 @@ lives until the write fails (or, after a crash, until the orphan sweep).
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import re
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -167,13 +170,17 @@ def store_image(
     upstream_ms: float | None,
     collection: str | None = None,
     image_id: str | None = None,
+    add_cost: bool = True,
 ) -> ImageModel:
-    """Store one generated image: S3 objects first, then the metadata item (with its
-    cost, :func:`~chalicelib.flux.catalog.image_cost`), then the month's cost counter.
+    """Store one generated image: S3 objects first (the original and its thumbnail, two
+    PutObject calls at once), then the metadata item (with its cost,
+    :func:`~chalicelib.flux.catalog.image_cost`), then the month's cost counter.
 
     Args:
         data: the image bytes from Flux (JPEG or PNG).
         image_id: a ULID (default: a fresh one); a caller repeating the same write passes the same id.
+        add_cost: add the image's cost to the month's usage here (False: the caller adds the
+            costs of all its images in one call, :func:`~chalicelib.services.usage.add_cost`).
 
     Raises:
         ValueError: ``data`` does not decode.
@@ -190,22 +197,42 @@ def store_image(
         upstream_ms=upstream_ms,
         collection=collection,
     )
-    s3_key, t_key = item.s3_key, item.thumb_key
-    uploaded: list[str] = []
+    puts = [
+        in_background(objects.put, item.s3_key, processed.original, processed.content_type),
+        in_background(objects.put, item.thumb_key, processed.thumbnail, "image/webp"),
+    ]
     try:
-        objects.put(s3_key, processed.original, processed.content_type)
-        uploaded.append(s3_key)
-        objects.put(t_key, processed.thumbnail, "image/webp")
-        uploaded.append(t_key)
+        for put in puts:
+            put.result()
         save_image_item(item)
     except Exception:
+        wait(puts)
         try:
-            objects.delete(uploaded)
+            objects.delete([item.s3_key, item.thumb_key])  # a key never written is fine
         except Exception:  # noqa: BLE001 - the orphan sweep removes what is left
             logger.warning("could not delete objects of failed image %s", item.image_id)
         raise
-    usage.add_cost(user_id, float(item.cost_usd or 0))
+    if add_cost:
+        usage.add_cost(user_id, float(item.cost_usd or 0))
     return item
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+IO_THREADS = 4  # S3 puts and best-effort writes of one request run at once
+
+
+def in_background(fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    """Run ``fn(*args)`` on the process's I/O thread pool (:data:`IO_THREADS` threads, made on
+    first use), in a copy of this context (so the request's AWS call count sees it). The
+    caller waits for the future before it answers: a Lambda freezes between invocations, so
+    nothing may be left running."""
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="images-io")
+    return _pool.submit(contextvars.copy_context().run, fn, *args)
 
 
 #: Attributes set from the clock of the write: a retried put carries the same values, but
@@ -249,8 +276,13 @@ class Generated:
     flux_ms: float
 
 
-def generate(user_id: str, body: Mapping[str, Any]) -> Generated:
+def generate(user_id: str, body: Mapping[str, Any] | Callable[[], Mapping[str, Any]]) -> Generated:
     """``POST /v1/images``: generate ``n`` images from a prompt and store them.
+
+    The request is counted against the user's write and generation rate limits and its images
+    charged to the quota in one conditional UpdateItem (:func:`usage.admit`); a request refused
+    as invalid still counts as a write. ``body`` is the JSON object, or a function reading it
+    (so a body that does not parse counts too).
 
     Returns:
         :class:`Generated` (the route answers 201).
@@ -260,13 +292,18 @@ def generate(user_id: str, body: Mapping[str, Any]) -> Generated:
         DomainError: 429 ``rate-limited`` / ``quota-exceeded``; Flux errors (422
             ``upstream-rejected``, 503 ``keys-cooling`` with Retry-After, 502 ``upstream-failed``).
     """
-    check_unknown_fields(body, CREATE_FIELDS)
-    reject_nulls(body)
-    collection = parse_collection(body.get("collection"))
-    params = parse_generation_params(body)
-    availability.require_available(params.model)
-    usage.hit_rate_limit(user_id)
-    period = usage.charge(user_id, params.n)
+    try:
+        if callable(body):
+            body = body()
+        check_unknown_fields(body, CREATE_FIELDS)
+        reject_nulls(body)
+        collection = parse_collection(body.get("collection"))
+        params = parse_generation_params(body)
+        availability.require_available(params.model)
+    except DomainError:
+        usage.hit_mutation_rate_limit(user_id)  # a refused write still counts (a 429 comes first)
+        raise
+    period = usage.admit(user_id, write=True, generation=True, images=params.n)
     stored: list[ImageModel] = []
     try:
         flux_started = time.perf_counter()
@@ -283,6 +320,7 @@ def generate(user_id: str, body: Mapping[str, Any]) -> Generated:
                         key_id=result.key_id,
                         upstream_ms=result.upstream_ms,
                         collection=collection,
+                        add_cost=False,
                     )
                 )
             except Exception:
@@ -292,7 +330,9 @@ def generate(user_id: str, body: Mapping[str, Any]) -> Generated:
     finally:
         usage.refund(user_id, params.n - len(stored), period)
     observability.record_images_generated(len(stored))
-    remember_prompt(user_id, params.prompt)
+    history = in_background(remember_prompt, user_id, params.prompt)  # beside the cost update
+    usage.add_cost(user_id, sum(float(item.cost_usd or 0) for item in stored))
+    history.result()
     return Generated({"images": [image_json(item) for item in stored]}, flux_ms)
 
 
