@@ -66,8 +66,15 @@ WORKER_THREADS = 10  # WORKER_THREADS default: records processed at once per inv
 WORKER_MAX_CONCURRENCY = 4  # WORKER_MAX_CONCURRENCY default
 ACCOUNT_CONCURRENCY = 1000  # Lambda's default concurrent executions per account and region
 PARTITION_WRU_S = 1000  # DynamoDB per-partition write throughput
-KEY_RATES = (60, 300, 600)  # per-key images per minute to tabulate
+KEY_RATES = (60, 300, 600)
+KEY_COUNT = 4  # keys in the local stack and the bench  # per-key images per minute to tabulate
+MONTH_ITEM_WRITES = 2  # usage.admit and the cost update: the writes on one user's month item per request
 SQS_PER_IMAGE_BATCH = 0.3  # SendMessageBatch of 10, the poller's ReceiveMessage and DeleteMessageBatch per 10
+
+
+def _table(head: tuple[str, str], rows: list[tuple[str, str]]) -> list[str]:
+    """A two-column Markdown table, the second column right-aligned."""
+    return [f"| {head[0]} | {head[1]} |", "|---|---:|", *(f"| {a} | {b} |" for a, b in rows)]
 
 
 def _money(usd: float) -> str:
@@ -147,7 +154,6 @@ def capacity(figures: dict[str, Any]) -> dict[str, Any]:
     keys = {rate: math.ceil(peak_per_s * 60 / (rate * ratio)) for rate in KEY_RATES}
     in_flight = peak_per_s * figures["duration_s"]  # Little's law: arrivals x time in the system
     invocations = math.ceil(in_flight / WORKER_THREADS)
-    month_item_wru_s = peak_per_s * max(1.0, figures["kinds"].get("dynamodb.UpdateItem", 1.0) - 1)
     return {
         "average_per_s": average_per_s,
         "peak_per_s": peak_per_s,
@@ -162,8 +168,8 @@ def capacity(figures: dict[str, Any]) -> dict[str, Any]:
         / figures["duration_s"]
         * 86_400
         / PEAK_TO_AVERAGE,
-        "month_item_wru_s": month_item_wru_s,
-        "one_user_ceiling_per_s": PARTITION_WRU_S / max(1.0, figures["kinds"].get("dynamodb.UpdateItem", 1.0)),
+        "one_user_ceiling_per_s": PARTITION_WRU_S / MONTH_ITEM_WRITES,
+        "per_key_per_day": {rate: rate * ratio * 1440 / PEAK_TO_AVERAGE for rate in KEY_RATES},
     }
 
 
@@ -171,6 +177,24 @@ def render(results: dict[str, Any]) -> str:
     """The Markdown of ``docs/scale.md`` for ``results``."""
     f = model(results)
     c = capacity(f)
+    ceilings = sorted(
+        [
+            (
+                f"Together keys: {KEY_COUNT} at {KEY_RATES[0]}/min (more keys, a higher tier)",
+                KEY_COUNT * c["per_key_per_day"][KEY_RATES[0]],
+            ),
+            (
+                f"jobs worker: `WORKER_MAX_CONCURRENCY`={WORKER_MAX_CONCURRENCY} × `WORKER_THREADS`={WORKER_THREADS}",
+                c["worker_ceiling_per_day"],
+            ),
+            (f"Lambda account concurrency, {ACCOUNT_CONCURRENCY} (Service Quotas)", c["account_ceiling_per_day"]),
+            (
+                "one user's month item in DynamoDB (none: partition throughput)",
+                c["one_user_ceiling_per_s"] * 86_400 / PEAK_TO_AVERAGE,
+            ),
+        ],
+        key=lambda row: row[1],
+    )
     per_1000 = f["per_1000"]
     aws_total = sum(v for k, v in per_1000.items() if "storage" not in k and "batch" not in k and "SQS" not in k)
     lines = [
@@ -185,12 +209,11 @@ def render(results: dict[str, Any]) -> str:
         "",
         "## Per image (`POST /v1/images`, one 512 × 512 image)",
         "",
-        "| AWS call | per image |",
-        "|---|---:|",
     ]
-    lines += [f"| `{name}` | {n:g} |" for name, n in sorted(f["kinds"].items())]
+    calls = [(f"`{name}`", f"{n:g}") for name, n in sorted(f["kinds"].items())]
+    calls.append(("**total** (median; mean)", f"**{f['calls_per_image']:g}**; {f['calls_per_image_mean']}"))
+    lines += _table(("AWS call", "per image"), calls)
     lines += [
-        f"| **total** (median; mean) | **{f['calls_per_image']:g}**; {f['calls_per_image_mean']} |",
         "",
         f"- DynamoDB: {f['wru']:g} write request units, {f['rru']:g} read request units "
         "(a transaction counts 2 units per item).",
@@ -202,22 +225,19 @@ def render(results: dict[str, Any]) -> str:
         "",
         "## Cost per 1,000 images",
         "",
-        "| | USD |",
-        "|---|---:|",
     ]
-    lines += [f"| {name} | {_money(usd)} |" for name, usd in per_1000.items()]
+    costs = [(name, _money(usd)) for name, usd in per_1000.items()]
+    costs.append(("**AWS, synchronous path** (DynamoDB, S3 requests, Lambda, API Gateway)", f"**{_money(aws_total)}**"))
+    lines += _table(("", "USD"), costs)
+    together = f["together_per_1000"]
     lines += [
-        f"| **AWS, synchronous path** (DynamoDB, S3 requests, Lambda, API Gateway) | **{_money(aws_total)}** |",
         "",
         f"Together at catalog prices (`chalicelib/flux/models.json`, model `{f['model']}`, default steps):",
         "",
-        "| size | USD per 1,000 images |",
-        "|---|---:|",
-    ]
-    lines += [f"| {size} | {_money(usd)} |" for size, usd in f["together_per_1000"].items()]
-    lines += [
+        *_table(("size", "USD per 1,000 images"), [(size, _money(usd)) for size, usd in together.items()]),
         "",
-        "The upstream dominates: AWS adds a few per cent to the 512 × 512 price.",
+        f"AWS adds {aws_total / together['512x512']:.0%} to the upstream's 512 × 512 price and "
+        f"{aws_total / together['1024x1024']:.0%} to its 1024 × 1024 price (Lambda waiting on Together is most of it).",
         "",
         "## 1 million images a day",
         "",
@@ -226,11 +246,10 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"**Keys** (the batch run reached {c['ratio']:g} of the keys' combined rate-limit bound):",
         "",
-        "| per-key rate limit (images/min) | keys needed at the peak |",
-        "|---:|---:|",
-    ]
-    lines += [f"| {rate} | {n} |" for rate, n in c["keys"].items()]
-    lines += [
+        *_table(
+            ("per-key rate limit (images/min)", "keys needed at the peak"),
+            [(str(r), str(n)) for r, n in c["keys"].items()],
+        ),
         "",
         f"**Concurrency** (Little's law, {f['duration_s']:.2f} s per image): {c['in_flight']:.0f} images in "
         f"flight at the peak. Through batch jobs that is {c['invocations']} worker invocations of "
@@ -239,20 +258,17 @@ def render(results: dict[str, Any]) -> str:
         "",
         "## Where the first bottleneck lies",
         "",
-        "1. **Together's per-key rate limit.** Every other limit is far away: the table above gives the "
-        "keys; add keys to `TOGETHER_API_KEYS` or the key secret, or ask Together for a higher tier.",
-        f"2. **The jobs worker's concurrency.** `WORKER_MAX_CONCURRENCY`={WORKER_MAX_CONCURRENCY} × "
-        f"`WORKER_THREADS`={WORKER_THREADS} carries about {c['worker_ceiling_per_day']:,.0f} images a day at "
-        f"this peak; 1 million needs {c['invocations']} invocations: raise `WORKER_MAX_CONCURRENCY` "
-        "(the SQS event source's maximum concurrency) or `WORKER_THREADS`.",
-        f"3. **Lambda account concurrency** ({ACCOUNT_CONCURRENCY} by default) carries about "
-        f"{c['account_ceiling_per_day']:,.0f} synchronous images a day at this peak; a Service Quotas "
-        "increase moves it.",
-        f"4. **DynamoDB hot keys.** One user's month item takes every one of that user's usage writes; a "
-        f"partition takes {PARTITION_WRU_S} WRU/s, so one user tops out near {c['one_user_ceiling_per_s']:,.0f} "
-        "requests/s. No setting moves it: spread a very large tenant over several user ids.",
-        "5. **SQS** standard queues have no practical throughput limit; "
-        f"{SQS_PER_IMAGE_BATCH:g} requests per image (batches of 10).",
+        "Each ceiling in images a day at the assumed peak, lowest first; the first one below 1 million is "
+        "where it stops:",
+        "",
+        *_table(("limit (setting that moves it)", "images a day"), [(name, f"{n:,.0f}") for name, n in ceilings]),
+        "",
+        f"With the defaults and {KEY_COUNT} keys at {KEY_RATES[0]} images/min, the first bottleneck is "
+        f"**{ceilings[0][0]}**. SQS standard queues have no practical throughput limit "
+        f"({SQS_PER_IMAGE_BATCH:g} requests per image in batches of 10). A DynamoDB partition takes "
+        f"{PARTITION_WRU_S} WRU/s: one user's month item takes {MONTH_ITEM_WRITES} writes per request, so one "
+        "user alone tops out there (no setting moves it; a very large tenant needs several user ids); "
+        "the key pool's items are read from a per-instance snapshot, not per request.",
         "",
     ]
     return "\n".join(lines)
