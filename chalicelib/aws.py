@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from typing import Any
 
 _clients: dict[str, Any] = {}
+_session: Any = None  # one boto3 Session for every client: its loader reads botocore's data once
 _lock = threading.Lock()
 _calls: ContextVar[Counter[str] | None] = ContextVar("aws_calls", default=None)
 _calls_lock = threading.Lock()
@@ -62,7 +63,8 @@ def client(service: str) -> Any:
     """The shared boto3 client for ``service`` (e.g. ``"s3"``, ``"sqs"``).
 
     S3 clients use SigV4 and virtual-hosted-style addressing is left to botocore;
-    presigned URLs are always SigV4.
+    presigned URLs are always SigV4. Every client comes from one boto3 Session, so botocore
+    lists its service data and loads the endpoint rules once per process, not once per service.
     """
     found = _clients.get(service)
     if found is not None:
@@ -79,13 +81,19 @@ def client(service: str) -> Any:
                 signature_version="s3v4" if service == "s3" else None,
                 s3={"addressing_style": "path"} if service == "s3" else None,
             )
-            made = boto3.session.Session().client(service, config=config)
+            global _session
+            if _session is None:
+                _session = boto3.session.Session()
+            made = _session.client(service, config=config)
             made.meta.events.register("before-call", _on_call)
             _clients[service] = made
         return _clients[service]
 
 
 def reset_clients() -> None:
-    """Forget every client (tests that change the AWS environment call this)."""
+    """Forget every client and the session with its cached credentials (tests that change the
+    AWS environment call this, and so does the SnapStart restore hook)."""
+    global _session
     with _lock:
         _clients.clear()
+        _session = None
