@@ -8,17 +8,63 @@ set-up (cold start), and a warm Lambda reuses them. boto3 reads the endpoint
 from __future__ import annotations
 
 import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 _clients: dict[str, Any] = {}
+_session: Any = None  # one boto3 Session for every client: its loader reads botocore's data once
 _lock = threading.Lock()
+_calls: ContextVar[Counter[str] | None] = ContextVar("aws_calls", default=None)
+_calls_lock = threading.Lock()
+
+
+@contextmanager
+def counting_calls() -> Iterator[Counter[str]]:
+    """Count the AWS API calls made in this context (and in threads started with a copy of
+    it, ``contextvars.copy_context().run``): a ``Counter`` of ``"service.Operation"`` (e.g.
+    ``"s3.PutObject"``, ``"dynamodb.UpdateItem"``) to call count. One call is one API call
+    as the SDK makes it (its retries are not counted again). Nested contexts count only in
+    the innermost."""
+    counter: Counter[str] = Counter()
+    token = _calls.set(counter)
+    try:
+        yield counter
+    finally:
+        _calls.reset(token)
+
+
+def record_call(service: str, operation: str) -> None:
+    """Count one ``service.operation`` call in the current :func:`counting_calls` context
+    (nothing outside one). The clients of :func:`client` call it; so does the DynamoDB
+    adapter for PynamoDB's calls."""
+    counter = _calls.get()
+    if counter is not None:
+        with _calls_lock:
+            counter[f"{service}.{operation}"] += 1
+
+
+def _on_call(model: Any, **_kwargs: Any) -> None:
+    """botocore ``before-call`` handler: one API call (``model`` is its OperationModel)."""
+    record_call(model.service_model.service_name, model.name)
+
+
+def server_timing(counter: Counter[str]) -> str:
+    """The ``Server-Timing`` metric for a request's AWS calls (W3C Server Timing):
+    ``aws;desc="<total> calls: dynamodb.UpdateItem=1 s3.PutObject=2 ..."`` (sorted by name)."""
+    detail = " ".join(f"{name}={n}" for name, n in sorted(counter.items()))
+    total = sum(counter.values())
+    return f'aws;desc="{total} calls{": " + detail if detail else ""}"'
 
 
 def client(service: str) -> Any:
     """The shared boto3 client for ``service`` (e.g. ``"s3"``, ``"sqs"``).
 
     S3 clients use SigV4 and virtual-hosted-style addressing is left to botocore;
-    presigned URLs are always SigV4.
+    presigned URLs are always SigV4. Every client comes from one boto3 Session, so botocore
+    lists its service data and loads the endpoint rules once per process, not once per service.
     """
     found = _clients.get(service)
     if found is not None:
@@ -35,11 +81,19 @@ def client(service: str) -> Any:
                 signature_version="s3v4" if service == "s3" else None,
                 s3={"addressing_style": "path"} if service == "s3" else None,
             )
-            _clients[service] = boto3.session.Session().client(service, config=config)
+            global _session
+            if _session is None:
+                _session = boto3.session.Session()
+            made = _session.client(service, config=config)
+            made.meta.events.register("before-call", _on_call)
+            _clients[service] = made
         return _clients[service]
 
 
 def reset_clients() -> None:
-    """Forget every client (tests that change the AWS environment call this)."""
+    """Forget every client and the session with its cached credentials (tests that change the
+    AWS environment call this, and so does the SnapStart restore hook)."""
+    global _session
     with _lock:
         _clients.clear()
+        _session = None

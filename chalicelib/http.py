@@ -56,6 +56,7 @@ from chalice import Chalice, Response
 from chalice.app import Request
 
 from chalicelib import observability
+from chalicelib.aws import counting_calls, server_timing
 from chalicelib.errors import DomainError, ErrorCode, Forbidden, ValidationError
 from chalicelib.jsonbody import parse_json_object
 from chalicelib.settings import get_settings
@@ -338,30 +339,34 @@ class Api:
             def view(**params: str) -> Response:
                 request = self.app.current_request
                 origin = request.headers.get("origin")
-                try:
-                    principal = None
-                    if needs_auth or admin:
-                        from chalicelib.auth import authenticate
+                with counting_calls() as calls:  # the AWS calls of this request: Server-Timing
+                    try:
+                        principal = None
+                        if needs_auth or admin:
+                            from chalicelib.auth import authenticate
 
-                        principal = authenticate(request.headers)
-                        observability.bind(user_id=principal.user_id)
-                        if admin and not principal.is_admin:
-                            raise Forbidden()
-                        check_origin(request, principal)
-                    check_content_type(request, accepted)
-                    if principal is not None and rate_limit and request.method in WRITE_METHODS:
-                        from chalicelib.services import usage
+                            principal = authenticate(request.headers)
+                            observability.bind(user_id=principal.user_id)
+                            if admin and not principal.is_admin:
+                                raise Forbidden()
+                            check_origin(request, principal)
+                        check_content_type(request, accepted)
+                        if principal is not None and rate_limit and request.method in WRITE_METHODS:
+                            from chalicelib.services import usage
 
-                        usage.hit_mutation_rate_limit(principal.user_id)
-                    result = handler(RequestContext(request, principal, params))
-                    response = _to_response(result)
-                except DomainError as exc:
-                    response = error_response(exc, origin)
-                except Exception:  # never a bare 500 from Chalice: log, answer JSON
-                    logger.exception("unhandled error on %s %s", request.method, path)
-                    response = error_response(DomainError(ErrorCode.INTERNAL_ERROR, "internal error"), origin)
-                else:
-                    response.headers.update(cors_headers(origin))
+                            usage.hit_mutation_rate_limit(principal.user_id)
+                        result = handler(RequestContext(request, principal, params))
+                        response = _to_response(result)
+                    except DomainError as exc:
+                        response = error_response(exc, origin)
+                    except Exception:  # never a bare 500 from Chalice: log, answer JSON
+                        logger.exception("unhandled error on %s %s", request.method, path)
+                        response = error_response(DomainError(ErrorCode.INTERNAL_ERROR, "internal error"), origin)
+                    else:
+                        response.headers.update(cors_headers(origin))
+                response.headers["Server-Timing"] = ", ".join(
+                    t for t in (response.headers.get("Server-Timing"), server_timing(calls)) if t
+                )
                 return response
 
             view.__name__ = handler.__name__

@@ -26,10 +26,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 #: ``defer(record, delay_s) -> bool``: True when the message may be deleted.
 DeferHook = Callable[[dict[str, Any], float], bool]
@@ -67,25 +68,31 @@ class _DeferralNotApplied(Exception):  # noqa: N818
     """The defer hook could not make the message deletable: report it as failed."""
 
 
-class ThreadedBatchProcessor(BatchProcessor):
-    """Powertools' SQS :class:`BatchProcessor`, processing records in parallel threads
-    and answering an all-failed batch with a partial batch response.
+@cache
+def threaded_batch_processor() -> type:
+    """The class ``ThreadedBatchProcessor``: Powertools' SQS ``BatchProcessor``, processing
+    records in parallel threads and answering an all-failed batch with a partial batch response.
+    ``ThreadedBatchProcessor(threads)``, ``threads`` >= 1 records processed at once.
 
-    Args:
-        threads: records processed at once (>= 1).
+    Built on first use: Powertools' batch utilities (and asyncio, which they import) cost the
+    API's cold start and only the SQS handlers need them.
     """
+    from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 
-    def __init__(self, threads: int = 1) -> None:
-        super().__init__(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-        self.threads = max(1, threads)
+    class ThreadedBatchProcessor(BatchProcessor):
+        def __init__(self, threads: int = 1) -> None:
+            super().__init__(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+            self.threads = max(1, threads)
 
-    def process(self) -> list[tuple]:
-        """Process every record; the results in record order."""
-        records = list(self.records)
-        if self.threads == 1 or len(records) <= 1:
-            return [self._process_record(record) for record in records]
-        with ThreadPoolExecutor(max_workers=min(self.threads, len(records))) as pool:
-            return list(pool.map(self._process_record, records))
+        def process(self) -> list[tuple]:
+            """Process every record; the results in record order."""
+            records = list(self.records)
+            if self.threads == 1 or len(records) <= 1:
+                return [self._process_record(record) for record in records]
+            with ThreadPoolExecutor(max_workers=min(self.threads, len(records))) as pool:
+                return list(pool.map(self._process_record, records))
+
+    return ThreadedBatchProcessor
 
 
 def process_batch(
@@ -120,6 +127,8 @@ def process_batch(
                 return later.note
             raise _DeferralNotApplied(later.note) from None
 
-    processor = ThreadedBatchProcessor(threads)
+    from aws_lambda_powertools.utilities.batch import process_partial_response
+
+    processor = threaded_batch_processor()(threads)
     response = process_partial_response(event=event, record_handler=handle, processor=processor)
     return {"batchItemFailures": list(response.get("batchItemFailures", []))}

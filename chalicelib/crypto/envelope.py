@@ -20,9 +20,6 @@ import base64
 import json
 import os
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from chalicelib.aws import client
 
 PREFIX = "kms1"
@@ -61,6 +58,8 @@ def seal(plaintext: bytes, *, key_id: str, context: dict[str, str]) -> str:
     """
     resp = client("kms").generate_data_key(KeyId=key_id, KeySpec="AES_256", EncryptionContext=context)
     nonce = os.urandom(NONCE_BYTES)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     sealed = AESGCM(resp["Plaintext"]).encrypt(nonce, plaintext, _aad(context))
     return ".".join((PREFIX, _b64(resp["CiphertextBlob"]), _b64(nonce), _b64(sealed)))
 
@@ -81,6 +80,9 @@ def open_sealed(value: str, *, key_id: str, context: dict[str, str]) -> bytes:
     except (ValueError, TypeError):
         raise EnvelopeError("not a sealed value") from None
     data_key = client("kms").decrypt(CiphertextBlob=blob, KeyId=key_id, EncryptionContext=context)["Plaintext"]
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     try:
         return AESGCM(data_key).decrypt(nonce, sealed, _aad(context))
     except (InvalidTag, ValueError):

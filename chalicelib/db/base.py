@@ -13,8 +13,20 @@ from datetime import UTC, datetime
 
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.models import Model
+from pynamodb.signals import pre_dynamodb_send, signals_available
 
+from chalicelib.aws import record_call
 from chalicelib.settings import get_settings
+
+
+def _count_call(_sender: object, operation_name: str = "", **_kwargs: object) -> None:
+    """PynamoDB's ``pre_dynamodb_send`` signal (one per API call): counted by
+    :func:`chalicelib.aws.record_call` (the ``Server-Timing`` header's AWS calls)."""
+    record_call("dynamodb", operation_name)
+
+
+if signals_available:  # blinker (a runtime requirement) makes PynamoDB send its signals
+    pre_dynamodb_send.connect(_count_call, weak=False)
 
 
 def table_name(name: str) -> str:

@@ -13,11 +13,12 @@ class UsageModel(BaseModel):
     The admin page's spend per upstream key uses the same shape under a hash no user id
     takes: ``("@spend#YYYY-MM", key id)`` (a shared key's id, or ``"own:<key id>"``).
 
-    ``period`` is ``"YYYY-MM"`` for the monthly image quota (and the month's cost, and the
-    estimates held against the monthly budget), ``"spend#YYYY-MM#<source>#<model>"`` for the
-    month's cost of one model (``source`` ``shared`` or ``own``), or
-    ``"rate#YYYY-MM-DDTHH:MM"`` / ``"mut#YYYY-MM-DDTHH:MM"`` for the fixed-window rate limits (those
-    items expire through DynamoDB TTL on ``expires_at``), or ``"collection#{name}"``
+    ``period`` is ``"YYYY-MM"`` for the monthly image quota (and the month's cost, the
+    estimates held against the monthly budget, and the per-minute rate-limit window:
+    ``window`` is the current minute ``"YYYY-MM-DDTHH:MM"``, ``writes`` and ``generations``
+    what was counted in it), ``"spend#YYYY-MM#<source>#<model>"`` for the month's cost of one
+    model (``source`` ``shared`` or ``own``), ``"webhook#<n>"`` for the webhook delivery window
+    (expiring through DynamoDB TTL on ``expires_at``), or ``"collection#{name}"``
     for the number of images in one of the user's collections (changed only together
     with the image items, see ``chalicelib.db.images``).
     """
@@ -30,6 +31,9 @@ class UsageModel(BaseModel):
     count = NumberAttribute(default=0)
     cost_usd = NumberAttribute(null=True)  # monthly items: upstream cost of the stored images, USD
     committed_usd = NumberAttribute(null=True)  # monthly items: estimated USD held against MONTHLY_BUDGET_USD
+    window = UnicodeAttribute(null=True)  # monthly items: the rate-limit minute, "YYYY-MM-DDTHH:MM" (UTC)
+    writes = NumberAttribute(null=True)  # state-changing requests counted in ``window``
+    generations = NumberAttribute(null=True)  # generation requests counted in ``window``
     expires_at = TTLAttribute(null=True)
 
 

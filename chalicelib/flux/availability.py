@@ -26,9 +26,10 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
+if TYPE_CHECKING:  # requests is imported where a call is made
+    import requests
 
 from chalicelib.flux.catalog import ModelRetiredError, catalog, default_model
 from chalicelib.flux.client import BodyLimitExceeded, read_bounded
@@ -148,6 +149,8 @@ def _fetch(session: requests.Session, url: str, key: str, deadline: float) -> li
     left = deadline - time.monotonic()
     if left <= 0.1:
         raise CheckFailed("deadline exhausted")
+    import requests  # on first use: the first response needs no HTTP client but boto3's
+
     try:
         with session.get(
             url, headers={"Authorization": f"Bearer {key}"}, timeout=(min(3.05, left), left), stream=True

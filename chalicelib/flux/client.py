@@ -80,10 +80,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
-from requests.adapters import HTTPAdapter
+if TYPE_CHECKING:  # requests is imported where a call is made
+    import requests
 
 from chalicelib import observability
 from chalicelib.flux.catalog import GenerationParams
@@ -354,6 +354,9 @@ class FluxClient:
         self.endpoint = normalize_base_url(self.settings.together_base_url) + "/images/generations"
         self.models_url = normalize_base_url(self.settings.together_base_url) + "/models"
         if session is None:
+            import requests  # on first use: the first response needs no HTTP client but boto3's
+            from requests.adapters import HTTPAdapter
+
             session = requests.Session()
             adapter = HTTPAdapter(pool_connections=2, pool_maxsize=8, max_retries=0)
             session.mount("https://", adapter)
@@ -490,6 +493,8 @@ class FluxClient:
         """
         kid = lease.key_id
         started = self._monotonic()
+        import requests  # on first use: the first response needs no HTTP client but boto3's
+
         try:
             resp = self.session.post(
                 self.endpoint,
@@ -601,6 +606,8 @@ class FluxClient:
         timeout = min(PROBE_TIMEOUT_S, deadline - self._monotonic())
         if timeout < MIN_ATTEMPT_S:
             return None
+        import requests  # on first use: the first response needs no HTTP client but boto3's
+
         try:
             with self.session.get(
                 self.models_url,
@@ -660,6 +667,8 @@ class FluxClient:
         """GET an image URL (no Authorization header; a real User-Agent), at most
         :data:`MAX_IMAGE_BYTES`, within the deadline."""
         timeout = max(0.1, min(self.settings.flux_request_timeout_seconds, deadline - self._monotonic()))
+        import requests  # on first use: the first response needs no HTTP client but boto3's
+
         try:
             with self.session.get(url, timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout), stream=True) as r:
                 if r.status_code != 200:

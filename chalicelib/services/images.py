@@ -17,11 +17,14 @@ lives until the write fails (or, after a crash, until the orphan sweep).
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import re
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -182,12 +185,14 @@ def store_image(
     image_id: str | None = None,
     inputs: dict[str, Any] | None = None,
 ) -> ImageModel:
-    """Store one generated image: S3 objects first, then the metadata item (with its
-    cost, :func:`~chalicelib.flux.catalog.image_cost`), then the month's cost counter.
+    """Store one generated image: S3 objects first (the original and its thumbnail, two
+    PutObject calls at once), then the metadata item (with its cost,
+    :func:`~chalicelib.flux.catalog.image_cost`), then the month's cost counter.
 
     Args:
         data: the image bytes from Flux (JPEG or PNG).
         image_id: a ULID (default: a fresh one); a caller repeating the same write passes the same id.
+        inputs: the image inputs it was made from (ids, sources, sha256), as recorded.
 
     Raises:
         ValueError: ``data`` does not decode.
@@ -205,17 +210,18 @@ def store_image(
         collection=collection,
         inputs=inputs,
     )
-    s3_key, t_key = item.s3_key, item.thumb_key
-    uploaded: list[str] = []
+    puts = [
+        in_background(objects.put, item.s3_key, processed.original, processed.content_type),
+        in_background(objects.put, item.thumb_key, processed.thumbnail, "image/webp"),
+    ]
     try:
-        objects.put(s3_key, processed.original, processed.content_type)
-        uploaded.append(s3_key)
-        objects.put(t_key, processed.thumbnail, "image/webp")
-        uploaded.append(t_key)
+        for put in puts:
+            put.result()
         save_image_item(item)
     except Exception:
+        wait(puts)
         try:
-            objects.delete(uploaded)
+            objects.delete([item.s3_key, item.thumb_key])  # a key never written is fine
         except Exception:  # noqa: BLE001 - the orphan sweep removes what is left
             logger.warning("could not delete objects of failed image %s", item.image_id)
         raise
@@ -230,6 +236,24 @@ def record_cost(item: ImageModel) -> None:
     own = own_keys.is_own(kid)
     spend_key = f"own:{own_keys.public_key_id(kid)}" if own else (kid or None)
     usage.add_cost(item.user_id, float(item.cost_usd or 0), model=item.model, key_id=spend_key, own=own)
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+IO_THREADS = 4  # S3 puts and best-effort writes of one request run at once
+
+
+def in_background(fn: Callable[..., Any], *args: Any) -> Future[Any]:
+    """Run ``fn(*args)`` on the process's I/O thread pool (:data:`IO_THREADS` threads, made on
+    first use), in a copy of this context (so the request's AWS call count sees it). The
+    caller waits for the future before it answers: a Lambda freezes between invocations, so
+    nothing may be left running."""
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="images-io")
+    return _pool.submit(contextvars.copy_context().run, fn, *args)
 
 
 #: Attributes set from the clock of the write: a retried put carries the same values, but
@@ -273,7 +297,7 @@ class Generated:
     flux_ms: float
 
 
-def generate(user_id: str, body: Mapping[str, Any]) -> Generated:
+def generate(user_id: str, body: Mapping[str, Any] | Callable[[], Mapping[str, Any]]) -> Generated:
     """``POST /v1/images``: generate ``n`` images from a prompt (and image inputs) and store them.
 
     Image inputs (``image_id``, ``reference_image_ids``, ``mask_id``; see
@@ -286,6 +310,11 @@ def generate(user_id: str, body: Mapping[str, Any]) -> Generated:
     and the budget holds the estimate (:func:`~chalicelib.flux.catalog.estimate_cost`);
     what is not stored is given back.
 
+    The request is counted against the user's write and generation rate limits and its images
+    charged to the quota in one conditional UpdateItem (:func:`usage.admit`); a request refused
+    as invalid still counts as a write. ``body`` is the JSON object, or a function reading it
+    (so a body that does not parse counts too).
+
     Returns:
         :class:`Generated` (the route answers 201).
 
@@ -296,26 +325,42 @@ def generate(user_id: str, body: Mapping[str, Any]) -> Generated:
             credits); 429 ``rate-limited`` / ``quota-exceeded`` / ``budget-exceeded``; Flux errors (422
             ``upstream-rejected``, 503 ``keys-cooling`` with Retry-After, 502 ``upstream-failed``).
     """
-    check_unknown_fields(body, CREATE_FIELDS)
-    reject_nulls(body)
-    collection = parse_collection(body.get("collection"))
-    params = parse_generation_params(body)
-    spec = find_model(params.model)
-    assert spec is not None  # parse_generation_params returned a current model's id
-    ids = image_inputs.parse_input_ids(body, spec)
-    availability.require_available(params.model)
-    usage.hit_rate_limit(user_id)
-    prepared = image_inputs.prepare(image_inputs.resolve(user_id, ids))
+    try:
+        if callable(body):
+            body = body()
+        check_unknown_fields(body, CREATE_FIELDS)
+        reject_nulls(body)
+        collection = parse_collection(body.get("collection"))
+        params = parse_generation_params(body)
+        spec = find_model(params.model)
+        assert spec is not None  # parse_generation_params returned a current model's id
+        ids = image_inputs.parse_input_ids(body, spec)
+        availability.require_available(params.model)
+    except DomainError:
+        usage.hit_mutation_rate_limit(user_id)  # a refused write still counts (a 429 comes first)
+        raise
     own = together_keys.active_key(user_id)
     estimate = estimate_cost(params.model, params.width, params.height, params.steps, params.n)
     per_image = estimate["usd"] / params.n
-    period: str | None = None
+    held = own is None and get_settings().monthly_budget_usd > 0 and estimate["usd"] > 0
+    # the rate limits, and the quota when nothing else is held: one conditional UpdateItem
+    period: str | None = usage.admit(
+        user_id, write=True, generation=True, images=params.n if own is None and not held else 0
+    )
+    try:
+        prepared = image_inputs.prepare(image_inputs.resolve(user_id, ids))
+    except Exception:
+        if own is None and not held:
+            usage.refund(user_id, params.n, period)
+        raise
     if own is not None:  # the user's own key: their bill, not the platform's quota or budget
+        period = None
         together_keys.require_usable(user_id, own)
         client = own_keys.own_client(user_id, own.key)
     else:
         client = get_flux_client()
-        period = usage.charge(user_id, params.n, estimate["usd"], estimate)
+        if held:  # quota and budget together (the budget holds the estimate)
+            period = usage.charge(user_id, params.n, estimate["usd"], estimate)
     stored: list[ImageModel] = []
     try:
         flux_started = time.perf_counter()
