@@ -205,6 +205,8 @@ def composite_masked(edited: bytes, base: bytes, mask: bytes, max_pixels: int) -
 
     Source: Pillow docs, ``Image.composite`` (mask "L": 255 takes the first image).
     """
+    from PIL import Image, UnidentifiedImageError
+
     decoded = []
     for data in (edited, base, mask):
         try:
