@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from devstack.prompts import PARTI_PROMPTS
+from tests import openapi_check
 from tests.polling import wait_for
 
 
@@ -89,9 +90,11 @@ def test_text_to_video_is_stored_with_its_cost_and_is_owner_only(api, fast_video
     assert reply.status == 202
     video = reply.json
     assert video["status"] == "queued" and video["estimated_cost_usd"] > 0
+    openapi_check.check("/v1/videos", "POST", 202, video)
     assert reply.header("Location") == f"/v1/videos/{video['video_id']}"
     done = finished(api, "user_v3", video["video_id"])
     assert done["status"] == "completed", done
+    openapi_check.check("/v1/videos/{video_id}", "GET", 200, done)
     assert done["cost_usd"] == pytest.approx(0.3)  # what the emulator reported for pixverse 5 s
     data = requests.get(done["url"], timeout=10).content
     assert len(data) == done["bytes"]
@@ -106,6 +109,8 @@ def test_text_to_video_is_stored_with_its_cost_and_is_owner_only(api, fast_video
         video["video_id"]
     ]
     assert api.get("/v1/videos", user="user_other").json["videos"] == []
+    openapi_check.check("/v1/videos", "GET", 200, api.get("/v1/videos", user="user_v3").json)
+    openapi_check.check("/v1/videos/models", "GET", 200, api.get("/v1/videos/models", user="user_v3").json)
     assert api.delete(f"/v1/videos/{video['video_id']}", user="user_v3").status == 204
     assert api.get(f"/v1/videos/{video['video_id']}", user="user_v3").status == 404
 
