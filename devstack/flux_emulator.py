@@ -268,6 +268,9 @@ class EmulatorConfig:
             FLUX_EMULATOR_OUT_OF_CREDITS: comma-separated keys answered with 402.
             FLUX_EMULATOR_REVOKED: comma-separated keys answered with 403 (revoked).
             FLUX_EMULATOR_TIGHTEN_AFTER_429S: int, 429s in a window that halve a key's limit.
+            FLUX_EMULATOR_VIDEO_RENDER_SECONDS: float, emulated seconds a video job takes.
+            FLUX_EMULATOR_VIDEO_URL_TTL_SECONDS: float, emulated seconds a ``video_url`` works.
+            FLUX_EMULATOR_VIDEO_FAIL_RATE: float 0..1, share of video jobs that end ``failed``.
             FLUX_EMULATOR_HANG_SECONDS: float, how long a timeout fault hangs.
             FLUX_EMULATOR_FAULT_SEED: int seed of the fault RNG.
             FLUX_EMULATOR_REJECT_SUBSTRING: content-policy trigger string.
@@ -288,6 +291,9 @@ class EmulatorConfig:
             "FLUX_EMULATOR_HANG_SECONDS": ("hang_seconds", float),
             "FLUX_EMULATOR_FAULT_SEED": ("fault_seed", int),
             "FLUX_EMULATOR_TIGHTEN_AFTER_429S": ("tighten_after_429s", int),
+            "FLUX_EMULATOR_VIDEO_RENDER_SECONDS": ("video_render_seconds", float),
+            "FLUX_EMULATOR_VIDEO_URL_TTL_SECONDS": ("video_url_ttl_seconds", float),
+            "FLUX_EMULATOR_VIDEO_FAIL_RATE": ("pvideo_fail", float),
         }
         for var, (name, kind) in numeric.items():
             raw = (env.get(var) or "").strip()

@@ -192,3 +192,18 @@ def test_official_together_sdk_creates_and_retrieves_videos(fast):
     assert clip.headers["Content-Type"] == "video/webm" and frames_of(clip.content)
     with pytest.raises(BadRequestError):
         client.videos.create(model="google/veo-3.0", prompt=PROMPT, width=360, height=360)
+
+
+def test_video_settings_come_from_the_environment():
+    from devstack.flux_emulator import EmulatorConfig
+
+    config = EmulatorConfig.from_env(
+        {
+            "FLUX_EMULATOR_VIDEO_RENDER_SECONDS": "5",
+            "FLUX_EMULATOR_VIDEO_URL_TTL_SECONDS": "60",
+            "FLUX_EMULATOR_VIDEO_FAIL_RATE": "0.25",
+        }
+    )
+    assert (config.video_render_seconds, config.video_url_ttl_seconds, config.pvideo_fail) == (5.0, 60.0, 0.25)
+    with pytest.raises(ValueError):
+        EmulatorConfig.from_env({"FLUX_EMULATOR_VIDEO_FAIL_RATE": "2"})
