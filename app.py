@@ -118,6 +118,7 @@ def get_video(ctx: RequestContext):
 def delete_video(ctx: RequestContext):
     """Delete one of the caller's videos (objects and metadata)."""
     videos.delete_video(ctx.principal.user_id, ctx.params["video_id"])
+    shares.revoke_for(ctx.principal.user_id, shares.TARGET_VIDEO, ctx.params["video_id"])
     return 204, None
 
 
@@ -126,6 +127,13 @@ def share_image(ctx: RequestContext):
     """A public link to one of the caller's images ({"expires_in_s"?})."""
     body = ctx.json() if ctx.request.raw_body else {}
     return 201, shares.create_for_image(ctx.principal.user_id, ctx.params["image_id"], body, ctx.base_url)
+
+
+@api.route("/v1/videos/{video_id}/shares", methods=["POST"])
+def share_video(ctx: RequestContext):
+    """A public link to one of the caller's finished videos ({"expires_in_s"?})."""
+    body = ctx.json() if ctx.request.raw_body else {}
+    return 201, shares.create_for_video(ctx.principal.user_id, ctx.params["video_id"], body, ctx.base_url)
 
 
 @api.route("/v1/collections/{name}/shares", methods=["POST"])

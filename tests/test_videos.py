@@ -152,3 +152,24 @@ def test_the_deadline_fails_a_video_that_never_finishes(api, fast_videos, flux):
     video = api.post("/v1/videos", user="user_v6", json_body={"prompt": PROMPTS[8], **SMALL}).json
     done = finished(api, "user_v6", video["video_id"], timeout_s=30)
     assert done["status"] == "failed" and done["error"]["code"] == "deadline"
+
+
+def test_a_finished_video_can_be_shared_and_the_page_plays_it(api, fast_videos):
+    video = api.post("/v1/videos", user="user_v7", json_body={"prompt": PROMPTS[9], **SMALL}).json
+    reply = api.post(f"/v1/videos/{video['video_id']}/shares", user="user_v7", json_body={})
+    assert reply.status == 400  # still queued: nothing to show yet
+    assert finished(api, "user_v7", video["video_id"])["status"] == "completed"
+    assert api.post(f"/v1/videos/{video['video_id']}/shares", user="user_other", json_body={}).status == 404
+    link = api.post(f"/v1/videos/{video['video_id']}/shares", user="user_v7", json_body={})
+    assert link.status == 201 and link.json["target_type"] == "video"
+    openapi_check.check("/v1/videos/{video_id}/shares", "POST", 201, link.json)
+    path = "/s/" + link.json["url"].rsplit("/s/", 1)[1]
+    page = api.get(path)
+    assert page.status == 200
+    html = page.body.decode()
+    assert "<video " in html and "controls" in html and PROMPTS[9][:20] in html
+    src = html.split('<video src="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    assert "media-src" in page.header("Content-Security-Policy")
+    assert requests.get(src, timeout=10).content[4:8] == b"ftyp"  # an MP4
+    assert api.delete(f"/v1/videos/{video['video_id']}", user="user_v7").status == 204
+    assert api.get(path).status == 404
