@@ -67,3 +67,8 @@ def test_text_and_image_to_video_play_in_chromium(open_page, shot, stack):
     assert [v["image_id"] for v in listed] == [image["id"], None]
     assert all(v["cost_usd"] > 0 for v in listed)
     assert stack.api("GET", "/v1/videos", "someone-else").json()["videos"] == []
+    # The share page of the animated video plays it too (its own CSP must allow the presigned MP4).
+    link = stack.api("POST", f"/v1/videos/{listed[0]['video_id']}/shares", "video-maker", json={}).json()
+    page.goto(link["url"])
+    expect_plays(page, page.locator("main"))
+    shot(page, "videos-share")
