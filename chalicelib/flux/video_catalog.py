@@ -295,6 +295,8 @@ def parse_video_params(body: Any) -> VideoParams:
     for name in sorted(body):
         if name not in FIELDS:
             raise ValidationError(f"unknown field {name}", field=name, code="unknown-field")
+        if body[name] is None:  # the document allows no nulls: leave a field out instead
+            raise _fail(name, f"{name} must not be null")
     model_name = body.get("model", DEFAULT_MODEL)
     if not isinstance(model_name, str):
         raise _fail("model", "model must be a string")
