@@ -40,43 +40,34 @@ def run_batch(console, session: requests.Session, api_url: str, token, n: int) -
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     prompts = first(2 * n)[n:]
-    reply = session.post(
-        api_url + "/v1/jobs",
-        json={"prompts": prompts, "collection": "demo-batch", "name": f"demo: {n} PartiPrompts"},
-        headers={"Authorization": f"Bearer {token()}"},
-        timeout=60,
-    )
+    reply = session.post(api_url + "/v1/jobs", json={"prompts": prompts, "collection": "demo-batch",
+                                                     "name": f"demo: {n} PartiPrompts"},
+                         headers={"Authorization": f"Bearer {token()}"}, timeout=60)
     if reply.status_code != 202:
         console.print(f"[red]POST /v1/jobs answered {reply.status_code}: {reply.text[:200]}[/]")
         return 1
     job_id = reply.json()["job_id"]
     deadline = time.monotonic() + 300
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    ) as progress:
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
         task = progress.add_task(f"batch job {job_id}", total=len(prompts))
         while True:
-            job = session.get(
-                f"{api_url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {token()}"}, timeout=30
-            ).json()
+            job = session.get(f"{api_url}/v1/jobs/{job_id}", headers={"Authorization": f"Bearer {token()}"},
+                              timeout=30).json()
             progress.update(task, completed=job["counts"]["succeeded"] + job["counts"]["failed"])
             if job["status"] not in ("queued", "running") or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
-    console.print(
-        f"job {job_id}: [bold]{job['status']}[/] — {job['counts']['succeeded']} succeeded, "
-        f"{job['counts']['failed']} failed {job['errors_by_reason'] or ''}"
-    )
+    console.print(f"job {job_id}: [bold]{job['status']}[/] — {job['counts']['succeeded']} succeeded, "
+                  f"{job['counts']['failed']} failed {job['errors_by_reason'] or ''}")
     if job["status"] in ("queued", "running"):
         return 1
-    archive = session.post(
-        f"{api_url}/v1/jobs/{job_id}/archive", headers={"Authorization": f"Bearer {token()}"}, timeout=60
-    ).json()
+    archive = session.post(f"{api_url}/v1/jobs/{job_id}/archive",
+                           headers={"Authorization": f"Bearer {token()}"}, timeout=60).json()
     while archive.get("status") not in ("ready", "failed") and time.monotonic() < deadline:
         time.sleep(0.3)
-        archive = session.get(
-            f"{api_url}/v1/archives/{archive['archive_id']}", headers={"Authorization": f"Bearer {token()}"}, timeout=30
-        ).json()
+        archive = session.get(f"{api_url}/v1/archives/{archive['archive_id']}",
+                              headers={"Authorization": f"Bearer {token()}"}, timeout=30).json()
     if archive.get("status") != "ready":
         console.print(f"[red]the ZIP did not build: {archive}[/]")
         return 1
@@ -95,9 +86,8 @@ def main() -> int:
     info = running_stack()
     if info is None:
         console.print("no running stack found: starting one")
-        stack = DevStack(
-            env={**os.environ, **{k: "0" for k in ("PORT", "WEB_PORT", "FLUX_PORT", "IDP_PORT", "AWS_PORT")}}
-        )
+        stack = DevStack(env={**os.environ, **{k: "0" for k in ("PORT", "WEB_PORT", "FLUX_PORT", "IDP_PORT",
+                                                                   "AWS_PORT")}})
         info = stack.start()
     try:
         token_url = info["auth"]["token_url"]
@@ -120,9 +110,8 @@ def main() -> int:
         table.add_column("url (presigned)", overflow="ellipsis", no_wrap=True, max_width=48)
         failures = 0
         started = time.monotonic()
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-        ) as progress:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
             task = progress.add_task("generating", total=n)
             for i, prompt in enumerate(first(n), 1):
                 t0 = time.monotonic()
@@ -138,18 +127,15 @@ def main() -> int:
                     table.add_row(str(i), prompt, image["id"], str(image["seed"]), f"{ms:.0f}", image["url"])
                 else:
                     failures += 1
-                    table.add_row(
-                        str(i), prompt, f"[red]HTTP {reply.status_code}[/]", "", f"{ms:.0f}", reply.text[:200]
-                    )
+                    table.add_row(str(i), prompt, f"[red]HTTP {reply.status_code}[/]", "", f"{ms:.0f}",
+                                  reply.text[:200])
                 progress.advance(task)
         console.print(table)
         failures += run_batch(console, session, info["api_url"], token, n)
         elapsed = time.monotonic() - started
         colour = "green" if failures == 0 else "red"
-        console.print(
-            f"[{colour}]{2 * n - failures}/{2 * n} images ({n} single, {n} in one batch job) "
-            f"in {elapsed:.1f} s; {failures} failed[/]"
-        )
+        console.print(f"[{colour}]{2 * n - failures}/{2 * n} images ({n} single, {n} in one batch job) "
+                      f"in {elapsed:.1f} s; {failures} failed[/]")
         return 1 if failures else 0
     finally:
         if stack is not None:
