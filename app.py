@@ -28,6 +28,7 @@ from chalicelib.services import (
     upload_queue,
     uploads,
     usage,
+    videos,
     webhook_queue,
     webhook_secrets,
 )
@@ -90,11 +91,51 @@ def delete_image(ctx: RequestContext):
     return 204, None
 
 
+@api.route("/v1/videos", methods=["POST"])
+def create_video(ctx: RequestContext):
+    """Make a video (text-to-video, or from the caller's images); rendered asynchronously."""
+    video = videos.create(ctx.principal.user_id, ctx.json())
+    return 202, video, {"Location": f"/v1/videos/{video['video_id']}"}
+
+
+@api.route("/v1/videos", methods=["GET"])
+def list_videos(ctx: RequestContext):
+    """The caller's videos, newest first."""
+    return videos.list_videos(ctx.principal.user_id, ctx.query)
+
+
+@api.route("/v1/videos/models", methods=["GET"])
+def get_video_models(ctx: RequestContext):
+    """The video models and what each takes (sizes, durations, fps, keyframes, price)."""
+    return videos.models()
+
+
+@api.route("/v1/videos/{video_id}", methods=["GET"])
+def get_video(ctx: RequestContext):
+    """One of the caller's videos (status while rendering; file and poster URLs once stored)."""
+    return videos.get_video(ctx.principal.user_id, ctx.params["video_id"])
+
+
+@api.route("/v1/videos/{video_id}", methods=["DELETE"])
+def delete_video(ctx: RequestContext):
+    """Delete one of the caller's videos (objects and metadata)."""
+    videos.delete_video(ctx.principal.user_id, ctx.params["video_id"])
+    shares.revoke_for(ctx.principal.user_id, shares.TARGET_VIDEO, ctx.params["video_id"])
+    return 204, None
+
+
 @api.route("/v1/images/{image_id}/shares", methods=["POST"])
 def share_image(ctx: RequestContext):
     """A public link to one of the caller's images ({"expires_in_s"?})."""
     body = ctx.json() if ctx.request.raw_body else {}
     return 201, shares.create_for_image(ctx.principal.user_id, ctx.params["image_id"], body, ctx.base_url)
+
+
+@api.route("/v1/videos/{video_id}/shares", methods=["POST"])
+def share_video(ctx: RequestContext):
+    """A public link to one of the caller's finished videos ({"expires_in_s"?})."""
+    body = ctx.json() if ctx.request.raw_body else {}
+    return 201, shares.create_for_video(ctx.principal.user_id, ctx.params["video_id"], body, ctx.base_url)
 
 
 @api.route("/v1/collections/{name}/shares", methods=["POST"])

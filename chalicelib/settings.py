@@ -94,6 +94,9 @@ class Settings:
     worker_batch_size: int = 10  # SQS records per worker invocation (1-10)
     worker_max_concurrency: int = 4  # concurrent worker invocations (SQS MaximumConcurrency, >= 2)
     worker_threads: int = 10  # records processed in parallel inside one invocation
+    video_deadline_seconds: int = 3600  # a video that is not stored by then fails ("deadline")
+    video_poll_min_seconds: int = 2  # first poll after a submit; doubles per poll up to the max
+    video_poll_max_seconds: int = 60  # the longest wait between two polls of one video
     item_lease_seconds: int = 120  # a running item's lease; must exceed one item's processing time
     max_item_attempts: int = 3  # leases that reached the upstream, per item and retry round
     jobs_max_items: int = 1000  # images per job (every job kind)
@@ -203,6 +206,9 @@ class Settings:
             worker_batch_size=_int(env, "WORKER_BATCH_SIZE", defaults.worker_batch_size),
             worker_max_concurrency=_int(env, "WORKER_MAX_CONCURRENCY", defaults.worker_max_concurrency),
             worker_threads=_int(env, "WORKER_THREADS", defaults.worker_threads),
+            video_deadline_seconds=_int(env, "VIDEO_DEADLINE_SECONDS", defaults.video_deadline_seconds),
+            video_poll_min_seconds=_int(env, "VIDEO_POLL_MIN_SECONDS", defaults.video_poll_min_seconds),
+            video_poll_max_seconds=_int(env, "VIDEO_POLL_MAX_SECONDS", defaults.video_poll_max_seconds),
             item_lease_seconds=_int(env, "ITEM_LEASE_SECONDS", defaults.item_lease_seconds),
             max_item_attempts=_int(env, "MAX_ITEM_ATTEMPTS", defaults.max_item_attempts),
             jobs_max_items=_int(env, "JOBS_MAX_ITEMS", defaults.jobs_max_items),

@@ -57,6 +57,7 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from chalicelib.flux.catalog import IMAGE_PARAMETERS, LEGACY_FIELDS, TEXT_PARAMETERS, ModelSpec, catalog, find_model
+from devstack.video_emulator import VIDEOS_PATH, VideoApiError, VideoJobs
 
 __all__ = [
     "API_PATH",
@@ -174,6 +175,15 @@ class EmulatorConfig:
             from ``GET /v1/models`` and refused like an unknown model.
         image_fetch_seconds: Wall-clock deadline for fetching one input image URL, real seconds.
         image_fetch_max_bytes: Largest input image fetched, bytes.
+        video_render_seconds: How long a video job takes, in emulated seconds (``queued`` for
+            the first tenth, then ``in_progress``); scaled by ``time_scale``.
+        video_url_ttl_seconds: How long a handed-out ``video_url`` works, in emulated seconds;
+            afterwards it answers 403 (each poll of a completed job hands out a fresh one).
+        video_fail_substring: A video prompt containing it ends ``failed``. Empty disables it.
+        pvideo_fail: Probability (0..1) that a video job ends ``failed``.
+        video_max_edge: Longer side, in pixels, of the clips actually rendered (the answer
+            reports the requested size).
+        video_clip_seconds: Real length cap of the clips rendered, in seconds.
 
     Every answer to an authenticated generation request carries ``x-ratelimit-limit`` (the
     key's current limit, images per window), ``x-ratelimit-remaining`` (images left in the
@@ -205,6 +215,12 @@ class EmulatorConfig:
     delisted_models: list[str] = field(default_factory=list)
     image_fetch_seconds: float = IMAGE_FETCH_DEADLINE_S
     image_fetch_max_bytes: int = IMAGE_FETCH_MAX_BYTES
+    video_render_seconds: float = 30.0
+    video_url_ttl_seconds: float = 600.0
+    video_fail_substring: str = "__VIDEO_FAIL__"
+    pvideo_fail: float = 0.0
+    video_max_edge: int = 256
+    video_clip_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -232,7 +248,8 @@ class EmulatorConfig:
         if not _is_number(self.tighten_factor) or not 0 < self.tighten_factor <= 1:
             raise ValueError("tighten_factor must be a number in (0, 1]")
         self.tighten_factor = float(self.tighten_factor)
-        for name in ("time_scale", "latency_ms", "hang_seconds", "retry_after_503", *_FAULT_FIELDS.values()):
+        numbers = ("time_scale", "latency_ms", "hang_seconds", "retry_after_503", *_FAULT_FIELDS.values())
+        for name in (*numbers, "video_render_seconds", "video_url_ttl_seconds", "pvideo_fail", "video_clip_seconds"):
             value = getattr(self, name)
             if not _is_number(value) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number")
@@ -241,12 +258,23 @@ class EmulatorConfig:
             raise ValueError("time_scale must be > 0")
         if self.latency_ms < 0 or self.hang_seconds < 0 or self.retry_after_503 < 0:
             raise ValueError("latency_ms, hang_seconds and retry_after_503 must be >= 0")
-        for name in _FAULT_FIELDS.values():
+        if min(self.video_render_seconds, self.video_url_ttl_seconds) < 0 or self.video_clip_seconds <= 0:
+            raise ValueError("video_render_seconds, video_url_ttl_seconds must be >= 0, video_clip_seconds > 0")
+        if not _is_int(self.video_max_edge) or not 16 <= self.video_max_edge <= 1920:
+            raise ValueError("video_max_edge must be an integer between 16 and 1920")
+        for name in (*_FAULT_FIELDS.values(), "pvideo_fail"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
         if self.fault_seed is not None and not _is_int(self.fault_seed):
             raise ValueError("fault_seed must be an integer or null")
-        for name in ("reject_substring", "forbid_substring", "waf_substring", "status_marker", "own_key_prefix"):
+        for name in (
+            "reject_substring",
+            "forbid_substring",
+            "waf_substring",
+            "status_marker",
+            "own_key_prefix",
+            "video_fail_substring",
+        ):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string")
 
@@ -280,6 +308,9 @@ class EmulatorConfig:
             FLUX_EMULATOR_OUT_OF_CREDITS: comma-separated keys answered with 402.
             FLUX_EMULATOR_REVOKED: comma-separated keys answered with 403 (revoked).
             FLUX_EMULATOR_TIGHTEN_AFTER_429S: int, 429s in a window that halve a key's limit.
+            FLUX_EMULATOR_VIDEO_RENDER_SECONDS: float, emulated seconds a video job takes.
+            FLUX_EMULATOR_VIDEO_URL_TTL_SECONDS: float, emulated seconds a ``video_url`` works.
+            FLUX_EMULATOR_VIDEO_FAIL_RATE: float 0..1, share of video jobs that end ``failed``.
             FLUX_EMULATOR_HANG_SECONDS: float, how long a timeout fault hangs.
             FLUX_EMULATOR_FAULT_SEED: int seed of the fault RNG.
             FLUX_EMULATOR_REJECT_SUBSTRING: content-policy trigger string.
@@ -300,6 +331,9 @@ class EmulatorConfig:
             "FLUX_EMULATOR_HANG_SECONDS": ("hang_seconds", float),
             "FLUX_EMULATOR_FAULT_SEED": ("fault_seed", int),
             "FLUX_EMULATOR_TIGHTEN_AFTER_429S": ("tighten_after_429s", int),
+            "FLUX_EMULATOR_VIDEO_RENDER_SECONDS": ("video_render_seconds", float),
+            "FLUX_EMULATOR_VIDEO_URL_TTL_SECONDS": ("video_url_ttl_seconds", float),
+            "FLUX_EMULATOR_VIDEO_FAIL_RATE": ("pvideo_fail", float),
         }
         for var, (name, kind) in numeric.items():
             raw = (env.get(var) or "").strip()
@@ -925,6 +959,7 @@ class FluxEmulator:
         self._stats = _empty_stats()
         self._window = _SlidingWindow()
         self._files: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
+        self.videos = VideoJobs()
         self._fault_rng = random.Random(self.config.fault_seed)
         self._stopping = threading.Event()
         self._server: BaseWSGIServer | None = None
@@ -996,6 +1031,7 @@ class FluxEmulator:
             self._window.clear()
             self._files.clear()
             self._fault_rng = random.Random(config.fault_seed)
+        self.videos.clear()
 
     def configure(self, **changes: Any) -> EmulatorConfig:
         """Apply a partial config update (what ``POST /admin/config`` does). Counters are kept.
@@ -1020,11 +1056,14 @@ class FluxEmulator:
 
         Returns:
             ``{"requests": int, "images": int, "by_status": {"200": int, ...},
-            "by_key": {key_id: {"requests", "images", "by_status"}}, "faults": {"500": int, ...}}``.
+            "by_key": {key_id: {"requests", "images", "by_status"}}, "faults": {"500": int, ...},
+            "videos": {"submitted", "polls", "jobs"}}``.
             Only generation requests are counted; keys appear only as :func:`key_id`.
         """
         with self._lock:
-            return copy.deepcopy(self._stats)
+            stats = copy.deepcopy(self._stats)
+        stats["videos"] = self.videos.stats()
+        return stats
 
     # -- internals ---------------------------------------------------------------
 
@@ -1064,6 +1103,11 @@ class FluxEmulator:
         }
         if path.startswith("/files/") and method in ("GET", "HEAD"):
             return self._file(path.removeprefix("/files/"))
+        if path.startswith("/shrt/") and method in ("GET", "HEAD"):
+            status, data, mimetype = self.videos.download(path.removeprefix("/shrt/"), self.config)
+            return Response(data, status=status, mimetype=mimetype)
+        if path == VIDEOS_PATH or path.startswith(VIDEOS_PATH + "/"):
+            return self._videos(request)
         handlers = routes.get(path)
         if handlers is None:
             raise _ApiError(404, f"Unknown path {path}", code="not_found")
@@ -1235,60 +1279,8 @@ class FluxEmulator:
             return marked, 0, "marker"
 
         fault = self._draw_fault(config)
-        if fault == "429":
-            headers = self._retry_headers(1.0 / config.time_scale, config)
-            headers["X-Emulator-Fault"] = fault
-            raise _ApiError(
-                429,
-                "The model is receiving too many requests right now; please retry later.",
-                type_="rate_limit_error",
-                code="rate_limit_exceeded",
-                headers=headers,
-            )
-        if fault == "500":
-            raise _ApiError(
-                500,
-                "Internal server error (emulated fault)",
-                type_="server_error",
-                code="internal_error",
-                headers={"X-Emulator-Fault": fault},
-            )
-        if fault == "503":
-            raise self._capacity_error(config, {"X-Emulator-Fault": fault})
-        if fault == "timeout":
-            self._stopping.wait(config.hang_seconds)
-            raise _ApiError(
-                504,
-                "Upstream request timed out (emulated fault)",
-                type_="timeout_error",
-                code="timeout",
-                headers={"X-Emulator-Fault": fault},
-            )
-
-        headers: dict[str, str] = {}
-        if fault is None and config.rate_limit_per_minute > 0:
-            window = 60.0 / config.time_scale
-            now = time.monotonic()
-            with self._lock:
-                limit = self._window.limit_for(key, config.rate_limit_per_minute, config.tighten_factor, now)
-                allowed, remaining, retry_after = self._window.acquire(key, params.n, limit, window, now)
-                _, reset = self._window.peek(key, limit, window, now)
-                if not allowed:
-                    self._window.rejected(key, window, config.tighten_after_429s, now)
-            headers = {
-                "x-ratelimit-limit": str(limit),
-                "x-ratelimit-remaining": str(remaining),
-                "x-ratelimit-reset": _fmt_reset(reset, config.time_scale),
-            }
-            if not allowed:
-                headers.update(self._retry_headers(retry_after, config))
-                raise _ApiError(
-                    429,
-                    f"Rate limit exceeded: {limit} images per minute for this API key.",
-                    type_="rate_limit_error",
-                    code="rate_limit_exceeded",
-                    headers=headers,
-                )
+        self._raise_fault(fault, config)
+        headers = self._take_units(key, params.n, config) if fault is None else {}
 
         seed = params.seed if params.seed is not None else random.randrange(2**31)
         ext = "png" if params.output_format == "png" else "jpg"
@@ -1331,6 +1323,113 @@ class FluxEmulator:
         body = {"id": uuid.uuid4().hex, "model": params.model, "object": "list", "data": data}
         images = 0 if fault else params.n
         return _json(body, 200, headers), images, fault
+
+    def _raise_fault(self, fault: str | None, config: EmulatorConfig) -> None:
+        """Raise the answer of a drawn 429 / 500 / 503 / timeout fault (``corrupt`` and None pass)."""
+        if fault == "429":
+            headers = self._retry_headers(1.0 / config.time_scale, config)
+            headers["X-Emulator-Fault"] = fault
+            raise _ApiError(
+                429,
+                "The model is receiving too many requests right now; please retry later.",
+                type_="rate_limit_error",
+                code="rate_limit_exceeded",
+                headers=headers,
+            )
+        if fault == "500":
+            raise _ApiError(
+                500,
+                "Internal server error (emulated fault)",
+                type_="server_error",
+                code="internal_error",
+                headers={"X-Emulator-Fault": fault},
+            )
+        if fault == "503":
+            raise self._capacity_error(config, {"X-Emulator-Fault": fault})
+        if fault == "timeout":
+            self._stopping.wait(config.hang_seconds)
+            raise _ApiError(
+                504,
+                "Upstream request timed out (emulated fault)",
+                type_="timeout_error",
+                code="timeout",
+                headers={"X-Emulator-Fault": fault},
+            )
+
+    def _take_units(self, key: str, units: int, config: EmulatorConfig) -> dict[str, str]:
+        """Take ``units`` of ``key``'s rate-limit window; the ``x-ratelimit-*`` headers ({} unlimited).
+
+        Raises:
+            _ApiError: 429 with ``Retry-After`` when the window has no room.
+        """
+        headers: dict[str, str] = {}
+        if config.rate_limit_per_minute > 0:
+            window = 60.0 / config.time_scale
+            now = time.monotonic()
+            with self._lock:
+                limit = self._window.limit_for(key, config.rate_limit_per_minute, config.tighten_factor, now)
+                allowed, remaining, retry_after = self._window.acquire(key, units, limit, window, now)
+                _, reset = self._window.peek(key, limit, window, now)
+                if not allowed:
+                    self._window.rejected(key, window, config.tighten_after_429s, now)
+            headers = {
+                "x-ratelimit-limit": str(limit),
+                "x-ratelimit-remaining": str(remaining),
+                "x-ratelimit-reset": _fmt_reset(reset, config.time_scale),
+            }
+            if not allowed:
+                headers.update(self._retry_headers(retry_after, config))
+                raise _ApiError(
+                    429,
+                    f"Rate limit exceeded: {limit} images per minute for this API key.",
+                    type_="rate_limit_error",
+                    code="rate_limit_exceeded",
+                    headers=headers,
+                )
+
+        return headers
+
+    def _videos(self, request: Request) -> Response:
+        """``POST /v2/videos`` and ``GET /v2/videos/{id}`` (see :mod:`devstack.video_emulator`):
+        authenticated like generation; a submit also meets the random faults, the status
+        markers and the per-key rate limit (one unit per video). Counted in :meth:`stats`."""
+        config = self.config
+        key: str | None = None
+        status = 500
+        try:
+            key = self._authenticate(request, config)
+            self._check_revoked(key, config)
+            job_id = request.path.removeprefix(VIDEOS_PATH).strip("/")
+            if request.method == "GET" and job_id:
+                response = _json(self.videos.retrieve(job_id, config, request.host_url))
+            elif request.method == "POST" and not job_id:
+                response = self._video_submit(request, config, key)
+            else:
+                raise _ApiError(
+                    405, f"Method {request.method} not allowed on {request.path}", code="method_not_allowed"
+                )
+            status = response.status_code
+            return response
+        except VideoApiError as exc:
+            status = exc.status
+            raise _ApiError(exc.status, exc.message, code=exc.code, param=exc.param) from None
+        except _ApiError as exc:
+            status = exc.status
+            raise
+        finally:
+            self._record(status, key, 0, None)
+
+    def _video_submit(self, request: Request, config: EmulatorConfig, key: str) -> Response:
+        if key in config.out_of_credits:
+            raise _ApiError(402, "Credit limit exceeded.", type_="billing_error", code="insufficient_quota")
+        body = self._read_json(request)
+        prompt = body.get("prompt") if isinstance(body, dict) else None
+        marked = self._marked_answer(prompt, config) if isinstance(prompt, str) else None
+        if marked is not None:
+            return marked
+        self._raise_fault(self._draw_fault(config), config)
+        headers = self._take_units(key, 1, config)
+        return _json(self.videos.submit(body, config), 200, headers)
 
     def _fetch_inputs(self, params: _Params, config: EmulatorConfig) -> list[Image.Image]:
         """The request's input images, fetched in order: ``image_url`` first, then each of

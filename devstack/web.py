@@ -15,6 +15,7 @@ from pathlib import Path
 CSP = (
     "default-src 'self'; script-src 'self' https://*.clerk.accounts.dev https://*.clerk.com; "
     "connect-src 'self' http://127.0.0.1:* http://localhost:* https:; img-src 'self' data: blob: http: https:; "
+    "media-src 'self' blob: http: https:; "
     "style-src 'self' 'unsafe-inline'; frame-src https://*.clerk.accounts.dev; worker-src 'self' blob:; "
     "object-src 'none'; base-uri 'self'"
 )

@@ -402,6 +402,7 @@ def content_security_policy() -> dict[str, str]:
         "connect-src 'self' https://*.execute-api.${AWS::Region}.amazonaws.com ${ClerkIssuer} "
         f"https://clerk-telemetry.com {s3}",
         f"img-src 'self' data: blob: https://img.clerk.com {s3}",
+        f"media-src 'self' blob: {s3}",
         "style-src 'self' 'unsafe-inline'",
         "font-src 'self' data:",
         "frame-src ${ClerkIssuer} https://challenges.cloudflare.com",

@@ -14,6 +14,7 @@ from chalicelib.db.keys import KeyHealthModel
 from chalicelib.db.shares import ShareHitModel, ShareModel
 from chalicelib.db.uploads import UploadModel
 from chalicelib.db.usage import UsageModel, UserModel
+from chalicelib.db.videos import VideoModel
 
 ALL_MODELS: list[type[BaseModel]] = [
     ImageModel,
@@ -29,6 +30,7 @@ ALL_MODELS: list[type[BaseModel]] = [
     CatalogStatusModel,
     ShareModel,
     ShareHitModel,
+    VideoModel,
 ]
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "UsageModel",
     "UserModel",
     "UploadModel",
+    "VideoModel",
     "is_condition_failure",
     "same_item",
     "table_name",

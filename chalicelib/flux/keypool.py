@@ -360,6 +360,13 @@ class KeyPool:
             raise AllKeysCoolingError(retry_at=retry_at, now=now)
         return lease
 
+    def lease_for(self, key_id: str) -> KeyLease | None:
+        """The lease of the key with id ``key_id`` whatever its health (a video job is polled
+        with the key that submitted it, as the job belongs to its account), or None when this
+        pool does not hold that key."""
+        key = self._keys.get(key_id)
+        return KeyLease(key=key, key_id=key_id) if key is not None else None
+
     def reserve(self, model: str, exclude: Collection[str] = (), max_wait_s: float = 0.0) -> tuple[KeyLease, float]:
         """Book the next send to ``model``: the key free soonest (round-robin among equals).
 

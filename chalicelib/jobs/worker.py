@@ -8,7 +8,7 @@ answers a partial batch response through :func:`chalicelib.sqsbatch.process_batc
 (Powertools' batch processor). The records of one batch are processed in parallel
 threads (``WORKER_THREADS``), each bounded by the invocation's remaining time.
 Messages are dispatched by their ``type`` through :data:`MESSAGE_HANDLERS`
-(``item``, ``archive``, ``webhook``). A message to see again later raises
+(``item``, ``archive``, ``webhook``, ``video``). A message to see again later raises
 :class:`~chalicelib.sqsbatch.Deferred`; the :func:`defer` hook then moves its
 visibility (or sends a fresh delayed copy).
 
@@ -71,6 +71,7 @@ from chalicelib.flux.keypool import KeyPool, get_key_pool
 from chalicelib.jobs import state
 from chalicelib.jobs.state import Done, ItemLease, Later
 from chalicelib.services import archives, image_inputs, images, together_keys, webhook_queue
+from chalicelib.services.video_worker import handle_video
 from chalicelib.settings import get_settings
 from chalicelib.sqsbatch import Deferred, invocation_deadline, process_batch
 from chalicelib.storage import imaging, objects
@@ -398,6 +399,7 @@ MESSAGE_HANDLERS: dict[str, MessageHandler] = {
     "item": handle_item,
     "archive": handle_archive,
     "webhook": forward_webhook,
+    "video": handle_video,
 }
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from html import escape
+from typing import Any
 from urllib.parse import urlsplit
 
 from chalicelib.services.shares import SharedView
@@ -32,7 +33,7 @@ from chalicelib.storage import objects
 STYLE = (
     "body{font-family:system-ui,sans-serif;margin:0;background:#111;color:#eee}"
     "main{max-width:960px;margin:0 auto;padding:1.5rem}"
-    "img{max-width:100%;height:auto;display:block;border-radius:6px}"
+    "img,video{max-width:100%;height:auto;display:block;border-radius:6px}"
     ".grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:.75rem;"
     "list-style:none;padding:0}"
     "figcaption,p{color:#bbb}footer{margin-top:2rem;font-size:.85rem;color:#888}"
@@ -48,9 +49,12 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def security_headers(img_origin: str | None = None) -> dict[str, str]:
-    """The headers every share answer carries (see the module doc)."""
+def security_headers(img_origin: str | None = None, *, media: bool = False) -> dict[str, str]:
+    """The headers every share answer carries (see the module doc); ``media``: the page plays
+    a video from ``img_origin`` too (``media-src``)."""
     img_src = f"img-src {img_origin}" if img_origin else "img-src 'none'"
+    if media and img_origin:
+        img_src += f"; media-src {img_origin}"
     csp = (
         f"default-src 'none'; {img_src}; style-src 'sha256-{STYLE_HASH}'; base-uri 'none'; "
         "form-action 'none'; frame-ancestors 'none'"
@@ -82,6 +86,8 @@ def render(view: SharedView) -> tuple[int, str, dict[str, str]]:
     """A 200 page for ``view``: ``(status, html, headers)``. Presigned URLs are minted
     here, per view, valid ``SHARE_PRESIGN_EXPIRES_SECONDS``."""
     ttl = get_settings().share_presign_expires_seconds
+    if view.video is not None:
+        return _render_video(view.video, ttl)
     urls = [objects.presign_get(img.s3_key, expires_s=ttl) for img in view.images]
     thumbs = [objects.presign_get(img.thumb_key, expires_s=ttl) for img in view.images]
     e = escape
@@ -113,6 +119,28 @@ def render(view: SharedView) -> tuple[int, str, dict[str, str]]:
         )
         body = f'<h1>{e(view.title)}</h1><ul class="grid">{cells}</ul>'
     headers = {**security_headers(_origin(urls[0])), "Cache-Control": PAGE_CACHE_CONTROL}
+    return 200, _document(f"{title} · {SITE}", body, og), headers
+
+
+def _render_video(video: Any, ttl: int) -> tuple[int, str, dict[str, str]]:
+    """The page of a shared video: a ``<video>`` player (the poster when there is one, else the
+    browser's first frame) with the prompt; the file and poster are presigned per view."""
+    e = escape
+    url = objects.presign_get(video.s3_key, expires_s=ttl)
+    poster = objects.presign_get(video.poster_key, expires_s=ttl) if video.poster_key else None
+    title = _short(video.prompt or video.model)
+    og = (
+        f'<meta property="og:type" content="video.other"><meta property="og:site_name" content="{SITE}">'
+        f'<meta property="og:title" content="{e(title)}"><meta property="og:video" content="{e(url)}">'
+        f'<meta property="og:video:type" content="video/mp4">'
+    )
+    poster_attr = f' poster="{e(poster)}"' if poster else ""
+    body = (
+        f'<figure><video src="{e(url)}"{poster_attr} controls muted playsinline preload="metadata" '
+        f'aria-label="{e(title)}"></video><figcaption class="prompt">{e(video.prompt or "")}</figcaption></figure>'
+        f"<p>{e(video.model)}</p>"
+    )
+    headers = {**security_headers(_origin(url), media=True), "Cache-Control": PAGE_CACHE_CONTROL}
     return 200, _document(f"{title} · {SITE}", body, og), headers
 
 

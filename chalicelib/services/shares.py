@@ -36,11 +36,12 @@ from typing import Any
 from pynamodb.exceptions import DeleteError, UpdateError
 from ulid import ULID
 
-from chalicelib.db import ImageModel, ShareHitModel, ShareModel, is_condition_failure, utcnow
+from chalicelib.db import ImageModel, ShareHitModel, ShareModel, VideoModel, is_condition_failure, utcnow
 from chalicelib.errors import DomainError, ErrorCode, NotFound, ValidationError
 from chalicelib.flux.catalog import as_integer
 from chalicelib.services.images import check_unknown_fields, get_owned_image, parse_collection
 from chalicelib.services.pagination import parse_limit
+from chalicelib.services.videos import get_owned_video
 from chalicelib.settings import get_settings
 from chalicelib.timefmt import iso8601
 
@@ -52,6 +53,7 @@ CODE_RE = re.compile(r"^[0-9A-Za-z]{16}$")
 CREATE_FIELDS = frozenset({"expires_in_s"})
 TARGET_IMAGE = "image"
 TARGET_COLLECTION = "collection"
+TARGET_VIDEO = "video"
 RATE_WINDOW_S = 60
 
 
@@ -157,6 +159,21 @@ def create_for_collection(user_id: str, name: str, body: Mapping[str, Any], requ
     return _create(user_id, TARGET_COLLECTION, collection, lifetime, request_base)
 
 
+def create_for_video(user_id: str, video_id: str, body: Mapping[str, Any], request_base: str) -> dict[str, Any]:
+    """``POST /v1/videos/{id}/shares``: a link to one of the caller's finished videos.
+
+    Raises:
+        NotFound: 404 when the video does not exist or belongs to another user.
+        ValidationError: 400 on a bad ``expires_in_s``, an unknown field, or a video that is
+            not ``completed`` (there is nothing to show yet).
+    """
+    lifetime = parse_lifetime(body)
+    video = get_owned_video(user_id, video_id)
+    if video.status != "completed":
+        raise ValidationError(f"the video is {video.status}: share it once it is completed")
+    return _create(user_id, TARGET_VIDEO, video.video_id, lifetime, request_base)
+
+
 def _owned_shares(user_id: str, filter_condition: Any = None):
     return ShareModel.by_user.query(user_id, filter_condition=filter_condition, scan_index_forward=False)
 
@@ -239,12 +256,13 @@ def revoke_for_collection_if_empty(user_id: str, name: str) -> int:
 
 @dataclass
 class SharedView:
-    """What a public page shows: ``kind`` (``image`` | ``collection``), ``title`` and the
-    images (newest first; one for an image link)."""
+    """What a public page shows: ``kind`` (``image`` | ``collection`` | ``video``), ``title``
+    and the images (newest first; one for an image link) or the video."""
 
     kind: str
     title: str
     images: list[ImageModel] = field(default_factory=list)
+    video: VideoModel | None = None
 
 
 class ShareRateLimited(Exception):
@@ -314,6 +332,15 @@ def view(code: str, source_ip: str) -> SharedView:
         raise
     if not secrets.compare_digest(item.code, code):
         raise ShareNotFound()
+    if item.target_type == TARGET_VIDEO:
+        try:
+            video = VideoModel.get(item.user_id, item.target_id)
+        except VideoModel.DoesNotExist:
+            _delete(item)
+            raise ShareNotFound() from None
+        if video.status != "completed" or not video.s3_key:
+            raise ShareNotFound()
+        return SharedView(TARGET_VIDEO, video.prompt or video.model, video=video)
     if item.target_type == TARGET_IMAGE:
         try:
             image = ImageModel.get(item.user_id, item.target_id)

@@ -142,3 +142,58 @@ def presign_get(key: str, download_name: str | None = None, expires_s: int | Non
     return client("s3").generate_presigned_url(
         "get_object", Params=params, ExpiresIn=expires_s or get_settings().presign_expires_seconds
     )
+
+
+VIDEO_PART_BYTES = 8 * 1024 * 1024  # bytes per multipart part (S3's minimum part is 5 MiB)
+
+
+def video_key(user_id: str, video_id: str) -> str:
+    """The video file's object key."""
+    return f"users/{user_id}/videos/{video_id}.mp4"
+
+
+def poster_key(user_id: str, video_id: str) -> str:
+    """The video poster's object key."""
+    return f"users/{user_id}/videos/{video_id}.poster.webp"
+
+
+def put_stream(key: str, fileobj: Any, content_type: str) -> None:
+    """Upload a readable stream to ``key`` with bounded memory: boto3's managed transfer reads
+    ``VIDEO_PART_BYTES`` at a time (multipart above that), one part in flight.
+
+    Raises:
+        botocore.exceptions.ClientError / BotoCoreError: the upload failed; the stream's own
+            errors propagate as they are.
+    """
+    from boto3.s3.transfer import TransferConfig
+
+    config = TransferConfig(
+        multipart_threshold=VIDEO_PART_BYTES, multipart_chunksize=VIDEO_PART_BYTES, max_concurrency=1, use_threads=False
+    )
+    client("s3").upload_fileobj(
+        fileobj,
+        _bucket(),
+        key,
+        ExtraArgs={
+            "ContentType": content_type,
+            "ServerSideEncryption": "AES256",
+            "CacheControl": "private, max-age=86400, immutable",
+        },
+        Config=config,
+    )
+
+
+def copy(source_key: str, key: str, content_type: str) -> None:
+    """Server-side copy of ``source_key`` to ``key`` in the images bucket (no bytes pass here).
+
+    Raises:
+        botocore.exceptions.ClientError / BotoCoreError: the copy failed.
+    """
+    client("s3").copy_object(
+        Bucket=_bucket(),
+        Key=key,
+        CopySource={"Bucket": _bucket(), "Key": source_key},
+        ContentType=content_type,
+        MetadataDirective="REPLACE",
+        ServerSideEncryption="AES256",
+    )

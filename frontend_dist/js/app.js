@@ -11,6 +11,7 @@ const ROUTES = {
   jobs: { title: "Jobs", load: () => import("./screens/jobs.js") },
   job: { title: "Job", load: () => import("./screens/job.js"), nav: "jobs" },
   gallery: { title: "Gallery", load: () => import("./screens/gallery.js") },
+  videos: { title: "Videos", load: () => import("./screens/videos.js") },
   images: { title: "Images", load: () => import("./screens/images.js") },
   shares: { title: "Shares", load: () => import("./screens/shares.js") },
   account: { title: "Account", load: () => import("./screens/account.js") },

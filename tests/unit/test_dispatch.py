@@ -8,7 +8,12 @@ from chalicelib.jobs.state import Done
 
 
 def test_the_registry_names_every_message_type() -> None:
-    expected = {"item": worker.handle_item, "archive": worker.handle_archive, "webhook": worker.forward_webhook}
+    expected = {
+        "item": worker.handle_item,
+        "archive": worker.handle_archive,
+        "webhook": worker.forward_webhook,
+        "video": worker.handle_video,
+    }
     assert expected == worker.MESSAGE_HANDLERS
 
 
