@@ -625,15 +625,17 @@ def test_a_503_backs_off_every_key_without_blame(aws, flux):
 
 
 def test_a_paced_job_meets_few_429s_and_loses_no_image(api, worker, flux):
-    # 4 keys x 3 images per 10 s window: the worker's 40 threads could send far more at once;
-    # the limit halves for a key that meets 5 429s in a window
-    flux.reset(rate_limit_per_minute=3, time_scale=6, latency_ms=50, tighten_after_429s=5)
-    prompts = PROMPTS[300:330]
+    # 4 keys x 2 images per 3 s window, 0.3 s upstream latency: 24 images turn each key's window
+    # over twice. Once a window is full, an answer's reset says only when its oldest image leaves
+    # it; pacing from that alone (not the sustained rate, not the sends in flight) bursts into
+    # 429s. The limit halves for a key that meets 5 429s in a window.
+    flux.reset(rate_limit_per_minute=2, time_scale=20, latency_ms=300, tighten_after_429s=5)
+    prompts = PROMPTS[300:324]
     reply = api.post("/v1/jobs", user="pace", json_body={"prompts": prompts, "width": 256, "height": 256})
     assert reply.status == 202, reply.body
     job_id = reply.json["job_id"]
     worker.start()
-    worker.wait_finished("pace", job_id, timeout_s=180)
+    worker.wait_finished("pace", job_id, timeout_s=120)
     state = check_job("pace", job_id)  # no image lost, none duplicated, no orphan object
     assert [item.status for item in state["items"]] == ["succeeded"] * len(prompts)
     assert len(state["images"]) == len(prompts)

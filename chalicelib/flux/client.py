@@ -471,9 +471,11 @@ class FluxClient:
             )
         except requests.Timeout:
             observability.record_upstream_call((self._monotonic() - started) * 1000, None)
+            self.pool.report_unanswered(kid, params.model)
             raise self._transient(kid, f"timeout after {timeout:.1f} s", FailureKind.TIMEOUT) from None
         except requests.RequestException as exc:
             observability.record_upstream_call((self._monotonic() - started) * 1000, None)
+            self.pool.report_unanswered(kid, params.model)
             raise self._transient(kid, f"connection error ({type(exc).__name__})", FailureKind.CONNECTION) from None
         status = resp.status_code
         observability.record_upstream_call((self._monotonic() - started) * 1000, status)
