@@ -86,6 +86,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from chalicelib import observability
+from chalicelib.aws import http_pool_size
 from chalicelib.flux.catalog import GenerationParams
 from chalicelib.flux.exceptions import (
     AllKeysCoolingError,
@@ -327,7 +328,7 @@ class FluxClient:
         self.models_url = normalize_base_url(self.settings.together_base_url) + "/models"
         if session is None:
             session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=2, pool_maxsize=8, max_retries=0)
+            adapter = HTTPAdapter(pool_connections=2, pool_maxsize=http_pool_size(self.settings), max_retries=0)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             session.headers["User-Agent"] = USER_AGENT
