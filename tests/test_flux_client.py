@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -611,6 +612,25 @@ def test_pacing_follows_the_rate_limit_headers_and_avoids_429s(aws, flux):
     for prompt in PLAIN[:8]:  # twice the window's capacity: the second half waits for its slots
         client.generate(params(prompt, width=256, height=256))
     assert by_key(flux, K1)["by_status"] == {"200": 8}  # waited before sending, never after a 429
+
+
+def test_concurrent_first_sends_probe_the_key_instead_of_bursting(aws, flux):
+    # 2 images per 3 s window, 0.3 s latency: before the key's first answer nothing is known of
+    # its rate, so one send probes it; the other threads wait for it (or are told to come back)
+    flux.reset(rate_limit_per_minute=2, time_scale=20, latency_ms=300)
+    client = FluxClient(settings(flux, keys=(K1,), flux_deadline_seconds=20.0))
+
+    def one(prompt: str) -> str:
+        try:
+            client.generate(params(prompt, width=256, height=256))
+            return "ok"
+        except AllKeysCoolingError:  # paced beyond the short in-process wait: come back later
+            return "later"
+
+    with ThreadPoolExecutor(max_workers=4) as threads:
+        outcomes = list(threads.map(one, PLAIN[:4]))
+    assert outcomes.count("ok") >= 2
+    assert "429" not in by_key(flux, K1)["by_status"], by_key(flux, K1)  # waited, never answered 429
 
 
 def test_a_503_backs_off_every_key_without_blame(aws, flux):

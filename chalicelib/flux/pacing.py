@@ -9,14 +9,21 @@ a 503 means the platform has no capacity (not our rate, not the key).
 
 The rule, per (key, model), after each answer that has the headers:
 
-* ``remaining > 0``: spread what is left over the time to the reset: the next send is
-  ``reset / (remaining + 1)`` after the previous one;
-* ``remaining == 0``: nothing is sent before ``now + reset``, and the spacing becomes ``reset``
-  (in a saturated sliding window that is exactly one unit's turn-over);
+* the sends booked on the key and not answered yet are taken off ``remaining`` (the answer's
+  window did not count them, and each will take a unit);
+* ``remaining > 0``: ``remaining`` units now and the next one at ``reset``: the next send is
+  ``reset / remaining`` after the previous one;
+* ``remaining <= 0``: nothing is sent before ``now + reset`` plus one spacing per send in flight
+  beyond the window, and the spacing becomes ``reset`` (a saturated window's turn-over);
+* never faster than the sustained rate, ``limit`` units per window, the window being at least
+  the longest ``reset`` seen: in a full sliding window ``reset`` only says when the *oldest*
+  unit frees, so a short one alone would pace a burst;
 * no headers: ``Retry-After`` of a 429 is the fallback (the key's cooldown, see the key pool).
 
-Every spacing gets :data:`PACE_MARGIN` on top; before the first answer, sends on a key are
-:data:`FIRST_SEND_GAP_S` apart (a cold start must not burst: Together throttles bursts).
+Every spacing gets :data:`PACE_MARGIN` on top. Before the first answer for a model, one send
+probes the key (its slot is ``math.inf`` to everyone else until the answer comes), and a key
+whose answers carry no headers keeps :data:`FIRST_SEND_GAP_S` between sends: a cold start must
+not burst (Together throttles spikes above recent usage, https://docs.together.ai/docs/rate-limits).
 A send books its slot at once (``next_at`` moves on by one spacing), so the threads of one
 process queue up behind each other instead of sending together. Other instances see each
 other through the answers' headers (the window counts everybody's requests) and, cheaply,
