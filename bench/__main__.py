@@ -76,7 +76,8 @@ def main() -> int:
             except ImportError:
                 batch = None
             if batch is not None and only in ("", "batch"):
-                results.update(batch.run(info, mint, progress, console))
+                pids = {name: proc.pid for name, proc in (("moto", stack.moto_proc), ("api", stack.api_proc)) if proc}
+                results.update(batch.run(info, mint, progress, console, pids))
     finally:
         stack.stop()
 

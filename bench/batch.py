@@ -12,7 +12,9 @@ The rate-limit bound for N images is ``N / (4 R)`` emulated minutes: no client c
    images lost (items neither succeeded nor failed, or succeeded without an image) and
    duplicated (more than one image for an item, or objects without metadata), upstream 429s
    and their share of upstream requests (goals: ratio >= 0.95 at scale 1 and >= 0.90 at
-   scale 6, 429 share <= 5%).
+   scale 6, 429 share <= 5%), and what limited the run (:mod:`bench.cpu`): CPU seconds of the
+   stack's processes per wall second, CPU seconds per image, how busy the whole machine was,
+   and the bound ratio the stack's CPU need would allow on all of the machine's cores.
 2. A typical single-process client: a sequential loop over the prompts, round-robin over the
    keys, a fixed delay between calls sized to the combined limit (60 / (4 R) emulated seconds),
    retrying a 429 after that delay. It runs on the first ``BENCH_NAIVE_N`` prompts; its
@@ -34,6 +36,7 @@ from typing import Any
 import boto3
 import requests
 
+from bench.cpu import CpuMeter
 from devstack.prompts import first
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +44,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
+
+
+def _share(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0%}"
 
 
 def _admin(flux_base: str) -> str:
@@ -176,7 +183,15 @@ def zip_peak_memory(user: str, job_id: str, env: dict[str, str]) -> dict[str, An
 
 
 def run_batch(
-    info: dict, mint, progress, n: int, rate: int, scale: float, latency_ms: int, tighten: int
+    info: dict,
+    mint,
+    progress,
+    n: int,
+    rate: int,
+    scale: float,
+    latency_ms: int,
+    tighten: int,
+    pids: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """One job of ``n`` images at time scale ``scale``; its figures (see the module docstring)."""
     admin = _admin(info["flux_base_url"])
@@ -194,7 +209,10 @@ def run_batch(
     ).raise_for_status()
     bound_s = n / (len(keys) * rate) * 60 / scale
     task = progress.add_task(f"batch job of {n} PartiPrompts (time ×{scale:g})", total=n)
+    meter = CpuMeter(pids or {})
+    meter.start()
     ours = run_job(info, mint, n, progress, task, user=f"bench-batch-x{scale:g}")
+    cpu = meter.stop(n, n / bound_s)
     stats = requests.get(admin + "/admin/stats", timeout=5).json()
     counts: dict[str, Any] = {}
     for _ in range(3):  # moto on a loaded machine may time out a read
@@ -232,12 +250,15 @@ def run_batch(
         "share_429": round(rate_limited / stats["requests"], 4) if stats["requests"] else 0.0,
         "status": ours["job"]["status"],
         "audit_error": counts.get("audit_error"),
+        "cpu": cpu,
         "job_id": ours["job_id"],
         "user": ours["user"],
     }
 
 
-def run(info: dict, mint, progress, console) -> dict[str, Any]:
+def run(info: dict, mint, progress, console, pids: dict[str, int] | None = None) -> dict[str, Any]:
+    """The batch part: one job per time scale, the naive client, the ZIP (see the module
+    docstring). ``pids``: the stack's other processes (``moto``, ``api``) for the CPU figures."""
     n = _env_int("BENCH_BATCH_N", 500)
     rate = _env_int("BENCH_RATE_PER_MIN", 60)  # R: images per minute per key
     scales = [float(x) for x in os.environ.get("BENCH_TIME_SCALES", "1,6").split(",") if x.strip()]
@@ -245,7 +266,7 @@ def run(info: dict, mint, progress, console) -> dict[str, Any]:
     tighten = _env_int("BENCH_TIGHTEN_AFTER", 5)
     naive_n = _env_int("BENCH_NAIVE_N", 40)
     admin = _admin(info["flux_base_url"])
-    runs = [run_batch(info, mint, progress, n, rate, scale, latency_ms, tighten) for scale in scales]
+    runs = [run_batch(info, mint, progress, n, rate, scale, latency_ms, tighten, pids) for scale in scales]
     first_run = runs[0]
     keys = requests.get(admin + "/admin/config", timeout=5).json()["keys"]
 
@@ -286,6 +307,16 @@ def run(info: dict, mint, progress, console) -> dict[str, Any]:
                 f"{b['upstream_429s']} of {b['upstream_requests']} requests ({b['share_429']:.1%})",
             ),
             ("  succeeded / failed", f"{b['succeeded']} / {b['failed']}"),
+            (
+                "  CPU: stack cores (bench = emulator + workers) / machine busy / load",
+                ", ".join(f"{k} {v}" for k, v in b["cpu"]["cores"].items())
+                + f" / {_share(b['cpu']['machine_busy'])} of {b['cpu']['cpus']} / {b['cpu']['load_avg_1m']}",
+            ),
+            (
+                "  CPU s per image; bound ratio the CPU need allows",
+                f"{b['cpu']['cpu_s_per_image']} s; {b['cpu']['cpu_ceiling_ratio']}",
+            ),
+            ("  limited by", b["cpu"]["limit"]),
             ("  images lost / duplicated", f"{b['lost']} / {b['duplicated']}"),
         ]
     rows += [

@@ -74,7 +74,10 @@ def client(service: str) -> Any:
             import boto3
             from botocore.config import Config
 
+            from chalicelib.settings import get_settings
+
             config = Config(
+                max_pool_connections=http_pool_size(get_settings()),
                 connect_timeout=3,
                 read_timeout=10,
                 retries={"max_attempts": 3, "mode": "standard"},
@@ -88,6 +91,16 @@ def client(service: str) -> Any:
             made.meta.events.register("before-call", _on_call)
             _clients[service] = made
         return _clients[service]
+
+
+def http_pool_size(settings: Any) -> int:
+    """Connections a process keeps open per host (boto3's ``max_pool_connections``, the Flux
+    client's ``pool_maxsize``): one per thread that may call at once, the worker's
+    ``WORKER_THREADS`` records times ``WORKER_MAX_CONCURRENCY`` invocations (the dev stack
+    runs those invocations in one process; botocore's default of 10 would open and discard a
+    connection per call beyond it). At least 10. Connections open lazily, so a Lambda
+    instance with fewer threads opens fewer."""
+    return max(10, int(settings.worker_threads) * int(settings.worker_max_concurrency))
 
 
 def reset_clients() -> None:

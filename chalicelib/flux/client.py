@@ -86,6 +86,7 @@ if TYPE_CHECKING:  # requests is imported where a call is made
     import requests
 
 from chalicelib import observability
+from chalicelib.aws import http_pool_size
 from chalicelib.flux.catalog import GenerationParams
 from chalicelib.flux.exceptions import (
     AllKeysCoolingError,
@@ -358,7 +359,7 @@ class FluxClient:
             from requests.adapters import HTTPAdapter
 
             session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=2, pool_maxsize=8, max_retries=0)
+            adapter = HTTPAdapter(pool_connections=2, pool_maxsize=http_pool_size(self.settings), max_retries=0)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             session.headers["User-Agent"] = USER_AGENT
@@ -504,9 +505,11 @@ class FluxClient:
             )
         except requests.Timeout:
             observability.record_upstream_call((self._monotonic() - started) * 1000, None)
+            self.pool.report_unanswered(kid, params.model)
             raise self._transient(kid, f"timeout after {timeout:.1f} s", FailureKind.TIMEOUT) from None
         except requests.RequestException as exc:
             observability.record_upstream_call((self._monotonic() - started) * 1000, None)
+            self.pool.report_unanswered(kid, params.model)
             raise self._transient(kid, f"connection error ({type(exc).__name__})", FailureKind.CONNECTION) from None
         status = resp.status_code
         observability.record_upstream_call((self._monotonic() - started) * 1000, status)

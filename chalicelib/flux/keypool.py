@@ -79,7 +79,7 @@ from chalicelib.flux.exceptions import (
     NoUsableKeysError,
     UpstreamBusyError,
 )
-from chalicelib.flux.pacing import MAX_PACE_WAIT_S, Pacer, RateInfo
+from chalicelib.flux.pacing import FIRST_SEND_GAP_S, MAX_PACE_WAIT_S, Pacer, RateInfo
 from chalicelib.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ TERMINAL_STATES = frozenset({DISABLED, OUT_OF_CREDITS})
 MAX_COOLDOWN_S = 3600.0  # a Retry-After longer than an hour is capped
 MAX_ERROR_CHARS = 300  # last_error / reason are truncated to this many characters
 DEFAULT_FLUSH_INTERVAL_S = 5.0
+RESERVE_TRIES = 8  # a reserve that loses its slot to other threads this often asks the caller to come back
 COLD_RETRY_S = 1.0  # seconds between table reads while this instance has never read it
 
 
@@ -385,14 +386,17 @@ class KeyPool:
             AllKeysCoolingError: the earliest slot is later than ``max_wait_s`` from now.
             KeyHealthUnavailableError, NoUsableKeysError: as :meth:`acquire`.
         """
-        lease, slot, now = self._choose(model, exclude)
-        if slot - now > max_wait_s:
-            if self._pacer.busy_until(model) >= slot:
-                raise UpstreamBusyError(retry_at=slot, now=now)
-            raise AllKeysCoolingError(retry_at=slot, now=now)
-        with self._lock:
-            self._pacer.book(lease.key_id, model, slot)
-        return lease, max(0.0, slot - now)
+        for _ in range(RESERVE_TRIES):
+            lease, slot, now = self._choose(model, exclude)
+            if slot - now > max_wait_s:
+                if self._pacer.busy_until(model) >= slot:
+                    raise UpstreamBusyError(retry_at=slot, now=now)
+                raise AllKeysCoolingError(retry_at=slot, now=now)
+            with self._lock:  # another thread may have taken this slot since: then choose again
+                if self._pacer.slot(lease.key_id, model, now) <= slot:
+                    self._pacer.book(lease.key_id, model, slot)
+                    return lease, max(0.0, slot - now)
+        raise AllKeysCoolingError(retry_at=now + FIRST_SEND_GAP_S, now=now)
 
     def _choose(self, model: str | None, exclude: Collection[str]) -> tuple[KeyLease, float, float]:
         """``(lease, slot, now)``: the usable key whose pacing slot comes first (ties go
@@ -416,6 +420,8 @@ class KeyPool:
                         best = (slot, idx)
             if best is not None:
                 slot, idx = best
+                if math.isinf(slot):  # every usable key is probing its rate: ask again shortly
+                    raise AllKeysCoolingError(retry_at=now + FIRST_SEND_GAP_S, now=now)
                 self._cursor = (idx + 1) % count
                 kid = self._ids[idx]
                 return KeyLease(key=self._keys[kid], key_id=kid), slot, now
@@ -518,11 +524,20 @@ class KeyPool:
     def report_answer(self, key_id: str, model: str, headers: Any) -> None:
         """Pace ``key_id`` for ``model`` from an answer's ``x-ratelimit-*`` headers (any
         status; no DynamoDB call: a key that ran dry is shared with the next flush)."""
-        info = RateInfo.from_headers(headers)
-        if info is None or key_id not in self._health:
+        if key_id not in self._health:
             return
+        info = RateInfo.from_headers(headers)
         with self._lock:
-            self._pacer.observe(key_id, model, info, self._clock())
+            if info is None:
+                self._pacer.observe_no_rate(key_id, model, self._clock())
+            else:
+                self._pacer.observe(key_id, model, info, self._clock())
+
+    def report_unanswered(self, key_id: str, model: str) -> None:
+        """A send booked with :meth:`reserve` got no answer (timeout, connection error): it no
+        longer counts as in flight for the key's pacing. No DynamoDB call."""
+        with self._lock:
+            self._pacer.unanswered(key_id, model)
 
     def report_busy(self, model: str, retry_after_s: float | None = None) -> float:
         """The platform answered 503 for ``model``: hold every key's sends to it back

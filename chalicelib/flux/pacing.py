@@ -9,14 +9,21 @@ a 503 means the platform has no capacity (not our rate, not the key).
 
 The rule, per (key, model), after each answer that has the headers:
 
-* ``remaining > 0``: spread what is left over the time to the reset: the next send is
-  ``reset / (remaining + 1)`` after the previous one;
-* ``remaining == 0``: nothing is sent before ``now + reset``, and the spacing becomes ``reset``
-  (in a saturated sliding window that is exactly one unit's turn-over);
+* the sends booked on the key and not answered yet are taken off ``remaining`` (the answer's
+  window did not count them, and each will take a unit);
+* ``remaining > 0``: ``remaining`` units now and the next one at ``reset``: the next send is
+  ``reset / remaining`` after the previous one;
+* ``remaining <= 0``: nothing is sent before ``now + reset`` plus one spacing per send in flight
+  beyond the window, and the spacing becomes ``reset`` (a saturated window's turn-over);
+* never faster than the sustained rate, ``limit`` units per window, the window being at least
+  the longest ``reset`` seen: in a full sliding window ``reset`` only says when the *oldest*
+  unit frees, so a short one alone would pace a burst;
 * no headers: ``Retry-After`` of a 429 is the fallback (the key's cooldown, see the key pool).
 
-Every spacing gets :data:`PACE_MARGIN` on top; before the first answer, sends on a key are
-:data:`FIRST_SEND_GAP_S` apart (a cold start must not burst: Together throttles bursts).
+Every spacing gets :data:`PACE_MARGIN` on top. Before the first answer for a model, one send
+probes the key (its slot is ``math.inf`` to everyone else until the answer comes), and a key
+whose answers carry no headers keeps :data:`FIRST_SEND_GAP_S` between sends: a cold start must
+not burst (Together throttles spikes above recent usage, https://docs.together.ai/docs/rate-limits).
 A send books its slot at once (``next_at`` moves on by one spacing), so the threads of one
 process queue up behind each other instead of sending together. Other instances see each
 other through the answers' headers (the window counts everybody's requests) and, cheaply,
@@ -34,8 +41,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 PACE_MARGIN = 0.03  # fraction added to every spacing (clock skew, in-flight requests)
@@ -45,6 +53,9 @@ PACE_MARGIN = 0.03  # fraction added to every spacing (clock skew, in-flight req
 # the throughput at time scale 1 against 2 s).
 MAX_PACE_WAIT_S = 2.0
 FIRST_SEND_GAP_S = 0.5  # seconds between sends on a (key, model) no answer has paced yet
+# Seconds a booked send counts as in flight without an answer (a timeout, a lost connection):
+# longer than any request's deadline, so it is forgotten only when no answer can still come.
+IN_FLIGHT_TTL_S = 60.0
 MAX_PACE_S = 120.0  # seconds; a longer reset (an odd answer) is capped: rate windows are a minute or less
 BUSY_BASE_S = 0.5  # seconds; first back-off after a 503 without Retry-After
 BUSY_CAP_S = 8.0  # seconds; longest back-off after 503s without Retry-After
@@ -101,6 +112,19 @@ class Pace:
     next_at: float = 0.0
     interval: float = 0.0
     seen: bool = False
+    window: float = 0.0  # seconds: the longest reset seen, a lower bound of the rate window's length
+    booked: deque[float] = field(default_factory=deque)  # slots (epoch s) of sends not yet answered
+
+    def answered(self, now: float) -> int:
+        """One booked send was answered (the oldest: answers come back about in send order);
+        forget sends older than :data:`IN_FLIGHT_TTL_S`. Returns the booked sends still
+        unanswered (in flight, or waiting for their slot): the answer's headers did not count
+        them, and each will take a unit of the window."""
+        if self.booked:
+            self.booked.popleft()
+        while self.booked and self.booked[0] < now - IN_FLIGHT_TTL_S:
+            self.booked.popleft()
+        return len(self.booked)
 
 
 class Pacer:
@@ -114,32 +138,64 @@ class Pacer:
         self._defer_tail = 0.0  # epoch s: end of the virtual queue of deferred callers
 
     def slot(self, kid: str, model: str | None, now: float) -> float:
-        """The earliest epoch second ``kid`` may send to ``model`` (``now`` or later).
+        """The earliest epoch second ``kid`` may send to ``model`` (``now`` or later;
+        ``math.inf`` while the key's first send to ``model`` awaits its answer: nothing is
+        known of its rate yet, so one send probes it and the others wait or take another key).
 
         ``model=None``: the earliest over the models this key has paced (any model will do).
         """
         if model is None:
-            paces = [p.next_at for (k, _), p in self._pace.items() if k == kid]
+            paces = [self._next(p) for (k, _), p in self._pace.items() if k == kid]
             busy = min(self._busy_until.values(), default=0.0)
             return max(now, min(paces, default=0.0), busy)
         pace = self._pace.get((kid, model))
-        return max(now, pace.next_at if pace else 0.0, self._busy_until.get(model, 0.0))
+        return max(now, self._next(pace) if pace else 0.0, self._busy_until.get(model, 0.0))
+
+    @staticmethod
+    def _next(pace: Pace) -> float:
+        return math.inf if pace.booked and not pace.seen else pace.next_at
+
+    def observe_no_rate(self, kid: str, model: str, now: float) -> None:
+        """An answer without rate-limit headers: the send is no longer in flight; a key never
+        paced keeps :data:`FIRST_SEND_GAP_S` between its sends."""
+        pace = self._pace.setdefault((kid, model), Pace())
+        pace.answered(now)
+        if not pace.seen:
+            pace.interval = FIRST_SEND_GAP_S
+            pace.seen = True
+
+    def unanswered(self, kid: str, model: str) -> None:
+        """A booked send got no answer (timeout, connection error): it is no longer in flight."""
+        pace = self._pace.get((kid, model))
+        if pace is not None and pace.booked:
+            pace.booked.popleft()
 
     def book(self, kid: str, model: str, slot: float) -> None:
         """Take ``slot`` for one send: the next one is a spacing later."""
         pace = self._pace.setdefault((kid, model), Pace())
         pace.next_at = max(pace.next_at, slot + (pace.interval if pace.seen else FIRST_SEND_GAP_S))
+        pace.booked.append(slot)
 
     def observe(self, kid: str, model: str, info: RateInfo, now: float) -> None:
-        """Adjust ``kid``'s pace for ``model`` to an answer's rate-limit headers."""
+        """Adjust ``kid``'s pace for ``model`` to an answer's rate-limit headers (see the module
+        docstring; ``remaining`` is first lowered by the sends still in flight)."""
         pace = self._pace.setdefault((kid, model), Pace())
+        in_flight = pace.answered(now)
         reset = info.reset_s or 0.0
-        remaining = info.remaining or 0
-        spacing = reset / (remaining + 1) if remaining > 0 else reset
+        remaining = (info.remaining or 0) - in_flight
+        # ``remaining`` units now, the next one at ``reset``: send number remaining + 1 must not
+        # come sooner. remaining < 0: the next -remaining units to free are taken by sends in flight.
+        spacing = reset / remaining if remaining > 0 else reset
+        # A short reset only says when the *oldest* unit frees, not how fast the next ones do:
+        # never faster than the sustained rate, limit units per window (at least the longest
+        # reset seen), else a sliding window answers bursts with 429s.
+        pace.window = max(pace.window, reset)
+        if info.limit:
+            spacing = max(spacing, pace.window / info.limit)
         pace.interval = spacing * (1 + PACE_MARGIN)
         pace.seen = True
-        if remaining == 0 and reset > 0:
-            until = now + reset * (1 + PACE_MARGIN)
+        if remaining <= 0 and reset > 0:
+            until = now + (reset + -remaining * spacing) * (1 + PACE_MARGIN)
             if until > pace.next_at:
                 pace.next_at = until
                 self.dirty.add(kid)
