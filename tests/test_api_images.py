@@ -298,7 +298,7 @@ def test_limits_follow_the_settings(api, monkeypatch):
     default = api.get("/v1/limits", user="lim")
     assert default.status == 200
     openapi_check.check("/v1/limits", "GET", 200, default.json)
-    assert default.json["jobs"] == {"max_items": 500, "max_body_bytes": 2 * 1024 * 1024}
+    assert default.json["jobs"] == {"max_items": 1000, "max_body_bytes": 2 * 1024 * 1024}
     monkeypatch.setenv("JOBS_MAX_ITEMS", "40")
     monkeypatch.setenv("JOBS_MAX_BODY_BYTES", str(512 * 1024))
     get_settings.cache_clear()

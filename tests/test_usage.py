@@ -187,5 +187,8 @@ def test_post_images_counts_invalid_bodies_and_reports_its_aws_calls(api, monkey
     assert "flux;dur=" in timing
     aws = timing.split("aws;desc=")[1]
     assert "s3.PutObject=2" in aws
-    # one UpdateItem for the rate limits and the quota, one for the month's cost, one for the prompt history
-    assert "dynamodb.UpdateItem=3" in aws, timing
+    # one UpdateItem for the rate limits and the quota, three for the image's cost (the month's
+    # total, its model's spend, its key's spend), one for the prompt history; one GetItem for
+    # the user's own key (none here)
+    assert "dynamodb.UpdateItem=5" in aws, timing
+    assert "dynamodb.GetItem=1" in aws, timing
