@@ -23,7 +23,8 @@ dev: install
 
 test: install browser
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest -q -n 3 --dist loadfile
 
 # The unit tests alone: no servers, seconds.
 test-unit: install
@@ -31,12 +32,12 @@ test-unit: install
 
 # The full Schemathesis run (with the coverage phase) against a fresh dev stack; `make test` runs a bounded one.
 fuzz: install
-	FUZZ_PHASES=examples,coverage,fuzzing FUZZ_DEADLINE_S=900 $(PY) -m pytest -q -p no:cacheprovider \
-		tests/test_openapi_contract.py -k schemathesis_finds_nothing -o timeout=1000
+	FUZZ_PHASES=examples,coverage,fuzzing FUZZ_MAX_TIME_S=120 FUZZ_DEADLINE_S=900 $(PY) -m pytest -q -p no:cacheprovider \
+		tests/integration/test_openapi_contract.py -k schemathesis_finds_nothing -o timeout=1000
 
 lint: install
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check . || true
+	$(PY) -m ruff format --check .
 
 demo: install
 	$(PY) -m devstack.demo

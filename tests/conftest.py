@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+KINDS = ("unit", "integration", "devstack", "infra", "browser")  # folders under tests/, and their markers
+
 pytest_plugins = [
     "tests.fixtures.aws",
     "tests.fixtures.flux",
@@ -27,3 +29,35 @@ def deploy_script() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# The longest files, longest first: `make test` hands whole files to its workers in this order
+# (pytest-xdist --dist loadfile), so no long file starts last while the other workers sit idle.
+LONGEST_FILES_FIRST = (
+    "test_openapi_contract.py",
+    "test_worker.py",
+    "test_flux_client.py",
+    "test_uploads.py",
+    "test_archives.py",
+    "test_web_client.py",
+    "test_image_jobs.py",
+    "test_packaging.py",
+    "test_webhook_hardening.py",
+    "test_uploads_web.py",
+    "test_api_images.py",
+    "test_videos.py",
+    "test_own_keys.py",
+    "test_image_input_web.py",
+    "test_cleanup.py",
+    "test_videos_web.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its kind (its folder under tests/) and run the longest files first."""
+    rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
+    for item in items:
+        kind = item.path.parent.name
+        if kind in KINDS:
+            item.add_marker(kind)
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept otherwise

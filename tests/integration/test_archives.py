@@ -379,7 +379,7 @@ def disc(fmt: str, colour: tuple[int, int, int]) -> bytes:
 
 def ready_uploads(api, worker, user: str, pictures: list[tuple[str, str, bytes]]) -> list[str]:
     """Upload ``(filename, content type, bytes)`` through the presigned POST; wait until each is ready."""
-    from tests.test_uploads import upload, wait_verdict
+    from tests.integration.test_uploads import upload, wait_verdict
 
     ids = [upload(api, user, data, ctype, filename, collection="inputs") for filename, ctype, data in pictures]
     for upload_id in ids:

@@ -25,7 +25,7 @@ import pytest
 from infra import names, template
 from infra.build import policy_path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STAGE = "dev"
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024  # Lambda quota for a function and its layers, unzipped
 MANYLINUX_PLATFORMS = ("manylinux", "musllinux")

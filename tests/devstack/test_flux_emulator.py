@@ -31,7 +31,7 @@ from tests.photos import small_photo
 MODEL = "black-forest-labs/FLUX.1-schnell"
 FLUX2_DEV = "black-forest-labs/FLUX.2-dev"  # takes steps, guidance, prompt_upsampling, output_format
 KEY = "test-key-1"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 KONTEXT = "black-forest-labs/FLUX.1-kontext-pro"
 
 

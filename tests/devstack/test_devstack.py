@@ -16,7 +16,7 @@ import requests
 from tests.browser.conftest import SERVICE_VARS
 from tests.polling import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def port_open(url: str) -> bool:

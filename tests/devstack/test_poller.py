@@ -59,8 +59,9 @@ def test_partial_batch_response_deletes_only_successes(aws):
     assert len(ok_bodies) == 16
     assert len(ids) == 20  # each message has its own real messageId
     assert 1 <= active["max"] <= 2
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages",
-                                                                     "ApproximateNumberOfMessagesNotVisible"])
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )
     remaining = sum(int(v) for v in attrs["Attributes"].values())
     assert remaining == 4  # only the failed ones are left
 

@@ -18,7 +18,7 @@ from botocore.stub import ANY, Stubber
 
 from infra import stack
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NAME = "promptcanvas-dev"
 URL = "https://artifacts.s3.eu-west-1.amazonaws.com/promptcanvas-dev/template-x.json"
 

@@ -16,7 +16,7 @@ import pytest
 
 from chalicelib import aws, snapstart
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_restored_copies_draw_different_random_numbers() -> None:

@@ -138,8 +138,13 @@ def test_public_pem_matches_private_key(idp: DevIdentityProvider) -> None:
 def test_token_endpoint(idp: DevIdentityProvider) -> None:
     r = requests.post(
         idp.token_url,
-        json={"user_id": "user_abc", "org_id": "org_7", "org_role": "admin", "azp": "https://a.example",
-              "ttl_seconds": 120},
+        json={
+            "user_id": "user_abc",
+            "org_id": "org_7",
+            "org_role": "admin",
+            "azp": "https://a.example",
+            "ttl_seconds": 120,
+        },
         timeout=TIMEOUT,
     )
     assert r.status_code == 200, r.text

@@ -162,26 +162,26 @@ def test_cancel_in_the_middle_then_retry_the_failed_items(api, worker, flux):
     assert all(int(r["seed"]) == int(by_id[r["file"][5:31]].seed) for r in rows)
 
 
-def test_a_hundred_items_under_upstream_faults(api, worker, flux):
-    flux.reset(p500=0.05, p503=0.05, p429=0.10, pcorrupt=0.02, fault_seed=20240601)
+def test_sixty_items_under_upstream_faults(api, worker, flux):
+    flux.reset(p500=0.06, p503=0.06, p429=0.12, pcorrupt=0.03, fault_seed=20240601)
     worker.configure(WORKER_THREADS=5)
     worker.visibility(5)
-    prompts = parti_prompts()[100:200]
+    prompts = parti_prompts()[100:160]
     job_id = submit(api, "faults", {"prompts": prompts, "collection": "faulty"})
     worker.start()
     seen_running = wait_for(lambda: api.get(f"/v1/jobs/{job_id}", user="faults").json, what="(job)")
-    assert seen_running["total"] == 100
+    assert seen_running["total"] == 60
     job = worker.wait_finished("faults", job_id, timeout_s=120)
     state = check_job("faults", job_id)
     stats = flux.stats()
-    assert sum(stats["faults"].values()) > 10  # the faults really happened
+    assert sum(stats["faults"].values()) > 8  # the faults really happened
     for item in state["items"]:
         assert item.status in ("succeeded", "failed")
         assert item.status == "succeeded" or item.error_code
     assert job.status in ("completed", "completed_with_errors")
-    assert int(job.succeeded_count) == len(state["images"]) >= 90
+    assert int(job.succeeded_count) == len(state["images"]) >= 54
     body = api.get(f"/v1/jobs/{job_id}", user="faults").json
-    assert sum(body["counts"].values()) == 100 and body["started_at"] and body["finished_at"]
+    assert sum(body["counts"].values()) == 60 and body["started_at"] and body["finished_at"]
     listed = api.get("/v1/collections", user="faults").json
     openapi_check.check("/v1/collections", "GET", 200, listed)
     assert listed["collections"] == [{"name": "faulty", "image_count": len(state["images"])}]

@@ -14,7 +14,7 @@ import pytest
 from infra import names, template
 from infra.build import RESOURCES_PATH, generate
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())
 
 
@@ -319,7 +319,7 @@ def test_outputs(tpl: dict[str, Any]) -> None:
     assert outputs["WebUrl"]["Value"] == {"Fn::Sub": "https://${WebDistribution.DomainName}"}
     for name in ("WebBucketName", "WebDistributionId", "TogetherKeysSecretArn", "ImagesBucketName"):
         assert name in outputs
-    # the API URL is Chalice's EndpointURL output (tests/test_packaging.py checks the merged template)
+    # the API URL is Chalice's EndpointURL output (tests/infra/test_packaging.py checks the merged template)
 
 
 def test_secret(tpl: dict[str, Any]) -> None:
@@ -331,7 +331,7 @@ def test_secret(tpl: dict[str, Any]) -> None:
 # -- names across template, policy and config -----------------------------------------------------
 
 
-# (the IAM policies name these resources: tests/test_policy.py::test_stack_resources_are_covered)
+# (the IAM policies name these resources: tests/infra/test_policy.py::test_stack_resources_are_covered)
 
 
 def test_chalice_config() -> None:
@@ -344,7 +344,7 @@ def test_chalice_config() -> None:
     for stage in names.STAGES:
         cfg = stages[stage]
         assert cfg["autogen_policy"] is False
-        for function in cfg["lambda_functions"].values():  # each its own role (tests/test_policy.py)
+        for function in cfg["lambda_functions"].values():  # each its own role (tests/infra/test_policy.py)
             assert (ROOT / ".chalice" / function["iam_policy_file"]).exists()
         assert cfg["log_retention_in_days"] > 0
         functions = cfg["lambda_functions"]

@@ -21,7 +21,7 @@ from chalicelib.services import webhook_http, webhooks
 from chalicelib.settings import get_settings
 from devstack.prompts import parti_prompts
 from tests.fixtures.worker import check_job, wait_for
-from tests.test_webhooks import SMALL, Receiver, independent_signature
+from tests.integration.test_webhooks import SMALL, Receiver, independent_signature
 
 PROMPTS = parti_prompts()[:40]
 HUGE_LENGTH = 64 * 1024 * 1024

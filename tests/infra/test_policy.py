@@ -15,7 +15,7 @@ import pytest
 from infra import callgraph, names, policy
 from infra.build import CONFIG_PATH, generate, leftovers, policy_path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT, REGION, OTHER_ACCOUNT = "111122223333", "eu-west-1", "444455556666"
 FUNCTIONS = [fn.name for fn in policy.functions()]
 STACK_RESOURCES = set(json.loads((ROOT / "infra" / "resources.json").read_text())["Resources"])

@@ -20,7 +20,7 @@ from PIL import Image
 from chalicelib.settings import get_settings
 from tests import openapi_check
 
-PHOTOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "images"
+PHOTOS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "images"
 
 
 def photo(name: str) -> bytes:

@@ -29,7 +29,7 @@ from chalicelib.flux.catalog import (
 from chalicelib.http import error_status
 from chalicelib.settings import get_settings
 
-PARTI = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "parti_prompts.tsv"
+PARTI = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "parti_prompts.tsv"
 SCHNELL = "black-forest-labs/FLUX.1-schnell"
 SCHNELL_FREE = "black-forest-labs/FLUX.1-schnell-Free"
 PRO_11 = "black-forest-labs/FLUX.1.1-pro"
