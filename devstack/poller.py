@@ -108,9 +108,9 @@ class QueuePoller:
     def start(self) -> QueuePoller:
         """Start the polling threads (the queue must exist)."""
         self._queue_url = self._sqs.get_queue_url(QueueName=self.queue_name)["QueueUrl"]
-        self._queue_arn = self._sqs.get_queue_attributes(
-            QueueUrl=self._queue_url, AttributeNames=["QueueArn"]
-        )["Attributes"]["QueueArn"]
+        self._queue_arn = self._sqs.get_queue_attributes(QueueUrl=self._queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
         for i in range(self.concurrency):
             thread = threading.Thread(target=self._run, name=f"poller-{self.queue_name}-{i}", daemon=True)
             thread.start()
@@ -155,9 +155,7 @@ class QueuePoller:
                 self.failed_records += len(messages)
             return
         failed_ids = {
-            f.get("itemIdentifier")
-            for f in ((result or {}).get("batchItemFailures") or [])
-            if isinstance(f, dict)
+            f.get("itemIdentifier") for f in ((result or {}).get("batchItemFailures") or []) if isinstance(f, dict)
         }
         done = [m for m in messages if m["MessageId"] not in failed_ids]
         if done:

@@ -70,9 +70,7 @@ def fetch_jwks(url: str, timeout_seconds: float) -> dict[str, Any]:
         JwksFetchError: network error, timeout, non-2xx, or a body that is not a JSON object.
     """
     try:
-        client = PyJWKClient(
-            url, cache_jwk_set=False, cache_keys=False, timeout=timeout_seconds, headers=FETCH_HEADERS
-        )
+        client = PyJWKClient(url, cache_jwk_set=False, cache_keys=False, timeout=timeout_seconds, headers=FETCH_HEADERS)
         data = client.fetch_data()
     except Exception as exc:  # PyJWKClientConnectionError, PyJWKClientError, JSON errors, ...
         raise JwksFetchError(f"fetch failed: {type(exc).__name__}") from exc
