@@ -159,6 +159,9 @@ export async function render(container) {
 function spendTable(rows) {
   if (!rows.length) return h("p", { class: "hint", id: "account-spend", text: "Nothing spent this month yet." });
   return h(
+    "div",
+    { class: "table-wrap" },
+    h(
     "table",
     { class: "table", id: "account-spend" },
     h("caption", { text: "Spend by model this month" }),
@@ -168,5 +171,6 @@ function spendTable(rows) {
       {},
       ...rows.map((r) => h("tr", { "data-model": r.model, "data-source": r.source }, h("td", { text: r.model }), h("td", { text: r.source === "own" ? "your key" : "shared" }), h("td", { text: String(r.images) }), h("td", { text: formatUsd(r.usd) }))),
     ),
+  ),
   );
 }
