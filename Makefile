@@ -9,9 +9,9 @@ STAGE ?= dev
 
 install: $(STAMP)
 
+# uv resolves and installs the pinned requirements in seconds; pip is the fallback if uv cannot run here.
 $(STAMP): requirements.txt requirements-dev.txt scripts/find-python312.sh
 	@test -x $(PY) || "$$(scripts/find-python312.sh)" -m venv $(VENV)
-	# uv resolves and installs the pinned requirements in seconds; pip is the fallback if uv cannot run here
 	($(PY) -m pip install -q --disable-pip-version-check uv==0.13.9 && $(PY) -m uv pip install -q --python $(PY) -r requirements-dev.txt) \
 		|| $(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@touch $(STAMP)
