@@ -55,6 +55,15 @@ SERVICE_VARS = (
 STACK_START_TIMEOUT_S = 90
 
 
+def dev_stack_env(state_dir: Any) -> dict[str, str]:
+    """The environment for a ``python -m devstack`` child: this process's, without the service
+    settings the tests export, every server on a free port, and its state under ``state_dir``."""
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
+    env.update({name: "0" for name in ("PORT", "WEB_PORT", "AWS_PORT", "FLUX_PORT", "IDP_PORT")})
+    env["DEVSTACK_STATE_DIR"] = str(state_dir)
+    return env
+
+
 @dataclass
 class Stack:
     """The running stack's URLs (``.local/stack.json`` of its state directory) and helpers."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.browser.conftest import SERVICE_VARS
+from tests.browser.conftest import dev_stack_env
 from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,17 +27,7 @@ def port_open(url: str) -> bool:
 
 @pytest.fixture
 def dev_process(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
-    env.update(
-        {
-            "PORT": "0",
-            "WEB_PORT": "0",
-            "AWS_PORT": "0",
-            "FLUX_PORT": "0",
-            "IDP_PORT": "0",
-            "DEVSTACK_STATE_DIR": str(tmp_path),
-        }
-    )
+    env = dev_stack_env(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "devstack"],
         cwd=ROOT,

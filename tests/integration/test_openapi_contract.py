@@ -47,7 +47,7 @@ from chalicelib.services.uploads import FILENAME_PATTERN
 from chalicelib.services.webhooks import URL_PATTERN
 from chalicelib.settings import get_settings
 from tests import openapi_check
-from tests.browser.conftest import SERVICE_VARS
+from tests.browser.conftest import dev_stack_env
 from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,17 +73,7 @@ def parti(n: int) -> list[str]:
 @pytest.fixture
 def dev_stack(tmp_path) -> Iterator[dict[str, Any]]:
     """A whole dev stack (``python -m devstack``) on free ports; its ``stack.json``."""
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
-    env.update(
-        {
-            "PORT": "0",
-            "WEB_PORT": "0",
-            "AWS_PORT": "0",
-            "FLUX_PORT": "0",
-            "IDP_PORT": "0",
-            "DEVSTACK_STATE_DIR": str(tmp_path),
-        }
-    )
+    env = dev_stack_env(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "devstack"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
