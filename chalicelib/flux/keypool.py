@@ -466,9 +466,12 @@ class KeyPool:
             for kid, row in rows.items():
                 if kid in self._health:
                     fresh = _from_row(row)
-                    if kid in self._unsynced and fresh.state not in TERMINAL_STATES:
-                        old = self._health[kid]
-                        fresh.state, fresh.reason = old.state, old.reason
+                    old = self._health[kid]
+                    # a terminal state set here stands against a row that does not have it yet:
+                    # our write failed (unsynced), or the row was read before our write landed
+                    kept = kid in self._unsynced or old.updated_at > fresh.updated_at
+                    if kept and old.state in TERMINAL_STATES and fresh.state not in TERMINAL_STATES:
+                        fresh.state, fresh.reason, fresh.updated_at = old.state, old.reason, old.updated_at
                     self._health[kid] = fresh
                     if row.pace is not None:
                         self._pacer.merge(kid, row.pace.as_dict())

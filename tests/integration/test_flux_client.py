@@ -509,6 +509,22 @@ def test_a_disabled_key_stays_out_when_its_write_failed(aws, flux):
     assert {pool.acquire().key_id for _ in range(4)} == {key_id(K2)}
 
 
+def test_a_health_read_older_than_a_local_terminal_state_does_not_undo_it(aws, flux):
+    """A refresh whose rows were read before this instance's 402 write landed must not bring
+    the key back: the row's ``updated_at`` is older than the local state. A newer row (an
+    operator's reset) does."""
+    pool = KeyPool(settings(flux, key_health_refresh_seconds=0.0))
+    pool.refresh()
+    pool.report_disabled(key_id(K1), "402: out of credits", state="out_of_credits")
+    written = report(pool, K1)["updated_at"]
+    KeyHealthModel(key_id(K1), state="healthy", updated_at=int(written) - 5).save()  # the stale snapshot
+    assert pool.refresh(force=True)
+    assert report(pool, K1)["state"] == "out_of_credits"
+    KeyHealthModel(key_id(K1), state="healthy", updated_at=int(written) + 5).save()  # a later reset
+    assert pool.refresh(force=True)
+    assert report(pool, K1)["state"] == "healthy"
+
+
 UPSTREAM_ANSWERS = [
     # (case, emulator config, prompt marker, keys, error raised, stored state a key may take)
     ("400", {}, "__STATUS_400__", KEYS4, UpstreamRejectedError, None),
