@@ -139,6 +139,7 @@ class JobModel(BaseModel):
     paused_code = UnicodeAttribute(null=True)
     paused_reason = UnicodeAttribute(null=True)
     paused_at = NumberAttribute(null=True)
+    kind = UnicodeAttribute(null=True)  # image | video (None: image)
     resumed_at = NumberAttribute(null=True)  # epoch seconds of the last resume (a later pause must begin after it)
 
     by_active = JobsByActive()
@@ -159,6 +160,8 @@ class JobItemModel(BaseModel):
     ``key_source`` ``shared`` | ``own`` as on its job (an ``own`` item is never charged nor
     refunded); ``estimated_usd`` its share of the job's estimate (released from the budget
     if it does not end stored).
+    ``kind`` ``video`` for an item of a video job (None: an image): its result is the
+    video whose id is ``image_id`` (one id per item, whatever it makes).
     """
 
     class Meta(BaseModel.Meta):
@@ -184,6 +187,7 @@ class JobItemModel(BaseModel):
     charged_period = UnicodeAttribute(null=True)  # quota month ("YYYY-MM") its image was charged to
     inputs = JSONAttribute(null=True)  # image inputs by id (see the class docstring)
     key_source = UnicodeAttribute(null=True)  # shared | own (None: shared)
+    kind = UnicodeAttribute(null=True)  # video (None: image)
     estimated_usd = NumberAttribute(null=True)
     created_at = NumberAttribute()
     enqueued_at = NumberAttribute(null=True)

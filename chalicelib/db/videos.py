@@ -61,6 +61,8 @@ class VideoModel(BaseModel):
     poster_key = UnicodeAttribute(null=True)
     bytes = NumberAttribute(null=True)  # size of the stored file in bytes
     content_type = UnicodeAttribute(null=True)
+    job_id = UnicodeAttribute(null=True)  # the batch job the video is an item of (None: POST /v1/videos)
+    item_id = UnicodeAttribute(null=True)  # that job's item
     created_at = UTCDateTimeAttribute()
     completed_at = UTCDateTimeAttribute(null=True)
 

@@ -104,7 +104,8 @@ def item_id_for(index: int) -> str:
 def item_message(item: JobItemModel) -> dict[str, Any]:
     """The jobs-queue message of one item: ``{"type": "item", user_id, job_id, item_id, round}``,
     plus ``"key_source": "own"`` for an item that runs on the user's own key (so the worker
-    checks that key, not the shared pool, before leasing)."""
+    checks that key, not the shared pool, before leasing) and ``"kind": "video"`` for an
+    item of a video job (it needs no key to start)."""
     message: dict[str, Any] = {
         "type": "item",
         "user_id": item.user_id,
@@ -114,6 +115,8 @@ def item_message(item: JobItemModel) -> dict[str, Any]:
     }
     if item.key_source == "own":
         message["key_source"] = "own"
+    if item.kind:
+        message["kind"] = item.kind
     return message
 
 
@@ -548,13 +551,8 @@ def discard_orphans(user_id: str, image_id: str) -> None:
         logger.warning("could not delete leftover objects of image %s", image_id)
 
 
-def complete_item(lease: ItemLease, image: ImageModel) -> bool:
-    """running (our lease) -> succeeded; counters and the job's ``actual_usd``; the image's
-    cost to the month's spend; may finish the job.
-
-    Returns:
-        False when the lease was lost (the new holder finds the image and completes).
-    """
+def _mark_succeeded(lease: ItemLease) -> bool:
+    """running (our lease) -> succeeded; False when the lease was lost."""
     item = lease.item
     try:
         item.update(
@@ -573,9 +571,37 @@ def complete_item(lease: ItemLease, image: ImageModel) -> bool:
             logger.warning("lease lost before completing job_id=%s item_id=%s", item.job_id, item.item_id)
             return False
         raise
+    return True
+
+
+def complete_item(lease: ItemLease, image: ImageModel) -> bool:
+    """running (our lease) -> succeeded; counters and the job's ``actual_usd``; the image's
+    cost to the month's spend; may finish the job.
+
+    Returns:
+        False when the lease was lost (the new holder finds the image and completes).
+    """
+    if not _mark_succeeded(lease):
+        return False
+    item = lease.item
     cost = float(image.cost_usd or 0)
     move_item_count(item.user_id, item.job_id, {RUNNING: -1, SUCCEEDED: 1}, cost_usd=cost)
     images.record_cost(image)  # once per item: only the lease holder completes it
+    return True
+
+
+def complete_result_item(lease: ItemLease, cost_usd: float) -> bool:
+    """running (our lease) -> succeeded for an item whose result recorded its own cost (a
+    video: the video worker adds it to the month's spend); counters and the job's
+    ``actual_usd`` (``cost_usd``, USD); may finish the job.
+
+    Returns:
+        False when the lease was lost.
+    """
+    if not _mark_succeeded(lease):
+        return False
+    item = lease.item
+    move_item_count(item.user_id, item.job_id, {RUNNING: -1, SUCCEEDED: 1}, cost_usd=float(cost_usd or 0))
     return True
 
 

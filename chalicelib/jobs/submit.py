@@ -45,6 +45,7 @@ from chalicelib.flux.catalog import (
     find_model,
     parse_generation_params,
 )
+from chalicelib.flux.video_catalog import find_video_model, parse_video_params, video_catalog, video_cost
 from chalicelib.jobs import state
 from chalicelib.jsonbody import parse_json_object, reject_nulls
 from chalicelib.queue import QueueError, send_messages
@@ -62,14 +63,28 @@ logger = logging.getLogger("promptcanvas.jobs")
 IMAGE_JOB_FIELDS: tuple[str, ...] = ("image_ids", "collection_images", "sets")
 SET_FIELDS = frozenset({"prompt", "image_ids"})
 
-SUBMIT_FIELDS: frozenset[str] = GENERATION_FIELDS | {
-    "prompts",
-    "count",
-    "name",
-    "collection",
-    "webhook_url",
-    *IMAGE_JOB_FIELDS,
-}
+#: ``kind`` of a job: ``image`` (the default) or ``video`` (one video per item).
+JOB_KINDS = ("image", "video")
+#: The fields of a video job (``kind: "video"``, :func:`build_video_submission`).
+VIDEO_JOB_FIELDS = frozenset(
+    {"kind", "prompts", "prompt", "count", "image_ids", "collection_images", "name", "collection", "webhook_url"}
+    | {"model", "width", "height", "seconds", "fps", "seed", "negative_prompt"}
+)
+#: The video fields a video job stores once for all its items (prompt, seed and keyframe per item).
+VIDEO_PARAM_FIELDS = ("model", "width", "height", "seconds", "fps", "negative_prompt")
+
+SUBMIT_FIELDS: frozenset[str] = (
+    GENERATION_FIELDS
+    | VIDEO_JOB_FIELDS
+    | {
+        "prompts",
+        "count",
+        "name",
+        "collection",
+        "webhook_url",
+        *IMAGE_JOB_FIELDS,
+    }
+)
 
 #: The generation fields a job stores once for all its items (the rest: prompt, seed, n per item).
 JOB_PARAM_FIELDS = tuple(sorted(GENERATION_FIELDS - {"prompt", "seed", "n"}))
@@ -133,6 +148,7 @@ class Submission:
     collection_prompt: str | None = None
     seed: int | None = None
     n: int = 1
+    kind: str = "image"
 
 
 def _name(value: Any) -> str | None:
@@ -196,6 +212,16 @@ def build_submission(
     """
     settings = get_settings()
     maximum = settings.jobs_max_items
+    kind = fields.get("kind", "image")
+    if kind not in JOB_KINDS:
+        raise ValidationError(f"kind must be one of {', '.join(JOB_KINDS)}", field="kind")
+    if kind == "video":
+        if prompts is not None:
+            raise ValidationError("a video job takes a JSON body", field="kind")
+        return build_video_submission(fields)
+    for name in ("seconds", "fps"):
+        if fields.get(name) is not None:
+            raise ValidationError(f"{name} goes with kind video", field=name, code="unknown-field")
     if prompts is None and any(fields.get(k) is not None for k in IMAGE_JOB_FIELDS):
         return build_image_submission(fields)
     if prompts is None:
@@ -360,18 +386,7 @@ def build_image_submission(fields: Mapping[str, Any]) -> Submission:
         raise ValidationError(f"model {spec.id} takes no image input", field=mode, code=ErrorCode.UNSUPPORTED_PARAMETER)
     job_params = {k: v for k, v in params.to_body().items() if k in JOB_PARAM_FIELDS}
     if mode == "collection_images":
-        name = parse_collection(fields["collection_images"], field="collection_images")
-        return _finish(
-            fields,
-            [],
-            job_params,
-            mode,
-            collection_images=name,
-            collection_prompt=params.prompt,
-            seed=fields.get("seed"),
-            wanted=((role, ()),),
-            n=params.n,
-        )
+        return _over_collection(fields, job_params, params.prompt, role, n=params.n)
     ids = _ulid_list(fields["image_ids"], "image_ids", maximum)
     if len(ids) * params.n > maximum:
         raise ValidationError(
@@ -380,6 +395,25 @@ def build_image_submission(fields: Mapping[str, Any]) -> Submission:
         )
     wanted = tuple((role, ((one, f"image_ids[{i}]"),)) for i, one in enumerate(ids) for _ in range(params.n))
     return _finish(fields, [params.prompt] * len(wanted), job_params, mode, wanted=wanted, n=params.n)
+
+
+def _over_collection(
+    fields: Mapping[str, Any], job_params: dict[str, Any], prompt: str, role: str, **parts: Any
+) -> Submission:
+    """``{prompt, collection_images: name}``: one prompt over each ready upload of the
+    collection, as ``role`` (expanded by :func:`resolve_inputs`)."""
+    name = parse_collection(fields["collection_images"], field="collection_images")
+    return _finish(
+        fields,
+        [],
+        job_params,
+        "collection_images",
+        collection_images=name,
+        collection_prompt=prompt,
+        seed=fields.get("seed"),
+        wanted=((role, ()),),
+        **parts,
+    )
 
 
 def _sets_submission(fields: Mapping[str, Any], base: dict[str, Any], maximum: int) -> Submission:
@@ -427,6 +461,102 @@ def _sets_submission(fields: Mapping[str, Any], base: dict[str, Any], maximum: i
             prompts.append(text)
             wanted.append(("reference", refs))
     return _finish(fields, prompts, job_params, "sets", wanted=tuple(wanted), n=n)
+
+
+# --- video jobs ------------------------------------------------------------------------------
+
+
+def _video_params(job_params: dict[str, Any], text: Any, field: str, image: bool) -> str:
+    """Validate one item's video request (``image``: it has a keyframe); its prompt as parsed.
+
+    Raises:
+        ValidationError: 400 naming ``field`` for a bad prompt, else the field at fault.
+    """
+    body = {**job_params, "prompt": text, "seed": 0}
+    if image:
+        body["image_id"] = "0" * 26  # the capability check only: ids are checked by resolve_inputs
+    try:
+        return str(parse_video_params(body).prompt)
+    except ValidationError as exc:
+        if exc.field == "prompt":
+            raise ValidationError(exc.message.replace("prompt", field, 1), field=field) from None
+        raise
+
+
+def build_video_submission(fields: Mapping[str, Any]) -> Submission:
+    """Validate a video job (``kind: "video"``): one video per item, every item with the
+    job's ``model``, size, ``seconds``, ``fps`` and ``negative_prompt``
+    (:func:`~chalicelib.flux.video_catalog.parse_video_params` checks them against the model).
+
+    Shapes (one of them, beside ``name``, ``collection``, ``webhook_url``, ``seed``):
+
+    * ``{prompts: [1..JOBS_MAX_ITEMS]}``: text-to-video, one video per prompt;
+    * ``{prompt, count?}``: ``count`` videos of one prompt (consecutive seeds);
+    * ``{prompt, image_ids: [...]}``: one prompt over each image (its first keyframe);
+    * ``{prompt, collection_images: name}``: the same over every ready upload of a collection.
+
+    Raises:
+        ValidationError: 400 naming the field: a field that does not go with a video job,
+            a bad prompt (``prompts[i]``), a size/duration/fps the model does not render,
+            ``image_ids`` for a model that takes no keyframe image.
+    """
+    maximum = get_settings().jobs_max_items
+    for name in fields:
+        if name not in VIDEO_JOB_FIELDS:
+            raise ValidationError(f"{name} does not go with kind video", field=name, code="unknown-field")
+    given = [k for k in ("prompts", "image_ids", "collection_images") if fields.get(k) is not None]
+    if len(given) > 1:
+        raise ValidationError(f"send one of {', '.join(given)}, not several", field=given[1])
+    mode = given[0] if given else "count"
+    if mode != "count" and fields.get("count") is not None:
+        raise ValidationError(f"count does not go with {mode}", field="count")
+    if mode == "prompts" and fields.get("prompt") is not None:
+        raise ValidationError("send prompts, or prompt with count, not both", field="prompt")
+    if mode != "prompts" and fields.get("prompt") is None:
+        raise ValidationError(
+            "prompts (a list) or prompt is required", field="prompts" if mode == "count" else "prompt"
+        )
+    image = mode in ("image_ids", "collection_images")
+    first = (
+        fields["prompts"][0]
+        if mode == "prompts" and isinstance(fields["prompts"], list) and fields["prompts"]
+        else fields.get("prompt")
+    )
+    probe = {k: fields[k] for k in VIDEO_PARAM_FIELDS if fields.get(k) is not None}
+    if image:
+        probe["image_id"] = "0" * 26
+    try:
+        params = parse_video_params({**probe, "prompt": first, "seed": fields.get("seed", 0)})
+    except ValidationError as exc:
+        if exc.field == "image_id":  # the model takes no keyframe image
+            raise ValidationError(exc.message, field=mode, code=exc.code) from None
+        if exc.field == "prompt":
+            field = "prompts[0]" if mode == "prompts" else "prompt"
+            raise ValidationError(exc.message.replace("prompt", field, 1), field=field, code=exc.code) from None
+        raise
+    resolved = {
+        "model": params.model,
+        "width": params.width,
+        "height": params.height,
+        "seconds": params.seconds,
+        "fps": params.fps,
+        "negative_prompt": params.negative_prompt,
+    }
+    job_params = {k: v for k, v in resolved.items() if v is not None}
+    if mode == "prompts":
+        raw = fields["prompts"]
+        if not isinstance(raw, list) or not 1 <= len(raw) <= maximum:
+            raise ValidationError(f"prompts must be a list of 1 to {maximum} prompts", field="prompts")
+        texts = [_video_params(job_params, text, f"prompts[{i}]", False) for i, text in enumerate(raw)]
+        return _finish(fields, texts, job_params, "prompts", kind="video")
+    text = _video_params(job_params, fields["prompt"], "prompt", image)
+    if mode == "count":
+        return _finish(fields, [text] * _count(fields.get("count"), maximum), job_params, "count", kind="video")
+    if mode == "collection_images":
+        return _over_collection(fields, job_params, text, "image", kind="video")
+    ids = _ulid_list(fields["image_ids"], "image_ids", maximum)
+    wanted = tuple(("image", ((one, f"image_ids[{i}]"),)) for i, one in enumerate(ids))
+    return _finish(fields, [text] * len(wanted), job_params, mode, wanted=wanted, kind="video")
 
 
 def resolve_inputs(user_id: str, sub: Submission) -> Submission:
@@ -499,7 +629,21 @@ def parse_request(content_type: str | None, raw: bytes) -> Submission:
 def estimate_submission(sub: Submission) -> dict[str, Any]:
     """The upstream cost of a validated job: ``{"images", "megapixels", "usd", "model",
     "price_per_mp", "priced_at"}`` (:func:`~chalicelib.flux.catalog.estimate_cost`; every
-    item has the job's model, size and steps)."""
+    item has the job's model, size and steps); for a video job ``{"videos", "seconds", "usd",
+    "model", "price_per_video", "priced_at"}`` (:func:`~chalicelib.flux.video_catalog.video_cost`)."""
+    if sub.kind == "video":
+        spec = find_video_model(str(sub.params["model"]))
+        assert spec is not None  # validated by build_video_submission
+        seconds = int(sub.params["seconds"])
+        each = video_cost(spec, seconds)
+        return {
+            "videos": len(sub.prompts),
+            "seconds": seconds,
+            "usd": round(each * len(sub.prompts), 6),
+            "model": spec.id,
+            "price_per_video": each,
+            "priced_at": video_catalog().checked,
+        }
     params = parse_generation_params({**sub.params, "prompt": sub.prompts[0], "seed": 0, "n": 1})
     return estimate_cost(params.model, params.width, params.height, params.steps, len(sub.prompts))
 
@@ -634,7 +778,7 @@ def submit(
         raise
     total = len(sub.prompts)
     estimate = estimate_submission(sub)
-    own = together_keys.active_key(user_id)
+    own = together_keys.active_key(user_id) if sub.kind == "image" else None  # videos use the shared pool
     if own is not None:  # the user's own key: their bill, not the platform's quota or budget
         try:
             together_keys.require_usable(user_id, own)
@@ -719,6 +863,7 @@ def _write_job(
             inputs=sub.inputs[i] if sub.inputs else None,
             key_source=key_source,
             estimated_usd=per_item,
+            kind="video" if sub.kind == "video" else None,
             created_at=now,
         )
         for i, (prompt, seed) in enumerate(zip(sub.prompts, sub.seeds, strict=True))
@@ -753,6 +898,7 @@ def _write_job(
         key_source=key_source,
         estimated_usd=round(estimated, 6),
         actual_usd=0,
+        kind="video" if sub.kind == "video" else None,
     )
     try:
         job.save(condition=JobModel.job_id.does_not_exist())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from chalicelib.db import ImageModel, JobItemModel, JobModel
+from chalicelib.db import ImageModel, JobItemModel, JobModel, VideoModel
 from chalicelib.db.jobs import FAILED, ITEM_STATES, JOB_STATUSES, QUEUED, RUNNING, SUCCEEDED
 from chalicelib.errors import NotFound, ValidationError
 from chalicelib.jobs import state
@@ -47,7 +47,7 @@ def job_json(job: JobModel) -> dict[str, Any]:
     ISO 8601 UTC, ``webhook`` (None without a URL), ``key_source`` (``shared`` | ``own``),
     ``estimated_usd`` (the estimate at submission; None for jobs from before estimates),
     ``actual_usd`` (what its stored images cost so far), ``paused`` (``{code, reason,
-    since}`` while its own key stops it, else None).
+    since}`` while its own key stops it, else None), ``kind`` (``image`` | ``video``).
     """
     c = state.counts(job)
     total = int(job.total or 0)
@@ -67,6 +67,7 @@ def job_json(job: JobModel) -> dict[str, Any]:
         "name": job.name,
         "status": state.derive_status(job),
         "collection": job.collection,
+        "kind": job.kind or "image",
         "source": job.source,
         "total": total,
         "counts": c,
@@ -100,10 +101,24 @@ def image_ref(image: ImageModel) -> dict[str, Any]:
     }
 
 
-def item_json(item: JobItemModel, image: ImageModel | None) -> dict[str, Any]:
+def video_ref(video: VideoModel) -> dict[str, Any]:
+    """``{id, status, url, poster_url, cost_usd}`` of a video item's video (fresh presigned
+    URLs once it is stored; ``url`` None while it renders)."""
+    stored = video.status == "completed" and video.s3_key
+    return {
+        "id": video.video_id,
+        "status": video.status,
+        "url": objects.presign_get(video.s3_key) if stored else None,
+        "poster_url": objects.presign_get(video.poster_key) if video.poster_key else None,
+        "cost_usd": float(video.cost_usd) if video.cost_usd is not None else None,
+    }
+
+
+def item_json(item: JobItemModel, image: ImageModel | None, video: VideoModel | None = None) -> dict[str, Any]:
     """The API shape of an item: prompt, status, attempts, error ``{code, message}``, image and
     ``inputs`` (its input ids: ``{"image": {"id", "source"} | None, "references": [...],
-    "mask": None}``, or None for a text-to-image item)."""
+    "mask": None}``, or None for a text-to-image item); ``video`` (:func:`video_ref`, once
+    started) for an item of a video job, else None."""
     error = None
     if item.status == FAILED and item.error_code:
         error = {"code": item.error_code, "message": item.error_message or item.error_code}
@@ -116,6 +131,7 @@ def item_json(item: JobItemModel, image: ImageModel | None) -> dict[str, Any]:
         "attempts": int(item.attempts or 0),
         "error": error,
         "image": image_ref(image) if image is not None and item.status == SUCCEEDED else None,
+        "video": video_ref(video) if video is not None else None,
         "inputs": image_inputs.inputs_json(item.inputs),
         "started_at": iso8601(item.started_at),
         "finished_at": iso8601(item.finished_at),
@@ -192,14 +208,24 @@ def list_jobs(user_id: str, query: Mapping[str, str]) -> dict[str, Any]:
     return {"jobs": [job_json(j) for j in jobs], "next_cursor": encode_cursor(last, "job_id")}
 
 
+def _by_id(model: Any, id_attr: str, user_id: str, ids: list[str]) -> dict[str, Any]:
+    """The user's items of ``model`` among ``ids`` by their ``id_attr`` (BatchGetItem, 100 keys a call)."""
+    found: dict[str, Any] = {}
+    unique = list(dict.fromkeys(i for i in ids if i))
+    for start in range(0, len(unique), 100):
+        for one in model.batch_get([(user_id, i) for i in unique[start : start + 100]]):
+            found[getattr(one, id_attr)] = one
+    return found
+
+
 def images_by_id(user_id: str, image_ids: list[str]) -> dict[str, ImageModel]:
     """The user's images among ``image_ids`` (BatchGetItem, 100 keys a call)."""
-    found: dict[str, ImageModel] = {}
-    ids = list(dict.fromkeys(i for i in image_ids if i))
-    for start in range(0, len(ids), 100):
-        for image in ImageModel.batch_get([(user_id, i) for i in ids[start : start + 100]]):
-            found[image.image_id] = image
-    return found
+    return _by_id(ImageModel, "image_id", user_id, image_ids)
+
+
+def videos_by_id(user_id: str, video_ids: list[str]) -> dict[str, VideoModel]:
+    """The user's videos among ``video_ids`` (BatchGetItem, 100 keys a call)."""
+    return _by_id(VideoModel, "video_id", user_id, video_ids)
 
 
 def list_items(user_id: str, job_id: str, query: Mapping[str, str]) -> dict[str, Any]:
@@ -223,8 +249,9 @@ def list_items(user_id: str, job_id: str, query: Mapping[str, str]) -> dict[str,
         return JobItemModel.query(job_id, limit=n, last_evaluated_key=key, filter_condition=condition)
 
     items, last = _filtered_page(run, limit, start)
-    images = images_by_id(user_id, [i.image_id for i in items if i.status == SUCCEEDED])
+    images = images_by_id(user_id, [i.image_id for i in items if i.status == SUCCEEDED and i.kind != "video"])
+    found = videos_by_id(user_id, [i.image_id for i in items if i.kind == "video" and i.status != QUEUED])
     return {
-        "items": [item_json(i, images.get(i.image_id)) for i in items],
+        "items": [item_json(i, images.get(i.image_id), found.get(i.image_id)) for i in items],
         "next_cursor": encode_cursor(last, "item_id"),
     }

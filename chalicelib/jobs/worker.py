@@ -68,7 +68,7 @@ from chalicelib.flux.exceptions import (
     UpstreamRejectedError,
 )
 from chalicelib.flux.keypool import KeyPool, get_key_pool
-from chalicelib.jobs import state
+from chalicelib.jobs import state, video_items
 from chalicelib.jobs.state import Done, ItemLease, Later
 from chalicelib.services import archives, image_inputs, images, together_keys, webhook_queue
 from chalicelib.services.video_worker import handle_video
@@ -290,6 +290,8 @@ def run_item(
     if not isinstance(leased, ItemLease):
         return leased
     lease = leased
+    if lease.item.kind == video_items.KIND:  # a message without the kind hint
+        return video_items.run_video_item(lease)
     if (lease.item.key_source == "own") != (own is not None):  # a message without the right hint
         found = own_key_for(lease.item, lease.item.user_id, started) if lease.item.key_source == "own" else None
         if isinstance(found, Done | Later):
@@ -373,11 +375,15 @@ MessageHandler = Callable[[dict[str, Any], float], Done | Later]
 
 
 def handle_item(body: dict[str, Any], deadline: float) -> Done | Later:
-    """``{"type": "item", "user_id", "job_id", "item_id", "round", "key_source"?}``: generate
-    the item's image (``key_source: "own"``: on the user's own key)."""
+    """``{"type": "item", "user_id", "job_id", "item_id", "round", "key_source"?, "kind"?}``:
+    generate the item's image (``key_source: "own"``: on the user's own key), or start its
+    video (``kind: "video"``, :mod:`chalicelib.jobs.video_items`)."""
     job_id, item_id, user_id = (str(body.get(k) or "") for k in ("job_id", "item_id", "user_id"))
     if not (job_id and item_id and user_id):
         return Done("bad-message")
+    if body.get("kind") == video_items.KIND:  # no key is needed to start a video
+        leased = state.lease_item(JobItemModel(job_id, item_id), user_id=user_id, optimistic=True)
+        return video_items.run_video_item(leased) if isinstance(leased, ItemLease) else leased
     own_key = body.get("key_source") == "own"
     return run_item(JobItemModel(job_id, item_id), deadline, user_id=user_id, optimistic=True, own_key=own_key)
 

@@ -62,12 +62,13 @@ from pynamodb.exceptions import DeleteError, PutError, UpdateError
 from ulid import ULID
 
 from chalicelib import queue
-from chalicelib.db import ImageModel, is_condition_failure, same_item
+from chalicelib.db import ImageModel, VideoModel, is_condition_failure, same_item
 from chalicelib.db.jobs import SUCCEEDED, ArchiveModel, IdempotencyModel
 from chalicelib.errors import DomainError, ErrorCode, NotFound, ValidationError
 from chalicelib.jobs.state import query_items
-from chalicelib.jobs.views import get_owned_job, images_by_id
+from chalicelib.jobs.views import get_owned_job, images_by_id, videos_by_id
 from chalicelib.jsonbody import reject_nulls
+from chalicelib.services import videos
 from chalicelib.services.dataset_export import inputs_resolver, write_imagefolder, zip_date_time, zip_entry
 from chalicelib.services.images import ULID_RE, check_unknown_fields, parse_collection
 from chalicelib.settings import get_settings
@@ -132,35 +133,52 @@ def archive_key(user_id: str, archive_id: str) -> str:
     return f"archives/{user_id}/{archive_id}.zip"
 
 
-def write_zip(sink: MultipartZipSink, images: list[ImageModel]) -> int:
-    """Write ``images`` (in order) and ``manifest.csv`` into ``sink`` as a ZIP.
+def manifest_row(name: str, entry: ImageModel | VideoModel) -> list[Any]:
+    """The ``manifest.csv`` row of one file: an image, or a video (no steps; its seed may be
+    None when Together picked it)."""
+    if isinstance(entry, VideoModel):
+        params = videos.params_of(entry)
+        return [
+            name,
+            entry.prompt,
+            params.seed,
+            entry.model,
+            params.width,
+            params.height,
+            None,
+            iso8601(entry.created_at),
+        ]
+    return [
+        name,
+        entry.prompt,
+        int(entry.seed),
+        entry.model,
+        int(entry.width),
+        int(entry.height),
+        int(entry.steps),
+        iso8601(entry.created_at),
+    ]
+
+
+def write_zip(sink: MultipartZipSink, entries: list[ImageModel | VideoModel]) -> int:
+    """Write ``entries`` (images and videos, in order) and ``manifest.csv`` into ``sink`` as a ZIP.
 
     Returns:
-        The number of images written (ones whose object is gone are skipped).
+        The number of files written (ones whose object is gone are skipped).
     """
     rows: list[list[Any]] = []
     with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for number, image in enumerate(images, start=1):
-            data = objects.get(image.s3_key)
+        for number, entry in enumerate(entries, start=1):
+            entry_id = entry.video_id if isinstance(entry, VideoModel) else entry.image_id
+            data = objects.get(entry.s3_key) if entry.s3_key else None
             if data is None:
-                logger.warning("archive skips image %s: object missing", image.image_id)
+                logger.warning("archive skips %s: object missing", entry_id)
                 continue
-            ext = image.s3_key.rsplit(".", 1)[-1]
-            name = f"{number:04d}-{image.image_id}.{ext}"
-            zip_entry(zf, name, data, zip_date_time(image))
+            ext = str(entry.s3_key).rsplit(".", 1)[-1]
+            name = f"{number:04d}-{entry_id}.{ext}"
+            zip_entry(zf, name, data, zip_date_time(entry))
             sink.flush_parts()
-            rows.append(
-                [
-                    name,
-                    image.prompt,
-                    int(image.seed),
-                    image.model,
-                    int(image.width),
-                    int(image.height),
-                    int(image.steps),
-                    iso8601(image.created_at),
-                ]
-            )
+            rows.append(manifest_row(name, entry))
         text = io.StringIO(newline="")
         writer = csv.writer(text)
         writer.writerow(MANIFEST_COLUMNS)
@@ -255,8 +273,14 @@ def build(archive: ArchiveModel) -> bool:
         sink = MultipartZipSink(settings.images_bucket, archive.s3_key, settings.archive_part_bytes)
         if archive_format(archive) == IMAGEFOLDER:
             count = write_imagefolder(sink, images, inputs_resolver(archive.user_id, images))
-        else:
-            count = write_zip(sink, images)
+        else:  # ids that are no image are a video job's videos
+            clips = videos_by_id(archive.user_id, [i for i in archive.image_ids if i not in found])
+            entries: list[ImageModel | VideoModel] = []
+            for one in archive.image_ids:
+                entry = found.get(one) or clips.get(one)
+                if entry is not None:
+                    entries.append(entry)
+            count = write_zip(sink, entries)
         size = sink.complete()
     except Exception as exc:  # noqa: BLE001 - recorded below; retried by the queue
         if sink is not None:
@@ -541,14 +565,16 @@ def sweep_stuck(now: float, *, dry_run: bool, deadline: Deadline) -> dict[str, i
 
 def create_for_job(user_id: str, job_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
     """``POST /v1/jobs/{id}/archive`` with ``body`` ``{}`` or ``{"format": ...}``: the
-    job's succeeded images, in prompt order.
+    job's succeeded images (or videos, for a video job: ``zip`` only), in prompt order.
 
     Raises:
-        ValidationError: 400 naming ``format``. NotFound: 404. DomainError: 409
+        ValidationError: 400 naming ``format`` (also ``imagefolder`` for a video job). NotFound: 404. DomainError: 409
         ``nothing-to-archive``.
     """
     fmt = parse_format_body(body)
-    get_owned_job(user_id, job_id)
+    job = get_owned_job(user_id, job_id)
+    if job.kind == "video" and fmt != ZIP:
+        raise ValidationError("a video job's archive is a zip", field="format")
     items = sorted(query_items(job_id, SUCCEEDED), key=lambda i: int(i.index))
     return _create(user_id, "job", job_id, [i.image_id for i in items], fmt)
 

@@ -45,6 +45,7 @@ from chalicelib.flux.exceptions import (
     UpstreamRejectedError,
 )
 from chalicelib.flux.video_client import VideoDownloadError, VideoJobRef, get_video_client
+from chalicelib.jobs import video_items
 from chalicelib.jobs.state import Done, Later
 from chalicelib.services import usage
 from chalicelib.services.videos import params_of
@@ -81,7 +82,10 @@ def _fail(item: VideoModel, code: str, message: str) -> Done:
         if is_condition_failure(exc):
             return Done("already-ended")
         raise
-    usage.refund(item.user_id, 1, item.quota_period)
+    if item.job_id:  # a job's video: its item fails and refunds (once, as every item does)
+        video_items.video_ended(item)
+    else:
+        usage.refund(item.user_id, 1, item.quota_period)
     logger.info("video failed video_id=%s code=%s", item.video_id, code)
     return Done("failed")
 
@@ -192,7 +196,8 @@ def _store(item: VideoModel, url: str, cost: float | None) -> Done | Later:
         if is_condition_failure(exc):
             return Done("already-stored")
         raise
-    usage.add_cost(item.user_id, cost if cost is not None else item.estimated_cost_usd)
+    usage.add_cost(item.user_id, cost if cost is not None else item.estimated_cost_usd, model=item.model)
+    video_items.video_ended(item)
     return Done("stored")
 
 
@@ -218,7 +223,8 @@ def _poll(item: VideoModel) -> Done | Later:
 
 
 def handle_video(body: dict[str, Any], deadline: float) -> Done | Later:
-    """``{"type": "video", "user_id", "video_id"}``: submit, poll or store, as the video's state asks.
+    """``{"type": "video", "user_id", "video_id", "job_id"?, "item_id"?}``: submit, poll or
+    store, as the video's state asks; a job's video ends its item (:mod:`chalicelib.jobs.video_items`).
 
     Args:
         body: the decoded message. deadline: ``time.monotonic()`` by which to be done.
@@ -232,8 +238,11 @@ def handle_video(body: dict[str, Any], deadline: float) -> Done | Later:
     try:
         item = VideoModel.get(user_id, video_id, consistent_read=True)
     except VideoModel.DoesNotExist:
+        if body.get("job_id") and body.get("item_id"):
+            video_items.video_deleted(str(body["job_id"]), str(body["item_id"]), video_id)
         return Done("deleted")
     if item.status in ("completed", "failed"):
+        video_items.video_ended(item)  # a redelivery after a crash between the two writes
         return Done("already-ended")
     if time.time() > item.deadline_at:
         return _fail(item, "deadline", "the video was not ready before its deadline")

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ulid import ULID
@@ -34,9 +35,40 @@ ULID_CHARS = 26
 TERMINAL = ("completed", "failed")
 
 
-def video_message(user_id: str, video_id: str) -> dict[str, str]:
-    """The jobs-queue message that moves a video on: ``{"type": "video", "user_id", "video_id"}``."""
-    return {"type": "video", "user_id": user_id, "video_id": video_id}
+def video_message(user_id: str, video_id: str, job_id: str | None = None, item_id: str | None = None) -> dict[str, str]:
+    """The jobs-queue message that moves a video on: ``{"type": "video", "user_id", "video_id"}``,
+    plus ``job_id`` and ``item_id`` for a video that is one item of a batch job."""
+    message = {"type": "video", "user_id": user_id, "video_id": video_id}
+    if job_id and item_id:
+        message.update(job_id=job_id, item_id=item_id)
+    return message
+
+
+@dataclass(frozen=True)
+class PreparedVideo:
+    """A validated video request with its images resolved: ``first`` / ``last`` the
+    ``(object key, thumbnail key)`` of the keyframes, ``refs`` the object keys of the
+    reference images."""
+
+    params: VideoParams
+    first: tuple[str, str] | None
+    last: tuple[str, str] | None
+    refs: tuple[str, ...]
+
+
+def prepare(user_id: str, body: Mapping[str, Any]) -> PreparedVideo:
+    """Validate a video request against its model and resolve its images (the caller's own).
+
+    Raises:
+        ValidationError: 400 naming the field. NotFound: 404 for an image id that is not the caller's.
+        DomainError: upload states (409/422) for an unusable upload.
+    """
+    params = parse_video_params(body)
+    params = dataclasses.replace(params, collection=images.parse_collection(body.get("collection")))
+    first = _image_keys(user_id, params.image_id, "image_id") if params.image_id else None
+    last = _image_keys(user_id, params.last_image_id, "last_image_id") if params.last_image_id else None
+    refs = tuple(_image_keys(user_id, r, "reference_image_ids")[0] for r in params.reference_image_ids)
+    return PreparedVideo(params, first, last, refs)
 
 
 def _image_keys(user_id: str, image_id: str, field: str) -> tuple[str, str]:
@@ -57,6 +89,60 @@ def _image_keys(user_id: str, image_id: str, field: str) -> tuple[str, str]:
     return str(upload.s3_key), str(upload.thumb_key)
 
 
+def write(
+    user_id: str,
+    video_id: str,
+    video: PreparedVideo,
+    period: str | None,
+    *,
+    job_id: str | None = None,
+    item_id: str | None = None,
+) -> VideoModel:
+    """Write the video ``queued`` (with ``attribute_not_exists``, or over a ``failed`` video of
+    the same id: a retried job item) and give it its poster: a server-side copy of the first
+    keyframe's thumbnail, when it has one. Nothing is charged or sent here.
+
+    Args:
+        period: the quota month the video was charged to (refunds go there).
+        job_id, item_id: the batch job item the video is (None for ``POST /v1/videos``).
+
+    Returns:
+        The written item.
+
+    Raises:
+        PutError: a live video of that id exists (condition failed), or DynamoDB failed.
+    """
+    params = video.params
+    item = VideoModel(
+        user_id,
+        video_id,
+        status="queued",
+        params=json.dumps(params.to_record()),
+        prompt=params.prompt,
+        model=params.model,
+        collection=params.collection,
+        user_collection=f"{user_id}#{params.collection}" if params.collection else None,
+        first_key=video.first[0] if video.first else None,
+        last_key=video.last[0] if video.last else None,
+        reference_keys=json.dumps(list(video.refs)) if video.refs else None,
+        poster_key=None,
+        deadline_at=int(time.time()) + get_settings().video_deadline_seconds,
+        estimated_cost_usd=params.estimated_cost_usd,
+        quota_period=period,
+        job_id=job_id,
+        item_id=item_id,
+        created_at=utcnow(),
+    )
+    item.save(condition=VideoModel.video_id.does_not_exist() | (VideoModel.status == "failed"))
+    if video.first:
+        try:
+            objects.copy(video.first[1], objects.poster_key(user_id, video_id), "image/webp")
+            item.update(actions=[VideoModel.poster_key.set(objects.poster_key(user_id, video_id))])
+        except Exception:  # noqa: BLE001 - the video works without a poster (the browser's first frame)
+            pass
+    return item
+
+
 def create(user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
     """``POST /v1/videos``: validate, resolve the images, charge, write ``queued``, enqueue.
 
@@ -67,43 +153,15 @@ def create(user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         ValidationError: 400 naming the field. NotFound: 404 for an image id that is not the caller's.
         DomainError: 429 ``quota-exceeded``; upload states (409/422) for an unusable upload.
     """
-    params = parse_video_params(body)
-    params = dataclasses.replace(params, collection=images.parse_collection(body.get("collection")))
-    first = _image_keys(user_id, params.image_id, "image_id") if params.image_id else None
-    last = _image_keys(user_id, params.last_image_id, "last_image_id") if params.last_image_id else None
-    refs = [_image_keys(user_id, r, "reference_image_ids")[0] for r in params.reference_image_ids]
+    video = prepare(user_id, body)
     period = usage.charge(user_id, 1)
     video_id = str(ULID())
-    item = VideoModel(
-        user_id,
-        video_id,
-        status="queued",
-        params=json.dumps(params.to_record()),
-        prompt=params.prompt,
-        model=params.model,
-        collection=params.collection,
-        user_collection=f"{user_id}#{params.collection}" if params.collection else None,
-        first_key=first[0] if first else None,
-        last_key=last[0] if last else None,
-        reference_keys=json.dumps(refs) if refs else None,
-        poster_key=None,
-        deadline_at=int(time.time()) + get_settings().video_deadline_seconds,
-        estimated_cost_usd=params.estimated_cost_usd,
-        quota_period=period,
-        created_at=utcnow(),
-    )
     try:
-        item.save(condition=VideoModel.video_id.does_not_exist())
+        item = write(user_id, video_id, video, period)
         queue.send_messages([video_message(user_id, video_id)])
     except Exception:
         usage.refund(user_id, 1, period)
         raise
-    if first:  # the input image is the poster: a server-side copy of its thumbnail
-        try:
-            objects.copy(first[1], objects.poster_key(user_id, video_id), "image/webp")
-            item.update(actions=[VideoModel.poster_key.set(objects.poster_key(user_id, video_id))])
-        except Exception:  # noqa: BLE001 - the video works without a poster (the browser's first frame)
-            pass
     return video_json(item)
 
 
