@@ -193,13 +193,8 @@ class Settings:
             jobs_dlq_name=env.get("JOBS_DLQ_NAME") or defaults.jobs_dlq_name,
             presign_expires_seconds=_int(env, "PRESIGN_EXPIRES_SECONDS", defaults.presign_expires_seconds),
             image_retention_days=max(0, _int(env, "IMAGE_RETENTION_DAYS", defaults.image_retention_days)),
-            video_retention_days=max(
-                0,
-                _int(
-                    env,
-                    "VIDEO_RETENTION_DAYS",
-                    max(0, _int(env, "IMAGE_RETENTION_DAYS", defaults.image_retention_days)),
-                ),
+            video_retention_days=max(  # unset: IMAGE_RETENTION_DAYS
+                0, _int(env, "VIDEO_RETENTION_DAYS", _int(env, "IMAGE_RETENTION_DAYS", defaults.image_retention_days))
             ),
             cleanup_dry_run=(env.get("CLEANUP_DRY_RUN") or "").strip().lower() in ("1", "true", "yes"),
             cleanup_time_budget_seconds=_float(

@@ -1,4 +1,4 @@
-"""Scheduled cleanup sweeps: image retention, orphans, expired archives.
+"""Scheduled cleanup sweeps: image and video retention, orphans, stuck videos, expired archives.
 
 Storage stays bounded and no live data is ever deleted. Each sweep
 
