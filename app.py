@@ -239,16 +239,24 @@ def _cleanup_budget(event) -> float:
 
 @app.schedule(Rate(1, unit=Rate.HOURS))
 def cleanup_retention(event):
-    """Hourly: images and uploads older than IMAGE_RETENTION_DAYS lose metadata and objects."""
+    """Hourly: images and uploads older than IMAGE_RETENTION_DAYS, ended videos older than
+    VIDEO_RETENTION_DAYS, lose metadata and objects."""
     images_report = cleanup.sweep_retention(budget_s=_cleanup_budget(event)).as_dict()
     uploads_report = upload_cleanup.sweep_upload_retention(budget_s=_cleanup_budget(event)).as_dict()
-    return [images_report, uploads_report]
+    videos_report = cleanup.sweep_video_retention(budget_s=_cleanup_budget(event)).as_dict()
+    return [images_report, uploads_report, videos_report]
 
 
 @app.schedule(Rate(1, unit=Rate.DAYS))
 def cleanup_orphans(event):
     """Daily: objects older than 1 h without metadata, metadata without its object, stale pending uploads."""
     return [report.as_dict() for report in cleanup_runs.sweep_orphans(budget_s=_cleanup_budget(event))]
+
+
+@app.schedule(Rate(15, unit=Rate.MINUTES))
+def cleanup_stuck_videos(event):
+    """Every 15 minutes: videos still running 15 min past their deadline (their message died) fail, refunded once."""
+    return cleanup.sweep_stuck_videos(budget_s=_cleanup_budget(event)).as_dict()
 
 
 @app.schedule(Rate(1, unit=Rate.HOURS))

@@ -79,6 +79,7 @@ class Settings:
 
     # Scheduled cleanup: retention, orphan and archive sweeps (chalicelib.services.cleanup)
     image_retention_days: int = 0  # days an image is kept; 0 keeps images forever
+    video_retention_days: int = 0  # days a video is kept; 0 keeps videos forever (unset: IMAGE_RETENTION_DAYS)
     cleanup_dry_run: bool = False  # log what the cleanup sweeps would delete, delete nothing
     cleanup_time_budget_seconds: float = 240.0  # one cleanup sweep run, capped below the Lambda's remaining time
     lambda_function_name: str | None = None  # set by the Lambda runtime; None locally and in tests
@@ -192,6 +193,9 @@ class Settings:
             jobs_dlq_name=env.get("JOBS_DLQ_NAME") or defaults.jobs_dlq_name,
             presign_expires_seconds=_int(env, "PRESIGN_EXPIRES_SECONDS", defaults.presign_expires_seconds),
             image_retention_days=max(0, _int(env, "IMAGE_RETENTION_DAYS", defaults.image_retention_days)),
+            video_retention_days=max(  # unset: IMAGE_RETENTION_DAYS
+                0, _int(env, "VIDEO_RETENTION_DAYS", _int(env, "IMAGE_RETENTION_DAYS", defaults.image_retention_days))
+            ),
             cleanup_dry_run=(env.get("CLEANUP_DRY_RUN") or "").strip().lower() in ("1", "true", "yes"),
             cleanup_time_budget_seconds=_float(
                 env, "CLEANUP_TIME_BUDGET_SECONDS", defaults.cleanup_time_budget_seconds

@@ -32,6 +32,7 @@ A rule broken is a :class:`~chalicelib.errors.ValidationError` (400) naming the 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -42,6 +43,9 @@ from chalicelib.errors import ValidationError
 from chalicelib.flux.catalog import CATALOG_PATH, MAX_NEGATIVE_PROMPT_CHARS, MAX_SEED, _text, as_integer
 
 KEYFRAMES = ("none", "first", "first+last")
+#: An image or upload id: a ULID (26 characters of Crockford's base 32, upper case), as the
+#: document's ``Ulid`` schema says; anything else is a 400, as for images.
+ULID_RE = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 FIELDS = frozenset(
     {
         "prompt",
@@ -271,8 +275,8 @@ def _id(body: Mapping[str, Any], field: str) -> str | None:
     value = body.get(field)
     if value is None:
         return None
-    if not isinstance(value, str) or not value or len(value) > 64 or not value.isalnum():
-        raise _fail(field, f"{field} must be an image or upload id")
+    if not isinstance(value, str) or not ULID_RE.fullmatch(value):
+        raise _fail(field, f"{field} must be an image or upload id (a ULID)")
     return value
 
 

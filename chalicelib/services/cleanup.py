@@ -1,4 +1,4 @@
-"""Scheduled cleanup sweeps: image retention, orphans, expired archives.
+"""Scheduled cleanup sweeps: image and video retention, orphans, stuck videos, expired archives.
 
 Storage stays bounded and no live data is ever deleted. Each sweep
 
@@ -21,14 +21,30 @@ retention        hourly    images whose ``created_at`` is older than ``IMAGE_RET
                            days lose their metadata (conditional DeleteItem) and then their
                            original and thumbnail objects. 0 days keeps images forever.
                            DynamoDB TTL on ``expires_at`` is the backstop (see infra/).
+video_retention  hourly    videos that ended (``completed`` / ``failed``) and whose
+                           ``created_at`` is older than ``VIDEO_RETENTION_DAYS`` days (unset:
+                           ``IMAGE_RETENTION_DAYS``) lose their item (conditional DeleteItem),
+                           then their file and poster. 0 days keeps videos forever. A video
+                           still running is left to the stuck-video sweep.
 orphans          daily     (a) objects ``users/{user}/images/{image}.{ext}`` older than
                            :data:`ORPHAN_MIN_AGE` (1 h) that no image item references are
                            deleted; younger ones are uploads in flight (the write path puts
-                           the objects first, then the item) and are kept. Keys under
-                           ``users/`` in any other layout are counted ``unrecognized`` and
-                           kept. (b) items whose original object is missing (HeadObject 404)
-                           are removed with their thumbnail; a missing thumbnail alone is
-                           only counted (the image is still viewable).
+                           the objects first, then the item) and are kept. The same for
+                           ``users/{user}/videos/{video}.{ext}`` (file and poster) and
+                           video items: an object is kept while its video's item references
+                           it (the poster via ``poster_key``, the file while the video runs
+                           or once it is ``completed``); a failed video's file is not. Keys
+                           under ``users/`` in any other layout are counted ``unrecognized``
+                           and kept. (b) items whose original object is missing (HeadObject
+                           404) are removed with their thumbnail; a missing thumbnail alone
+                           is only counted (the image is still viewable).
+stuck_videos     15 min    videos still ``queued`` / ``submitting`` / ``rendering``
+                           :data:`STUCK_VIDEO_GRACE` (15 min) past their ``deadline_at``
+                           (their queue message is gone, e.g. dead-lettered) fail with code
+                           ``deadline`` through the worker's own fail path
+                           (:func:`chalicelib.services.video_worker.fail_video`): one
+                           conditional write, so of the sweep and a live worker exactly one
+                           ends the video and gives its quota unit back.
 uploads          (above)   the retention and orphan rules for uploads, in
                            ``chalicelib.services.upload_cleanup``.
 archives         hourly    ZIPs under ``archives/`` older than :data:`ARCHIVE_MAX_AGE` (24 h)
@@ -56,17 +72,18 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
-from pynamodb.exceptions import DeleteError, TransactWriteError
+from pynamodb.exceptions import DeleteError, TransactWriteError, UpdateError
 
 from chalicelib import observability
-from chalicelib.db import ImageModel, UsageModel
+from chalicelib.db import ImageModel, UsageModel, VideoModel, is_condition_failure
 from chalicelib.db.images import collection_counter_period, delete_image_item
+from chalicelib.services.video_worker import fail_video
 from chalicelib.settings import get_settings
 from chalicelib.storage import objects
 from chalicelib.sweeps import Deadline, SweepReport
@@ -75,6 +92,7 @@ USERS_PREFIX = "users/"
 ARCHIVES_PREFIX = "archives/"
 ORPHAN_MIN_AGE = timedelta(hours=1)
 ARCHIVE_MAX_AGE = timedelta(hours=24)
+STUCK_VIDEO_GRACE = timedelta(minutes=15)
 SCAN_PAGE_SIZE = 100  # DynamoDB items per Scan page
 BATCH_GET_MAX = 100  # DynamoDB BatchGetItem keys per call
 LIST_PAGE_SIZE = 1000  # S3 ListObjectsV2 keys per page
@@ -83,6 +101,11 @@ HEAD_CONCURRENCY = 8  # parallel HeadObject calls in the metadata check
 #: ``users/{user_id}/images/{image_id}.{suffix}`` (``.png``/``.jpeg``/``.thumb.webp``),
 #: the layout of :func:`chalicelib.storage.objects.image_key` / ``thumb_key``.
 IMAGE_OBJECT_RE = re.compile(r"^users/(?P<user_id>[^/]+)/images/(?P<image_id>[^/.]+)\.[^/]+$")
+#: ``users/{user_id}/videos/{video_id}.{suffix}`` (``.mp4``/``.poster.webp``), the layout of
+#: :func:`chalicelib.storage.objects.video_key` / ``poster_key``.
+VIDEO_OBJECT_RE = re.compile(r"^users/(?P<user_id>[^/]+)/videos/(?P<video_id>[^/.]+)\.[^/]+$")
+#: Video states in which the worker still owns the video (it may yet write the file).
+VIDEO_RUNNING = ("queued", "submitting", "rendering")
 
 
 def _now(now: datetime | None) -> datetime:
@@ -175,6 +198,58 @@ def _delete_item(item: ImageModel, condition: Any) -> bool:
     return delete_image_item(item.user_id, item.image_id, item.collection, condition)
 
 
+def _run_retention[T](
+    sweep: str,
+    noun: str,
+    *,
+    now: datetime | None,
+    dry_run: bool | None,
+    budget_s: float | None,
+    days: int,
+    pages: Callable[[datetime], Iterable[list[T]]],
+    remove: Callable[[T, datetime], tuple[bool, list[str]]],
+) -> SweepReport:
+    """The retention loop shared by images and videos: scan the items older than ``days``
+    days (``pages(cutoff)``), remove each item (``remove(item, cutoff)`` answers whether this
+    call removed it, and the keys of its two objects), then delete the objects.
+
+    Returns:
+        counts ``scanned_expired``, ``{noun}_deleted``, ``objects_deleted``, ``already_gone``,
+        ``errors`` (or ``would_delete_{noun}`` / ``would_delete_objects`` in dry-run;
+        ``disabled`` when ``days`` is 0 or less).
+    """
+    started = time.monotonic()
+    now = _now(now)
+    dry = _dry_run(dry_run)
+    report = SweepReport(sweep, dry, now)
+    if days <= 0:
+        report.add("disabled")
+        return _finish(report, started)
+    cutoff = now - timedelta(days=days)
+    deadline = Deadline(budget_s)
+    for batch in pages(cutoff):
+        if deadline.expired():
+            report.complete = False
+            break
+        report.add("scanned_expired", len(batch))
+        if dry:
+            report.add(f"would_delete_{noun}", len(batch))
+            report.add("would_delete_objects", 2 * len(batch))
+            continue
+        keys: list[str] = []
+        for item in batch:
+            try:
+                removed, item_keys = remove(item, cutoff)
+            except (DeleteError, TransactWriteError):
+                report.add("errors")
+                continue
+            report.add(f"{noun}_deleted" if removed else "already_gone")
+            # objects go in both cases: an item gone by another run/user left them to us or the orphan sweep
+            keys.extend(item_keys)
+        _delete_objects(keys, report, "objects_deleted")
+    return _finish(report, started)
+
+
 # -- retention ------------------------------------------------------------------------------------
 
 
@@ -198,37 +273,21 @@ def sweep_retention(
         ``already_gone``, ``errors`` (or ``would_delete_images`` / ``would_delete_objects``
         in dry-run; ``disabled`` when retention is 0).
     """
-    started = time.monotonic()
-    now = _now(now)
-    dry = _dry_run(dry_run)
-    report = SweepReport("retention", dry, now)
-    days = get_settings().image_retention_days if retention_days is None else retention_days
-    if days <= 0:
-        report.add("disabled")
-        return _finish(report, started)
-    cutoff = now - timedelta(days=days)
-    deadline = Deadline(budget_s)
-    for batch in _scan_pages(ImageModel.created_at < cutoff):
-        if deadline.expired():
-            report.complete = False
-            break
-        report.add("scanned_expired", len(batch))
-        if dry:
-            report.add("would_delete_images", len(batch))
-            report.add("would_delete_objects", 2 * len(batch))
-            continue
-        keys: list[str] = []
-        for item in batch:
-            try:
-                removed = _delete_item(item, ImageModel.image_id.exists() & (ImageModel.created_at < cutoff))
-            except (DeleteError, TransactWriteError):
-                report.add("errors")
-                continue
-            report.add("images_deleted" if removed else "already_gone")
-            # objects go in both cases: an item gone by another run/user left them to us or the orphan sweep
-            keys.extend([item.s3_key, item.thumb_key])
-        _delete_objects(keys, report, "objects_deleted")
-    return _finish(report, started)
+
+    def remove(item: ImageModel, cutoff: datetime) -> tuple[bool, list[str]]:
+        removed = _delete_item(item, ImageModel.image_id.exists() & (ImageModel.created_at < cutoff))
+        return removed, [item.s3_key, item.thumb_key]
+
+    return _run_retention(
+        "retention",
+        "images",
+        now=now,
+        dry_run=dry_run,
+        budget_s=budget_s,
+        days=get_settings().image_retention_days if retention_days is None else retention_days,
+        pages=lambda cutoff: _scan_pages(ImageModel.created_at < cutoff),
+        remove=remove,
+    )
 
 
 # -- orphans --------------------------------------------------------------------------------------
@@ -246,6 +305,37 @@ def _referenced_keys(pairs: set[tuple[str, str]]) -> dict[tuple[str, str], set[s
     return found
 
 
+def _referenced_video_keys(pairs: set[tuple[str, str]]) -> dict[tuple[str, str], set[str]]:
+    """``{(user_id, video_id): keys its item references}`` for the pairs that have a video
+    item (BatchGetItem, strongly consistent, 100 keys per call): the poster when
+    ``poster_key`` is set, the file while the video runs (the worker writes the object,
+    then the item) or once it is ``completed``; a failed video's file is referenced by nothing."""
+    found: dict[tuple[str, str], set[str]] = {}
+    for chunk in _chunks(sorted(pairs), BATCH_GET_MAX):
+        for item in VideoModel.batch_get(
+            chunk, consistent_read=True, attributes_to_get=["user_id", "video_id", "status", "s3_key", "poster_key"]
+        ):
+            keys = {item.poster_key} if item.poster_key else set()
+            if item.status in VIDEO_RUNNING:
+                keys.add(objects.video_key(item.user_id, item.video_id))
+            elif item.status == "completed" and item.s3_key:
+                keys.add(item.s3_key)
+            found[(item.user_id, item.video_id)] = keys
+    return found
+
+
+def _orphans_of(
+    candidates: dict[str, tuple[str, str]],
+    referenced: Callable[[set[tuple[str, str]]], dict[tuple[str, str], set[str]]],
+) -> list[str]:
+    """The keys of ``candidates`` (``{key: (user_id, id)}``) that ``referenced`` (a function of
+    the id pairs, answering ``{pair: referenced keys}``) does not reference."""
+    if not candidates:
+        return []
+    found = referenced(set(candidates.values()))
+    return [key for key, pair in candidates.items() if key not in found.get(pair, set())]
+
+
 def sweep_orphan_objects(
     *,
     now: datetime | None = None,
@@ -253,7 +343,9 @@ def sweep_orphan_objects(
     budget_s: float | None = None,
     min_age: timedelta = ORPHAN_MIN_AGE,
 ) -> SweepReport:
-    """Delete image objects under ``users/`` older than ``min_age`` that no item references.
+    """Delete image and video objects under ``users/`` older than ``min_age`` that no item
+    references (image objects: an image item; video files and posters: a video item, as
+    :func:`_referenced_video_keys` says).
 
     Args:
         now: reference time (aware UTC; default now). An object is old when
@@ -264,7 +356,8 @@ def sweep_orphan_objects(
 
     Returns:
         counts ``listed``, ``kept_young``, ``kept_referenced``, ``unrecognized``,
-        ``objects_deleted`` (or ``would_delete_objects``), ``errors``.
+        ``video_orphans`` (of the orphans, video files and posters), ``objects_deleted``
+        (or ``would_delete_objects``), ``errors``.
     """
     started = time.monotonic()
     now = _now(now)
@@ -277,21 +370,25 @@ def sweep_orphan_objects(
             report.complete = False
             break
         report.add("listed", len(page))
-        candidates: dict[str, tuple[str, str]] = {}
+        image_candidates: dict[str, tuple[str, str]] = {}
+        video_candidates: dict[str, tuple[str, str]] = {}
         for obj in page:
             if obj["LastModified"] >= cutoff:
                 report.add("kept_young")
                 continue
-            match = IMAGE_OBJECT_RE.match(obj["Key"])
-            if not match:
+            if match := IMAGE_OBJECT_RE.match(obj["Key"]):
+                image_candidates[obj["Key"]] = (match["user_id"], match["image_id"])
+            elif match := VIDEO_OBJECT_RE.match(obj["Key"]):
+                video_candidates[obj["Key"]] = (match["user_id"], match["video_id"])
+            else:
                 report.add("unrecognized")
-                continue
-            candidates[obj["Key"]] = (match["user_id"], match["image_id"])
-        if not candidates:
+        if not (image_candidates or video_candidates):
             continue
-        referenced = _referenced_keys(set(candidates.values()))
-        orphans = [key for key, pair in candidates.items() if key not in referenced.get(pair, set())]
-        report.add("kept_referenced", len(candidates) - len(orphans))
+        orphans = _orphans_of(image_candidates, _referenced_keys)
+        video_orphans = _orphans_of(video_candidates, _referenced_video_keys)
+        report.add("kept_referenced", len(image_candidates) + len(video_candidates) - len(orphans) - len(video_orphans))
+        report.add("video_orphans", len(video_orphans))
+        orphans += video_orphans
         if dry:
             report.add("would_delete_objects", len(orphans))
         else:
@@ -392,6 +489,131 @@ def sweep_archives(
             report.add("would_delete_objects", len(old))
         else:
             _delete_objects(old, report, "objects_deleted")
+    return _finish(report, started)
+
+
+# -- videos ---------------------------------------------------------------------------------------
+
+
+def _scan_videos(filter_condition: Any, attributes: list[str] | None = None) -> Iterator[list[VideoModel]]:
+    """Video items matching ``filter_condition``, one Scan page (:data:`SCAN_PAGE_SIZE` items
+    read) at a time, pages yielded even when empty; only ``attributes`` when given."""
+    results = VideoModel.scan(filter_condition=filter_condition, attributes_to_get=attributes, page_size=SCAN_PAGE_SIZE)
+    for page in results.page_iter:
+        yield [VideoModel.from_raw_data(raw) for raw in page.get("Items", [])]
+
+
+def _delete_video_item(item: VideoModel, condition: Any) -> bool:
+    """Conditional DeleteItem of one video item. True if this call removed it, False if the
+    condition failed (gone already, or no longer matching).
+
+    Raises:
+        DeleteError: any other DynamoDB failure.
+    """
+    try:
+        VideoModel(item.user_id, item.video_id).delete(condition=condition)
+    except DeleteError as exc:
+        if is_condition_failure(exc):
+            return False
+        raise
+    return True
+
+
+def sweep_video_retention(
+    *,
+    now: datetime | None = None,
+    retention_days: int | None = None,
+    dry_run: bool | None = None,
+    budget_s: float | None = None,
+) -> SweepReport:
+    """Delete ended videos older than ``retention_days``: the item, then the file and poster.
+
+    Only ``completed`` and ``failed`` videos are deleted: a running one holds a quota unit
+    that :func:`sweep_stuck_videos` gives back when it fails it, and is deleted by a later run.
+
+    Args:
+        now: reference time (aware UTC; default now).
+        retention_days: default ``VIDEO_RETENTION_DAYS`` (unset: ``IMAGE_RETENTION_DAYS``);
+            0 (or less) keeps every video.
+        dry_run: default ``CLEANUP_DRY_RUN``.
+        budget_s: seconds this run may take (default: no limit).
+
+    Returns:
+        counts ``scanned_expired``, ``videos_deleted``, ``objects_deleted``, ``already_gone``,
+        ``errors`` (or ``would_delete_videos`` / ``would_delete_objects`` in dry-run;
+        ``disabled`` when retention is 0).
+    """
+
+    def expired(cutoff: datetime) -> Any:
+        return (VideoModel.created_at < cutoff) & VideoModel.status.is_in("completed", "failed")
+
+    def remove(item: VideoModel, cutoff: datetime) -> tuple[bool, list[str]]:
+        removed = _delete_video_item(item, VideoModel.video_id.exists() & expired(cutoff))
+        # the fixed keys, not only the item's: a file written by a worker that lost a race goes too
+        return removed, [
+            objects.video_key(item.user_id, item.video_id),
+            objects.poster_key(item.user_id, item.video_id),
+        ]
+
+    return _run_retention(
+        "video_retention",
+        "videos",
+        now=now,
+        dry_run=dry_run,
+        budget_s=budget_s,
+        days=get_settings().video_retention_days if retention_days is None else retention_days,
+        pages=lambda cutoff: _scan_videos(expired(cutoff), ["user_id", "video_id"]),
+        remove=remove,
+    )
+
+
+def sweep_stuck_videos(
+    *,
+    now: datetime | None = None,
+    dry_run: bool | None = None,
+    budget_s: float | None = None,
+    grace: timedelta = STUCK_VIDEO_GRACE,
+) -> SweepReport:
+    """Fail videos still running ``grace`` past their ``deadline_at``, with code ``deadline``.
+
+    A live worker fails such a video itself at its next delivery (at most
+    ``VIDEO_POLL_MAX_SECONDS`` or the submit-claim TTL later); one still running well past
+    its deadline has lost its queue message (dead-lettered, or a send that never happened).
+    Each is failed through :func:`chalicelib.services.video_worker.fail_video`: a
+    conditional UpdateItem on the running states, then the quota unit back, so a video the
+    worker or another sweep ended meanwhile is counted ``already_ended`` and refunded once.
+
+    Args:
+        now: reference time (aware UTC; default now).
+        dry_run: default ``CLEANUP_DRY_RUN``.
+        budget_s: seconds this run may take (default: no limit).
+        grace: default 15 min.
+
+    Returns:
+        counts ``scanned_stuck``, ``videos_failed`` (or ``would_fail_videos``),
+        ``already_ended``, ``errors``.
+    """
+    started = time.monotonic()
+    now = _now(now)
+    dry = _dry_run(dry_run)
+    report = SweepReport("stuck_videos", dry, now)
+    cutoff = int((now - grace).timestamp())
+    deadline = Deadline(budget_s)
+    for batch in _scan_videos(VideoModel.status.is_in(*VIDEO_RUNNING) & (VideoModel.deadline_at < cutoff)):
+        if deadline.expired():
+            report.complete = False
+            break
+        report.add("scanned_stuck", len(batch))
+        if dry:
+            report.add("would_fail_videos", len(batch))
+            continue
+        for item in batch:
+            try:
+                ended = fail_video(item, "deadline", "the video was not ready before its deadline")
+            except UpdateError:
+                report.add("errors")
+                continue
+            report.add("videos_failed" if ended else "already_ended")
     return _finish(report, started)
 
 

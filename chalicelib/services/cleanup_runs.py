@@ -40,11 +40,14 @@ def sweep_orphans(
 def run_all(
     *, now: datetime | None = None, dry_run: bool | None = None, budget_s: float | None = None
 ) -> list[SweepReport]:
-    """Every sweep once, in order retention, orphans, archives, shares (each with ``budget_s``).
-    For operators and tests; the schedules run them separately."""
+    """Every sweep once, in order retention (images, uploads, videos), stuck videos, orphans,
+    archives, shares (each with ``budget_s``). For operators and tests; the schedules run
+    them separately."""
     return [
         cleanup.sweep_retention(now=now, dry_run=dry_run, budget_s=budget_s),
         upload_cleanup.sweep_upload_retention(now=now, dry_run=dry_run, budget_s=budget_s),
+        cleanup.sweep_video_retention(now=now, dry_run=dry_run, budget_s=budget_s),
+        cleanup.sweep_stuck_videos(now=now, dry_run=dry_run, budget_s=budget_s),
         *sweep_orphans(now=now, dry_run=dry_run, budget_s=budget_s),
         cleanup.sweep_archives(now=now, dry_run=dry_run, budget_s=budget_s),
         cleanup.sweep_shares(now=now, dry_run=dry_run, budget_s=budget_s),

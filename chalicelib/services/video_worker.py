@@ -90,6 +90,27 @@ def _fail(item: VideoModel, code: str, message: str) -> Done:
     return Done("failed")
 
 
+def fail_video(item: VideoModel, code: str, message: str) -> bool:
+    """Fail a video that has not ended, for callers outside the message flow (the
+    stuck-video sweep, :func:`chalicelib.services.cleanup.sweep_stuck_videos`).
+
+    The same path as the worker's own failures: one conditional UpdateItem (status still
+    ``queued`` / ``submitting`` / ``rendering``), then the quota unit back. Of a worker and
+    a sweep failing the same video at once, exactly one write succeeds and refunds.
+
+    Args:
+        item: the video (at least ``user_id``, ``video_id``, ``quota_period``).
+        code: the error code shown to the owner (e.g. ``deadline``). message: its text (300 chars kept).
+
+    Returns:
+        True when this call ended the video (and gave the unit back), False when it had ended already.
+
+    Raises:
+        pynamodb.exceptions.UpdateError: a DynamoDB failure other than the condition.
+    """
+    return _fail(item, code, message).note == "failed"
+
+
 def _claim(item: VideoModel, now: float) -> str | None:
     """Take the submit claim; its token, or None when another worker holds it."""
     token = secrets.token_hex(8)
