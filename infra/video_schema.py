@@ -1,4 +1,4 @@
-"""Generate the ``VideoRequest`` schema of the OpenAPI document from the video catalog:
+"""Generate the ``VideoRequest`` and ``VideoJobRequest`` schemas of the OpenAPI document from the video catalog:
 ``python -m infra.video_schema [--check]``.
 
 ``POST /v1/videos`` is validated by :func:`chalicelib.flux.video_catalog.parse_video_params`
@@ -198,6 +198,48 @@ def video_request_schema() -> dict[str, Any]:
     }
 
 
+def _job_model_rule(spec: VideoModelSpec, *, default: bool) -> dict[str, Any]:
+    """The ``if``/``then`` of one model in a video job: its durations, frame rates, sizes,
+    prompt limits (``prompt`` and each of ``prompts``) and keyframes (``image_ids`` /
+    ``collection_images`` give each item its first keyframe)."""
+    named: dict[str, Any] = {"required": ["model"], "properties": {"model": {"enum": _names(spec)}}}
+    condition = {"anyOf": [named, {"not": {"required": ["model"]}}]} if default else named
+    text = {"maxLength": spec.prompt_max, "pattern": prompt_pattern(spec.prompt_min)}
+    props: dict[str, Any] = {
+        "seconds": {"enum": list(spec.seconds)},
+        "fps": {"enum": list(spec.fps)} if spec.fps else False,
+        "prompt": text,
+        "prompts": {"items": text},
+    }
+    if spec.keyframes == "none":
+        props["image_ids"] = False
+        props["collection_images"] = False
+    then: dict[str, Any] = {"properties": props, "allOf": [{"anyOf": _size_choices(spec)}]}
+    if spec.image_required:
+        then["allOf"].append({"anyOf": [{"required": ["image_ids"]}, {"required": ["collection_images"]}]})
+    return {"if": condition, "then": then}
+
+
+def video_job_request_schema(document: dict[str, Any]) -> dict[str, Any]:
+    """The ``VideoJobRequest`` component schema: ``POST /v1/jobs`` with ``kind: "video"``
+    (the shapes and field descriptions as they stand in ``document``; the per-model rules
+    generated here, one if/then per model as in :func:`video_request_schema`)."""
+    models = video_catalog().models
+    default = find_video_model(DEFAULT_MODEL)
+    assert default is not None, "the default video model is in the catalog"
+    schema = dict(document["components"]["schemas"]["VideoJobRequest"])
+    request = video_request_schema()["properties"]
+    props = dict(schema["properties"])
+    text = {"type": "string", "minLength": 1, "maxLength": max(m.prompt_max for m in models)}
+    props["prompt"] = {**text, "pattern": prompt_pattern(1)}
+    props["prompts"] = {**props["prompts"], "items": {**text, "pattern": prompt_pattern(1)}}
+    for name in ("model", "width", "height", "seconds", "fps", "seed", "negative_prompt"):
+        props[name] = request[name]
+    schema["properties"] = props
+    schema["allOf"] = [_job_model_rule(m, default=m.id == default.id) for m in models]
+    return schema
+
+
 def render(document: Any) -> str:
     """The committed form of ``chalicelib/openapi.json``: 1-space indent, UTF-8, trailing newline."""
     return json.dumps(document, indent=1, ensure_ascii=False) + "\n"
@@ -207,6 +249,7 @@ def updated_document(text: str) -> str:
     """``text`` (the OpenAPI document) with its ``VideoRequest`` schema regenerated."""
     document = json.loads(text)
     document["components"]["schemas"]["VideoRequest"] = video_request_schema()
+    document["components"]["schemas"]["VideoJobRequest"] = video_job_request_schema(document)
     return render(document)
 
 

@@ -476,11 +476,14 @@ def _video_params(job_params: dict[str, Any], text: Any, field: str, image: bool
     if image:
         body["image_id"] = "0" * 26  # the capability check only: ids are checked by resolve_inputs
     try:
-        return str(parse_video_params(body).prompt)
+        prompt = parse_video_params(body).prompt
     except ValidationError as exc:
         if exc.field == "prompt":
             raise ValidationError(exc.message.replace("prompt", field, 1), field=field) from None
         raise
+    if prompt is None:  # a blank prompt, which only a keyframe could stand in for
+        raise ValidationError(f"{field} must not be blank", field=field)
+    return prompt
 
 
 def build_video_submission(fields: Mapping[str, Any]) -> Submission:

@@ -98,3 +98,42 @@ def test_the_api_refuses_what_the_document_forbids(api, body) -> None:
     assert reply.status == 400, (body, reply.status, reply.body)
     openapi_check.check("/v1/videos", "POST", 400, reply.json)
     assert api.get("/v1/videos", user="contract").json["videos"] == []
+
+
+def _job_accepted(body: dict[str, Any]) -> bool:
+    from chalicelib.jobs.submit import build_submission
+
+    try:
+        build_submission(body, None, source="prompts")
+    except ValidationError:
+        return False
+    return True
+
+
+def _job_bodies(model: str | None) -> Iterator[dict[str, Any]]:
+    """Video job bodies around every per-model rule: sizes, durations, frame rates, prompt
+    limits and keyframes, in each shape."""
+    base: dict[str, Any] = {"kind": "video", "prompts": [PROMPT]}
+    if model is not None:
+        base["model"] = model
+    yield base
+    for width, height in ALL_SIZES:
+        yield {**base, "width": width, "height": height}
+    for seconds in ALL_SECONDS:
+        yield {**base, "seconds": seconds}
+    for fps in (14, 16, 24, 25, 30, 61):
+        yield {**base, "fps": fps}
+    rest = {k: v for k, v in base.items() if k != "prompts"}
+    for prompt in (" ", "a", "ab", "x" * 2048, "x" * 2049):
+        yield {**rest, "prompts": [prompt]}
+        yield {**rest, "prompt": prompt, "count": 2}
+        yield {**rest, "prompt": prompt, "image_ids": [FIRST]}
+    yield {**rest, "prompt": PROMPT, "collection_images": "trips"}
+    yield {**rest, "prompt": PROMPT, "image_ids": [FIRST], "count": 2}
+    yield {**base, "n": 2}
+
+
+@pytest.mark.parametrize("model", MODEL_CHOICES, ids=repr)
+def test_the_document_states_each_video_models_rules_for_video_jobs(model) -> None:
+    for body in _job_bodies(model):
+        assert _valid("VideoJobRequest", body) == _job_accepted(body), body
