@@ -207,6 +207,28 @@ def video_cost(spec: VideoModelSpec, seconds: int) -> float:
     return round(spec.price_per_video * seconds / spec.seconds[0], 6)
 
 
+def video_estimate(model: str, seconds: int, videos: int) -> dict[str, Any]:
+    """The estimate of ``videos`` clips of ``seconds`` seconds of ``model`` (an id or alias):
+    ``{"videos", "seconds", "usd", "model", "price_per_video", "priced_at"}`` (USD; the
+    ``POST /v1/estimates`` answer for a video job, quoted in ``budget-exceeded``).
+
+    Raises:
+        ValueError: ``model`` is not in the video catalog.
+    """
+    spec = find_video_model(model)
+    if spec is None:
+        raise ValueError(f"unknown video model {model}")
+    each = video_cost(spec, seconds)
+    return {
+        "videos": videos,
+        "seconds": seconds,
+        "usd": round(each * videos, 6),
+        "model": spec.id,
+        "price_per_video": each,
+        "priced_at": video_catalog().checked,
+    }
+
+
 def catalog_json() -> dict[str, Any]:
     """``{"checked", "models": [...]}``: the body of ``GET /v1/videos/models``."""
     cat = video_catalog()

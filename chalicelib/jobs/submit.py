@@ -45,7 +45,7 @@ from chalicelib.flux.catalog import (
     find_model,
     parse_generation_params,
 )
-from chalicelib.flux.video_catalog import find_video_model, parse_video_params, video_catalog, video_cost
+from chalicelib.flux.video_catalog import parse_video_params, video_estimate
 from chalicelib.jobs import state
 from chalicelib.jsonbody import parse_json_object, reject_nulls
 from chalicelib.queue import QueueError, send_messages
@@ -635,18 +635,7 @@ def estimate_submission(sub: Submission) -> dict[str, Any]:
     item has the job's model, size and steps); for a video job ``{"videos", "seconds", "usd",
     "model", "price_per_video", "priced_at"}`` (:func:`~chalicelib.flux.video_catalog.video_cost`)."""
     if sub.kind == "video":
-        spec = find_video_model(str(sub.params["model"]))
-        assert spec is not None  # validated by build_video_submission
-        seconds = int(sub.params["seconds"])
-        each = video_cost(spec, seconds)
-        return {
-            "videos": len(sub.prompts),
-            "seconds": seconds,
-            "usd": round(each * len(sub.prompts), 6),
-            "model": spec.id,
-            "price_per_video": each,
-            "priced_at": video_catalog().checked,
-        }
+        return video_estimate(str(sub.params["model"]), int(sub.params["seconds"]), len(sub.prompts))
     params = parse_generation_params({**sub.params, "prompt": sub.prompts[0], "seed": 0, "n": 1})
     return estimate_cost(params.model, params.width, params.height, params.steps, len(sub.prompts))
 

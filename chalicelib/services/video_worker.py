@@ -85,7 +85,7 @@ def _fail(item: VideoModel, code: str, message: str) -> Done:
     if item.job_id:  # a job's video: its item fails and refunds (once, as every item does)
         video_items.video_ended(item)
     else:
-        usage.refund(item.user_id, 1, item.quota_period)
+        usage.refund(item.user_id, 1, item.quota_period, float(item.estimated_cost_usd or 0))
     logger.info("video failed video_id=%s code=%s", item.video_id, code)
     return Done("failed")
 

@@ -5,9 +5,10 @@ The request is validated against the chosen model (:mod:`chalicelib.flux.video_c
 400 naming the field). ``image_id`` / ``last_image_id`` / ``reference_image_ids`` are the
 caller's image uploads or generated images (someone else's id is a 404, as for images); their
 S3 keys are kept with the video, and the worker hands Together short-lived presigned GETs of
-them. One video is charged as one unit of the monthly quota and its estimated cost is shown
-until Together reports the real one. The video is written ``queued`` and one ``video`` message
-goes to the jobs queue; the worker (:mod:`chalicelib.services.video_worker`) does the rest.
+them. One video is charged as one unit of the monthly quota, its estimated cost is held against
+the month's budget, and the estimate is shown until Together reports the real one. The video
+is written ``queued`` and one ``video`` message goes to the jobs queue; the worker
+(:mod:`chalicelib.services.video_worker`) does the rest.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ulid import ULID
 from chalicelib import queue
 from chalicelib.db import UploadModel, VideoModel, utcnow
 from chalicelib.errors import NotFound, ValidationError
-from chalicelib.flux.video_catalog import VideoParams, catalog_json, parse_video_params
+from chalicelib.flux.video_catalog import VideoParams, catalog_json, parse_video_params, video_estimate
 from chalicelib.services import images, uploads, usage
 from chalicelib.services.pagination import owner_page
 from chalicelib.settings import get_settings
@@ -151,16 +152,19 @@ def create(user_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
 
     Raises:
         ValidationError: 400 naming the field. NotFound: 404 for an image id that is not the caller's.
-        DomainError: 429 ``quota-exceeded``; upload states (409/422) for an unusable upload.
+        DomainError: 429 ``quota-exceeded``, or ``budget-exceeded`` when its estimated cost does
+            not fit the month's budget (:func:`chalicelib.services.usage.charge`); upload
+            states (409/422) for an unusable upload.
     """
     video = prepare(user_id, body)
-    period = usage.charge(user_id, 1)
+    usd = video.params.estimated_cost_usd
+    period = usage.charge(user_id, 1, usd, video_estimate(video.params.model, video.params.seconds, 1))
     video_id = str(ULID())
     try:
         item = write(user_id, video_id, video, period)
         queue.send_messages([video_message(user_id, video_id)])
     except Exception:
-        usage.refund(user_id, 1, period)
+        usage.refund(user_id, 1, period, usd)
         raise
     return video_json(item)
 

@@ -173,3 +173,26 @@ def test_a_finished_video_can_be_shared_and_the_page_plays_it(api, fast_videos):
     assert requests.get(src, timeout=10).content[4:8] == b"ftyp"  # an MP4
     assert api.delete(f"/v1/videos/{video['video_id']}", user="user_v7").status == 204
     assert api.get(path).status == 404
+
+
+def test_a_video_holds_its_estimate_against_the_budget_and_a_failure_releases_it(api, fast_videos, monkeypatch):
+    from chalicelib.settings import get_settings
+
+    monkeypatch.setenv("MONTHLY_BUDGET_USD", "0.1")
+    get_settings.cache_clear()
+    over = api.post("/v1/videos", user="user_v8", json_body={"prompt": PROMPTS[11], **SMALL})
+    assert over.status == 429 and over.json["error"]["code"] == "budget-exceeded", over.body
+    openapi_check.check("/v1/videos", "POST", 429, over.json)
+    assert over.json["error"]["estimate"]["videos"] == 1 and over.json["error"]["estimate"]["usd"] > 0.1
+    assert api.get("/v1/me/usage", user="user_v8").json["used"] == 0
+
+    monkeypatch.setenv("MONTHLY_BUDGET_USD", "10")
+    get_settings.cache_clear()
+    fast_videos.configure(MONTHLY_BUDGET_USD=10)
+    video = api.post("/v1/videos", user="user_v8", json_body={"prompt": PROMPTS[11] + " __VIDEO_FAIL__", **SMALL})
+    assert video.status == 202, video.body
+    usage = api.get("/v1/me/usage", user="user_v8").json
+    assert usage["committed_usd"] == pytest.approx(video.json["estimated_cost_usd"])
+    assert finished(api, "user_v8", video.json["video_id"])["status"] == "failed"
+    usage = api.get("/v1/me/usage", user="user_v8").json
+    assert usage["used"] == 0 and usage["committed_usd"] == 0
