@@ -6,6 +6,7 @@ failures, and each video's cost on its item and the job."""
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 
 import boto3
@@ -199,3 +200,17 @@ def test_a_video_job_is_estimated_per_video(api):
     openapi_check.check("/v1/estimates", "POST", 200, reply.json)
     assert reply.json["videos"] == 3 and reply.json["seconds"] == 5
     assert reply.json["usd"] == pytest.approx(3 * reply.json["price_per_video"])
+
+
+def test_a_video_job_calls_its_webhook_when_it_finishes(api, fast_videos):
+    from tests.integration.test_webhooks import Receiver
+
+    fast_videos.configure(ALLOW_LOOPBACK_WEBHOOKS="1")
+    with Receiver([204]) as receiver:
+        body = {**VIDEO_JOB, "prompts": PROMPTS[70:72], "webhook_url": receiver.url}
+        job_id = api.post("/v1/jobs", user="vj7", json_body=body).json["job_id"]
+        fast_videos.start()
+        wait_for(lambda: receiver.received, timeout_s=90, what="(the job's webhook)")
+    payload = json.loads(receiver.received[0][1])
+    assert payload["type"] == "job.completed"
+    assert payload["data"]["job_id"] == job_id and payload["data"]["counts"]["succeeded"] == 2
