@@ -69,10 +69,16 @@ def test_connections_and_credentials_are_rebuilt(monkeypatch: pytest.MonkeyPatch
 
 FAKE_RUNTIME = """
 hooks = []
+before = []
 
 
 def register_after_restore(func, *args, **kwargs):
     hooks.append(func)
+    return func
+
+
+def register_before_snapshot(func, *args, **kwargs):
+    before.append(func)
     return func
 """
 
@@ -84,6 +90,7 @@ def test_the_app_registers_the_hook_with_the_runtime(tmp_path: Path) -> None:
         import app, snapshot_restore_py
         from chalicelib import snapstart
         assert snapshot_restore_py.hooks == [snapstart.after_restore], snapshot_restore_py.hooks
+        assert snapshot_restore_py.before == [snapstart.before_snapshot], snapshot_restore_py.before
         print("registered")
         """
     )
@@ -96,3 +103,25 @@ def test_the_app_registers_the_hook_with_the_runtime(tmp_path: Path) -> None:
 
 def test_without_the_runtime_module_nothing_is_registered() -> None:
     assert snapstart.register() is False
+
+
+def test_a_cold_import_loads_only_what_the_first_request_needs_and_the_snapshot_loads_all() -> None:
+    """``import app`` leaves the jobs, uploads, archives and video modules unloaded (each route
+    imports its own); :func:`before_snapshot` imports every module, as SnapStart's snapshot should."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, app\n"
+        "lazy = ['chalicelib.jobs.worker', 'chalicelib.jobs.submit', 'chalicelib.services.archives',\n"
+        "        'chalicelib.services.uploads', 'chalicelib.services.videos', 'PIL']\n"
+        "print(sorted(m for m in lazy if m in sys.modules))\n"
+        "from chalicelib import snapstart\n"
+        "n = snapstart.before_snapshot()\n"
+        "print(n, sorted(m for m in lazy[:-1] if m not in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    first, second = out.stdout.strip().splitlines()
+    assert first == "[]", out.stdout
+    count, missing = second.split(" ", 1)
+    assert int(count) > 50 and missing == "[]", out.stdout
