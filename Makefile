@@ -26,7 +26,7 @@ dev: install
 test: install browser
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q -n 3 --dist loadfile
+	$(PY) -m pytest -q -n 3 --dist loadfile --durations=10
 
 # The unit tests alone: no servers, seconds.
 test-unit: install

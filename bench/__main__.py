@@ -37,8 +37,10 @@ def main() -> int:
     logging.basicConfig(level=logging.ERROR)  # the in-process pollers' warnings would break the live display
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
     env.update({k: "0" for k in PORT_VARS})
-    env.update({"RATE_LIMIT_PER_MINUTE": "100000", "MONTHLY_IMAGE_QUOTA": "1000000"})
-    os.environ.update({"RATE_LIMIT_PER_MINUTE": "100000", "MONTHLY_IMAGE_QUOTA": "1000000"})
+    limits = {"RATE_LIMIT_PER_MINUTE": "100000", "MUTATION_RATE_LIMIT_PER_MINUTE": "100000"}
+    limits["MONTHLY_IMAGE_QUOTA"] = "1000000"  # the bench measures the API, not the limits
+    env.update(limits)
+    os.environ.update(limits)
     results: dict = {
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

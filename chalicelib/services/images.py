@@ -187,7 +187,8 @@ def store_image(
 ) -> ImageModel:
     """Store one generated image: S3 objects first (the original and its thumbnail, two
     PutObject calls at once), then the metadata item (with its cost,
-    :func:`~chalicelib.flux.catalog.image_cost`), then the month's cost counter.
+    :func:`~chalicelib.flux.catalog.image_cost`). The caller adds its cost to the month's
+    spend (:func:`record_cost`, or :func:`spend_of` with :func:`usage.cost_writes`).
 
     Args:
         data: the image bytes from Flux (JPEG or PNG).
@@ -225,17 +226,22 @@ def store_image(
         except Exception:  # noqa: BLE001 - the orphan sweep removes what is left
             logger.warning("could not delete objects of failed image %s", item.image_id)
         raise
-    record_cost(item)
     return item
 
 
-def record_cost(item: ImageModel) -> None:
-    """Add a newly stored image's cost to the month's spend (per model, per key; the
-    platform's ``cost_usd`` only for shared keys). Call once per image. Never raises."""
+def spend_of(item: ImageModel) -> usage.Cost:
+    """A stored image's cost for the month's spend (per model, per key; the platform's
+    ``cost_usd`` only for shared keys)."""
     kid = str(item.key_id or "")
     own = own_keys.is_own(kid)
     spend_key = f"own:{own_keys.public_key_id(kid)}" if own else (kid or None)
-    usage.add_cost(item.user_id, float(item.cost_usd or 0), model=item.model, key_id=spend_key, own=own)
+    return usage.Cost(float(item.cost_usd or 0), item.model, spend_key, own)
+
+
+def record_cost(item: ImageModel) -> None:
+    """Add a newly stored image's cost to the month's spend. Call once per image. Never raises."""
+    for write in usage.cost_writes(item.user_id, [spend_of(item)]):
+        write()
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -395,8 +401,12 @@ def generate(user_id: str, body: Mapping[str, Any] | Callable[[], Mapping[str, A
             missing = params.n - len(stored)
             usage.refund(user_id, missing, period, per_image * missing)
     observability.record_images_generated(len(stored))
-    remember_prompt(user_id, params.prompt)
-    return Generated({"images": [image_json(item) for item in stored]}, flux_ms)
+    # the spend and the prompt history are written while the answer is built (all best effort)
+    writes = usage.cost_writes(user_id, [spend_of(item) for item in stored])
+    pending = [in_background(write) for write in writes] + [in_background(remember_prompt, user_id, params.prompt)]
+    body = {"images": [image_json(item) for item in stored]}
+    wait(pending)
+    return Generated(body, flux_ms)
 
 
 def remember_prompt(user_id: str, prompt: str) -> None:

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pynamodb.exceptions import UpdateError
@@ -143,35 +145,65 @@ def refund(user_id: str, n: int, period: str | None, usd: float = 0.0) -> None:
         pass
 
 
+@dataclass(frozen=True)
+class Cost:
+    """One stored result's upstream cost: ``usd`` (USD), ``model``, ``key_id`` (a shared key's
+    id or ``"own:<key id>"``, None when unknown) and ``own`` (billed to the user's own key)."""
+
+    usd: float
+    model: str | None = None
+    key_id: str | None = None
+    own: bool = False
+
+
+def cost_writes(user_id: str, costs: list[Cost]) -> list[Callable[[], None]]:
+    """The writes that add ``costs`` to this month's spend, one per item touched (the costs of
+    several images to the same item are summed into one ADD). Each write is best effort: it
+    never raises. The caller may run them at once (they touch different items).
+
+    Items (atomic ADDs): the month's usage item (``cost_usd``; shared keys only, since own-key
+    usage is billed to the user's own Together account), the user's per-model spend item
+    ``(user_id, "spend#YYYY-MM#<shared|own>#<model>")`` and the admin's per-key item
+    ``("@spend#YYYY-MM", key_id)``; the last two also count the images (``count``).
+    """
+    period = _month()
+    totals: dict[tuple[str, str], list[float]] = {}  # (hash, range) -> [usd, images counted]
+
+    def add(hash_key: str, range_key: str, usd: float, counted: bool) -> None:
+        entry = totals.setdefault((hash_key, range_key), [0.0, 0])
+        entry[0] += usd
+        entry[1] += int(counted)
+
+    for cost in costs:
+        if cost.usd < 0:
+            continue
+        usd = round(cost.usd, 6)
+        if not cost.own and usd > 0:
+            add(user_id, period, usd, False)
+        if cost.model:
+            add(user_id, f"{MODEL_SPEND_PREFIX}{period}#{'own' if cost.own else 'shared'}#{cost.model}", usd, True)
+        if cost.key_id:
+            add(f"{KEY_SPEND_PREFIX}{period}", cost.key_id, usd, True)
+    return [partial(_add_spend, h, r, round(usd, 6), int(n)) for (h, r), (usd, n) in totals.items()]
+
+
+def _add_spend(hash_key: str, range_key: str, usd: float, images: int) -> None:
+    actions = [UsageModel.cost_usd.add(usd)]
+    if images:
+        actions.append(UsageModel.count.add(images))
+    try:
+        UsageModel(hash_key, range_key).update(actions=actions)
+    except Exception:  # noqa: BLE001 - the result is stored; its own item keeps its cost
+        logger.warning("could not add a cost to the month's spend")
+
+
 def add_cost(
     user_id: str, usd: float, *, model: str | None = None, key_id: str | None = None, own: bool = False
 ) -> None:
-    """Record an image's upstream cost (``usd``) for this month. Best effort: never raises.
-
-    Atomic ADDs: the month's usage item (``cost_usd``; shared keys only, since own-key
-    usage is billed to the user's own Together account), the user's per-model spend item
-    ``(user_id, "spend#YYYY-MM#<shared|own>#<model>")`` and the admin's per-key item
-    ``("@spend#YYYY-MM", key_id)`` (``key_id`` a shared key's id or ``"own:<key id>"``).
-    """
-    if usd < 0:
-        return
-    usd = round(usd, 6)
-    period = _month()
-    writes: list[tuple[str, str, bool]] = []
-    if not own and usd > 0:
-        writes.append((user_id, period, False))
-    if model:
-        writes.append((user_id, f"{MODEL_SPEND_PREFIX}{period}#{'own' if own else 'shared'}#{model}", True))
-    if key_id:
-        writes.append((f"{KEY_SPEND_PREFIX}{period}", key_id, True))
-    for hash_key, range_key, counted in writes:
-        actions = [UsageModel.cost_usd.add(usd)]
-        if counted:
-            actions.append(UsageModel.count.add(1))
-        try:
-            UsageModel(hash_key, range_key).update(actions=actions)
-        except Exception:  # noqa: BLE001 - the image is stored; its own item keeps its cost
-            logger.warning("could not add an image's cost to the month's spend")
+    """Record one result's upstream cost (``usd``, USD) for this month, one write after the
+    other (see :func:`cost_writes`). Best effort: never raises."""
+    for write in cost_writes(user_id, [Cost(usd, model, key_id, own)]):
+        write()
 
 
 def key_spend(period: str | None = None) -> list[dict[str, Any]]:
