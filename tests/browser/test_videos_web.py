@@ -72,3 +72,26 @@ def test_text_and_image_to_video_play_in_chromium(open_page, shot, stack):
     page.goto(link["url"])
     expect_plays(page, page.locator("main"))
     shot(page, "videos-share")
+
+
+def test_a_video_jobs_page_plays_its_videos(open_page, shot, stack):
+    """A batch of videos (``POST /v1/jobs`` with ``kind: "video"``): the job page shows a player
+    per finished item, with its cost, and offers the ZIP but not the image dataset."""
+    fast_renders(stack)
+    body = {
+        "kind": "video",
+        "model": "pixverse/pixverse-v5",
+        "prompts": [PROMPT, "A paper kite rising over a windy beach"],
+        "name": "two clips",
+    }
+    job = stack.api("POST", "/v1/jobs", "video-batcher", json=body).json()
+    page = open_page(1280)
+    sign_in(page, "video-batcher")
+    page.goto(f"{stack.web_url}/#/jobs/{job['job_id']}")
+    expect(page.locator("#job-images-title")).to_have_text("Videos")
+    tiles = page.locator(".video-tile")
+    expect(tiles).to_have_count(2, timeout=60_000)
+    expect(tiles.first.locator(".tile-caption")).to_contain_text("cost $")
+    expect_plays(page, tiles.first)
+    expect(page.locator('select[name="archive_format"] option[value="imagefolder"]')).to_have_count(0)
+    shot(page, "video-job")

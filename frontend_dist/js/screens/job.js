@@ -1,6 +1,6 @@
-// One job: a live progress bar (succeeded, failed, total, elapsed, ETA), images as they finish,
-// failed items with their errors, estimated and actual cost, why a job on the user's own key is
-// paused, and cancel / retry failed (or resume) / download ZIP.
+// One job: a live progress bar (succeeded, failed, total, elapsed, ETA), images (or a video job's
+// players) as they finish, failed items with their errors, estimated and actual cost, why a job on
+// the user's own key is paused, and cancel / retry failed (or resume) / download ZIP.
 
 import { get, post } from "../api.js";
 import { archiveDownload } from "../archive-download.js";
@@ -34,6 +34,7 @@ export async function render(container, { params }) {
   let ticker = null;
   let stopped = false;
   const images = new Map(); // item id -> image
+  const clips = new Map(); // item id -> video tile (video jobs)
   const failedItems = new Map();
   let lastFinished = -1;
 
@@ -67,6 +68,7 @@ export async function render(container, { params }) {
   zipBtn.disabled = true;
   const grid = h("ul", { class: "image-grid", "aria-label": "Finished images" });
   const gridEmpty = h("p", { class: "hint", text: "Images appear here as they finish." });
+  const gridTitle = h("h2", { id: "job-images-title", text: "Images" });
   const failedList = h("ul", { class: "errors-list item-errors" });
   const failedBox = h("section", { class: "card", hidden: true, "aria-labelledby": "job-failed-title" }, h("h2", { id: "job-failed-title", text: "Failed prompts" }), failedList);
 
@@ -141,7 +143,13 @@ export async function render(container, { params }) {
     retryBtn.hidden = paused ? false : active || c.failed === 0;
     retryBtn.textContent = paused ? "Resume" : "Retry failed";
     zipBtn.disabled = c.succeeded === 0;
-    gridEmpty.hidden = images.size > 0;
+    gridEmpty.hidden = images.size + clips.size > 0;
+    if (job.kind === "video") {
+      gridTitle.textContent = "Videos";
+      gridEmpty.textContent = "Videos appear here as they finish.";
+      grid.setAttribute("aria-label", "Finished videos");
+      download.select.querySelector('option[value="imagefolder"]')?.remove();
+    }
     const spoken = active
       ? `${done} of ${c.total} finished`
       : `Job ${job.status.replaceAll("_", " ")}: ${c.succeeded} succeeded, ${c.failed} failed.`;
@@ -171,6 +179,13 @@ export async function render(container, { params }) {
     let added = 0;
     for (const item of succeeded) {
       const key = item.item_id || item.id;
+      if (item.video && item.video.url && !clips.has(key)) {
+        const clip = videoTile(item);
+        clips.set(key, clip);
+        grid.append(clip);
+        added += 1;
+        continue;
+      }
       if (!item.image || images.has(key)) continue;
       // Items carry a short image reference; the job's parameters fill in the rest for the lightbox.
       const image = {
@@ -201,7 +216,29 @@ export async function render(container, { params }) {
       ),
     );
     failedBox.hidden = failedItems.size === 0;
-    if (added) announce(`${plural(added, "new image")} finished`);
+    if (added) announce(`${plural(added, job.kind === "video" ? "new video" : "new image")} finished`);
+  }
+
+  // A video job's item: its player (the input image, or the browser's first frame, as poster) and cost.
+  function videoTile(item) {
+    const video = h("video", {
+      src: item.video.url,
+      controls: true,
+      muted: true,
+      preload: "metadata",
+      playsinline: true,
+      width: 256,
+      height: 256,
+      "aria-label": `Video: ${item.prompt}`,
+    });
+    if (item.video.poster_url) video.setAttribute("poster", item.video.poster_url);
+    const cost = item.video.cost_usd != null ? ` · cost ${formatUsd(item.video.cost_usd)}` : "";
+    return h(
+      "li",
+      { class: "tile video-tile", "data-video-id": item.video.id },
+      video,
+      h("p", { class: "tile-caption", title: item.prompt, text: `${item.prompt}${cost}` }),
+    );
   }
 
   function tile(image) {
@@ -321,7 +358,7 @@ export async function render(container, { params }) {
       h("dl", { class: "stats" }, Object.values(stats).map((s) => s.el)),
       reasons,
     ),
-    h("section", { class: "card", "aria-labelledby": "job-images-title" }, h("h2", { id: "job-images-title", text: "Images" }), gridEmpty, grid),
+    h("section", { class: "card", "aria-labelledby": "job-images-title" }, gridTitle, gridEmpty, grid),
     failedBox,
   );
   update();
