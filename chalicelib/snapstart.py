@@ -35,16 +35,12 @@ from chalicelib import aws
 def after_restore() -> None:
     """Re-seed ``random`` and drop every connection pool and cached credential, so the next
     use builds fresh ones. Safe to call at any time (they are all lazily recreated)."""
-    from chalicelib.db.base import BaseModel
+    from chalicelib.db.base import reset_connections
     from chalicelib.flux import reset_flux_client, reset_key_pool
 
     random.seed()  # None: from os.urandom
     aws.reset_clients()
-    pending = list(BaseModel.__subclasses__())
-    while pending:  # every PynamoDB model's cached TableConnection (a botocore client)
-        model = pending.pop()
-        model._connection = None
-        pending.extend(model.__subclasses__())
+    reset_connections()  # every PynamoDB model's cached TableConnection (a botocore client)
     reset_flux_client()  # closes its requests session
     reset_key_pool()
 

@@ -51,6 +51,17 @@ class BaseModel(Model):
         max_retry_attempts = 3
 
 
+def reset_connections() -> None:
+    """Drop every model's cached ``TableConnection`` (a botocore client, with its endpoint,
+    credentials and connection pool), so the next call builds a fresh one from the
+    environment as it is now. For a SnapStart restore and for tests that change the endpoint."""
+    pending = list(BaseModel.__subclasses__())
+    while pending:
+        model = pending.pop()
+        model._connection = None
+        pending.extend(model.__subclasses__())
+
+
 def same_item(stored: Model, written: Model, ignore: Iterable[str] = ()) -> bool:
     """True when ``stored`` (read back) holds what ``written`` would write, attribute by
     attribute, apart from the attribute names in ``ignore``.

@@ -7,7 +7,8 @@ What can get stuck, and what the sweep does about it:
 stuck                                  action
 =====================================  =================================================
 DLQ message (maxReceiveCount spent)    item: failed ``dead-lettered`` (if queued or its
-                                       lease expired); archive: failed; then deleted
+                                       lease expired); archive: failed; video (not ended):
+                                       failed ``dead-lettered``, refunded; then deleted
 item ``running``, lease expired        re-queued and re-sent, or failed ``lease-expired``
                                        after ``MAX_ITEM_ATTEMPTS`` (``cancelled`` if its
                                        job was cancelled)
@@ -49,11 +50,11 @@ from datetime import UTC, datetime
 from pynamodb.exceptions import UpdateError
 
 from chalicelib import queue
-from chalicelib.db import JobItemModel, JobModel
+from chalicelib.db import JobItemModel, JobModel, VideoModel
 from chalicelib.db.jobs import ACTIVE_SHARD, FAILED, QUEUED, RUNNING, SUCCEEDED, ArchiveModel
 from chalicelib.jobs import state
 from chalicelib.jobs.submit import ensure_enqueued
-from chalicelib.services import archives, webhook_queue
+from chalicelib.services import archives, video_worker, webhook_queue
 from chalicelib.settings import get_settings
 from chalicelib.sweeps import Deadline, SweepReport
 
@@ -125,7 +126,28 @@ def _record_dead_letter(raw: str, report: SweepReport, now: float) -> bool:
                 except UpdateError:
                     pass
         return True
+    if kind == "video":
+        return _dead_video(body, report)
     return True  # webhook messages: the job's webhook state drives retries
+
+
+def _dead_video(body: dict, report: SweepReport) -> bool:
+    """A dead-lettered ``video`` message: nothing moves that video on any more, so it fails now
+    with ``dead-lettered`` (refunded once; a job's video fails its item), rather than at the
+    stuck-video sweep after its deadline. Returns True when the message may be deleted."""
+    try:
+        video = VideoModel.get(str(body.get("user_id")), str(body.get("video_id")), consistent_read=True)
+    except VideoModel.DoesNotExist:
+        return True
+    if video.status in ("completed", "failed"):
+        return True
+    report.add("videos_dead_lettered")
+    if not report.dry_run:
+        try:
+            video_worker.fail_video(video, state.REASON_DEAD_LETTER, "its message exceeded the queue's receive limit")
+        except UpdateError:
+            return False
+    return True
 
 
 def sweep_job(job: JobModel, report: SweepReport, now: float) -> None:

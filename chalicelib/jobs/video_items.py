@@ -60,12 +60,12 @@ def item_body(item: JobItemModel) -> dict[str, Any]:
 
 def item_reason(code: str | None) -> str:
     """The job's failure reason for a video that failed with ``code``: a refusal stays
-    ``upstream-rejected``, a deleted video is ``cancelled``, anything else (Together's
-    failure, the deadline) ``upstream-failed``."""
+    ``upstream-rejected``, a deleted video is ``cancelled``, a dead-lettered message
+    ``dead-lettered``; anything else (Together's failure, the deadline) ``upstream-failed``."""
     if code == state.REASON_REJECTED:
         return state.REASON_REJECTED
-    if code == state.REASON_CANCELLED:
-        return state.REASON_CANCELLED
+    if code in (state.REASON_CANCELLED, state.REASON_DEAD_LETTER):
+        return code
     return state.REASON_UPSTREAM
 
 

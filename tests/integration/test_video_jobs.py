@@ -214,3 +214,34 @@ def test_a_video_job_calls_its_webhook_when_it_finishes(api, fast_videos):
     payload = json.loads(receiver.received[0][1])
     assert payload["type"] == "job.completed"
     assert payload["data"]["job_id"] == job_id and payload["data"]["counts"]["succeeded"] == 2
+
+
+def test_a_dead_lettered_video_message_fails_the_video_and_its_item_at_the_next_sweep(api, worker):
+    """Nothing moves a video whose message went to the DLQ: the recovery sweep fails it then
+    (refunded once, its job item ``dead-lettered``) instead of waiting for its deadline."""
+    from chalicelib.jobs import recovery
+    from chalicelib.queue import queue_url
+    from chalicelib.services.videos import video_message
+    from chalicelib.settings import get_settings
+
+    job_id = api.post("/v1/jobs", user="vj8", json_body={**VIDEO_JOB, "prompts": [PROMPTS[80]]}).json["job_id"]
+    worker.start(queues={get_settings().jobs_queue_name})
+    item = wait_for(
+        lambda: (i := items_of(api, "vj8", job_id)[0])["video"] and i, timeout_s=30, what="(the video started)"
+    )
+    worker.stop()  # the video's message chain dies here: its last message is dead-lettered
+    video_id = item["video"]["id"]
+    boto3.client("sqs").send_message(
+        QueueUrl=queue_url(get_settings().jobs_dlq_name),
+        MessageBody=json.dumps(video_message("vj8", video_id, job_id, item["item_id"])),
+    )
+    assert recovery.sweep(dry_run=True).as_dict()["counts"]["videos_dead_lettered"] == 1
+    assert api.get(f"/v1/videos/{video_id}", user="vj8").json["status"] != "failed"
+    report = recovery.sweep().as_dict()
+    assert report["counts"]["videos_dead_lettered"] == 1, report
+    video = api.get(f"/v1/videos/{video_id}", user="vj8").json
+    assert video["status"] == "failed" and video["error"]["code"] == "dead-lettered"
+    job = api.get(f"/v1/jobs/{job_id}", user="vj8").json
+    assert job["status"] == "failed" and job["errors_by_reason"] == {"dead-lettered": 1}, job
+    assert api.get("/v1/me/usage", user="vj8").json["used"] == 0  # refunded once
+    check_job("vj8", job_id)
