@@ -41,6 +41,13 @@ def get_models(ctx: RequestContext):
     return meta.models()
 
 
+@api.route("/v1/me", methods=["GET"])
+def get_me(ctx: RequestContext):
+    """The caller as the session token says, and whether they are an admin here."""
+    who = ctx.principal
+    return meta.me(who.user_id, who.org_id, who.org_role, who.is_admin)
+
+
 @api.route("/v1/limits", methods=["GET"])
 def get_limits(ctx: RequestContext):
     """The input limits of this deployment (jobs, prompts, archives, request bodies)."""

@@ -33,6 +33,19 @@ def model_status() -> dict[str, Any]:
     return status_json()
 
 
+def me(user_id: str, org_id: str | None, org_role: str | None, is_admin: bool) -> dict[str, Any]:
+    """``GET /v1/me``: who the verified session token says the caller is, and whether this
+    deployment makes them an admin (``CLERK_ADMIN_USER_IDS``, or an admin role in
+    ``CLERK_ADMIN_ORG_ID``; see :func:`chalicelib.auth.clerk.is_admin`). The web client shows
+    the Admin screen from ``is_admin``: an admin of some other organization is not one here.
+
+    Returns:
+        ``{"user_id", "org_id", "org_role", "is_admin"}`` (``org_*`` None without an active
+        organization).
+    """
+    return {"user_id": user_id, "org_id": org_id, "org_role": org_role, "is_admin": bool(is_admin)}
+
+
 def limits() -> dict[str, Any]:
     """``GET /v1/limits``: the input limits of this deployment (settings), so a client can
     check a prompt file before sending it.

@@ -1,5 +1,6 @@
 // The single-page app: hash routing, the top bar, and the sign-in gate.
 
+import { get } from "./api.js";
 import { currentUser, initAuth, isSignedIn, mode, onAuthChange, signOut } from "./auth.js";
 import { announce, errorBox, h, mount } from "./ui.js";
 
@@ -24,6 +25,32 @@ const whoami = document.getElementById("whoami");
 let cleanup = null;
 let renderToken = 0;
 let afterSignIn = "#/generate";
+// Whether the API makes the signed-in user an admin (GET /v1/me): an admin role in some other
+// organization is not enough, so the token's role alone never shows the Admin screen.
+let adminCheck = { id: null, admin: false, pending: null };
+
+const adminKey = (user) => `${user.id}|${user.role || ""}`; // asked again when the active organization changes
+
+function isAdmin(user) {
+  return Boolean(user && adminCheck.id === adminKey(user) && adminCheck.admin);
+}
+
+function checkAdmin(user) {
+  if (!user) return Promise.resolve(false);
+  if (adminCheck.id === adminKey(user)) return adminCheck.pending || Promise.resolve(adminCheck.admin);
+  const check = { id: adminKey(user), admin: false, pending: null };
+  adminCheck = check;
+  check.pending = get("/v1/me")
+    .then((me) => Boolean(me && me.is_admin))
+    .catch(() => false)
+    .then((admin) => {
+      check.admin = admin;
+      check.pending = null;
+      if (adminCheck === check) renderChrome();
+      return admin;
+    });
+  return check.pending;
+}
 
 /** "#/jobs/01H..?status=running" -> {name: "job", params: {id}, query} */
 export function parseHash(hash = location.hash) {
@@ -45,12 +72,13 @@ function renderChrome() {
   const user = currentUser();
   nav.hidden = !signedIn;
   whoami.hidden = !signedIn;
-  nav.querySelector("[data-admin-only]").hidden = !(user && user.isAdmin);
+  if (signedIn && user) checkAdmin(user);
+  nav.querySelector("[data-admin-only]").hidden = !isAdmin(user);
   if (signedIn && user) {
     mount(
       whoami,
       h("span", { class: "whoami-name", title: user.label }, h("span", { class: "visually-hidden", text: "Signed in as " }), user.label),
-      user.isAdmin ? h("span", { class: "badge badge-admin", text: "admin" }) : null,
+      isAdmin(user) ? h("span", { class: "badge badge-admin", text: "admin" }) : null,
       h("button", { type: "button", class: "btn btn-small btn-ghost", onclick: () => signOut(), text: "Sign out" }),
     );
   }
@@ -70,7 +98,8 @@ async function route({ focus = false } = {}) {
   }
   const user = currentUser();
   const active = ROUTES[name];
-  if (active.admin && !(user && user.isAdmin)) {
+  if (active.admin && !(user && (await checkAdmin(user)))) {
+    if (token !== renderToken) return;
     teardown();
     mount(main, h("section", { class: "screen" }, h("h1", { text: "Admin" }), errorBox({ message: "This page is for administrators only." })));
     return;

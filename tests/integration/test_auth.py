@@ -396,3 +396,22 @@ def test_jwks_fetch_times_out_quickly(idp: DevIdentityProvider) -> None:
         elapsed = time.monotonic() - started
     assert err.code == "jwks-unavailable"
     assert elapsed < 2.5
+
+
+def test_me_says_who_the_caller_is_and_whether_this_deployment_makes_them_an_admin(api, idp, user_token, monkeypatch):
+    """``GET /v1/me``: the web client shows the Admin screen from ``is_admin``, so an admin of
+    another organization (a role the token carries) is not shown it."""
+    from tests import openapi_check
+    from tests.fixtures.api import admin_token
+
+    boss = admin_token(idp, monkeypatch)  # an admin of CLERK_ADMIN_ORG_ID
+    reply = api.get("/v1/me", token=boss)
+    assert reply.status == 200, reply.body
+    openapi_check.check("/v1/me", "GET", 200, reply.json)
+    assert reply.json == {"user_id": "boss", "org_id": "org_1", "org_role": "admin", "is_admin": True}
+    elsewhere = api.get("/v1/me", token=user_token("carol", org_id="org_other", org_role="admin")).json
+    assert elsewhere == {"user_id": "carol", "org_id": "org_other", "org_role": "admin", "is_admin": False}
+    assert api.get("/v1/admin/keys", token=user_token("carol", org_id="org_other", org_role="admin")).status == 403
+    plain = api.get("/v1/me", user="dave").json
+    assert plain["is_admin"] is False and plain["org_id"] is None
+    assert api.get("/v1/me").status == 401

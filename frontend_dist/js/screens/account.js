@@ -130,7 +130,7 @@ export async function render(container) {
 
   mount(
     container,
-    h("div", { class: "screen-head" }, h("h1", { id: "account-title", text: "Account" }), h("p", { class: "lede", text: user ? `Signed in as ${user.label}${user.isAdmin ? " (admin)" : ""}.` : "" })),
+    h("div", { class: "screen-head" }, h("h1", { id: "account-title", text: "Account" }), h("p", { class: "lede", text: user ? `Signed in as ${user.label}.` : "" })),
     h(
       "div",
       { class: "account-grid" },
