@@ -53,8 +53,9 @@ def go(page: Any, link: str, heading: str | None = None) -> None:
 
 
 def expect_loaded(page: Any, img: Any) -> None:
-    """The <img> is visible and decoded (not a broken image)."""
-    expect(img).to_be_visible()
+    """The <img> is visible and decoded (not a broken image). Generation on a busy machine may
+    take longer than the default 5 s."""
+    expect(img).to_be_visible(timeout=30_000)
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=img.element_handle(), timeout=15_000)
 
 
