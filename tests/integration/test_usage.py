@@ -179,9 +179,16 @@ def test_post_images_counts_invalid_bodies_and_reports_its_aws_calls(api, monkey
     api.post("/v1/images", user="counted", json_body={"prompt": prompt, **SMALL})
 
     def warm(_attempt: int) -> str:
-        reply = api.post("/v1/images", user="counted", json_body={"prompt": prompt, **SMALL})
-        assert reply.status == 201, reply.body
-        return reply.header("Server-Timing")
+        # the key pool's periodic health refresh (a BatchGetItem) or counter flush (an
+        # UpdateItem) may land in any request on a slow machine: take one without them
+        timing = ""
+        for _ in range(5):
+            reply = api.post("/v1/images", user="counted", json_body={"prompt": prompt, **SMALL})
+            assert reply.status == 201, reply.body
+            timing = reply.header("Server-Timing")
+            if "BatchGetItem" not in timing and "dynamodb.UpdateItem=5" in timing:
+                break
+        return timing
 
     timing = in_one_minute(warm)
     assert "flux;dur=" in timing
