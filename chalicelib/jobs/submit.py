@@ -70,6 +70,9 @@ VIDEO_JOB_FIELDS = frozenset(
     {"kind", "prompts", "prompt", "count", "image_ids", "collection_images", "name", "collection", "webhook_url"}
     | {"model", "width", "height", "seconds", "fps", "seed", "negative_prompt"}
 )
+#: A well-formed image id for checking that a video model takes a keyframe at all (the real
+#: ids are checked for ownership and state by :func:`resolve_inputs`).
+PROBE_IMAGE_ID = "0" * 26
 #: The video fields a video job stores once for all its items (prompt, seed and keyframe per item).
 VIDEO_PARAM_FIELDS = ("model", "width", "height", "seconds", "fps", "negative_prompt")
 
@@ -474,7 +477,7 @@ def _video_params(job_params: dict[str, Any], text: Any, field: str, image: bool
     """
     body = {**job_params, "prompt": text, "seed": 0}
     if image:
-        body["image_id"] = "0" * 26  # the capability check only: ids are checked by resolve_inputs
+        body["image_id"] = PROBE_IMAGE_ID
     try:
         prompt = parse_video_params(body).prompt
     except ValidationError as exc:
@@ -527,7 +530,7 @@ def build_video_submission(fields: Mapping[str, Any]) -> Submission:
     )
     probe = {k: fields[k] for k in VIDEO_PARAM_FIELDS if fields.get(k) is not None}
     if image:
-        probe["image_id"] = "0" * 26
+        probe["image_id"] = PROBE_IMAGE_ID
     try:
         params = parse_video_params({**probe, "prompt": first, "seed": fields.get("seed", 0)})
     except ValidationError as exc:

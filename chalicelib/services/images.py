@@ -240,8 +240,8 @@ def spend_of(item: ImageModel) -> usage.Cost:
 
 def record_cost(item: ImageModel) -> None:
     """Add a newly stored image's cost to the month's spend. Call once per image. Never raises."""
-    for write in usage.cost_writes(item.user_id, [spend_of(item)]):
-        write()
+    spend = spend_of(item)
+    usage.add_cost(item.user_id, spend.usd, model=spend.model, key_id=spend.key_id, own=spend.own)
 
 
 _pool: ThreadPoolExecutor | None = None

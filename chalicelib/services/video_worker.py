@@ -201,6 +201,7 @@ def _store(item: VideoModel, url: str, cost: float | None) -> Done | Later:
     except VideoDownloadError as exc:
         logger.info("video %s download failed (%s); polling again for a fresh URL", item.video_id, exc.message)
         return Later(1, "download-failed")
+    spent = cost if cost is not None else item.estimated_cost_usd  # Together's figure, else the estimate
     try:
         item.update(
             actions=[
@@ -208,7 +209,7 @@ def _store(item: VideoModel, url: str, cost: float | None) -> Done | Later:
                 VideoModel.s3_key.set(key),
                 VideoModel.bytes.set(size),
                 VideoModel.content_type.set("video/mp4"),
-                VideoModel.cost_usd.set(cost if cost is not None else item.estimated_cost_usd),
+                VideoModel.cost_usd.set(spent),
                 VideoModel.completed_at.set(utcnow()),
             ],
             condition=VideoModel.status == "rendering",
@@ -217,7 +218,7 @@ def _store(item: VideoModel, url: str, cost: float | None) -> Done | Later:
         if is_condition_failure(exc):
             return Done("already-stored")
         raise
-    usage.add_cost(item.user_id, cost if cost is not None else item.estimated_cost_usd, model=item.model)
+    usage.add_cost(item.user_id, spent, model=item.model)
     video_items.video_ended(item)
     return Done("stored")
 
