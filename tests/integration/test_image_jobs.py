@@ -10,12 +10,12 @@ import io
 
 import pytest
 import requests
-from PIL import Image, ImageChops, ImageOps, ImageStat
+from PIL import Image, ImageOps
 
 from devstack.prompts import first
 from tests import openapi_check
 from tests.fixtures.worker import check_job
-from tests.photos import small_photo
+from tests.photos import small_photo, unlikeness
 
 PROMPTS = first(8)
 KONTEXT = "black-forest-labs/FLUX.1-kontext-pro"
@@ -60,11 +60,6 @@ def rgb(data: bytes) -> Image.Image:
         return img.convert("RGB")
 
 
-def mean_diff(a: Image.Image, b: Image.Image) -> float:
-    diff = ImageChops.difference(a, b.resize(a.size))
-    return sum(ImageStat.Stat(diff).mean) / 3
-
-
 def items_of(api, user: str, job_id: str) -> list[dict]:
     reply = api.get(f"/v1/jobs/{job_id}/items?limit=100", user=user)
     assert reply.status == 200, reply.body
@@ -95,7 +90,7 @@ def test_one_prompt_over_a_collection_makes_one_image_per_upload_from_its_own_in
         image = api.get(f"/v1/images/{item['image']['id']}", user="shop").json
         assert image["inputs"]["image"]["id"] == own and image["job_id"] == job_id
         out = rgb(requests.get(image["url"], timeout=10).content)
-        distances = {i: mean_diff(out, pic) for i, pic in inputs.items()}
+        distances = {i: unlikeness(out, pic) for i, pic in inputs.items()}
         assert min(distances, key=distances.get) == own  # derived from its own input, not another's
     job = api.get(f"/v1/jobs/{job_id}", user="shop").json
     assert job["source"] == "collection_images" and job["status"] == "completed"
