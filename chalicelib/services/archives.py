@@ -52,7 +52,6 @@ import io
 import json
 import logging
 import time
-import urllib.parse
 import zipfile
 from collections.abc import Mapping
 from datetime import timedelta
@@ -70,7 +69,7 @@ from chalicelib.jobs.views import get_owned_job, images_by_id, videos_by_id
 from chalicelib.jsonbody import reject_nulls
 from chalicelib.services import videos
 from chalicelib.services.dataset_export import inputs_resolver, write_imagefolder, zip_date_time, zip_entry
-from chalicelib.services.images import ULID_RE, check_unknown_fields, parse_collection
+from chalicelib.services.images import ULID_RE, check_unknown_fields, collection_from_path
 from chalicelib.settings import get_settings
 from chalicelib.storage import objects
 from chalicelib.storage.multipart import MultipartZipSink
@@ -589,7 +588,7 @@ def create_for_collection(user_id: str, name: str, body: Mapping[str, Any]) -> d
         has no such collection. DomainError: 400 ``too-many-images``.
     """
     fmt = parse_format_body(body)
-    collection = parse_collection(urllib.parse.unquote(name or ""), field="name")
+    collection = collection_from_path(name)
     limit = get_settings().archive_max_images
     ids = [image.image_id for image in ImageModel.by_collection.query(f"{user_id}#{collection}", limit=limit + 1)]
     if not ids:

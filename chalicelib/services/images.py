@@ -23,6 +23,7 @@ import logging
 import re
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -87,6 +88,17 @@ def parse_collection(value: Any, field: str = "collection") -> str | None:
             field=field,
         )
     return value
+
+
+def collection_from_path(name: str | None) -> str:
+    """A collection name from a URL path segment (``/v1/collections/{name}/...``): its
+    percent-escapes decoded (``chalice local`` hands the segment over as sent; a valid name
+    holds no ``%``, so decoding a decoded name changes nothing), then :func:`parse_collection`.
+
+    Raises:
+        ValidationError: 400 naming ``name``.
+    """
+    return parse_collection(urllib.parse.unquote(name or ""), field="name") or ""
 
 
 def image_json(item: ImageModel) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from ulid import ULID
 from chalicelib.db import ImageModel, ShareHitModel, ShareModel, VideoModel, is_condition_failure, utcnow
 from chalicelib.errors import DomainError, ErrorCode, NotFound, ValidationError
 from chalicelib.flux.catalog import as_integer
-from chalicelib.services.images import check_unknown_fields, get_owned_image, parse_collection
+from chalicelib.services.images import check_unknown_fields, collection_from_path, get_owned_image
 from chalicelib.services.pagination import parse_limit
 from chalicelib.services.videos import get_owned_video
 from chalicelib.settings import get_settings
@@ -153,7 +153,7 @@ def create_for_collection(user_id: str, name: str, body: Mapping[str, Any], requ
         ValidationError: 400 on a bad name, ``expires_in_s`` or an unknown field.
     """
     lifetime = parse_lifetime(body)
-    collection = parse_collection(name, field="name")
+    collection = collection_from_path(name)
     if not _collection_images(user_id, collection, 1):
         raise NotFound("collection")
     return _create(user_id, TARGET_COLLECTION, collection, lifetime, request_base)

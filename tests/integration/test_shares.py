@@ -224,6 +224,10 @@ def test_collection_link_shows_a_grid(api, prompts):
     assert html.escape(prompts[4]) not in text
     missing = api.post("/v1/collections/never made/shares", user="alice", json_body={})
     assert missing.status == 404
+    # the path segment as an HTTP client sends it (chalice local passes it on undecoded)
+    escaped = api.post("/v1/collections/parti%20picks/shares", user="alice", json_body={})
+    assert escaped.status == 201, escaped.body
+    assert escaped.json["target_id"] == "parti picks"
 
 
 def test_unknown_and_malformed_codes_are_the_same_404(api):
