@@ -34,7 +34,7 @@ test-unit: install
 
 # The full Schemathesis run (with the coverage phase) against a fresh dev stack; `make test` runs a bounded one.
 fuzz: install
-	FUZZ_PHASES=examples,coverage,fuzzing FUZZ_MAX_TIME_S=120 FUZZ_DEADLINE_S=900 $(PY) -m pytest -q -p no:cacheprovider \
+	FUZZ_PHASES=examples,coverage,fuzzing FUZZ_DEADLINE_S=900 $(PY) -m pytest -q -p no:cacheprovider \
 		tests/integration/test_openapi_contract.py -k schemathesis_finds_nothing -o timeout=1000
 
 lint: install

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import re
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,3 +35,35 @@ def check(path: str, method: str, status: int, body: Any) -> None:
         return
     wrapped = {**schema, "components": spec()["components"]}
     jsonschema.Draft202012Validator(wrapped).validate(body)
+
+
+def _ecma_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[jsonschema.ValidationError]:
+    """``pattern`` as ECMA-262 reads it (JSON Schema's dialect): ``$`` is the end of the
+    string; Python's ``$`` also matches before a final newline."""
+    if isinstance(instance, str) and not re.search(pattern.removesuffix("$") + r"\Z", instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+#: Draft 2020-12 with ECMA-262's reading of ``pattern``.
+EcmaValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _ecma_pattern})
+
+
+def validator(schema: dict[str, Any]) -> Any:
+    """An :data:`EcmaValidator` for ``schema``, its ``$ref``s resolved in the document."""
+    wrapped = {**copy.deepcopy(schema), "components": spec()["components"]}
+    return EcmaValidator(wrapped)
+
+
+def body_valid(schema_name: str, body: Any) -> bool:
+    """True when ``body`` is valid against ``#/components/schemas/<schema_name>``."""
+    return validator({"$ref": f"#/components/schemas/{schema_name}"}).is_valid(body)
+
+
+def agrees(reply: Any, valid: bool, what: Any) -> None:
+    """An allowed request is not a 400 (nor a 5xx); a forbidden one is a 400 whose body is
+    the documented error shape."""
+    if valid:
+        assert reply.status != 400 and reply.status < 500, (what, reply.status, reply.body)
+    else:
+        assert reply.status == 400, (what, reply.status, reply.body)
+        check("/v1/images", "GET", 400, reply.json)
