@@ -15,7 +15,7 @@ from chalicelib.flux.video_catalog import parse_video_params, video_catalog
 from devstack.prompts import parti_prompts
 from infra import video_schema
 from tests import openapi_check
-from tests.integration.test_openapi_contract import _valid
+from tests.openapi_check import body_valid
 
 PROMPT = parti_prompts()[7]
 FIRST = "01JD0000000000000000000001"
@@ -73,7 +73,7 @@ def test_the_document_is_generated_from_the_video_catalog() -> None:
 @pytest.mark.parametrize("model", MODEL_CHOICES, ids=repr)
 def test_the_document_states_each_video_models_rules(model) -> None:
     for body in _bodies(model):
-        assert _valid("VideoRequest", body) == _code_accepts(body), body
+        assert body_valid("VideoRequest", body) == _code_accepts(body), body
 
 
 def test_the_model_enum_is_the_catalog() -> None:
@@ -93,7 +93,7 @@ def test_the_model_enum_is_the_catalog() -> None:
     ],
 )
 def test_the_api_refuses_what_the_document_forbids(api, body) -> None:
-    assert not _valid("VideoRequest", body)
+    assert not body_valid("VideoRequest", body)
     reply = api.post("/v1/videos", user="contract", json_body=body)
     assert reply.status == 400, (body, reply.status, reply.body)
     openapi_check.check("/v1/videos", "POST", 400, reply.json)
@@ -136,4 +136,4 @@ def _job_bodies(model: str | None) -> Iterator[dict[str, Any]]:
 @pytest.mark.parametrize("model", MODEL_CHOICES, ids=repr)
 def test_the_document_states_each_video_models_rules_for_video_jobs(model) -> None:
     for body in _job_bodies(model):
-        assert _valid("VideoJobRequest", body) == _job_accepted(body), body
+        assert body_valid("VideoJobRequest", body) == _job_accepted(body), body
