@@ -188,12 +188,20 @@ def test_scheduled_share_sweep_runs(api, prompts):
     share(api, "alice", image["id"], expires_in_s=1)
     wait_for(lambda: api.get("/v1/shares", user="alice").json["shares"] == [], timeout_s=10, what="link expired")
     project_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runs: list[dict] = []
     with Client(app_module.app, stage_name="local", project_dir=project_dir) as client:
         event = client.events.generate_cw_event(
             source="aws.events", detail_type="Scheduled Event", detail={}, resources=[]
         )
-        result = client.lambda_.invoke("cleanup_shares", event).payload
-    assert result["sweep"] == "shares" and result["counts"]["shares_deleted"] == 1
+
+        def swept() -> bool:
+            runs.append(client.lambda_.invoke("cleanup_shares", event).payload)
+            return runs[-1]["counts"].get("shares_deleted") == 1
+
+        # a run cut short by its time budget on a busy machine leaves the rest to the next run
+        wait_for(swept, timeout_s=20, what="(the sweep deletes the expired link)")
+    assert all(run["sweep"] == "shares" for run in runs), runs
+    assert sum(run["counts"].get("shares_deleted", 0) for run in runs) == 1, runs
 
 
 def test_prompt_is_html_escaped(api):
