@@ -34,22 +34,28 @@ def deploy_script() -> Any:
 # The longest files, longest first: `make test` hands whole files to its workers in this order
 # (pytest-xdist --dist loadfile), so no long file starts last while the other workers sit idle.
 LONGEST_FILES_FIRST = (
-    "test_openapi_contract.py",
-    "test_worker.py",
     "test_flux_client.py",
-    "test_uploads.py",
+    "test_worker.py",
+    "test_openapi_contract.py",
     "test_archives.py",
     "test_web_client.py",
-    "test_image_jobs.py",
+    "test_uploads.py",
     "test_packaging.py",
+    "test_image_jobs.py",
+    "test_video_jobs.py",
+    "test_videos_web.py",
     "test_webhook_hardening.py",
-    "test_uploads_web.py",
-    "test_api_images.py",
     "test_videos.py",
     "test_own_keys.py",
-    "test_image_input_web.py",
+    "test_shares_browser.py",
+    "test_api_images.py",
+    "test_uploads_web.py",
     "test_cleanup.py",
-    "test_videos_web.py",
+    "test_image_input_web.py",
+    "test_video_contract.py",
+    "test_devstack.py",
+    "test_worker_sweep.py",
+    "test_body_fuzz.py",
 )
 
 
