@@ -70,7 +70,7 @@ from chalicelib.flux.exceptions import (
 from chalicelib.flux.keypool import KeyPool, get_key_pool
 from chalicelib.jobs import state, video_items
 from chalicelib.jobs.state import Done, ItemLease, Later
-from chalicelib.services import archives, image_inputs, images, together_keys, webhook_queue
+from chalicelib.services import archives, image_inputs, images, together_keys, usage, webhook_queue
 from chalicelib.services.video_worker import handle_video
 from chalicelib.settings import get_settings
 from chalicelib.sqsbatch import Deferred, invocation_deadline, process_batch
@@ -483,4 +483,5 @@ def handle_event(event: dict[str, Any], context: Any = None) -> dict[str, list[d
     """
     deadline = invocation_deadline(context, margin_s=1.0)
     threads = max(1, min(len(event.get("Records") or []), get_settings().worker_threads))
-    return process_batch(event, lambda record: handle_record(record, deadline), threads=threads, defer=defer)
+    with usage.batched_costs():  # the batch's image costs: one write per spend item, not three per image
+        return process_batch(event, lambda record: handle_record(record, deadline), threads=threads, defer=defer)

@@ -13,6 +13,7 @@ import time
 import zipfile
 
 import boto3
+import pytest
 import requests
 from urllib3 import encode_multipart_formdata
 
@@ -21,7 +22,7 @@ from chalicelib.jobs import state as job_state
 from chalicelib.jobs import worker as w
 from chalicelib.queue import queue_url
 from chalicelib.settings import get_settings
-from devstack.prompts import PARTI_PROMPTS, parti_prompts
+from devstack.prompts import PARTI_PROMPTS, first, parti_prompts
 from tests import openapi_check
 from tests.fixtures.worker import check_job, wait_for
 
@@ -70,6 +71,23 @@ def test_the_same_message_delivered_three_times_makes_one_image(api, worker, flu
     assert int(state["items"][0].attempts) == 1
     assert flux.stats()["images"] == 1  # generated once
     assert len(objects_under("users/dup/")) == 2  # original + thumbnail
+
+
+def test_a_jobs_spend_adds_up_to_its_images_costs(api, worker, flux):
+    """Twelve images (more than one SQS batch): the month's spend by model and the job's
+    actual_usd both add up to the stored images' costs, each image counted once."""
+    worker.start()
+    job_id = submit(api, "spender", {"prompts": first(12)})
+    worker.wait_finished("spender", job_id)
+    state = check_job("spender", job_id)
+    assert len(state["images"]) == 12
+    costs = round(sum(float(i.cost_usd) for i in state["images"]), 6)
+    assert costs > 0
+    usage = api.get("/v1/me/usage", user="spender").json
+    assert [(r["source"], r["images"]) for r in usage["spend_by_model"]] == [("shared", 12)]
+    assert usage["spend_by_model"][0]["usd"] == pytest.approx(costs, abs=1e-6)
+    assert usage["cost_usd"] == pytest.approx(costs, abs=1e-6)
+    assert api.get(f"/v1/jobs/{job_id}", user="spender").json["actual_usd"] == pytest.approx(costs, abs=1e-6)
 
 
 def test_crash_between_upload_and_metadata_leaves_one_image_and_no_orphan(api, worker, flux):
