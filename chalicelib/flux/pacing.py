@@ -16,7 +16,8 @@ The rule, per (key, model), after each answer that has the headers:
 * ``remaining <= 0``: nothing is sent before ``now + reset`` plus one spacing per send in flight
   beyond the window, and the spacing becomes ``reset`` (a saturated window's turn-over);
 * never faster than the sustained rate, ``limit`` units per window, the window being at least
-  the longest ``reset`` seen: in a full sliding window ``reset`` only says when the *oldest*
+  the longest ``reset`` seen in the last :data:`WINDOW_MEMORY` windows (so a shorter window or a
+  raised limit is picked up): in a full sliding window ``reset`` only says when the *oldest*
   unit frees, so a short one alone would pace a burst;
 * no headers: ``Retry-After`` of a 429 is the fallback (the key's cooldown, see the key pool).
 
@@ -56,6 +57,8 @@ FIRST_SEND_GAP_S = 0.5  # seconds between sends on a (key, model) no answer has 
 # Seconds a booked send counts as in flight without an answer (a timeout, a lost connection):
 # longer than any request's deadline, so it is forgotten only when no answer can still come.
 IN_FLIGHT_TTL_S = 60.0
+#: Windows (of the longest reset seen) after which that reset is forgotten unless seen again.
+WINDOW_MEMORY = 3.0
 MAX_PACE_S = 120.0  # seconds; a longer reset (an odd answer) is capped: rate windows are a minute or less
 BUSY_BASE_S = 0.5  # seconds; first back-off after a 503 without Retry-After
 BUSY_CAP_S = 8.0  # seconds; longest back-off after 503s without Retry-After
@@ -112,7 +115,8 @@ class Pace:
     next_at: float = 0.0
     interval: float = 0.0
     seen: bool = False
-    window: float = 0.0  # seconds: the longest reset seen, a lower bound of the rate window's length
+    window: float = 0.0  # seconds: the longest reset seen lately, a lower bound of the rate window's length
+    window_at: float = 0.0  # epoch s: when an answer last showed a reset as long as ``window``
     booked: deque[float] = field(default_factory=deque)  # slots (epoch s) of sends not yet answered
 
     def answered(self, now: float) -> int:
@@ -189,7 +193,11 @@ class Pacer:
         # A short reset only says when the *oldest* unit frees, not how fast the next ones do:
         # never faster than the sustained rate, limit units per window (at least the longest
         # reset seen), else a sliding window answers bursts with 429s.
-        pace.window = max(pace.window, reset)
+        if reset >= pace.window or now - pace.window_at > WINDOW_MEMORY * pace.window:
+            # the longest reset stands for WINDOW_MEMORY windows: a saturated sliding window shows
+            # resets near its length about once a window, and a limit whose window shrank (or that
+            # Together raised) is not held to the old pace for ever
+            pace.window, pace.window_at = reset, now
         if info.limit:
             spacing = max(spacing, pace.window / info.limit)
         pace.interval = spacing * (1 + PACE_MARGIN)

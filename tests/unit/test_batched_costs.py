@@ -57,12 +57,11 @@ def test_users_keys_and_own_keys_keep_their_own_items(writes):
 
 
 def test_a_nested_block_adds_to_the_outer_one_and_an_exception_still_writes(writes):
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError), usage.batched_costs():
         with usage.batched_costs():
-            with usage.batched_costs():
-                usage.add_cost("u1", 0.01, model="m")
-            assert writes == []
-            raise RuntimeError("a handler failed")
+            usage.add_cost("u1", 0.01, model="m")
+        assert writes == []
+        raise RuntimeError("a handler failed")
     assert sorted(writes) == [("u1", "2026-12", 0.01, 0), ("u1", "spend#2026-12#shared#m", 0.01, 1)]
     usage.add_cost("u1", 0.01, model="m")  # the block is closed: written at once again
     assert len(writes) == 4

@@ -1,0 +1,32 @@
+"""The pacer's sustained-rate window: the longest reset seen holds for a few windows, then a
+shorter window (or a raised limit) is picked up."""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.flux.pacing import PACE_MARGIN, WINDOW_MEMORY, Pacer, RateInfo
+
+KEY, MODEL = "k1", "black-forest-labs/FLUX.1-schnell"
+
+
+def interval(pacer: Pacer) -> float:
+    return pacer._pace[(KEY, MODEL)].interval / (1 + PACE_MARGIN)
+
+
+def test_a_short_reset_right_after_a_long_one_keeps_the_long_windows_pace():
+    pacer = Pacer()
+    pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=59, reset_s=60.0), now=1000.0)
+    assert interval(pacer) == pytest.approx(60.0 / 59)  # 59 units left of a minute's 60
+    pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=59, reset_s=10.0), now=1010.0)
+    assert interval(pacer) == pytest.approx(1.0)  # a short reset is no faster than 60 a minute
+
+
+def test_a_window_not_seen_again_for_a_few_windows_gives_way_to_the_shorter_one():
+    pacer = Pacer()
+    pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=59, reset_s=60.0), now=1000.0)
+    later = 1000.0 + WINDOW_MEMORY * 60.0 + 1.0
+    pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=59, reset_s=10.0), now=later)
+    assert interval(pacer) == pytest.approx(10.0 / 59)  # now 60 units per 10 s
+    pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=59, reset_s=60.0), now=later + 1)
+    assert interval(pacer) == pytest.approx(60.0 / 59)  # a long reset again: the slower pace
