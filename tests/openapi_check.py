@@ -12,6 +12,9 @@ from typing import Any
 
 import jsonschema
 
+#: A well-formed image id that names nothing: a body the document allows gets a 404 for it.
+NOBODYS = "01JD0000000000000000000000"
+
 SPEC_PATH = Path(__file__).resolve().parent.parent / "chalicelib" / "openapi.json"
 
 

@@ -77,10 +77,12 @@ def filename_pattern() -> str:
     category C: the same set over all code points, and about 150,000 code points to
     enumerate for a generator such as Hypothesis instead of about 970,000.
     """
-    categories = [unicodedata.category(chr(cp))[0] for cp in range(sys.maxunicode + 1)]
-    shown = _class_body(lambda cp: categories[cp] != "C")
-    unslashed = _class_body(lambda cp: categories[cp] != "C" and chr(cp) not in _SLASHES)
-    visible = _class_body(lambda cp: categories[cp] != "C" and chr(cp) not in _SLASHES | _BLANK_CHARS)
+    allowed = [unicodedata.category(chr(cp))[0] != "C" for cp in range(sys.maxunicode + 1)]
+    slashes = {ord(c) for c in _SLASHES}
+    slashes_and_blanks = slashes | {ord(c) for c in _BLANK_CHARS}
+    shown = _class_body(lambda cp: allowed[cp])
+    unslashed = _class_body(lambda cp: allowed[cp] and cp not in slashes)
+    visible = _class_body(lambda cp: allowed[cp] and cp not in slashes_and_blanks)
     return rf"^[{shown}]*[{visible}][{unslashed}]*$"
 
 

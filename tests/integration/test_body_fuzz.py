@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from devstack.prompts import first
 from tests import openapi_check
+from tests.openapi_check import NOBODYS
 
-NOBODYS = "01JD0000000000000000000000"  # a well-formed id that names nothing (a 404 when allowed)
 PROMPTS = first(12)
 TEXTS = [*PROMPTS, "", "   ", "a\x00b", "tab\tand\nnewline", "café ☕", "\u200b", "x" * 2001]
 IDS = [NOBODYS, "01jd0000000000000000000000", "nope", ""]

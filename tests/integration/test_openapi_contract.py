@@ -46,6 +46,7 @@ from chalicelib.services.webhooks import URL_PATTERN
 from chalicelib.settings import get_settings
 from tests import openapi_check
 from tests.browser.conftest import dev_stack_env
+from tests.openapi_check import NOBODYS
 from tests.polling import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -319,7 +320,6 @@ def test_prompts_are_what_the_pattern_and_length_say(api, prompt, allowed):
     openapi_check.agrees(api.post("/v1/images", user="texts", json_body=body), allowed, prompt)
 
 
-NOBODYS = "01JD0000000000000000000000"  # a well-formed id that names nothing
 JOB_BODIES = [
     ({"prompts": ["a", "b"]}, True),
     ({"prompt": "a", "count": 3}, True),
