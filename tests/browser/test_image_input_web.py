@@ -100,7 +100,7 @@ def test_batch_over_collection_shows_pairs_and_downloads_imagefolder(open_page, 
     summary.get_by_role("button", name="Start batch · 2 images").click()
 
     screen = page.locator("section.screen-job")
-    expect(screen).to_be_visible()
+    expect(screen).to_be_visible(timeout=30_000)  # the job is submitted first; slow on a busy machine
     screen.evaluate(PROGRESS_RECORDER_JS)
     expect(screen).to_have_attribute("data-progress", "100", timeout=90_000)
     expect(screen).to_have_attribute("data-status", "completed")
