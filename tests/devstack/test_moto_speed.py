@@ -1,0 +1,50 @@
+"""The moto speed-ups answer as moto itself does (devstack.moto_speed)."""
+
+from __future__ import annotations
+
+import os
+import time
+from types import SimpleNamespace
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+from moto.server import create_backend_app
+
+from devstack.moto_speed import speed_up_moto_server
+
+#: inferred host -> the backend moto's own lookup picks (moto 5.2)
+HOSTS = {
+    "dynamodb": "dynamodb",
+    "s3.us-east-1.amazonaws.com": "s3",
+    "promptcanvas-images.s3.us-east-1.amazonaws.com": "s3",
+    "sqs.us-east-1.amazonaws.com": "sqs",
+    "secretsmanager.us-east-1.amazonaws.com": "secretsmanager",
+    "kms.us-east-1.amazonaws.com": "kms",
+    None: None,
+}
+
+
+def test_backend_lookup_is_moto_s_and_lists_moto_s_package_once(monkeypatch):
+    speed_up_moto_server()
+    speed_up_moto_server()  # idempotent
+    dispatcher = DomainDispatcherApplication(create_backend_app)
+    assert {host: dispatcher.get_backend_for_host(host) for host in HOSTS} == HOSTS
+    listed = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path: listed.append(path) or real_listdir(path))
+    other = DomainDispatcherApplication(create_backend_app)
+    assert {host: other.get_backend_for_host(host) for host in HOSTS} == HOSTS
+    assert listed == []
+
+
+def test_a_message_is_kept_for_its_queue_s_retention_period_and_no_longer():
+    from moto.sqs.models import SQSBackend
+
+    speed_up_moto_server()
+    queue = SimpleNamespace(message_retention_period=60)
+    backend = SimpleNamespace(get_queue=lambda name: queue)
+    check = SQSBackend.is_message_valid_based_on_retention_period
+    now_ms = time.time() * 1000
+    assert check(backend, "q", SimpleNamespace(sent_timestamp=now_ms - 55_000)) is True
+    assert check(backend, "q", SimpleNamespace(sent_timestamp=now_ms - 61_000)) is False
+    queue.message_retention_period = "120"  # as set through SetQueueAttributes
+    assert check(backend, "q", SimpleNamespace(sent_timestamp=now_ms - 61_000)) is True
