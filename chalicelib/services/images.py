@@ -185,7 +185,19 @@ def new_image_model(
     )
 
 
-def store_image(
+def store_image(user_id: str, params: GenerationParams, data: bytes, **fields: Any) -> ImageModel:
+    """Store one generated image: :func:`prepare_image` (same arguments), then
+    :func:`persist_image`. The caller adds its cost to the month's spend (:func:`record_cost`,
+    or :func:`spend_of` with :func:`usage.cost_writes`).
+
+    Raises:
+        ValueError: ``data`` does not decode.
+        Exception: an S3 or DynamoDB failure; nothing is left behind in that case.
+    """
+    return persist_image(*prepare_image(user_id, params, data, **fields))
+
+
+def prepare_image(
     user_id: str,
     params: GenerationParams,
     data: bytes,
@@ -196,20 +208,22 @@ def store_image(
     collection: str | None = None,
     image_id: str | None = None,
     inputs: dict[str, Any] | None = None,
-) -> ImageModel:
-    """Store one generated image: S3 objects first (the original and its thumbnail, two
-    PutObject calls at once), then the metadata item (with its cost,
-    :func:`~chalicelib.flux.catalog.image_cost`). The caller adds its cost to the month's
-    spend (:func:`record_cost`, or :func:`spend_of` with :func:`usage.cost_writes`).
+) -> tuple[ImageModel, imaging.ProcessedImage]:
+    """One generated image made ready to store, nothing written yet: its metadata stripped,
+    its thumbnail made (:func:`imaging.process`) and its (unsaved) item, which holds its
+    cost (:func:`~chalicelib.flux.catalog.image_cost`, USD).
 
     Args:
         data: the image bytes from Flux (JPEG or PNG).
+        seed, key_id, upstream_ms: what the upstream reported (``key_id`` names a key, never holds one).
         image_id: a ULID (default: a fresh one); a caller repeating the same write passes the same id.
         inputs: the image inputs it was made from (ids, sources, sha256), as recorded.
 
+    Returns:
+        ``(item, processed)``, for :func:`persist_image`.
+
     Raises:
         ValueError: ``data`` does not decode.
-        Exception: an S3 or DynamoDB failure; nothing is left behind in that case.
     """
     processed = imaging.process(data)
     item = new_image_model(
@@ -223,6 +237,20 @@ def store_image(
         collection=collection,
         inputs=inputs,
     )
+    return item, processed
+
+
+def persist_image(item: ImageModel, processed: imaging.ProcessedImage) -> ImageModel:
+    """Write a prepared image: S3 objects first (the original and its thumbnail, two
+    PutObject calls at once), then the metadata item (:func:`save_image_item`), so an item
+    never names a missing object.
+
+    Returns:
+        The stored item.
+
+    Raises:
+        Exception: an S3 or DynamoDB failure; nothing is left behind in that case.
+    """
     puts = [
         in_background(objects.put, item.s3_key, processed.original, processed.content_type),
         in_background(objects.put, item.thumb_key, processed.thumbnail, "image/webp"),
@@ -361,15 +389,21 @@ def generate(user_id: str, body: Mapping[str, Any] | Callable[[], Mapping[str, A
     estimate = estimate_cost(params.model, params.width, params.height, params.steps, params.n)
     per_image = estimate["usd"] / params.n
     held = own is None and get_settings().monthly_budget_usd > 0 and estimate["usd"] > 0
+    # the shared pool's images are charged ahead, with their estimated cost in the month's cost
+    ahead = per_image if own is None else 0.0
     # the rate limits, and the quota when nothing else is held: one conditional UpdateItem
     period: str | None = usage.admit(
-        user_id, write=True, generation=True, images=params.n if own is None and not held else 0
+        user_id,
+        write=True,
+        generation=True,
+        images=params.n if own is None and not held else 0,
+        spend_usd=ahead * params.n if not held else 0.0,
     )
     try:
         prepared = image_inputs.prepare(image_inputs.resolve(user_id, ids))
     except Exception:
         if own is None and not held:
-            usage.refund(user_id, params.n, period)
+            usage.refund(user_id, params.n, period, spend_usd=ahead * params.n)
         raise
     if own is not None:  # the user's own key: their bill, not the platform's quota or budget
         period = None
@@ -378,7 +412,9 @@ def generate(user_id: str, body: Mapping[str, Any] | Callable[[], Mapping[str, A
     else:
         client = get_flux_client()
         if held:  # quota and budget together (the budget holds the estimate)
-            period = usage.charge(user_id, params.n, estimate["usd"], estimate)
+            period = usage.charge(user_id, params.n, estimate["usd"], estimate, spend_usd=ahead * params.n)
+    # best-effort writes run beside the work that follows and are waited for before answering
+    pending = [in_background(remember_prompt, user_id, params.prompt)]
     stored: list[ImageModel] = []
     try:
         flux_started = time.perf_counter()
@@ -392,30 +428,41 @@ def generate(user_id: str, body: Mapping[str, Any] | Callable[[], Mapping[str, A
         flux_ms = (time.perf_counter() - flux_started) * 1000
         for result in results:
             try:
-                stored.append(
-                    store_image(
-                        user_id,
-                        params,
-                        prepared.finish(result.data),
-                        seed=result.seed,
-                        key_id=result.key_id,
-                        upstream_ms=result.upstream_ms,
-                        collection=collection,
-                        inputs=prepared.record,
-                    )
+                item, processed = prepare_image(
+                    user_id,
+                    params,
+                    prepared.finish(result.data),
+                    seed=result.seed,
+                    key_id=result.key_id,
+                    upstream_ms=result.upstream_ms,
+                    collection=collection,
+                    inputs=prepared.record,
                 )
             except Exception:
+                logger.exception("a generated image could not be processed")
+                continue
+            spend = [spend_of(item)]  # written while the image is: undone if it is not stored
+            pending += [in_background(write) for write in usage.cost_writes(user_id, spend, month=False)]
+            try:
+                stored.append(persist_image(item, processed))
+            except Exception:
                 logger.exception("storing a generated image failed")
+                pending += [in_background(write) for write in usage.cost_writes(user_id, spend, month=False, undo=True)]
         if not stored:
             raise DomainError(ErrorCode.STORAGE_FAILED, "the image could not be stored; nothing was charged")
+    except BaseException:
+        wait(pending)
+        raise
     finally:
         if own is None:
             missing = params.n - len(stored)
-            usage.refund(user_id, missing, period, per_image * missing)
+            usage.refund(user_id, missing, period, per_image * missing, spend_usd=ahead * missing)
     observability.record_images_generated(len(stored))
-    # the spend and the prompt history are written while the answer is built (all best effort)
-    writes = usage.cost_writes(user_id, [spend_of(item) for item in stored])
-    pending = [in_background(write) for write in writes] + [in_background(remember_prompt, user_id, params.prompt)]
+    if own is None:  # the estimate charged ahead, corrected to what the stored images cost
+        actual = sum(spend_of(item).usd for item in stored)
+        correction = round(actual - ahead * len(stored), 6)
+        if correction:
+            pending.append(in_background(usage.add_month_cost, user_id, correction, period))
     body = {"images": [image_json(item) for item in stored]}
     wait(pending)
     return Generated(body, flux_ms)

@@ -77,9 +77,14 @@ class BudgetExceeded(DomainError):
         return body
 
 
-def charge(user_id: str, n: int, usd: float = 0.0, estimate: Mapping[str, Any] | None = None) -> str:
+def charge(
+    user_id: str, n: int, usd: float = 0.0, estimate: Mapping[str, Any] | None = None, *, spend_usd: float = 0.0
+) -> str:
     """Charge ``n`` images to this month's quota and hold ``usd`` (their estimated cost)
-    against the month's budget, in one conditional UpdateItem (all or nothing).
+    against the month's budget, in one conditional UpdateItem (all or nothing). ``spend_usd``
+    (USD, default none) is added to the month's cost in the same write: the caller then leaves
+    the month's item out of its :func:`cost_writes` and gives back what is not stored with
+    :func:`refund`'s ``spend_usd``.
 
     The budget (``MONTHLY_BUDGET_USD``, 0 = off) holds estimates, not final costs: what a
     request may still spend counts from the moment it is accepted, so concurrent requests
@@ -88,6 +93,7 @@ def charge(user_id: str, n: int, usd: float = 0.0, estimate: Mapping[str, Any] |
     Args:
         n: images. usd: their estimated cost in USD (0: nothing held).
         estimate: the request's estimate, quoted in a ``budget-exceeded`` error.
+        spend_usd: USD added to the month's ``cost_usd`` (the images' cost, charged ahead).
 
     Returns:
         The period charged (``"YYYY-MM"``): keep it with the charge and pass it to :func:`refund`.
@@ -102,6 +108,8 @@ def charge(user_id: str, n: int, usd: float = 0.0, estimate: Mapping[str, Any] |
     period = _month()
     item = UsageModel(user_id, period)
     actions = [UsageModel.count.add(n)]
+    if spend_usd > 0:
+        actions.append(UsageModel.cost_usd.add(round(spend_usd, 6)))
     condition = UsageModel.count.does_not_exist() | (UsageModel.count <= quota - n)
     held = budget > 0 and usd > 0
     if held and usd > budget:  # never fits, whatever the month holds (the condition below cannot say so)
@@ -130,17 +138,20 @@ def _read_month(user_id: str, period: str) -> tuple[int, float]:
     return int(item.count or 0), float(item.committed_usd or 0)
 
 
-def refund(user_id: str, n: int, period: str | None, usd: float = 0.0) -> None:
-    """Give back ``n`` images charged by :func:`charge` (a failed generation) to ``period``,
-    the month :func:`charge` returned (None, for a charge recorded before periods were
-    kept: the current month), and release ``usd`` held against that month's budget.
-    Never raises."""
+def refund(user_id: str, n: int, period: str | None, usd: float = 0.0, *, spend_usd: float = 0.0) -> None:
+    """Give back ``n`` images charged by :func:`charge` or :func:`admit` (a failed generation)
+    to ``period``, the month they returned (None, for a charge recorded before periods were
+    kept: the current month), release ``usd`` held against that month's budget, and take
+    ``spend_usd`` (USD) off the month's cost when the charge added it ahead. Never raises."""
     if n <= 0:
         return
     actions = [UsageModel.count.add(-n)]
     usd = round(max(0.0, usd), 6)
     if usd > 0 and get_settings().monthly_budget_usd > 0:
         actions.append(UsageModel.committed_usd.add(-usd))
+    spend_usd = round(max(0.0, spend_usd), 6)
+    if spend_usd > 0:
+        actions.append(UsageModel.cost_usd.add(-spend_usd))
     try:
         UsageModel(user_id, period or _month()).update(actions=actions, condition=UsageModel.count >= n)
     except UpdateError:
@@ -158,7 +169,7 @@ class Cost:
     own: bool = False
 
 
-def cost_writes(user_id: str, costs: list[Cost]) -> list[Callable[[], None]]:
+def cost_writes(user_id: str, costs: list[Cost], *, month: bool = True, undo: bool = False) -> list[Callable[[], None]]:
     """The writes that add ``costs`` to this month's spend, one per item touched (the costs of
     several images to the same item are summed into one ADD). Each write is best effort: it
     never raises. The caller may run them at once (they touch different items).
@@ -167,12 +178,25 @@ def cost_writes(user_id: str, costs: list[Cost]) -> list[Callable[[], None]]:
     usage is billed to the user's own Together account), the user's per-model spend item
     ``(user_id, "spend#YYYY-MM#<shared|own>#<model>")`` and the admin's per-key item
     ``("@spend#YYYY-MM", key_id)``; the last two also count the images (``count``).
+
+    Args:
+        month: include the month's usage item (False: :func:`admit` or :func:`charge` added
+            it ahead with ``spend_usd``).
+        undo: take the costs and image counts off instead (results written ahead whose
+            image was then not stored).
+
+    Example::
+
+        writes = usage.cost_writes("user_1", [usage.Cost(0.0027, "black-forest-labs/FLUX.1-schnell", "k1")])
+        for write in writes:
+            write()
     """
-    return _spend_writes([(user_id, cost) for cost in costs])
+    return _spend_writes([(user_id, cost) for cost in costs], month=month, sign=-1 if undo else 1)
 
 
-def _spend_writes(entries: list[tuple[str, Cost]]) -> list[Callable[[], None]]:
-    """:func:`cost_writes` for ``(user_id, cost)`` pairs of any users: one write per item touched."""
+def _spend_writes(entries: list[tuple[str, Cost]], *, month: bool = True, sign: int = 1) -> list[Callable[[], None]]:
+    """:func:`cost_writes` for ``(user_id, cost)`` pairs of any users: one write per item
+    touched; ``sign`` -1 takes them off."""
     period = _month()
     totals: dict[tuple[str, str], list[float]] = {}  # (hash, range) -> [usd, images counted]
 
@@ -185,13 +209,13 @@ def _spend_writes(entries: list[tuple[str, Cost]]) -> list[Callable[[], None]]:
         if cost.usd < 0:
             continue
         usd = round(cost.usd, 6)
-        if not cost.own and usd > 0:
+        if month and not cost.own and usd > 0:
             add(user_id, period, usd, False)
         if cost.model:
             add(user_id, f"{MODEL_SPEND_PREFIX}{period}#{'own' if cost.own else 'shared'}#{cost.model}", usd, True)
         if cost.key_id:
             add(f"{KEY_SPEND_PREFIX}{period}", cost.key_id, usd, True)
-    return [partial(_add_spend, h, r, round(usd, 6), int(n)) for (h, r), (usd, n) in totals.items()]
+    return [partial(_add_spend, h, r, sign * round(usd, 6), sign * int(n)) for (h, r), (usd, n) in totals.items()]
 
 
 #: While :func:`batched_costs` is open: the ``(user_id, cost)`` pairs :func:`add_cost` collected.
@@ -236,6 +260,13 @@ def _add_spend(hash_key: str, range_key: str, usd: float, images: int) -> None:
         logger.warning("could not add a cost to the month's spend")
 
 
+def add_month_cost(user_id: str, usd: float, period: str | None = None) -> None:
+    """Add ``usd`` (USD, may be negative: a correction) to the month's cost of ``period``
+    (``"YYYY-MM"``; None: the current month), as charged ahead by :func:`admit` or
+    :func:`charge`. Best effort: never raises."""
+    _add_spend(user_id, period or _month(), round(usd, 6), 0)
+
+
 def add_cost(
     user_id: str, usd: float, *, model: str | None = None, key_id: str | None = None, own: bool = False
 ) -> None:
@@ -256,7 +287,11 @@ def key_spend(period: str | None = None) -> list[dict[str, Any]]:
     ``[{"key_id", "images", "usd"}]``; ``key_id`` is a shared key's id or ``"own:<key id>"``,
     never a key. One Query of ``"@spend#YYYY-MM"``."""
     rows = UsageModel.query(f"{KEY_SPEND_PREFIX}{period or _month()}")
-    out = [{"key_id": r.period, "images": int(r.count or 0), "usd": round(float(r.cost_usd or 0), 6)} for r in rows]
+    out = [
+        {"key_id": r.period, "images": int(r.count or 0), "usd": round(float(r.cost_usd or 0), 6)}
+        for r in rows
+        if int(r.count or 0) > 0  # a row whose only images were not stored (cost_writes' undo) is empty
+    ]
     return sorted(out, key=lambda r: (-r["usd"], r["key_id"]))
 
 
@@ -267,6 +302,8 @@ def model_spend(user_id: str, period: str | None = None) -> list[dict[str, Any]]
     rows = UsageModel.query(user_id, UsageModel.period.startswith(prefix))
     out = []
     for r in rows:
+        if int(r.count or 0) <= 0:  # its only images were not stored (cost_writes' undo)
+            continue
         source, _, model = r.period[len(prefix) :].partition("#")
         out.append(
             {"model": model, "source": source, "images": int(r.count or 0), "usd": round(float(r.cost_usd or 0), 6)}
@@ -313,12 +350,18 @@ def _rate_limited(limit: int, what: str, now: float) -> DomainError:
 
 
 def _admit_update(
-    item: UsageModel, window: str, same: bool, limits: tuple[int, int, int], counts: tuple[int, int, int]
+    item: UsageModel,
+    window: str,
+    same: bool,
+    limits: tuple[int, int, int],
+    counts: tuple[int, int, int],
+    spend_usd: float = 0.0,
 ) -> None:
     """One conditional UpdateItem on the month's item: add ``counts`` (writes, generations,
     images) while each stays within ``limits`` (writes and generations per minute, 0: no
-    limit; images per month). ``same``: the stored ``window`` is ``window`` (counters add up);
-    otherwise the window starts over at ``window`` (counters set).
+    limit; images per month), and ``spend_usd`` to the month's cost with the images.
+    ``same``: the stored ``window`` is ``window`` (counters add up); otherwise the window
+    starts over at ``window`` (counters set).
 
     Raises:
         UpdateError: a limit is reached, the window is not as assumed, or DynamoDB failed.
@@ -339,10 +382,14 @@ def _admit_update(
     if images:
         actions.append(model.count.add(images))
         condition &= model.count.does_not_exist() | (model.count <= quota - images)
+        if spend_usd > 0:
+            actions.append(model.cost_usd.add(round(spend_usd, 6)))
     item.update(actions=actions, condition=condition)
 
 
-def admit(user_id: str, *, write: bool = True, generation: bool = False, images: int = 0) -> str:
+def admit(
+    user_id: str, *, write: bool = True, generation: bool = False, images: int = 0, spend_usd: float = 0.0
+) -> str:
     """Count one request against the user's per-minute rate limits and charge ``images`` to the
     month's quota, all in one conditional UpdateItem on the month's item ``(user_id, "YYYY-MM")``
     (atomic: either everything is counted or nothing). Source: Amazon DynamoDB developer
@@ -352,6 +399,8 @@ def admit(user_id: str, *, write: bool = True, generation: bool = False, images:
         write: count a state-changing request (``MUTATION_RATE_LIMIT_PER_MINUTE``).
         generation: count a generation request (``RATE_LIMIT_PER_MINUTE``).
         images: images to charge (``MONTHLY_IMAGE_QUOTA``); 0 charges nothing.
+        spend_usd: USD added to the month's cost with the images (their cost, charged ahead;
+            see :func:`charge`); nothing when no image is charged.
 
     The limits are checked in this order, and a refused request counts only what came before
     the limit that refused it (as separate checks would): the write limit (nothing counted),
@@ -385,7 +434,7 @@ def admit(user_id: str, *, write: bool = True, generation: bool = False, images:
     same = _window_hint.get(user_id) == window
     for _ in range(4):  # a concurrent request may move the window or a counter in between
         try:
-            _admit_update(item, window, same, limits, counts)
+            _admit_update(item, window, same, limits, counts, spend_usd)
         except UpdateError as exc:
             if not is_condition_failure(exc):
                 raise

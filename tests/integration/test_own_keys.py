@@ -10,6 +10,7 @@ import json
 import logging
 
 import boto3
+import pytest
 
 from chalicelib.settings import get_settings
 from devstack.flux_emulator import key_id
@@ -213,6 +214,7 @@ def test_the_monthly_budget_refuses_work_up_front_with_the_estimate(api, flux, m
     assert small.status == 201
     usage = api.get("/v1/me/usage", user="ivan").json
     assert usage["budget_usd"] == 0.001 and 0 < usage["committed_usd"] <= 0.001
+    assert usage["cost_usd"] == pytest.approx(small.json["images"][0]["cost_usd"])  # charged with the hold
     # own-key usage does not count against it
     assert save_key(api, "ivan", OWN_KEY).status == 200
     assert api.post("/v1/jobs", user="ivan", json_body=body).status == 202
