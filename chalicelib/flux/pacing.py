@@ -18,7 +18,9 @@ The rule, per (key, model), after each answer that has the headers:
 * never faster than the sustained rate, ``limit`` units per window, the window being at least
   the longest ``reset`` seen in the last :data:`WINDOW_MEMORY` windows (so a shorter window or a
   raised limit is picked up): in a full sliding window ``reset`` only says when the *oldest*
-  unit frees, so a short one alone would pace a burst;
+  unit frees, so a short one alone would pace a burst. An answer that leaves ``limit - 1``
+  units was alone in its window, so its ``reset`` is the window's length: it replaces the
+  remembered one at once (a window that shrank is picked up on the first send into it);
 * no headers: ``Retry-After`` of a 429 is the fallback (the key's cooldown, see the key pool).
 
 Every spacing gets :data:`PACE_MARGIN` on top. Before the first answer for a model, one send
@@ -193,7 +195,10 @@ class Pacer:
         # A short reset only says when the *oldest* unit frees, not how fast the next ones do:
         # never faster than the sustained rate, limit units per window (at least the longest
         # reset seen), else a sliding window answers bursts with 429s.
-        if reset >= pace.window or now - pace.window_at > WINDOW_MEMORY * pace.window:
+        # an answer that left limit - 1 units was the window's only send: its reset is the window's
+        # whole length, a measurement to take even when it is shorter than the one remembered
+        alone = bool(info.limit) and info.remaining == info.limit - 1 and reset > 0
+        if alone or reset >= pace.window or now - pace.window_at > WINDOW_MEMORY * pace.window:
             # the longest reset stands for WINDOW_MEMORY windows: a saturated sliding window shows
             # resets near its length about once a window, and a limit whose window shrank (or that
             # Together raised) is not held to the old pace for ever

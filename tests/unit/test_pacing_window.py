@@ -18,15 +18,27 @@ def test_a_short_reset_right_after_a_long_one_keeps_the_long_windows_pace():
     pacer = Pacer()
     pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=59, reset_s=60.0), now=1000.0)
     assert interval(pacer) == pytest.approx(60.0 / 59)  # 59 units left of a minute's 60
-    pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=59, reset_s=10.0), now=1010.0)
+    pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=30, reset_s=10.0), now=1010.0)
     assert interval(pacer) == pytest.approx(1.0)  # a short reset is no faster than 60 a minute
+
+
+def test_the_only_send_in_a_window_measures_its_length_even_when_it_shrank():
+    pacer = Pacer()
+    pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=30, reset_s=60.0), now=1000.0)
+    assert interval(pacer) == pytest.approx(2.0)  # 30 units left of a minute
+    # limit - 1 left: this send was alone in its window, whose whole length is the reset
+    pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=59, reset_s=10.0), now=1020.0)
+    assert interval(pacer) == pytest.approx(10.0 / 59)
+    # later short resets of a busier window are held to the measured 60 per 10 s, not a burst
+    pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=50, reset_s=1.0), now=1021.0)
+    assert interval(pacer) == pytest.approx(10.0 / 60)
 
 
 def test_a_window_not_seen_again_for_a_few_windows_gives_way_to_the_shorter_one():
     pacer = Pacer()
     pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=59, reset_s=60.0), now=1000.0)
     later = 1000.0 + WINDOW_MEMORY * 60.0 + 1.0
-    pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=59, reset_s=10.0), now=later)
-    assert interval(pacer) == pytest.approx(10.0 / 59)  # now 60 units per 10 s
+    pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=40, reset_s=10.0), now=later)
+    assert interval(pacer) == pytest.approx(10.0 / 40)  # now 60 units per 10 s, 40 of them left
     pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=59, reset_s=60.0), now=later + 1)
     assert interval(pacer) == pytest.approx(60.0 / 59)  # a long reset again: the slower pace
