@@ -8,8 +8,9 @@ The rate-limit bound for N images is ``N / (4 R)`` emulated minutes: no client c
    once per time scale in ``BENCH_TIME_SCALES`` (default ``1,6``), with the emulator's dynamic
    limit on (a key that meets ``BENCH_TIGHTEN_AFTER`` 429s in a window gets half its limit
    until a quiet window), so bursts cost throughput as they do upstream.
-   Reported: wall time, its ratio to the bound (bound / wall; 1.0 = the physical limit),
-   images lost (items neither succeeded nor failed, or succeeded without an image) and
+   Reported: wall time to the job's end, its ratio to the bound (bound / wall; 1.0 = the
+   physical limit), the time its last image was stored and that ratio (apart when the job's
+   counters drifted and it ended only when the stuck-work sweep recounted them), images lost (items neither succeeded nor failed, or succeeded without an image) and
    duplicated (more than one image for an item, or objects without metadata), upstream 429s
    and their share of upstream requests (goals: ratio >= 0.95 at scale 1 and >= 0.90 at
    scale 6, 429 share <= 5%), and what limited the run (:mod:`bench.cpu`): CPU seconds of the
@@ -61,7 +62,7 @@ def run_job(info: dict, mint, n: int, progress, task, user: str = "bench-batch")
         return {"Authorization": f"Bearer {mint(user)}"}
 
     prompts = first(n)
-    started = time.monotonic()
+    started, started_epoch = time.monotonic(), time.time()
     reply = requests.post(
         api + "/v1/jobs",
         json={"prompts": prompts, "collection": "bench", "width": 512, "height": 512},
@@ -80,11 +81,12 @@ def run_job(info: dict, mint, n: int, progress, task, user: str = "bench-batch")
             break
         time.sleep(0.25)
     wall = time.monotonic() - started
-    return {"job_id": job_id, "user": user, "wall_s": wall, "job": job}
+    return {"job_id": job_id, "user": user, "wall_s": wall, "started_epoch": started_epoch, "job": job}
 
 
-def audit(info: dict, user: str, job_id: str) -> dict[str, int]:
-    """Count lost and duplicated images straight from DynamoDB and S3."""
+def audit(info: dict, user: str, job_id: str) -> dict[str, Any]:
+    """Count lost and duplicated images straight from DynamoDB and S3; ``last_stored_epoch``:
+    when the job's last image item was written (epoch seconds, None without images)."""
     from chalicelib.db import ImageModel
     from chalicelib.db.jobs import JobItemModel
     from chalicelib.settings import get_settings
@@ -110,6 +112,7 @@ def audit(info: dict, user: str, job_id: str) -> dict[str, int]:
         "failed": sum(1 for it in items if it.status == "failed"),
         "lost": lost,
         "duplicated": duplicated + orphans,
+        "last_stored_epoch": max((i.created_at.timestamp() for i in images), default=None),
     }
 
 
@@ -229,6 +232,9 @@ def run_batch(
             }
             time.sleep(5)
     rate_limited = stats["by_status"].get("429", 0)
+    # the job ends when its counters say so; a drifted counter waits for the sweep to recount
+    last = counts.get("last_stored_epoch")
+    stored_s = round(last - ours["started_epoch"], 2) if last else None
     return {
         "images": n,
         "keys": len(keys),
@@ -239,6 +245,8 @@ def run_batch(
         "bound_s": round(bound_s, 2),
         "wall_s": round(ours["wall_s"], 2),
         "bound_ratio": round(bound_s / ours["wall_s"], 3),
+        "all_stored_s": stored_s,
+        "stored_bound_ratio": round(bound_s / stored_s, 3) if stored_s else None,
         "images_per_s": round(counts["succeeded"] / ours["wall_s"], 3),
         "succeeded": counts["succeeded"],
         "failed": counts["failed"],
@@ -302,6 +310,10 @@ def run(info: dict, mint, progress, console, pids: dict[str, int] | None = None)
                 f"{b['wall_s']} s vs bound {b['bound_s']} s",
             ),
             (f"  ratio to the rate-limit bound (goal ≥ {goal})", f"{b['bound_ratio']}"),
+            (
+                "  last image stored after; its ratio (the job ends when its counters add up)",
+                f"{b.get('all_stored_s')} s; {b.get('stored_bound_ratio')}",
+            ),
             (
                 "  upstream 429s (goal ≤ 5%)",
                 f"{b['upstream_429s']} of {b['upstream_requests']} requests ({b['share_429']:.1%})",
