@@ -10,8 +10,9 @@ The rate-limit bound for N images is ``N / (4 R)`` emulated minutes: no client c
    until a quiet window), so bursts cost throughput as they do upstream.
    Reported: wall time to the job's end, its ratio to the bound (bound / wall; 1.0 = the
    physical limit), the time its last image was stored and that ratio (apart when the job's
-   counters drifted and it ended only when the stuck-work sweep recounted them), images lost (items neither succeeded nor failed, or succeeded without an image) and
-   duplicated (more than one image for an item, or objects without metadata), upstream 429s
+   counters drifted and it ended only when the stuck-work sweep recounted them), images lost
+   (items neither succeeded nor failed, or succeeded without an image) and duplicated
+   (more than one image for an item, or objects without metadata), upstream 429s
    and their share of upstream requests (goals: ratio >= 0.95 at scale 1 and >= 0.90 at
    scale 6, 429 share <= 5%), and what limited the run (:mod:`bench.cpu`): CPU seconds of the
    stack's processes per wall second, CPU seconds per image, how busy the whole machine was,
