@@ -24,11 +24,12 @@ def main() -> int:
     from moto.server import ThreadedMotoServer
 
     from devstack.moto_fidelity import make_dynamodb_writes_atomic
-    from devstack.moto_speed import speed_up_moto_server
+    from devstack.moto_speed import freeze_after_full_collections, speed_up_moto_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     make_dynamodb_writes_atomic()
     speed_up_moto_server()
+    freeze_after_full_collections()
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -48,3 +48,28 @@ def test_a_message_is_kept_for_its_queue_s_retention_period_and_no_longer():
     assert check(backend, "q", SimpleNamespace(sent_timestamp=now_ms - 61_000)) is False
     queue.message_retention_period = "120"  # as set through SetQueueAttributes
     assert check(backend, "q", SimpleNamespace(sent_timestamp=now_ms - 61_000)) is True
+
+
+def test_a_full_collection_freezes_its_survivors_so_the_next_one_skips_them():
+    import subprocess
+    import sys
+
+    probe = (
+        "import gc\n"
+        "gc.disable()  # only the collections below\n"
+        "from devstack.moto_speed import freeze_after_full_collections\n"
+        "freeze_after_full_collections(); freeze_after_full_collections()\n"
+        "kept = [[i] for i in range(50_000)]\n"
+        "before = gc.get_freeze_count()\n"
+        "gc.collect(1)\n"
+        "assert gc.get_freeze_count() == before  # only full collections freeze\n"
+        "gc.collect(2)\n"
+        "frozen = gc.get_freeze_count() - before\n"
+        "assert frozen >= 50_000, frozen\n"
+        "cycle = []; cycle.append(cycle); del cycle\n"
+        "assert gc.collect(2) >= 1  # garbage made after the freeze is still collected\n"
+        "print(len(gc.callbacks))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"  # one callback, however often it is asked for
