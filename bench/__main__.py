@@ -16,6 +16,7 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 PORT_VARS = ("PORT", "WEB_PORT", "FLUX_PORT", "IDP_PORT", "AWS_PORT")
 SERVICE_VARS = (
     "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_DYNAMODB",
     "TOGETHER_BASE_URL",
     "TOGETHER_API_KEYS",
     "CLERK_ISSUER",
@@ -78,7 +79,8 @@ def main() -> int:
             except ImportError:
                 batch = None
             if batch is not None and only in ("", "batch"):
-                pids = {name: proc.pid for name, proc in (("moto", stack.moto_proc), ("api", stack.api_proc)) if proc}
+                procs = (("moto", stack.moto_proc), ("moto-dynamodb", stack.dynamodb_proc), ("api", stack.api_proc))
+                pids = {name: proc.pid for name, proc in procs if proc}
                 results.update(batch.run(info, mint, progress, console, pids))
     finally:
         stack.stop()

@@ -2,7 +2,11 @@
 
 Parts (each skipped when the environment already points somewhere else):
 
-- AWS: moto in server mode (S3, DynamoDB, SQS, Secrets Manager) unless ``AWS_ENDPOINT_URL`` is set;
+- AWS: moto in server mode unless ``AWS_ENDPOINT_URL`` is set: one process for S3, SQS, KMS and
+  Secrets Manager (S3 sends its event notifications to SQS inside moto) and one for DynamoDB, which
+  the app reaches through the SDK's service-specific ``AWS_ENDPOINT_URL_DYNAMODB``. Each moto
+  process serves its requests under one interpreter lock, as real services do not, so the
+  split lets the stand-ins use two cores;
 - Flux: the Together-compatible emulator unless ``TOGETHER_BASE_URL`` and ``TOGETHER_API_KEYS`` are set;
 - Auth: the dev identity provider unless ``CLERK_ISSUER``/``CLERK_JWKS_URL``/``CLERK_JWT_KEY`` is set;
   with it, ``CLERK_ADMIN_ORG_ID`` defaults to ``org_dev``, the organization the web client's
@@ -12,8 +16,8 @@ Parts (each skipped when the environment already points somewhere else):
 - the SQS poller, invoking the app's ``on_sqs_message`` handlers as Lambda would;
 - the scheduler, invoking the app's ``@app.schedule`` handlers on their rates (``DEVSTACK_SCHEDULE_SCALE``).
 
-Ports: ``PORT``, ``WEB_PORT``, ``AWS_PORT`` (4566), ``FLUX_PORT`` (8100), ``IDP_PORT`` (8200);
-0 picks a free port. The URLs go to ``.local/stack.json``.
+Ports: ``PORT``, ``WEB_PORT``, ``AWS_PORT`` (4566), ``DYNAMODB_PORT`` (4569), ``FLUX_PORT`` (8100),
+``IDP_PORT`` (8200); 0 picks a free port. The URLs go to ``.local/stack.json``.
 """
 
 from __future__ import annotations
@@ -93,6 +97,7 @@ class DevStack:
     _closers: list[Any] = field(default_factory=list)
     api_proc: subprocess.Popen | None = None
     moto_proc: subprocess.Popen | None = None
+    dynamodb_proc: subprocess.Popen | None = None
     info: dict[str, Any] = field(default_factory=dict)
     parts: dict[str, Any] = field(default_factory=dict)
 
@@ -108,6 +113,20 @@ class DevStack:
             self.stop()
             raise
 
+    def _start_moto(self, port: int, app_env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+        """One moto server process on ``port``; returns it and its URL once it answers."""
+        url = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "devstack.moto_process", "--port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, **app_env},
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._closers.append(lambda: _terminate(proc))
+        wait_http(url + "/moto-api/data.json", proc=proc)
+        return proc, url
+
     def _start(self) -> dict[str, Any]:
         env = self.env
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -117,6 +136,7 @@ class DevStack:
         # 1. AWS
         if env.get("AWS_ENDPOINT_URL"):
             aws_url = env["AWS_ENDPOINT_URL"]
+            app_env["AWS_ENDPOINT_URL_DYNAMODB"] = env.get("AWS_ENDPOINT_URL_DYNAMODB") or aws_url
         else:
             for name, value in (
                 ("AWS_ACCESS_KEY_ID", "testing"),
@@ -125,17 +145,9 @@ class DevStack:
             ):
                 app_env[name] = env.get(name) or value
             os.environ.update(app_env)
-            aws_port = _port(env, "AWS_PORT", 4566)
-            aws_url = f"http://127.0.0.1:{aws_port}"
-            self.moto_proc = subprocess.Popen(
-                [sys.executable, "-m", "devstack.moto_process", "--port", str(aws_port)],
-                cwd=ROOT,
-                env={**os.environ, **app_env},
-                stdout=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            self._closers.append(lambda: _terminate(self.moto_proc))
-            wait_http(aws_url + "/moto-api/data.json", proc=self.moto_proc)
+            self.moto_proc, aws_url = self._start_moto(_port(env, "AWS_PORT", 4566), app_env)
+            self.dynamodb_proc, dynamodb_url = self._start_moto(_port(env, "DYNAMODB_PORT", 4569), app_env)
+            app_env["AWS_ENDPOINT_URL_DYNAMODB"] = dynamodb_url
         app_env["AWS_ENDPOINT_URL"] = aws_url
 
         # 2. Web server (its origin is needed for CORS and authorized parties)
@@ -236,6 +248,7 @@ class DevStack:
             "api_url": api_url,
             "web_url": web.url,
             "aws_endpoint_url": aws_url,
+            "dynamodb_endpoint_url": app_env.get("AWS_ENDPOINT_URL_DYNAMODB") or aws_url,
             "flux_base_url": flux_url,
             "auth": auth,
         }

@@ -58,6 +58,7 @@ def test_make_dev_stack_serves_every_part_and_stops_cleanly(dev_process):
     assert requests.get(info["web_url"] + "/config.js", timeout=5).text.count(info["api_url"]) == 1
     assert requests.get(info["auth"]["jwks_url"], timeout=5).json()["keys"]
     assert requests.get(info["aws_endpoint_url"] + "/moto-api/data.json", timeout=5).status_code == 200
+    assert info["dynamodb_endpoint_url"] != info["aws_endpoint_url"]
 
     # a signed-in user generates an image through the real HTTP API (chalice local)
     token = requests.post(info["auth"]["token_url"], json={"user_id": "devstack-user"}, timeout=5).json()["token"]
@@ -110,6 +111,7 @@ def test_make_dev_stack_serves_every_part_and_stops_cleanly(dev_process):
         info["api_url"],
         info["web_url"],
         info["aws_endpoint_url"],
+        info["dynamodb_endpoint_url"],
         info["flux_base_url"],
         info["auth"]["issuer"],
     ):
@@ -120,8 +122,9 @@ def test_make_dev_stack_serves_every_part_and_stops_cleanly(dev_process):
         text=True,
     )
     assert leftover.stdout.strip() == ""
-    aws_port = info["aws_endpoint_url"].rsplit(":", 1)[1]
-    leftover = subprocess.run(
-        ["pgrep", "-f", f"devstack.moto_process --port {aws_port}"], capture_output=True, text=True
-    )
-    assert leftover.stdout.strip() == ""
+    for url in (info["aws_endpoint_url"], info["dynamodb_endpoint_url"]):
+        aws_port = url.rsplit(":", 1)[1]
+        leftover = subprocess.run(
+            ["pgrep", "-f", f"devstack.moto_process --port {aws_port}"], capture_output=True, text=True
+        )
+        assert leftover.stdout.strip() == ""
