@@ -10,7 +10,8 @@ A job is up to ``JOBS_MAX_ITEMS`` (1,000) images, one *item* each. Submitting:
    (429 ``quota-exceeded`` / ``budget-exceeded`` with the estimate, nothing written); with
    the user's own Together key saved nothing is charged and the job is ``key_source: own``
    (its items use only that key, see :mod:`chalicelib.jobs.worker`);
-4. the items, then the job, are written (the job with ``attribute_not_exists``);
+4. the items (BatchWriteItem, a few calls at once), then the job, are written (the job with
+   ``attribute_not_exists``);
 5. the items go to SQS (:func:`chalicelib.queue.send_messages`: SendMessageBatch, 10
    entries a call, failed entries sent again), so no item stays queued without a
    message. If SQS stays down, the job keeps ``enqueued_at`` unset and the recovery
@@ -48,7 +49,7 @@ from chalicelib.flux.catalog import (
 from chalicelib.flux.video_catalog import parse_video_params, video_estimate
 from chalicelib.jobs import state
 from chalicelib.jsonbody import parse_json_object, reject_nulls
-from chalicelib.queue import QueueError, send_messages
+from chalicelib.queue import QueueError, parallel, send_messages
 from chalicelib.services import image_inputs, prompt_files, together_keys, usage
 from chalicelib.services.images import check_unknown_fields, parse_collection
 from chalicelib.services.pagination import matches
@@ -93,6 +94,8 @@ SUBMIT_FIELDS: frozenset[str] = (
 JOB_PARAM_FIELDS = tuple(sorted(GENERATION_FIELDS - {"prompt", "seed", "n"}))
 
 MAX_NAME_CHARS = 200
+ITEM_WRITE_CHUNK = 25  # items per BatchWriteItem (its maximum; Amazon DynamoDB API reference)
+ITEM_WRITE_PARALLEL = 4  # BatchWriteItem calls in flight at once (a 1,000-item job is 40 calls)
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 
@@ -829,7 +832,8 @@ def _write_job(
     key_source: str = "shared",
     estimate: dict[str, Any] | None = None,
 ) -> tuple[JobModel, list[JobItemModel]]:
-    """Write the items (BatchWriteItem, 25 a call, retried by PynamoDB), then the job.
+    """Write the items (BatchWriteItem, 25 a call, :data:`ITEM_WRITE_PARALLEL` calls at once,
+    retried by PynamoDB), then the job.
     ``period`` is the quota month the items were charged to (their refunds go there;
     None for ``key_source="own"``: nothing charged). ``estimate``: the job's
     :func:`estimate_submission` (kept on the job; each item holds its share).
@@ -863,9 +867,8 @@ def _write_job(
         )
         for i, (prompt, seed) in enumerate(zip(sub.prompts, sub.seeds, strict=True))
     ]
-    with JobItemModel.batch_write() as batch:
-        for item in items:
-            batch.save(item)
+    chunks = [items[start : start + ITEM_WRITE_CHUNK] for start in range(0, len(items), ITEM_WRITE_CHUNK)]
+    parallel(_save_items, chunks, workers=ITEM_WRITE_PARALLEL)
     job = JobModel(
         user_id,
         job_id,
@@ -912,6 +915,17 @@ def _write_job(
         logger.info("job %s was written by an earlier attempt of the same put", job_id)
         return stored, items
     return job, items
+
+
+def _save_items(chunk: list[JobItemModel]) -> None:
+    """One BatchWriteItem of up to 25 items (unprocessed ones are resent by PynamoDB).
+
+    Raises:
+        pynamodb.exceptions.PutError: DynamoDB kept failing.
+    """
+    with JobItemModel.batch_write() as batch:
+        for item in chunk:
+            batch.save(item)
 
 
 def ensure_enqueued(job: JobModel, items: list[JobItemModel] | None = None) -> int:
