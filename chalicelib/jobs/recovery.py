@@ -64,10 +64,19 @@ ENQUEUE_GRACE_S = 120  # a submit still enqueuing is left alone this long, secon
 STALLED_S = 1800  # no counter change for this long, with queued items: re-send them, seconds
 
 
+#: Seconds of counter quiet after which a recount is safe: a worker writes an item's new
+#: state and then, at once, its counter move, which with the SDK's retries takes at most
+#: 3 attempts of (3 s connect + 5 s read) plus back-off, about 25 s (chalicelib/db/base.py).
+RECONCILE_QUIET_MAX_S = 60.0
+
+
 def reconcile_after_s() -> float:
-    """Seconds without counter change before counters are recomputed from the items
-    (twice the lease: any worker between its two writes has died by then)."""
-    return 2.0 * get_settings().item_lease_seconds
+    """Seconds without counter change before counters are recomputed from the items: twice
+    the lease, at most :data:`RECONCILE_QUIET_MAX_S` (by then no worker is still between
+    its item write and its counter write, so the recount cannot miss a move in flight).
+    A counter move that the SDK retried after a lost answer counts twice; the recount
+    fixes it within this quiet period plus one sweep interval."""
+    return min(2.0 * get_settings().item_lease_seconds, RECONCILE_QUIET_MAX_S)
 
 
 def drain_dlq(report: SweepReport, deadline: Deadline, now: float) -> None:
