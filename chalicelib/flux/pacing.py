@@ -12,8 +12,8 @@ The rule, per (key, model), after each answer that has the headers:
 * the sends booked on the key and not answered yet are taken off ``remaining`` (the answer's
   window did not count them, and each will take a unit);
 * ``remaining > 0``: ``remaining`` units now and the next one at ``reset``: the next send is
-  ``reset / remaining`` after the previous one (a whole-second ``reset`` counts as one second
-  less: it is rounded, so the unit may free that much sooner);
+  ``reset / remaining`` after the previous one (a ``reset`` written in whole seconds counts as
+  one second less: it is rounded, so the unit may free that much sooner);
 * ``remaining <= 0``: nothing is sent before ``now + reset`` plus one spacing per send in flight
   beyond the window, and the spacing becomes ``reset`` (a saturated window's turn-over);
 * never faster than the sustained rate, ``limit`` units per window, the window being at least
@@ -50,7 +50,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PACE_MARGIN = 0.01  # fraction added to every spacing (clock skew, in-flight requests)
+PACE_MARGIN = 0.02  # fraction added to every spacing (clock skew, in-flight requests)
 # Seconds a send waits for its slot in process; later slots are deferred (the batch worker
 # moves the message's visibility). Short, because a worker invocation ends with its slowest
 # record: long in-process waits hold whole batches (measured with `make bench`: 10 s halved
@@ -75,11 +75,14 @@ class RateInfo:
         limit: ``x-ratelimit-limit`` (requests or images per window, as upstream counts).
         remaining: ``x-ratelimit-remaining`` (>= 0).
         reset_s: ``x-ratelimit-reset`` in seconds (>= 0, at most :data:`MAX_PACE_S`).
+        reset_rounded: the reset was written in whole seconds (``"2"``, not ``"2.00"``), so
+            it is rounded and the unit may free up to a second sooner.
     """
 
     limit: int | None
     remaining: int | None
     reset_s: float | None
+    reset_rounded: bool = False
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> RateInfo | None:
@@ -96,6 +99,7 @@ class RateInfo:
             limit=None if limit is None else int(limit),
             remaining=max(0, int(remaining)),
             reset_s=min(max(0.0, reset), MAX_PACE_S),
+            reset_rounded=str(headers.get("x-ratelimit-reset")).strip().isdigit(),
         )
 
 
@@ -195,7 +199,7 @@ class Pacer:
         # A whole-second reset is rounded (as Retry-After is): the oldest unit may free up to a
         # second sooner, so spreading the units left over the whole of it would pace a nearly
         # full window a second slower at every rounding; the sustained rate below still holds.
-        soonest = reset - 1.0 if reset >= 1.0 and reset == math.floor(reset) else reset
+        soonest = reset - 1.0 if info.reset_rounded and reset >= 1.0 else reset
         spacing = soonest / remaining if remaining > 0 else reset
         # A short reset only says when the *oldest* unit frees, not how fast the next ones do:
         # never faster than the sustained rate, limit units per window (at least the longest

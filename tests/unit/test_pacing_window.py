@@ -17,7 +17,7 @@ def interval(pacer: Pacer) -> float:
 def test_a_short_reset_right_after_a_long_one_keeps_the_long_windows_pace():
     pacer = Pacer()
     pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=59, reset_s=60.0), now=1000.0)
-    assert interval(pacer) == pytest.approx(59.0 / 59)  # 59 units left, the first frees within 59-60 s
+    assert interval(pacer) == pytest.approx(60.0 / 59)  # 59 units left of a minute's 60
     pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=30, reset_s=10.0), now=1010.0)
     assert interval(pacer) == pytest.approx(1.0)  # a short reset is no faster than 60 a minute
 
@@ -25,10 +25,10 @@ def test_a_short_reset_right_after_a_long_one_keeps_the_long_windows_pace():
 def test_the_only_send_in_a_window_measures_its_length_even_when_it_shrank():
     pacer = Pacer()
     pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=30, reset_s=60.0), now=1000.0)
-    assert interval(pacer) == pytest.approx(59.0 / 30)  # 30 units left, the next frees within 59-60 s
+    assert interval(pacer) == pytest.approx(2.0)  # 30 units left of a minute
     # limit - 1 left: this send was alone in its window, whose whole length is the reset
     pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=59, reset_s=10.0), now=1020.0)
-    assert interval(pacer) == pytest.approx(10.0 / 60)  # its sustained rate: 60 per 10 s
+    assert interval(pacer) == pytest.approx(10.0 / 59)
     # later short resets of a busier window are held to the measured 60 per 10 s, not a burst
     pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=50, reset_s=1.0), now=1021.0)
     assert interval(pacer) == pytest.approx(10.0 / 60)
@@ -39,9 +39,9 @@ def test_a_window_not_seen_again_for_a_few_windows_gives_way_to_the_shorter_one(
     pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=59, reset_s=60.0), now=1000.0)
     later = 1000.0 + WINDOW_MEMORY * 60.0 + 1.0
     pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=40, reset_s=10.0), now=later)
-    assert interval(pacer) == pytest.approx(9.0 / 40)  # now 60 units per 10 s, 40 left, the next in 9-10 s
+    assert interval(pacer) == pytest.approx(10.0 / 40)  # now 60 units per 10 s, 40 of them left
     pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=59, reset_s=60.0), now=later + 1)
-    assert interval(pacer) == pytest.approx(60.0 / 60)  # a long reset again: the slower pace
+    assert interval(pacer) == pytest.approx(60.0 / 59)  # a long reset again: the slower pace
 
 
 def test_a_whole_second_reset_counts_as_rounded_so_a_nearly_full_window_keeps_its_pace():
@@ -49,8 +49,14 @@ def test_a_whole_second_reset_counts_as_rounded_so_a_nearly_full_window_keeps_it
     # units over the whole 2 s would send every 1.0 s at once... and over a rounded 3 s every 1.5 s
     pacer = Pacer()
     pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=59, reset_s=60.0), now=1000.0)
-    pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=2, reset_s=3.0), now=1060.0)
+    pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=2, reset_s=3.0, reset_rounded=True), now=1060.0)
     assert interval(pacer) == pytest.approx(1.0)  # (3 - 1) / 2, no slower than the sustained 60 a minute
-    # a fractional reset is exact: 2 units over 3.4 s
+    # a reset written with decimals is exact: 2 units over 3.4 s
     pacer.observe(KEY, MODEL, RateInfo(limit=60, remaining=2, reset_s=3.4), now=1061.0)
     assert interval(pacer) == pytest.approx(3.4 / 2)
+
+
+def test_the_reset_is_read_as_rounded_only_when_written_in_whole_seconds():
+    assert RateInfo.from_headers({"x-ratelimit-remaining": "2", "x-ratelimit-reset": "3"}).reset_rounded
+    exact = RateInfo.from_headers({"x-ratelimit-remaining": "2", "x-ratelimit-reset": "3.00"})
+    assert exact.reset_s == 3.0 and not exact.reset_rounded
