@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.models import Model
 from pynamodb.signals import pre_dynamodb_send, signals_available
 
-from chalicelib.aws import record_call
+from chalicelib.aws import botocore_session, record_call
 from chalicelib.settings import get_settings
 
 
@@ -49,6 +50,18 @@ class BaseModel(Model):
         connect_timeout_seconds = 3
         read_timeout_seconds = 5
         max_retry_attempts = 3
+
+    @classmethod
+    def _get_connection(cls) -> Any:
+        """PynamoDB's connection for this model, whose botocore session (one per thread,
+        PynamoDB's choice for safe client creation) shares the process's data loader
+        (:func:`chalicelib.aws.botocore_session`), so a model's first call does not parse
+        botocore's endpoint and service data again."""
+        connection = super()._get_connection()
+        local = connection.connection._local
+        if getattr(local, "session", None) is None:
+            local.session = botocore_session()
+        return connection
 
 
 def reset_connections() -> None:
