@@ -224,7 +224,9 @@ def test_all_keys_cooling_moves_visibility_and_spends_no_attempt(api, worker, fl
     state = check_job("cool", job_id)
     assert all(i.status == "succeeded" for i in state["items"])
     assert all(int(i.attempts) == 1 for i in state["items"])  # cooling spent no attempt
-    assert deferrals and all(2 < d <= 17.5 for d in deferrals)  # visibility moved to the free slot
+    # visibility moved to the free slot (15 s and up to 1 s of jitter); a second caller sent away
+    # at once comes back one combined spacing (15 s / 4 keys) after the first
+    assert deferrals and all(2 < d <= 21.5 for d in deferrals)
     assert time.monotonic() - started < 45  # about two rate windows, not a visibility timeout
 
 
