@@ -131,6 +131,14 @@ def goal_rows(results: dict) -> list[tuple[str, str, str]]:
                 f"≤ {cold['goal_first_response_over_boto3']}×",
             ),
         ]
+        if "first_image_over_boto3_cpu" in cold:
+            rows.append(
+                (
+                    "cold: first POST /v1/images / import boto3 (CPU)",
+                    f"{cold['first_image_over_boto3_cpu']}× ({cold['first_image_cpu_ms']} ms)",
+                    "",
+                )
+            )
     else:
         rows.append(("cold start", "not measured: BENCH_ONLY=coldstart", "≤ 1.2× / 1.3×"))
     ov = results.get("api_overhead")
