@@ -6,7 +6,7 @@ and infra tests compare it with the CloudFormation template.
 
 from __future__ import annotations
 
-from chalicelib.db.base import BaseModel, is_condition_failure, same_item, table_name, utcnow
+from chalicelib.db.base import BaseModel, is_condition_failure, same_item, table_name, utcnow, watching_retries
 from chalicelib.db.catalog import CatalogStatusModel
 from chalicelib.db.images import ImageModel, PromptHistoryModel
 from chalicelib.db.jobs import ArchiveModel, IdempotencyModel, JobItemModel, JobModel
@@ -34,6 +34,7 @@ ALL_MODELS: list[type[BaseModel]] = [
 ]
 
 __all__ = [
+    "watching_retries",
     "ALL_MODELS",
     "ArchiveModel",
     "IdempotencyModel",

@@ -8,7 +8,9 @@ stack creates tables from them and a test compares them with infra/.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,7 +63,45 @@ class BaseModel(Model):
         local = connection.connection._local
         if getattr(local, "session", None) is None:
             local.session = botocore_session()
+            local.session.register("after-call.dynamodb", _note_retries)
         return connection
+
+
+_retries: ContextVar[list[int] | None] = ContextVar("dynamodb_retries", default=None)
+
+
+def _note_retries(parsed: Any = None, **_kwargs: Any) -> None:
+    """botocore ``after-call`` handler of the models' clients: a call that succeeded after
+    retries adds its ``ResponseMetadata.RetryAttempts`` to the :func:`watching_retries` list."""
+    box = _retries.get()
+    if box is not None and isinstance(parsed, dict):
+        attempts = int((parsed.get("ResponseMetadata") or {}).get("RetryAttempts") or 0)
+        if attempts:
+            box.append(attempts)
+
+
+@contextmanager
+def watching_retries() -> Iterator[list[int]]:
+    """Collect the SDK retries of the DynamoDB calls made in this context (this thread):
+    yields a list that gets each retried call's retry count.
+
+    A write the SDK retried may have been applied by an attempt whose answer was lost; for
+    an atomic counter ADD that counts twice (Amazon DynamoDB developer guide, "Atomic
+    counters": not idempotent). Callers use this to know when to recount.
+
+    Example::
+
+        with watching_retries() as retries:
+            job.update(actions=[JobModel.succeeded_count.add(1)])
+        if retries:
+            ...  # the ADD may have counted twice
+    """
+    box: list[int] = []
+    token = _retries.set(box)
+    try:
+        yield box
+    finally:
+        _retries.reset(token)
 
 
 def reset_connections() -> None:

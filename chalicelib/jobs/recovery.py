@@ -46,6 +46,7 @@ import json
 import logging
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from pynamodb.exceptions import UpdateError
 
@@ -64,19 +65,31 @@ ENQUEUE_GRACE_S = 120  # a submit still enqueuing is left alone this long, secon
 STALLED_S = 1800  # no counter change for this long, with queued items: re-send them, seconds
 
 
-#: Seconds of counter quiet after which a recount is safe: a worker writes an item's new
-#: state and then, at once, its counter move, which with the SDK's retries takes at most
-#: 3 attempts of (3 s connect + 5 s read) plus back-off, about 25 s (chalicelib/db/base.py).
-RECONCILE_QUIET_MAX_S = 60.0
-
-
 def reconcile_after_s() -> float:
-    """Seconds without counter change before counters are recomputed from the items: twice
-    the lease, at most :data:`RECONCILE_QUIET_MAX_S` (by then no worker is still between
-    its item write and its counter write, so the recount cannot miss a move in flight).
-    A counter move that the SDK retried after a lost answer counts twice; the recount
-    fixes it within this quiet period plus one sweep interval."""
-    return min(2.0 * get_settings().item_lease_seconds, RECONCILE_QUIET_MAX_S)
+    """Seconds without counter change before counters are recomputed from the items
+    (:func:`chalicelib.jobs.state.counters_quiet_s`)."""
+    return state.counters_quiet_s()
+
+
+def recount(body: dict[str, Any], deadline: float) -> state.Done | state.Later:
+    """``{"type": "recount", "user_id", "job_id"}`` on the jobs queue (sent by a counter move
+    that was retried or failed): once the counters have been quiet for
+    :func:`reconcile_after_s`, set them from the items (:func:`reconcile`) and finish the job
+    if nothing is left; until then the message comes back when the quiet period would end."""
+    try:
+        job = JobModel.get(str(body.get("user_id")), str(body.get("job_id")), consistent_read=True)
+    except JobModel.DoesNotExist:
+        return state.Done("no-job")
+    if job.finished_at is not None:
+        return state.Done("finished")
+    quiet = time.time() - float(job.counters_at or 0)
+    if quiet < reconcile_after_s():
+        return state.Later(reconcile_after_s() - quiet + 1, "counters-moving")
+    report = SweepReport(sweep="recount", dry_run=False, now=datetime.now(UTC))
+    reconcile(job, report)
+    job.refresh(consistent_read=True)
+    state.finish_if_done(job)
+    return state.Done("recounted" if report.counts.get("counters_reconciled") else "counters-agreed")
 
 
 def drain_dlq(report: SweepReport, deadline: Deadline, now: float) -> None:

@@ -29,7 +29,11 @@ DynamoDB developer guide, "Atomic counters". The job's status is derived from th
 counters (:func:`derive_status`) and stored for the list filter; ``started_at`` is set
 by the first lease, ``finished_at`` by :func:`finish_if_done` once nothing is queued or
 running. A worker that dies between its item write and its counter write leaves the
-counters behind; the recovery sweep reconciles them from the items.
+counters behind; the recovery sweep reconciles them from the items. An ADD is not idempotent:
+one that the SDK retried (its first attempt may have been applied, its answer lost) or that
+failed may have counted twice or not at all, so it also sends a ``recount`` message, which
+recounts the job from its items once the counters have been quiet for
+:func:`counters_quiet_s` (:func:`chalicelib.jobs.recovery.recount`).
 
 Quota: an item that ends failed is refunded to the month it was charged to.
 """
@@ -37,6 +41,7 @@ Quota: an item that ends failed is refunded to the month it was charged to.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -45,7 +50,8 @@ from typing import Any
 
 from pynamodb.exceptions import UpdateError
 
-from chalicelib.db import ImageModel, JobItemModel, JobModel, is_condition_failure
+from chalicelib import queue
+from chalicelib.db import ImageModel, JobItemModel, JobModel, is_condition_failure, watching_retries
 from chalicelib.db.jobs import (
     FAILED,
     JOB_CANCELLED,
@@ -223,8 +229,41 @@ def apply_counts(
     actions.append(JobModel.counters_at.set(now_s()))
     actions.extend(extra or [])
     job = JobModel(user_id, job_id)
-    job.update(actions=actions, condition=JobModel.job_id.exists())
+    with watching_retries() as retries:
+        try:
+            job.update(actions=actions, condition=JobModel.job_id.exists())
+        except UpdateError as exc:
+            if not is_condition_failure(exc):  # applied or not: unknown
+                schedule_recount(user_id, job_id)
+            raise
+    if retries:  # an attempt before the last may have been applied too
+        logger.warning("counter move of job %s was retried %d times; recount scheduled", job_id, sum(retries))
+        schedule_recount(user_id, job_id)
     return job
+
+
+#: Seconds of counter quiet after which a recount is safe: a worker writes an item's new
+#: state and then, at once, its counter move, which with the SDK's retries takes at most
+#: 3 attempts of (3 s connect + 5 s read) plus back-off, about 25 s (chalicelib/db/base.py).
+COUNTERS_QUIET_MAX_S = 60.0
+
+
+def counters_quiet_s() -> float:
+    """Seconds without counter change before counters may be recomputed from the items:
+    twice the lease, at most :data:`COUNTERS_QUIET_MAX_S` (by then no worker is still
+    between its item write and its counter write, so a recount cannot miss a move in flight)."""
+    return min(2.0 * get_settings().item_lease_seconds, COUNTERS_QUIET_MAX_S)
+
+
+def schedule_recount(user_id: str, job_id: str) -> None:
+    """Send a ``{"type": "recount", user_id, job_id}`` message, delayed past the quiet period.
+    Best effort: if SQS fails, the recovery sweep recounts the job later."""
+    try:
+        queue.send_messages(
+            [{"type": "recount", "user_id": user_id, "job_id": job_id}], delay_s=math.ceil(counters_quiet_s()) + 1
+        )
+    except Exception:  # noqa: BLE001 - the sweep is the fallback
+        logger.warning("could not schedule a recount of job %s", job_id)
 
 
 def move_item_count(

@@ -8,7 +8,7 @@ answers a partial batch response through :func:`chalicelib.sqsbatch.process_batc
 (Powertools' batch processor). The records of one batch are processed in parallel
 threads (``WORKER_THREADS``), each bounded by the invocation's remaining time.
 Messages are dispatched by their ``type`` through :data:`MESSAGE_HANDLERS`
-(``item``, ``archive``, ``webhook``, ``video``). A message to see again later raises
+(``item``, ``archive``, ``webhook``, ``video``, ``recount``). A message to see again later raises
 :class:`~chalicelib.sqsbatch.Deferred`; the :func:`defer` hook then moves its
 visibility (or sends a fresh delayed copy).
 
@@ -68,7 +68,7 @@ from chalicelib.flux.exceptions import (
     UpstreamRejectedError,
 )
 from chalicelib.flux.keypool import KeyPool, get_key_pool
-from chalicelib.jobs import state, video_items
+from chalicelib.jobs import recovery, state, video_items
 from chalicelib.jobs.state import Done, ItemLease, Later
 from chalicelib.services import archives, image_inputs, images, together_keys, usage, webhook_queue
 from chalicelib.services.video_worker import handle_video
@@ -406,6 +406,7 @@ MESSAGE_HANDLERS: dict[str, MessageHandler] = {
     "archive": handle_archive,
     "webhook": forward_webhook,
     "video": handle_video,
+    "recount": recovery.recount,
 }
 
 

@@ -1,5 +1,5 @@
 """The stuck-work sweep: expired leases, exhausted attempts, the DLQ, drifted counters,
-dry-run mode, and two sweeps at once."""
+dry-run mode, and two sweeps at once; the recount message of a counter move in doubt."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import boto3
 
-from chalicelib.db import JobItemModel
+from chalicelib.db import JobItemModel, watching_retries
 from chalicelib.jobs import recovery
 from chalicelib.jobs import state as job_state
 from chalicelib.jobs import worker as w
@@ -87,12 +87,8 @@ def test_sweep_requeues_expired_leases_fails_exhausted_ones_and_drains_the_dlq(a
     assert body["errors_by_reason"] == {"dead-lettered": 1, "lease-expired": 1}
 
 
-def test_sweep_reconciles_counters_after_a_crash_between_writes_and_finishes_the_job(api, worker):
-    """Also: a deferral near the receive limit re-sends the message."""
-    worker.configure(ITEM_LEASE_SECONDS=4)  # a quiet period longer than a slow machine takes to get here
-    reply = api.post("/v1/jobs", user="drift", json_body={"prompts": ["a", "b"], **SMALL})
-    job_id = reply.json["job_id"]
-    # a worker failed item 0 and died before its counter write; the cancel of item 1 likewise
+def end_items_without_counting(job_id: str) -> None:
+    """Fail item 0 (leased) and item 1 (queued) of a 2-item job without their counter moves."""
     lease = job_state.lease_item(JobItemModel.get(job_id, "0000"))
     lease.item.update(
         actions=[
@@ -103,6 +99,15 @@ def test_sweep_reconciles_counters_after_a_crash_between_writes_and_finishes_the
         ]
     )
     job_state.fail_queued_item(JobItemModel.get(job_id, "0001"), "cancelled", "the job was cancelled")
+
+
+def test_sweep_reconciles_counters_after_a_crash_between_writes_and_finishes_the_job(api, worker):
+    """Also: a deferral near the receive limit re-sends the message."""
+    worker.configure(ITEM_LEASE_SECONDS=4)  # a quiet period longer than a slow machine takes to get here
+    reply = api.post("/v1/jobs", user="drift", json_body={"prompts": ["a", "b"], **SMALL})
+    job_id = reply.json["job_id"]
+    # a worker failed item 0 and died before its counter write; the cancel of item 1 likewise
+    end_items_without_counting(job_id)
     job = worker.job("drift", job_id)
     assert job_state.counts(job) == {"queued": 1, "running": 1, "succeeded": 0, "failed": 0}  # drifted
     assert recovery.sweep().as_dict()["counts"].get("counters_reconciled") is None  # too fresh to touch
@@ -119,3 +124,33 @@ def test_sweep_reconciles_counters_after_a_crash_between_writes_and_finishes_the
     record = {"receiptHandle": "unused", "attributes": {"ApproximateReceiveCount": str(limit - 1)}}
     assert w.defer({**record, "body": json.dumps(job_state.item_message(item))}, 3)  # True: the old copy may go
     assert worker.queue_depth() == before + 1  # a fresh, delayed copy took its place
+
+
+def test_a_recount_message_sets_drifted_counters_from_the_items_and_finishes_the_job(api, worker):
+    worker.configure(ITEM_LEASE_SECONDS=4)  # counters quiet for 8 s before a recount
+    reply = api.post("/v1/jobs", user="recount", json_body={"prompts": ["a", "b"], **SMALL})
+    job_id = reply.json["job_id"]
+    # both items end, but their counter moves never land (as when the SDK's attempts all time out)
+    end_items_without_counting(job_id)
+    assert job_state.counts(worker.job("recount", job_id))["queued"] == 1  # drifted
+    job_state.schedule_recount("recount", job_id)
+    worker.start()
+    wait_for(lambda: worker.job("recount", job_id).finished_at is not None, timeout_s=60, what="the recount")
+    job = worker.job("recount", job_id)
+    assert job_state.counts(job) == {"queued": 0, "running": 0, "succeeded": 0, "failed": 2}
+    assert job.status == "failed"
+    check_job("recount", job_id)
+
+
+def test_a_retried_dynamodb_call_is_reported_to_the_retry_watch(aws):
+    events = JobItemModel._get_connection().connection.client.meta.events
+    answer = {"ResponseMetadata": {"RetryAttempts": 2}}
+    with watching_retries() as retries:
+        events.emit("after-call.dynamodb.UpdateItem", parsed=answer, model=None, context={}, http_response=None)
+        events.emit(
+            "after-call.dynamodb.GetItem", parsed={"ResponseMetadata": {}}, model=None, context={}, http_response=None
+        )
+    assert retries == [2]  # the call retried twice; the one without retries adds nothing
+    events.emit(
+        "after-call.dynamodb.UpdateItem", parsed=answer, model=None, context={}, http_response=None
+    )  # nobody watching: no error

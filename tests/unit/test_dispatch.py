@@ -3,7 +3,7 @@ by name or a function-level import."""
 
 from __future__ import annotations
 
-from chalicelib.jobs import worker
+from chalicelib.jobs import recovery, worker
 from chalicelib.jobs.state import Done
 
 
@@ -13,6 +13,7 @@ def test_the_registry_names_every_message_type() -> None:
         "archive": worker.handle_archive,
         "webhook": worker.forward_webhook,
         "video": worker.handle_video,
+        "recount": recovery.recount,
     }
     assert expected == worker.MESSAGE_HANDLERS
 
