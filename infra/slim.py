@@ -6,6 +6,10 @@ Chalice zips every file of every wheel. Lambda imports none of these:
   ``data/`` is 2/3 of the zip): only the services :func:`used_services` finds are kept,
   with the top-level files (endpoints, partitions, retry and default configuration);
 - ``examples-1.json`` (documentation examples) of the kept services;
+- in botocore's ``endpoints.json`` (1.2 MB, which every botocore session parses on its first
+  client: about 54 ms of CPU here), the entries of the services not kept
+  (:func:`trim_endpoints`; each partition's defaults stay, and endpoints are resolved by each
+  service's rule set anyway);
 - type stubs (``*.pyi``), bytecode caches, and ``tests`` directories inside packages.
 
 Every pinned version stays as it is (the wheels' ``.dist-info`` are kept: they say which
@@ -20,6 +24,7 @@ Exit status: 0, and one line: size before, after, and the 25 MB goal.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -32,6 +37,7 @@ GOAL_BYTES = 25 * 1000 * 1000  # "deployment zip <= 25 MB"
 #: botocore service names the code reaches besides the scanned calls: PynamoDB's DynamoDB client.
 IMPLICIT_SERVICES = frozenset({"dynamodb"})
 SDK_PACKAGES = ("botocore", "boto3")
+ENDPOINTS_ENTRY = "botocore/data/endpoints.json"
 
 
 def used_services() -> frozenset[str]:
@@ -60,6 +66,32 @@ def excluded(name: str, services: Iterable[str]) -> bool:
     return False
 
 
+def endpoint_prefixes(services: Iterable[str]) -> frozenset[str]:
+    """The ``endpoints.json`` keys of botocore ``services``: each model's ``endpointPrefix``
+    (read from the pinned botocore installed here, the one the zip holds)."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    return frozenset(session.get_service_model(name).endpoint_prefix for name in services)
+
+
+def trim_endpoints(data: bytes, prefixes: Iterable[str]) -> bytes:
+    """``endpoints.json`` with only the services whose endpoint prefix is in ``prefixes``, in
+    every partition (the partitions and their defaults are kept whole).
+
+    Raises:
+        ValueError: not JSON, or not botocore's ``{"partitions": [...]}`` layout.
+    """
+    keep = set(prefixes)
+    document = json.loads(data)
+    partitions = document.get("partitions") if isinstance(document, dict) else None
+    if not isinstance(partitions, list):
+        raise ValueError("endpoints.json has no partitions list")
+    for partition in partitions:
+        partition["services"] = {k: v for k, v in (partition.get("services") or {}).items() if k in keep}
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
 def slim(zip_path: Path, services: Iterable[str]) -> tuple[int, int]:
     """Rewrite ``zip_path`` without the excluded entries (atomically: a temporary file is
     renamed over it). Returns ``(bytes before, bytes after)``.
@@ -68,13 +100,16 @@ def slim(zip_path: Path, services: Iterable[str]) -> tuple[int, int]:
         zipfile.BadZipFile: not a zip.
     """
     services = frozenset(services)
+    prefixes = endpoint_prefixes(services)
     before = zip_path.stat().st_size
     fd, tmp = tempfile.mkstemp(dir=zip_path.parent, suffix=".zip")
     os.close(fd)
     try:
         with zipfile.ZipFile(zip_path) as source, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as target:
             for info in source.infolist():
-                if not excluded(info.filename, services):
+                if info.filename == ENDPOINTS_ENTRY:
+                    target.writestr(info, trim_endpoints(source.read(info), prefixes), zipfile.ZIP_DEFLATED)
+                elif not excluded(info.filename, services):
                     with source.open(info) as src, target.open(info, "w") as dst:
                         shutil.copyfileobj(src, dst)
         os.replace(tmp, zip_path)

@@ -142,6 +142,13 @@ def test_zip_is_slim_and_keeps_the_pinned_versions(package: Package) -> None:
         assert any(d.lower() == f"{name}-{version}.dist-info" for d in dists), f"{name}=={version} not in the zip"
 
 
+#: Prints ``{service: endpoint URL}`` for the services in ``sys.argv[2]`` (boto3 from ``sys.path``).
+ENDPOINTS_SCRIPT = (
+    "import boto3, json\n"
+    "print(json.dumps({s: boto3.session.Session().client(s).meta.endpoint_url for s in sys.argv[2].split(',')}))\n"
+)
+
+
 def test_the_slim_zip_runs(package: Package, tmp_path: Path) -> None:
     """Import the app from the unzipped package alone (no site-packages) and build a client
     for every service it calls, PynamoDB's included: nothing it needs was left out."""
@@ -156,8 +163,7 @@ def test_the_slim_zip_runs(package: Package, tmp_path: Path) -> None:
         "from chalicelib.db import ALL_MODELS\n"
         "for service in sys.argv[2].split(','): client(service)\n"
         "for model in ALL_MODELS: model._get_connection().connection.client\n"
-        "assert boto3.__file__.startswith(sys.argv[1]), boto3.__file__\n"
-        "print('ok')\n"
+        "assert boto3.__file__.startswith(sys.argv[1]), boto3.__file__\n" + ENDPOINTS_SCRIPT
     )
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -165,14 +171,26 @@ def test_the_slim_zip_runs(package: Package, tmp_path: Path) -> None:
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
     }
+    services = ",".join(sorted(slim.used_services()))
     proc = subprocess.run(
-        [sys.executable, "-S", "-c", script, str(tmp_path), ",".join(sorted(slim.used_services()))],
+        [sys.executable, "-S", "-c", script, str(tmp_path), services],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the trimmed endpoints.json resolves every called service as botocore's whole one does
+    full = subprocess.run(
+        [sys.executable, "-c", "import sys\n" + ENDPOINTS_SCRIPT, "", services],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert full.returncode == 0, full.stderr[-3000:]
+    assert json.loads(proc.stdout) == json.loads(full.stdout)
+    assert all(url.startswith("https://") for url in json.loads(proc.stdout).values())
 
 
 def test_cfn_lint_packaged_template(package: Package) -> None:
