@@ -13,7 +13,7 @@ from pathlib import Path
 import requests
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
-PORT_VARS = ("PORT", "WEB_PORT", "FLUX_PORT", "IDP_PORT", "AWS_PORT")
+PORT_VARS = ("PORT", "WEB_PORT", "FLUX_PORT", "IDP_PORT", "AWS_PORT", "DYNAMODB_PORT")
 SERVICE_VARS = (
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_DYNAMODB",

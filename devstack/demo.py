@@ -239,7 +239,7 @@ def main() -> int:
     info = running_stack()
     if info is None:
         console.print("no running stack found: starting one")
-        ports = {k: "0" for k in ("PORT", "WEB_PORT", "FLUX_PORT", "IDP_PORT", "AWS_PORT")}
+        ports = {k: "0" for k in ("PORT", "WEB_PORT", "FLUX_PORT", "IDP_PORT", "AWS_PORT", "DYNAMODB_PORT")}
         stack = DevStack(env={**os.environ, **ports})
         info = stack.start()
     started = time.monotonic()

@@ -16,8 +16,9 @@ Parts (each skipped when the environment already points somewhere else):
 - the SQS poller, invoking the app's ``on_sqs_message`` handlers as Lambda would;
 - the scheduler, invoking the app's ``@app.schedule`` handlers on their rates (``DEVSTACK_SCHEDULE_SCALE``).
 
-Ports: ``PORT``, ``WEB_PORT``, ``AWS_PORT`` (4566), ``DYNAMODB_PORT`` (4569), ``FLUX_PORT`` (8100),
-``IDP_PORT`` (8200); 0 picks a free port. The URLs go to ``.local/stack.json``.
+Ports: ``PORT``, ``WEB_PORT``, ``AWS_PORT`` (4566), ``DYNAMODB_PORT`` (4569; a free one when
+``AWS_PORT`` is 0), ``FLUX_PORT`` (8100), ``IDP_PORT`` (8200); 0 picks a free port. The URLs go
+to ``.local/stack.json``.
 """
 
 from __future__ import annotations
@@ -146,7 +147,9 @@ class DevStack:
                 app_env[name] = env.get(name) or value
             os.environ.update(app_env)
             self.moto_proc, aws_url = self._start_moto(_port(env, "AWS_PORT", 4566), app_env)
-            self.dynamodb_proc, dynamodb_url = self._start_moto(_port(env, "DYNAMODB_PORT", 4569), app_env)
+            # AWS_PORT=0 (any free port) frees DynamoDB's default too, so parallel stacks never share one
+            dynamodb_default = 0 if env.get("AWS_PORT") == "0" else 4569
+            self.dynamodb_proc, dynamodb_url = self._start_moto(_port(env, "DYNAMODB_PORT", dynamodb_default), app_env)
             app_env["AWS_ENDPOINT_URL_DYNAMODB"] = dynamodb_url
         app_env["AWS_ENDPOINT_URL"] = aws_url
 
