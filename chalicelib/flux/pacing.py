@@ -24,7 +24,8 @@ The rule, per (key, model), after each answer that has the headers:
   remembered one at once (a window that shrank is picked up on the first send into it);
 * no headers: ``Retry-After`` of a 429 is the fallback (the key's cooldown, see the key pool).
 
-Every spacing gets :data:`PACE_MARGIN` on top. Before the first answer for a model, one send
+Every spacing gets :data:`PACE_MARGIN` on top, and :data:`PACE_JITTER_S` divided by the limit.
+Before the first answer for a model, one send
 probes the key (its slot is ``math.inf`` to everyone else until the answer comes), and a key
 whose answers carry no headers keeps :data:`FIRST_SEND_GAP_S` between sends: a cold start must
 not burst (Together throttles spikes above recent usage, https://docs.together.ai/docs/rate-limits).
@@ -50,7 +51,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PACE_MARGIN = 0.02  # fraction added to every spacing (clock skew, in-flight requests)
+PACE_MARGIN = 0.005  # fraction added to every spacing (clock drift between us and upstream)
+#: Seconds of arrival jitter a full window must absorb (a send that reaches upstream late moves
+#: its unit's expiry, and the window's count, by as much): spread over the window's ``limit``
+#: sends, so a small limit (2 per 3 s) gets a few percent more spacing and 60 a minute 0.2 %.
+PACE_JITTER_S = 0.1
 # Seconds a send waits for its slot in process; later slots are deferred (the batch worker
 # moves the message's visibility). Short, because a worker invocation ends with its slowest
 # record: long in-process waits hold whole batches (measured with `make bench`: 10 s halved
@@ -214,7 +219,7 @@ class Pacer:
             pace.window, pace.window_at = reset, now
         if info.limit:
             spacing = max(spacing, pace.window / info.limit)
-        pace.interval = spacing * (1 + PACE_MARGIN)
+        pace.interval = spacing * (1 + PACE_MARGIN) + (PACE_JITTER_S / info.limit if info.limit else 0.0)
         pace.seen = True
         if remaining <= 0 and reset > 0:
             until = now + (reset + -remaining * spacing) * (1 + PACE_MARGIN)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.flux.pacing import PACE_MARGIN, WINDOW_MEMORY, Pacer, RateInfo
+from chalicelib.flux.pacing import PACE_JITTER_S, PACE_MARGIN, WINDOW_MEMORY, Pacer, RateInfo
 
 KEY, MODEL = "k1", "black-forest-labs/FLUX.1-schnell"
 
 
 def interval(pacer: Pacer) -> float:
-    return pacer._pace[(KEY, MODEL)].interval / (1 + PACE_MARGIN)
+    return (pacer._pace[(KEY, MODEL)].interval - PACE_JITTER_S / 60) / (1 + PACE_MARGIN)  # every limit here is 60
 
 
 def test_a_short_reset_right_after_a_long_one_keeps_the_long_windows_pace():
@@ -60,3 +60,17 @@ def test_the_reset_is_read_as_rounded_only_when_written_in_whole_seconds():
     assert RateInfo.from_headers({"x-ratelimit-remaining": "2", "x-ratelimit-reset": "3"}).reset_rounded
     exact = RateInfo.from_headers({"x-ratelimit-remaining": "2", "x-ratelimit-reset": "3.00"})
     assert exact.reset_s == 3.0 and not exact.reset_rounded
+
+
+def test_the_jitter_allowance_is_spread_over_the_windows_limit():
+    def padding(limit: int, window: float) -> float:
+        pacer = Pacer()  # a lone send: the window's length, all but one unit left
+        pacer.observe(KEY, MODEL, RateInfo(limit=limit, remaining=limit - 1, reset_s=window), now=1000.0)
+        spacing = window / (limit - 1)
+        return pacer._pace[(KEY, MODEL)].interval / spacing - 1
+
+    # a send arriving late by up to PACE_JITTER_S shifts one unit of a full window: two units per
+    # 3 s need a few percent more room, sixty a minute a fraction of one
+    assert padding(2, 3.0) == pytest.approx(PACE_MARGIN + PACE_JITTER_S / 2 / 3.0)
+    assert padding(60, 60.0) == pytest.approx(PACE_MARGIN + PACE_JITTER_S / 60 / (60.0 / 59))
+    assert padding(2, 3.0) > 0.02 > 0.01 > padding(60, 60.0)
