@@ -24,7 +24,8 @@ The rule, per (key, model), after each answer that has the headers:
   remembered one at once (a window that shrank is picked up on the first send into it);
 * no headers: ``Retry-After`` of a 429 is the fallback (the key's cooldown, see the key pool).
 
-Every spacing gets :data:`PACE_MARGIN` on top, and :data:`PACE_JITTER_S` divided by the limit.
+Every spacing and saturated wait gets :data:`PACE_MARGIN` on top, and :data:`PACE_JITTER_S`
+divided by the limit (:func:`_padded`).
 Before the first answer for a model, one send
 probes the key (its slot is ``math.inf`` to everyone else until the answer comes), and a key
 whose answers carry no headers keeps :data:`FIRST_SEND_GAP_S` between sends: a cold start must
@@ -96,7 +97,8 @@ class RateInfo:
         Returns None when ``remaining`` or ``reset`` is missing or not a finite number.
         """
         remaining = _number(headers.get("x-ratelimit-remaining"))
-        reset = _number(headers.get("x-ratelimit-reset"))
+        raw_reset = headers.get("x-ratelimit-reset")
+        reset = _number(raw_reset)
         if remaining is None or reset is None:
             return None
         limit = _number(headers.get("x-ratelimit-limit"))
@@ -104,8 +106,14 @@ class RateInfo:
             limit=None if limit is None else int(limit),
             remaining=max(0, int(remaining)),
             reset_s=min(max(0.0, reset), MAX_PACE_S),
-            reset_rounded=str(headers.get("x-ratelimit-reset")).strip().isdigit(),
+            reset_rounded=str(raw_reset).strip().isdigit(),
         )
+
+
+def _padded(seconds: float, limit: int | None) -> float:
+    """A wait derived from the headers with its safety room: :data:`PACE_MARGIN` of it, plus
+    :data:`PACE_JITTER_S` spread over the window's ``limit`` units (none when unknown)."""
+    return seconds * (1 + PACE_MARGIN) + (PACE_JITTER_S / limit if limit else 0.0)
 
 
 def _number(value: str | None) -> float | None:
@@ -219,10 +227,10 @@ class Pacer:
             pace.window, pace.window_at = reset, now
         if info.limit:
             spacing = max(spacing, pace.window / info.limit)
-        pace.interval = spacing * (1 + PACE_MARGIN) + (PACE_JITTER_S / info.limit if info.limit else 0.0)
+        pace.interval = _padded(spacing, info.limit)
         pace.seen = True
         if remaining <= 0 and reset > 0:
-            until = now + (reset + -remaining * spacing) * (1 + PACE_MARGIN)
+            until = now + _padded(reset + -remaining * spacing, info.limit)
             if until > pace.next_at:
                 pace.next_at = until
                 self.dirty.add(kid)
