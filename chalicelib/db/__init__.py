@@ -34,7 +34,6 @@ ALL_MODELS: list[type[BaseModel]] = [
 ]
 
 __all__ = [
-    "watching_retries",
     "ALL_MODELS",
     "ArchiveModel",
     "IdempotencyModel",
@@ -55,4 +54,5 @@ __all__ = [
     "same_item",
     "table_name",
     "utcnow",
+    "watching_retries",
 ]

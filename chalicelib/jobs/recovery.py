@@ -82,9 +82,9 @@ def recount(body: dict[str, Any], deadline: float) -> state.Done | state.Later:
         return state.Done("no-job")
     if job.finished_at is not None:
         return state.Done("finished")
-    quiet = time.time() - float(job.counters_at or 0)
-    if quiet < reconcile_after_s():
-        return state.Later(reconcile_after_s() - quiet + 1, "counters-moving")
+    wait = reconcile_after_s() - (time.time() - float(job.counters_at or 0))
+    if wait > 0:
+        return state.Later(wait + 1, "counters-moving")
     report = SweepReport(sweep="recount", dry_run=False, now=datetime.now(UTC))
     reconcile(job, report)
     job.refresh(consistent_read=True)

@@ -28,6 +28,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from itertools import batched
 from typing import Any
 
 from pynamodb.exceptions import DeleteError, PutError, UpdateError
@@ -867,8 +868,7 @@ def _write_job(
         )
         for i, (prompt, seed) in enumerate(zip(sub.prompts, sub.seeds, strict=True))
     ]
-    chunks = [items[start : start + ITEM_WRITE_CHUNK] for start in range(0, len(items), ITEM_WRITE_CHUNK)]
-    parallel(_save_items, chunks, workers=ITEM_WRITE_PARALLEL)
+    parallel(_save_items, batched(items, ITEM_WRITE_CHUNK), workers=ITEM_WRITE_PARALLEL)
     job = JobModel(
         user_id,
         job_id,
@@ -917,7 +917,7 @@ def _write_job(
     return job, items
 
 
-def _save_items(chunk: list[JobItemModel]) -> None:
+def _save_items(chunk: tuple[JobItemModel, ...]) -> None:
     """One BatchWriteItem of up to 25 items (unprocessed ones are resent by PynamoDB).
 
     Raises:
