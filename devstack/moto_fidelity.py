@@ -2,10 +2,14 @@
 
 moto applies an UpdateItem as read, evaluate condition, compute, write, without a lock,
 so two concurrent ADDs to one item can lose one, and two conditional writes can both
-pass. DynamoDB serialises writes to an item ("UpdateItem ... is atomic"; Amazon DynamoDB
-developer guide, "Atomic counters" and "Condition expressions"). Job counters and item
-leases rely on that, so every moto server the dev stack or the tests start in this
-process gets one lock around its single-item and transactional writes.
+pass. It also changes a stored item one action at a time, so a read served meanwhile can see
+half an update (an upload ``rejected`` without its ``error_code``). DynamoDB serialises writes
+to an item and a read sees a whole write or none ("UpdateItem ... is atomic"; Amazon DynamoDB
+developer guide, "Atomic counters", "Condition expressions" and "Read consistency"). Job
+counters, item leases and every status read rely on that, so every moto server the dev stack
+or the tests start in this process gets one lock around its writes (the backend's methods) and
+around each request handler that reads or writes items, which copies what it answers before it
+lets go.
 
 This changes the stand-in server, not the application: chalicelib still talks to it over HTTP.
 """
@@ -18,17 +22,27 @@ from typing import Any
 _lock = threading.RLock()
 _applied = False
 WRITE_METHODS = ("put_item", "update_item", "delete_item", "transact_write_items", "batch_write_item")
+READ_METHODS = ("get_item", "query", "scan", "batch_get_item", "transact_get_items")
 
 
 def make_dynamodb_writes_atomic() -> None:
-    """Wrap moto's DynamoDB backend write methods in one process-wide lock. Idempotent."""
+    """Wrap moto's DynamoDB backend write methods, and its request handlers that read or write
+    items, in one process-wide (re-entrant) lock. Idempotent."""
     global _applied
     if _applied:
         return
     from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.responses import DynamoHandler
 
-    for name in WRITE_METHODS:
-        original = getattr(DynamoDBBackend, name, None)
+    _lock_methods(DynamoDBBackend, WRITE_METHODS)
+    _lock_methods(DynamoHandler, WRITE_METHODS + READ_METHODS)
+    _applied = True
+
+
+def _lock_methods(cls: type, names: tuple[str, ...]) -> None:
+    """Replace each method ``names`` of ``cls`` that exists with one that holds ``_lock``."""
+    for name in names:
+        original = getattr(cls, name, None)
         if original is None:
             continue
 
@@ -37,5 +51,4 @@ def make_dynamodb_writes_atomic() -> None:
                 return _original(self, *args, **kwargs)
 
         locked.__name__ = name
-        setattr(DynamoDBBackend, name, locked)
-    _applied = True
+        setattr(cls, name, locked)

@@ -73,3 +73,40 @@ def test_a_full_collection_freezes_its_survivors_so_the_next_one_skips_them():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1"  # one callback, however often it is asked for
+
+
+def test_a_read_never_sees_half_an_update(aws):
+    """moto changes an item one action at a time; the fidelity lock makes a read see all of an
+    UpdateItem or none of it, as DynamoDB does. Threads switch every microsecond here, so a read
+    served in the middle of an update would be caught."""
+    import sys
+    import threading
+
+    from chalicelib.db import UploadModel
+
+    key = ("torn", "01TORNREADTORNREADTORNREAD")
+    item = UploadModel(*key, status="pending", filename="a.png", created_at=1.0)
+    item.save()
+    fields = [UploadModel.error_code, UploadModel.error_message, UploadModel.filename, UploadModel.content_type]
+    stop = threading.Event()
+
+    def write() -> None:
+        for i in range(150):
+            item.update(actions=[field.set(f"v{i}") for field in fields])
+        stop.set()
+
+    torn = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        writer = threading.Thread(target=write)
+        writer.start()
+        while not stop.is_set():
+            seen = UploadModel.get(*key, consistent_read=True)
+            values = {seen.error_code, seen.error_message, seen.filename, seen.content_type}
+            if len(values) > 1 and seen.error_code is not None:
+                torn.append(values)
+        writer.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert torn == []
