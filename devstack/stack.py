@@ -11,7 +11,8 @@ Parts (each skipped when the environment already points somewhere else):
 - Auth: the dev identity provider unless ``CLERK_ISSUER``/``CLERK_JWKS_URL``/``CLERK_JWT_KEY`` is set;
   with it, ``CLERK_ADMIN_ORG_ID`` defaults to ``org_dev``, the organization the web client's
   "sign in as an organization admin" uses (nobody else is an admin);
-- the API (``chalice local --no-autoreload``) at ``api_url`` (``PORT``, default 8000);
+- the API (``chalice local --no-autoreload``, through :mod:`devstack.local_api`) at ``api_url``
+  (``PORT``, default 8000);
 - the web client (frontend_dist/) at ``web_url`` (``WEB_PORT``, default 8001);
 - the SQS poller, invoking the app's ``on_sqs_message`` handlers as Lambda would;
 - the scheduler, invoking the app's ``@app.schedule`` handlers on their rates (``DEVSTACK_SCHEDULE_SCALE``).
@@ -207,10 +208,11 @@ class DevStack:
         # 5. API
         api_port = _port(env, "PORT", 8000)
         api_url = f"http://127.0.0.1:{api_port}"
-        chalice_bin = str(Path(sys.executable).with_name("chalice"))
         self.api_proc = subprocess.Popen(
             [
-                chalice_bin,
+                sys.executable,
+                "-m",
+                "devstack.local_api",  # chalice's CLI, with TCP_NODELAY on its connections
                 "local",
                 "--no-autoreload",
                 "--host",

@@ -117,7 +117,7 @@ def test_make_dev_stack_serves_every_part_and_stops_cleanly(dev_process):
     ):
         assert not port_open(url), url
     leftover = subprocess.run(
-        ["pgrep", "-f", f"chalice local --no-autoreload --host 127.0.0.1 --port {api_port}"],
+        ["pgrep", "-f", f"devstack.local_api local --no-autoreload --host 127.0.0.1 --port {api_port}"],
         capture_output=True,
         text=True,
     )
