@@ -21,7 +21,7 @@ def main() -> int:
 
     import logging
 
-    from moto.server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     from devstack.moto_fidelity import make_dynamodb_writes_atomic
     from devstack.moto_speed import freeze_after_full_collections, speed_up_moto_server
@@ -30,9 +30,11 @@ def main() -> int:
     make_dynamodb_writes_atomic()
     speed_up_moto_server()
     freeze_after_full_collections()
-    server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    from devstack.wsgi_server import KeepAliveServer
+
+    # moto's own server app, served with keep-alive connections as AWS's endpoints are
+    server = KeepAliveServer(DomainDispatcherApplication(create_backend_app), args.host, args.port).start()
+    host, port = server.host, server.port
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

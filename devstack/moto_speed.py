@@ -38,7 +38,7 @@ def speed_up_moto_server() -> None:
     Example::
 
         speed_up_moto_server()
-        ThreadedMotoServer(ip_address="127.0.0.1", port=0).start()
+        KeepAliveServer(DomainDispatcherApplication(create_backend_app)).start()
     """
     global _applied
     with _lock:
