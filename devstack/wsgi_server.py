@@ -1,4 +1,4 @@
-"""A keep-alive WSGI server for the dev stack's stand-ins (waitress).
+"""A keep-alive WSGI server for the dev stack's stand-ins (cheroot).
 
 werkzeug's development server, which ``moto.server.ThreadedMotoServer`` and ``make_server``
 use, answers every request with ``Connection: close`` (its handler cannot drain a request
@@ -7,24 +7,27 @@ to a stand-in paid a new TCP connection, a new server thread and a teardown, whi
 endpoints, keeping connections open for the SDK's pool, do not: measured on ``POST
 /v1/images``, a fifth of the API process's busy time went to opening and closing them.
 
-waitress keeps HTTP/1.1 connections open, answers ``Expect: 100-continue`` (the SDK's S3
-uploads send it), sets ``TCP_NODELAY`` on accepted sockets, and runs requests on a fixed
-pool of threads: :data:`THREADS`, since an SQS ``ReceiveMessage`` long poll holds one for up
-to 20 s. Source: waitress docs, "Arguments to waitress.serve".
+cheroot (CherryPy's server) keeps HTTP/1.1 connections open and watches the idle ones with
+the operating system's selector, so a request costs the same however many connections the
+SDK pools hold open (waitress, tried first, walks every open connection on each event: with
+300 idle connections moto's CPU per request doubled). It answers ``Expect: 100-continue``
+(the SDK's S3 uploads send it) and sets ``TCP_NODELAY``. Requests run on a fixed pool of
+:data:`THREADS` threads, since an SQS ``ReceiveMessage`` long poll holds one for up to 20 s.
+Source: cheroot docs, ``cheroot.wsgi.Server`` and ``cheroot.server.HTTPServer``.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any
 
 #: Request threads per server: every long poll of every poller at once, with room to spare.
 THREADS = 96
-#: Open connections per server (each SDK client pools up to ``http_pool_size`` of them).
-CONNECTION_LIMIT = 2000
-#: Seconds an idle kept-alive connection stays open (the SDK drops its own after 60 s idle).
-CHANNEL_TIMEOUT_S = 300
+#: Seconds a kept-alive connection may stay idle (and a request may take to arrive) before
+#: the server closes it; the SDK notices a closed pooled connection and opens another.
+IDLE_TIMEOUT_S = 60
+#: Pending connections the listening socket queues.
+BACKLOG = 256
 
 
 class KeepAliveServer:
@@ -36,6 +39,9 @@ class KeepAliveServer:
         port: the port (0 picks a free one; :attr:`port` tells which).
         threads: request threads (:data:`THREADS`).
 
+    Raises:
+        OSError: the port cannot be bound.
+
     Example:
         >>> server = KeepAliveServer(app, "127.0.0.1", 0).start()
         >>> server.url  # 'http://127.0.0.1:41234'
@@ -43,22 +49,20 @@ class KeepAliveServer:
     """
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *, threads: int = THREADS) -> None:
-        from waitress.server import create_server
+        from cheroot import wsgi
 
-        logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" under load
-        self._server = create_server(
+        self._server = wsgi.Server(
+            (host, port),
             app,
-            host=host,
-            port=port,
-            threads=threads,
-            connection_limit=CONNECTION_LIMIT,
-            channel_timeout=CHANNEL_TIMEOUT_S,
-            asyncore_use_poll=True,  # no select() limit of 1,024 descriptors
-            ident="devstack",
-            clear_untrusted_proxy_headers=True,
+            numthreads=threads,
+            server_name="devstack",
+            request_queue_size=BACKLOG,
+            timeout=IDLE_TIMEOUT_S,
+            shutdown_timeout=1,
         )
+        self._server.prepare()  # binds now, so the port is known before serving
         self.host = host
-        self.port = int(self._server.effective_port)
+        self.port = int(self._server.bind_addr[1])
         self._thread: threading.Thread | None = None
 
     @property
@@ -68,25 +72,13 @@ class KeepAliveServer:
 
     def start(self) -> KeepAliveServer:
         """Serve from a daemon thread; returns self."""
-        self._thread = threading.Thread(target=self._run, name=f"wsgi-{self.port}", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve, name=f"wsgi-{self.port}", daemon=True)
         self._thread.start()
         return self
 
-    def _run(self) -> None:
-        try:
-            self._server.run()
-        except (OSError, ValueError):  # the listening socket was closed by stop()
-            pass
-
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop listening, close open connections and the request threads (waits up to
-        ``timeout_s`` seconds for the serving thread)."""
-        self._server.close()
-        self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=timeout_s)
-        for channel in list(self._server._map.values()):
-            try:
-                channel.close()
-            except OSError:
-                pass
+        """Stop listening and close the connections (waits up to ``timeout_s`` seconds for
+        the serving thread; a request still running, such as a long poll, is abandoned)."""
+        self._server.stop()
         if self._thread is not None:
             self._thread.join(timeout_s)
