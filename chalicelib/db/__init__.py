@@ -6,32 +6,62 @@ and infra tests compare it with the CloudFormation template.
 
 from __future__ import annotations
 
-from chalicelib.db.base import BaseModel, is_condition_failure, same_item, table_name, utcnow, watching_retries
-from chalicelib.db.catalog import CatalogStatusModel
-from chalicelib.db.images import ImageModel, PromptHistoryModel
-from chalicelib.db.jobs import ArchiveModel, IdempotencyModel, JobItemModel, JobModel
-from chalicelib.db.keys import KeyHealthModel
-from chalicelib.db.shares import ShareHitModel, ShareModel
-from chalicelib.db.uploads import UploadModel
-from chalicelib.db.usage import UsageModel, UserModel
-from chalicelib.db.videos import VideoModel
+import importlib
+from typing import TYPE_CHECKING, Any
 
-ALL_MODELS: list[type[BaseModel]] = [
-    ImageModel,
-    PromptHistoryModel,
-    UsageModel,
-    UserModel,
-    KeyHealthModel,
-    JobModel,
-    JobItemModel,
-    IdempotencyModel,
-    ArchiveModel,
-    UploadModel,
-    CatalogStatusModel,
-    ShareModel,
-    ShareHitModel,
-    VideoModel,
-]
+from chalicelib.db.base import BaseModel, is_condition_failure, same_item, table_name, utcnow, watching_retries
+
+if TYPE_CHECKING:
+    from chalicelib.db.catalog import CatalogStatusModel
+    from chalicelib.db.images import ImageModel, PromptHistoryModel
+    from chalicelib.db.jobs import ArchiveModel, IdempotencyModel, JobItemModel, JobModel
+    from chalicelib.db.keys import KeyHealthModel
+    from chalicelib.db.shares import ShareHitModel, ShareModel
+    from chalicelib.db.uploads import UploadModel
+    from chalicelib.db.usage import UsageModel, UserModel
+    from chalicelib.db.videos import VideoModel
+
+#: Each model's module. A model class is built (PynamoDB's metaclass reads its attributes)
+#: when its name is first used here (PEP 562 module ``__getattr__``), so a process loads only
+#: the tables its requests touch.
+_HOME = {
+    "ImageModel": "images",
+    "PromptHistoryModel": "images",
+    "UsageModel": "usage",
+    "UserModel": "usage",
+    "KeyHealthModel": "keys",
+    "JobModel": "jobs",
+    "JobItemModel": "jobs",
+    "IdempotencyModel": "jobs",
+    "ArchiveModel": "jobs",
+    "UploadModel": "uploads",
+    "CatalogStatusModel": "catalog",
+    "ShareModel": "shares",
+    "ShareHitModel": "shares",
+    "VideoModel": "videos",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """A model class by name, imported on first use, or ``ALL_MODELS``: every table's model
+    (``list[type[BaseModel]]``, in :data:`_HOME`'s order).
+
+    Raises:
+        AttributeError: no such model.
+    """
+    if name == "ALL_MODELS":
+        value: Any = [__getattr__(model) for model in _HOME]
+    elif name in _HOME:
+        value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME) | {"ALL_MODELS"})
+
 
 __all__ = [
     "ALL_MODELS",

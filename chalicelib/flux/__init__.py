@@ -16,31 +16,72 @@ Example::
 
 from __future__ import annotations
 
-from chalicelib.flux.catalog import (
-    GENERATION_FIELDS,
-    GenerationParams,
-    ModelRetiredError,
-    ModelSpec,
-    catalog,
-    catalog_json,
-    default_model,
-    get_model,
-    image_cost,
-    parse_generation_params,
-)
-from chalicelib.flux.client import FluxClient, GeneratedImage, get_flux_client, reset_flux_client
-from chalicelib.flux.exceptions import (
-    AllKeysCoolingError,
-    CorruptImageError,
-    FailureKind,
-    FluxError,
-    KeyHealthUnavailableError,
-    NoUsableKeysError,
-    UpstreamBusyError,
-    UpstreamFailedError,
-    UpstreamRejectedError,
-)
-from chalicelib.flux.keypool import KeyLease, KeyPool, get_key_pool, key_id, reset_key_pool
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chalicelib.flux.catalog import (
+        GENERATION_FIELDS,
+        GenerationParams,
+        ModelRetiredError,
+        ModelSpec,
+        catalog_json,
+        default_model,
+        get_model,
+        image_cost,
+        parse_generation_params,
+    )
+    from chalicelib.flux.client import FluxClient, GeneratedImage, get_flux_client, reset_flux_client
+    from chalicelib.flux.exceptions import (
+        AllKeysCoolingError,
+        CorruptImageError,
+        FailureKind,
+        FluxError,
+        KeyHealthUnavailableError,
+        NoUsableKeysError,
+        UpstreamBusyError,
+        UpstreamFailedError,
+        UpstreamRejectedError,
+    )
+    from chalicelib.flux.keypool import KeyLease, KeyPool, get_key_pool, key_id, reset_key_pool
+
+#: Where each name of this package lives. Importing the package (as ``chalicelib.flux.catalog``
+#: does) loads none of them: the client, the key pool and their DynamoDB models are imported
+#: by the first use of one of their names (PEP 562 module ``__getattr__``), so a request
+#: that only reads the catalog does not pay for them. (``chalicelib.flux.catalog`` is the
+#: submodule; its ``catalog()`` is imported from there.)
+_EXPORTS = {
+    "catalog": (
+        "GENERATION_FIELDS GenerationParams ModelRetiredError ModelSpec catalog_json default_model "
+        "get_model image_cost parse_generation_params"
+    ),
+    "client": "FluxClient GeneratedImage get_flux_client reset_flux_client",
+    "exceptions": (
+        "AllKeysCoolingError CorruptImageError FailureKind FluxError KeyHealthUnavailableError "
+        "NoUsableKeysError UpstreamBusyError UpstreamFailedError UpstreamRejectedError"
+    ),
+    "keypool": "KeyLease KeyPool get_key_pool key_id reset_key_pool",
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names.split()}
+
+
+def __getattr__(name: str) -> Any:
+    """The exported ``name``, imported from its submodule on first use.
+
+    Raises:
+        AttributeError: ``name`` is not exported here.
+    """
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
+
 
 __all__ = [
     "GENERATION_FIELDS",
@@ -60,7 +101,6 @@ __all__ = [
     "UpstreamBusyError",
     "UpstreamFailedError",
     "UpstreamRejectedError",
-    "catalog",
     "catalog_json",
     "default_model",
     "get_flux_client",

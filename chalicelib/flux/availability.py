@@ -32,7 +32,6 @@ if TYPE_CHECKING:  # requests is imported where a call is made
     import requests
 
 from chalicelib.flux.catalog import ModelRetiredError, catalog, default_model
-from chalicelib.flux.client import BodyLimitExceeded, read_bounded
 from chalicelib.settings import get_settings
 from chalicelib.timefmt import iso8601
 
@@ -150,6 +149,8 @@ def _fetch(session: requests.Session, url: str, key: str, deadline: float) -> li
     if left <= 0.1:
         raise CheckFailed("deadline exhausted")
     import requests  # on first use: the first response needs no HTTP client but boto3's
+
+    from chalicelib.flux.client import BodyLimitExceeded, read_bounded
 
     try:
         with session.get(

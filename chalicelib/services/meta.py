@@ -9,8 +9,6 @@ from typing import Any
 
 from chalicelib.flux.availability import status_json, unavailable_models
 from chalicelib.flux.catalog import MAX_PROMPT_CHARS, catalog_json
-from chalicelib.flux.keypool import get_key_pool
-from chalicelib.services import usage
 from chalicelib.settings import get_settings
 
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi.json"
@@ -65,6 +63,8 @@ def limits() -> dict[str, Any]:
 
 def key_health() -> dict[str, Any]:
     """``GET /v1/admin/keys``: ``{"keys": [...]}`` by key id (never the key)."""
+    from chalicelib.flux.keypool import get_key_pool
+
     pool = get_key_pool()
     pool.refresh(force=True)
     return {"keys": pool.health_report(), "healthy": pool.healthy_count()}
@@ -75,6 +75,9 @@ def key_spend() -> dict[str, Any]:
     "images", "usd"}], "total_usd"}``, the month's upstream cost per key, most expensive
     first. ``key_id`` is a shared key's id (``source: "shared"``) or a user's own key's id
     (``source: "own"``); never a key. Every configured shared key is listed, spent or not."""
+    from chalicelib.flux.keypool import get_key_pool
+    from chalicelib.services import usage
+
     period = usage.current_month()
     rows = {r["key_id"]: r for r in usage.key_spend(period)}
     for kid in get_key_pool().key_ids:

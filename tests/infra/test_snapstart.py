@@ -106,15 +106,17 @@ def test_without_the_runtime_module_nothing_is_registered() -> None:
 
 
 def test_a_cold_import_loads_only_what_the_first_request_needs_and_the_snapshot_loads_all() -> None:
-    """``import app`` leaves the jobs, uploads, archives and video modules unloaded (each route
-    imports its own); :func:`before_snapshot` imports every module, as SnapStart's snapshot should."""
+    """``import app`` leaves the jobs, uploads, archives and video modules, the Flux client, the
+    key pool and the DynamoDB models unloaded (each route imports its own);
+    :func:`before_snapshot` imports every module, as SnapStart's snapshot should."""
     import subprocess
     import sys
 
     code = (
         "import sys, app\n"
         "lazy = ['chalicelib.jobs.worker', 'chalicelib.jobs.submit', 'chalicelib.services.archives',\n"
-        "        'chalicelib.services.uploads', 'chalicelib.services.videos', 'PIL']\n"
+        "        'chalicelib.services.uploads', 'chalicelib.services.videos', 'chalicelib.flux.client',\n"
+        "        'chalicelib.flux.keypool', 'chalicelib.services.usage', 'chalicelib.db.images', 'PIL']\n"
         "print(sorted(m for m in lazy if m in sys.modules))\n"
         "from chalicelib import snapstart\n"
         "n = snapstart.before_snapshot()\n"
