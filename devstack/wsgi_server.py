@@ -28,6 +28,9 @@ THREADS = 96
 IDLE_TIMEOUT_S = 60
 #: Pending connections the listening socket queues.
 BACKLOG = 256
+#: Connections kept open between requests. Past it cheroot answers ``Connection: close``;
+#: its default of 10 is fewer than one SDK client's pool, and the dev stack has dozens.
+KEEP_ALIVE_LIMIT = 4096
 
 
 class KeepAliveServer:
@@ -60,6 +63,7 @@ class KeepAliveServer:
             timeout=IDLE_TIMEOUT_S,
             shutdown_timeout=1,
         )
+        self._server.keep_alive_conn_limit = KEEP_ALIVE_LIMIT
         self._server.prepare()  # binds now, so the port is known before serving
         self.host = host
         self.port = int(self._server.bind_addr[1])
