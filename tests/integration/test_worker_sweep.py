@@ -154,3 +154,29 @@ def test_a_retried_dynamodb_call_is_reported_to_the_retry_watch(aws):
     events.emit(
         "after-call.dynamodb.UpdateItem", parsed=answer, model=None, context={}, http_response=None
     )  # nobody watching: no error
+
+
+def test_a_new_thread_makes_no_botocore_session_once_the_model_has_its_client(aws):
+    """A worker's batch runs on new threads every invocation: they reuse the model's client
+    (with its retry watch) and make no botocore session of their own."""
+    connection = JobItemModel._get_connection().connection
+    client = connection.client  # made on this thread, with the retry watch
+    seen: list[object] = []
+
+    def on_a_new_thread() -> None:
+        again = JobItemModel._get_connection().connection
+        seen.extend([again.client, getattr(again._local, "session", None)])
+
+    thread = threading.Thread(target=on_a_new_thread)
+    thread.start()
+    thread.join(10)
+    assert seen == [client, None]
+    with watching_retries() as retries:
+        client.meta.events.emit(
+            "after-call.dynamodb.GetItem",
+            parsed={"ResponseMetadata": {"RetryAttempts": 1}},
+            model=None,
+            context={},
+            http_response=None,
+        )
+    assert retries == [1]
