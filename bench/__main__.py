@@ -13,7 +13,6 @@ from pathlib import Path
 import requests
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
-PORT_VARS = ("PORT", "WEB_PORT", "FLUX_PORT", "IDP_PORT", "AWS_PORT", "DYNAMODB_PORT")
 SERVICE_VARS = (
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_DYNAMODB",
@@ -31,13 +30,13 @@ def main() -> int:
     from rich.table import Table
 
     from bench import coldstart, overhead
-    from devstack.stack import DevStack
+    from devstack.stack import PORT_VARS, DevStack
 
     console = Console()
     only = os.environ.get("BENCH_ONLY", "").strip()  # "coldstart" | "overhead" | "batch": run just that part
     logging.basicConfig(level=logging.ERROR)  # the in-process pollers' warnings would break the live display
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
-    env.update({k: "0" for k in PORT_VARS})
+    env.update(dict.fromkeys(PORT_VARS, "0"))
     limits = {"RATE_LIMIT_PER_MINUTE": "100000", "MUTATION_RATE_LIMIT_PER_MINUTE": "100000"}
     limits["MONTHLY_IMAGE_QUOTA"] = "1000000"  # the bench measures the API, not the limits
     env.update(limits)

@@ -33,7 +33,7 @@ from typing import Any
 import requests
 from PIL import Image, ImageDraw
 
-from devstack.stack import ROOT, DevStack
+from devstack.stack import PORT_VARS, ROOT, DevStack
 
 DEMO_PROMPT = "the same product on a white marble table, soft studio light, catalog photo"
 POLL_S = 0.3  # seconds between status reads
@@ -239,8 +239,7 @@ def main() -> int:
     info = running_stack()
     if info is None:
         console.print("no running stack found: starting one")
-        ports = {k: "0" for k in ("PORT", "WEB_PORT", "FLUX_PORT", "IDP_PORT", "AWS_PORT", "DYNAMODB_PORT")}
-        stack = DevStack(env={**os.environ, **ports})
+        stack = DevStack(env={**os.environ, **dict.fromkeys(PORT_VARS, "0")})
         info = stack.start()
     started = time.monotonic()
     summary = Table(title="PromptCanvas demo: images in, edited images and a dataset out", show_header=False)

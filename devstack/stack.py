@@ -40,6 +40,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_KEYS = ["dev-key-1", "dev-key-2", "dev-key-3", "dev-key-4"]
+#: Every port setting of the stack; a caller that wants free ports sets each to "0".
+PORT_VARS = ("PORT", "WEB_PORT", "AWS_PORT", "DYNAMODB_PORT", "FLUX_PORT", "IDP_PORT")
 DEV_ADMIN_ORG_ID = "org_dev"  # the admin organization of the dev stack (frontend_dist/js/auth.js devSignIn)
 
 

@@ -28,6 +28,8 @@ from typing import Any
 import pytest
 import requests
 
+from devstack.stack import PORT_VARS
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("PROMPTCANVAS_CHROMIUM", "/usr/bin/chromium")
@@ -59,7 +61,7 @@ def dev_stack_env(state_dir: Any) -> dict[str, str]:
     """The environment for a ``python -m devstack`` child: this process's, without the service
     settings the tests export, every server on a free port, and its state under ``state_dir``."""
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
-    env.update({name: "0" for name in ("PORT", "WEB_PORT", "AWS_PORT", "DYNAMODB_PORT", "FLUX_PORT", "IDP_PORT")})
+    env.update(dict.fromkeys(PORT_VARS, "0"))
     env["DEVSTACK_STATE_DIR"] = str(state_dir)
     return env
 
@@ -94,7 +96,7 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     state_dir = tmp_path_factory.mktemp("browser-stack")
     env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
-    env.update({"PORT": "0", "WEB_PORT": "0", "AWS_PORT": "0", "DYNAMODB_PORT": "0", "FLUX_PORT": "0", "IDP_PORT": "0"})
+    env.update(dict.fromkeys(PORT_VARS, "0"))
     env.setdefault("AWS_ACCESS_KEY_ID", "testing")
     env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
