@@ -6,10 +6,10 @@ and infra tests compare it with the CloudFormation template.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.db.base import BaseModel, is_condition_failure, same_item, table_name, utcnow, watching_retries
+from chalicelib.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from chalicelib.db.catalog import CatalogStatusModel
@@ -42,6 +42,9 @@ _HOME = {
 }
 
 
+_model, _dir = lazy_exports(__name__, _HOME)
+
+
 def __getattr__(name: str) -> Any:
     """A model class by name, imported on first use, or ``ALL_MODELS``: every table's model
     (``list[type[BaseModel]]``, in :data:`_HOME`'s order).
@@ -49,18 +52,14 @@ def __getattr__(name: str) -> Any:
     Raises:
         AttributeError: no such model.
     """
-    if name == "ALL_MODELS":
-        value: Any = [__getattr__(model) for model in _HOME]
-    elif name in _HOME:
-        value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
+    if name != "ALL_MODELS":
+        return _model(name)
+    globals()[name] = [_model(model) for model in _HOME]
+    return globals()[name]
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOME) | {"ALL_MODELS"})
+    return sorted({*_dir(), "ALL_MODELS"})
 
 
 __all__ = [

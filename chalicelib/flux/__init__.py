@@ -16,8 +16,9 @@ Example::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from chalicelib.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from chalicelib.flux.catalog import (
@@ -64,24 +65,7 @@ _EXPORTS = {
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names.split()}
 
-
-def __getattr__(name: str) -> Any:
-    """The exported ``name``, imported from its submodule on first use.
-
-    Raises:
-        AttributeError: ``name`` is not exported here.
-    """
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOME))
-
+__getattr__, __dir__ = lazy_exports(__name__, _HOME)
 
 __all__ = [
     "GENERATION_FIELDS",

@@ -14,7 +14,7 @@ PACKAGE = ROOT / "chalicelib"
 #: (``chalicelib`` itself names only the package's ``__init__``).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("chalicelib", "chalicelib.settings", "chalicelib.errors", "chalicelib.jsonbody", "chalicelib.timefmt",
-              "chalicelib.sweeps", "chalicelib.aws")),
+              "chalicelib.sweeps", "chalicelib.aws", "chalicelib.lazy")),
     ("adapters", ("chalicelib.db", "chalicelib.storage", "chalicelib.queue", "chalicelib.crypto",
                   "chalicelib.observability", "chalicelib.sqsbatch")),
     ("domain", ("chalicelib.flux", "chalicelib.auth")),
