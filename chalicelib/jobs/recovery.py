@@ -65,24 +65,19 @@ ENQUEUE_GRACE_S = 120  # a submit still enqueuing is left alone this long, secon
 STALLED_S = 1800  # no counter change for this long, with queued items: re-send them, seconds
 
 
-def reconcile_after_s() -> float:
-    """Seconds without counter change before counters are recomputed from the items
-    (:func:`chalicelib.jobs.state.counters_quiet_s`)."""
-    return state.counters_quiet_s()
-
-
 def recount(body: dict[str, Any], deadline: float) -> state.Done | state.Later:
     """``{"type": "recount", "user_id", "job_id"}`` on the jobs queue (sent by a counter move
     that was retried or failed): once the counters have been quiet for
-    :func:`reconcile_after_s`, set them from the items (:func:`reconcile`) and finish the job
-    if nothing is left; until then the message comes back when the quiet period would end."""
+    :func:`~chalicelib.jobs.state.counters_quiet_s`, set them from the items
+    (:func:`reconcile`) and finish the job if nothing is left; until then the message comes
+    back when the quiet period would end."""
     try:
         job = JobModel.get(str(body.get("user_id")), str(body.get("job_id")), consistent_read=True)
     except JobModel.DoesNotExist:
         return state.Done("no-job")
     if job.finished_at is not None:
         return state.Done("finished")
-    wait = reconcile_after_s() - (time.time() - float(job.counters_at or 0))
+    wait = state.counters_quiet_s() - (time.time() - float(job.counters_at or 0))
     if wait > 0:
         return state.Later(wait + 1, "counters-moving")
     report = SweepReport(sweep="recount", dry_run=False, now=datetime.now(UTC))
@@ -228,12 +223,12 @@ def sweep_job(job: JobModel, report: SweepReport, now: float) -> None:
 
 def reconcile(job: JobModel, report: SweepReport) -> bool:
     """Set the counters from the items when they disagree and nothing moved for
-    :func:`reconcile_after_s` (conditional on ``counters_at`` being unchanged).
+    :func:`~chalicelib.jobs.state.counters_quiet_s` (conditional on ``counters_at`` being unchanged).
 
     Returns:
         True when the counters were rewritten.
     """
-    if job.counters_at is None or time.time() - float(job.counters_at) < reconcile_after_s():
+    if job.counters_at is None or time.time() - float(job.counters_at) < state.counters_quiet_s():
         return False
     actual = {QUEUED: 0, RUNNING: 0, SUCCEEDED: 0, FAILED: 0}
     reasons: dict[str, int] = dict.fromkeys(state.REASONS, 0)

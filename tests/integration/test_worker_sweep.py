@@ -111,7 +111,7 @@ def test_sweep_reconciles_counters_after_a_crash_between_writes_and_finishes_the
     job = worker.job("drift", job_id)
     assert job_state.counts(job) == {"queued": 1, "running": 1, "succeeded": 0, "failed": 0}  # drifted
     assert recovery.sweep().as_dict()["counts"].get("counters_reconciled") is None  # too fresh to touch
-    wait_for(lambda: time.time() - float(job.counters_at) > recovery.reconcile_after_s(), what="(quiet period)")
+    wait_for(lambda: time.time() - float(job.counters_at) > job_state.counters_quiet_s(), what="(quiet period)")
     report = recovery.sweep().as_dict()
     assert report["counts"]["counters_reconciled"] == 1 and report["counts"]["jobs_finished"] == 1
     job = worker.job("drift", job_id)
