@@ -11,6 +11,30 @@ import argparse
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from devstack.wsgi_server import KeepAliveServer
+
+
+def start_server(host: str = "127.0.0.1", port: int = 0) -> KeepAliveServer:
+    """moto's own server app with DynamoDB's atomicity (:mod:`devstack.moto_fidelity`) and
+    the per-request savings of :mod:`devstack.moto_speed`, served with keep-alive connections
+    as AWS's endpoints are (:class:`~devstack.wsgi_server.KeepAliveServer`; port 0: a free one).
+    The dev stack's moto processes and the tests' in-process moto both start it this way.
+
+    Raises:
+        OSError: the port cannot be bound.
+    """
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    from devstack.moto_fidelity import make_dynamodb_writes_atomic
+    from devstack.moto_speed import speed_up_moto_server
+    from devstack.wsgi_server import KeepAliveServer
+
+    make_dynamodb_writes_atomic()
+    speed_up_moto_server()
+    return KeepAliveServer(DomainDispatcherApplication(create_backend_app), host, port).start()
 
 
 def main() -> int:
@@ -19,26 +43,14 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=4566)
     args = parser.parse_args()
 
-    import logging
+    from devstack.moto_speed import freeze_after_full_collections
 
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-
-    from devstack.moto_fidelity import make_dynamodb_writes_atomic
-    from devstack.moto_speed import freeze_after_full_collections, speed_up_moto_server
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    make_dynamodb_writes_atomic()
-    speed_up_moto_server()
     freeze_after_full_collections()
-    from devstack.wsgi_server import KeepAliveServer
-
-    # moto's own server app, served with keep-alive connections as AWS's endpoints are
-    server = KeepAliveServer(DomainDispatcherApplication(create_backend_app), args.host, args.port).start()
-    host, port = server.host, server.port
+    server = start_server(args.host, args.port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    print(f"ready http://{host}:{port}", flush=True)
+    print(f"ready {server.url}", flush=True)
     stop.wait()
     server.stop()
     return 0
