@@ -44,7 +44,7 @@ lint: install
 demo: install
 	$(PY) -m devstack.demo
 
-bench: install
+bench: install package
 	$(PY) -m bench
 
 # The stack's template and code under $(PACKAGE_DIR) (sam.json + deployment.zip); see docs/deploy.md.
