@@ -232,7 +232,7 @@ def reconcile(job: JobModel, report: SweepReport) -> bool:
         return False
     actual = {QUEUED: 0, RUNNING: 0, SUCCEEDED: 0, FAILED: 0}
     reasons: dict[str, int] = dict.fromkeys(state.REASONS, 0)
-    for item in state.query_items(job.job_id):
+    for item in state.query_items(job.job_id, attributes=(JobItemModel.status, JobItemModel.error_code)):
         actual[item.status] = actual.get(item.status, 0) + 1
         if item.status == FAILED:
             code = item.error_code or state.REASON_UPSTREAM

@@ -44,7 +44,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,10 +126,22 @@ def item_message(item: JobItemModel) -> dict[str, Any]:
     return message
 
 
-def query_items(job_id: str, status: str | None = None) -> list[JobItemModel]:
+def query_items(
+    job_id: str, status: str | None = None, *, attributes: Iterable[Any] | None = None
+) -> list[JobItemModel]:
     """Every item of a job (strongly consistent), optionally only those in ``status``
-    (filtered here: a FilterExpression would read the same items anyway)."""
-    items = JobItemModel.query(job_id, consistent_read=True)
+    (filtered here: a FilterExpression would read the same items anyway).
+
+    Args:
+        attributes: read only these model attributes (a DynamoDB ``ProjectionExpression``;
+            the others are left at their defaults); ``status`` is added when filtering on it.
+            The read capacity is the same (DynamoDB charges a Query by the items' whole size),
+            but a 500-item job's answer shrinks to a fraction, and so does parsing it.
+            Source: Amazon DynamoDB developer guide, "Projection expressions".
+    """
+    if attributes is not None:
+        attributes = [*attributes, *([JobItemModel.status] if status is not None else [])]
+    items = JobItemModel.query(job_id, consistent_read=True, attributes_to_get=attributes)
     return [i for i in items if status is None or i.status == status]
 
 

@@ -126,6 +126,18 @@ def test_sweep_reconciles_counters_after_a_crash_between_writes_and_finishes_the
     assert worker.queue_depth() == before + 1  # a fresh, delayed copy took its place
 
 
+def test_query_items_reads_only_the_attributes_asked_for(api, worker):
+    reply = api.post("/v1/jobs", user="projection", json_body={"prompts": ["a red fox", "a blue owl"], **SMALL})
+    job_id = reply.json["job_id"]
+    full = job_state.query_items(job_id)
+    slim = job_state.query_items(job_id, attributes=(JobItemModel.status, JobItemModel.error_code))
+    assert [i.status for i in slim] == [i.status for i in full] == ["queued", "queued"]
+    assert [i.prompt for i in full] == ["a red fox", "a blue owl"]
+    assert [i.prompt for i in slim] == [None, None]  # not read
+    filtered = job_state.query_items(job_id, "queued", attributes=(JobItemModel.error_code,))
+    assert len(filtered) == 2  # status is read for the filter even when not asked for
+
+
 def test_a_recount_message_sets_drifted_counters_from_the_items_and_finishes_the_job(api, worker):
     worker.configure(ITEM_LEASE_SECONDS=4)  # counters quiet for 8 s before a recount
     reply = api.post("/v1/jobs", user="recount", json_body={"prompts": ["a", "b"], **SMALL})
