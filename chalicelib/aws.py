@@ -115,6 +115,29 @@ def botocore_session() -> Any:
     return session
 
 
+#: The AWS services the code calls (``infra.slim.used_services`` finds the same by scanning the
+#: code, and a test keeps the two equal).
+SERVICES = ("dynamodb", "kms", "s3", "secretsmanager", "sqs")
+
+
+def preload_sdk_data(services: tuple[str, ...] = SERVICES) -> None:
+    """Read botocore's data for ``services`` into the process's shared data loader: each one's
+    model and endpoint rules, and the endpoints, partitions, defaults and retry tables every
+    client reads. It makes a client of each with placeholder credentials and drops it, so it
+    loads exactly what a real client's creation loads, and needs no credentials, region or
+    network.
+
+    For SnapStart's snapshot (:func:`chalicelib.snapstart.before_snapshot`): the restore hook
+    drops every client, session and credential, but the loader holds only parsed JSON, so a
+    restored process makes its first clients without reading or parsing a file.
+    """
+    session = botocore_session()
+    for service in services:
+        session.create_client(
+            service, region_name="us-east-1", aws_access_key_id="preload", aws_secret_access_key="preload"
+        )
+
+
 def http_pool_size(settings: Any) -> int:
     """Connections a process keeps open per host (boto3's ``max_pool_connections``, the Flux
     client's ``pool_maxsize``): one per thread that may call at once, the worker's

@@ -16,6 +16,9 @@ then identical in all of them:
   restored environment gets fresh ones in its environment variables. The cached
   Together keys and key-health snapshot are dropped too (read again on first use).
 
+What is kept on purpose: botocore's shared data loader (parsed service models and endpoint
+tables; no credentials, no connections), which :func:`before_snapshot` fills.
+
 :func:`register` hands :func:`after_restore` to the runtime's ``snapshot_restore_py``
 (part of the Lambda Python managed runtimes, absent locally: then it does nothing).
 The hook must finish within Lambda's 10-second restore limit: it only drops objects,
@@ -45,13 +48,36 @@ def after_restore() -> None:
     reset_key_pool()
 
 
+#: Libraries the code imports inside the functions that use them (so ``import app`` stays light):
+#: boto3, requests, Pillow, AES-GCM and Powertools' batch utilities. A test keeps this list
+#: covering every such import in ``chalicelib``.
+LAZY_IMPORTS = (
+    "boto3",
+    "boto3.s3.transfer",
+    "botocore.config",
+    "botocore.exceptions",
+    "botocore.session",
+    "requests",
+    "requests.adapters",
+    "PIL.Image",
+    "PIL.ImageOps",
+    "cryptography.exceptions",
+    "cryptography.hazmat.primitives.ciphers.aead",
+    "aws_lambda_powertools.utilities.batch",
+    "aws_lambda_powertools.utilities.data_classes.sqs_event",
+)
+
+
 def before_snapshot() -> int:
-    """Import every ``chalicelib`` module. ``app.py``'s routes import their services when they
-    first run, so a cold start without SnapStart loads only what its first request needs;
-    with SnapStart the snapshot should hold them all, so no restored copy pays for an import.
+    """Import every ``chalicelib`` module and the libraries of :data:`LAZY_IMPORTS` (with every
+    Pillow plugin registered), and read botocore's data for every service the code calls
+    (:func:`chalicelib.aws.preload_sdk_data`). ``app.py``'s routes import their services when
+    they first run, so a cold start without SnapStart loads only what its first request needs;
+    with SnapStart the snapshot should hold them all, so no restored copy pays for an import,
+    and its first client of each service parses no JSON.
 
     Returns:
-        The number of modules imported (already loaded ones included).
+        The number of ``chalicelib`` modules imported (already loaded ones included).
     """
     import importlib
     import pkgutil
@@ -59,8 +85,12 @@ def before_snapshot() -> int:
     import chalicelib
 
     names = [info.name for info in pkgutil.walk_packages(chalicelib.__path__, "chalicelib.")]
-    for name in names:
+    for name in (*names, *LAZY_IMPORTS):
         importlib.import_module(name)
+    from PIL import Image
+
+    Image.init()  # Pillow imports its format plugins on first use otherwise
+    aws.preload_sdk_data()
     return len(names)
 
 

@@ -67,6 +67,40 @@ def test_connections_and_credentials_are_rebuilt(monkeypatch: pytest.MonkeyPatch
     aws.reset_clients()
 
 
+def _files_read_making_clients(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The botocore data files read while making a client of every service, after a restore."""
+    from botocore import loaders
+
+    reads: list[str] = []
+    real = loaders.JSONFileLoader.load_file
+
+    def counting(self, file_path, *args, **kwargs):
+        reads.append(file_path)
+        return real(self, file_path, *args, **kwargs)
+
+    monkeypatch.setattr(loaders.JSONFileLoader, "load_file", counting)
+    snapstart.after_restore()
+    session = aws.botocore_session()
+    for service in aws.SERVICES:
+        session.create_client(service, region_name="eu-west-1", aws_access_key_id="a", aws_secret_access_key="b")
+    return reads
+
+
+def test_a_restored_process_makes_its_clients_without_reading_sdk_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aws, "_loader", None)  # a fresh process's loader
+    assert _files_read_making_clients(monkeypatch)  # (without the preload, each client reads its files)
+    monkeypatch.setattr(aws, "_loader", None)
+    aws.preload_sdk_data()  # what before_snapshot does after its imports
+    assert _files_read_making_clients(monkeypatch) == []
+    aws.reset_clients()
+
+
+def test_the_preloaded_services_are_the_ones_the_code_calls() -> None:
+    from infra.slim import used_services
+
+    assert set(aws.SERVICES) == used_services()
+
+
 FAKE_RUNTIME = """
 hooks = []
 before = []
@@ -120,10 +154,39 @@ def test_a_cold_import_loads_only_what_the_first_request_needs_and_the_snapshot_
         "print(sorted(m for m in lazy if m in sys.modules))\n"
         "from chalicelib import snapstart\n"
         "n = snapstart.before_snapshot()\n"
-        "print(n, sorted(m for m in lazy[:-1] if m not in sys.modules))\n"
+        "print(n, sorted(m for m in [*lazy, 'boto3', 'PIL.PngImagePlugin'] if m not in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     first, second = out.stdout.strip().splitlines()
     assert first == "[]", out.stdout
     count, missing = second.split(" ", 1)
     assert int(count) > 50 and missing == "[]", out.stdout
+
+
+def _function_level_imports(path: Path) -> set[str]:
+    """Modules imported inside functions of ``path`` (``from M import N`` gives ``M``)."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Import):
+                    found.update(alias.name for alias in inner.names)
+                elif isinstance(inner, ast.ImportFrom) and inner.level == 0 and inner.module:
+                    found.add(inner.module)
+    return found
+
+
+def test_the_snapshot_imports_every_library_the_code_imports_late() -> None:
+    """A library imported inside a function (to keep ``import app`` light) is imported by
+    :func:`before_snapshot` too, so a restored process does not pay for it on a request."""
+    late = set()
+    for path in (ROOT / "chalicelib").rglob("*.py"):
+        late |= _function_level_imports(path)
+    third_party = {
+        m for m in late if m.split(".")[0] not in sys.stdlib_module_names | {"chalicelib", "snapshot_restore_py"}
+    }
+    assert third_party, "(the scan finds the late imports)"
+    missing = sorted(m for m in third_party if not any(x == m or x.startswith(m + ".") for x in snapstart.LAZY_IMPORTS))
+    assert missing == [], f"add to snapstart.LAZY_IMPORTS: {missing}"
