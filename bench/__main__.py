@@ -193,13 +193,27 @@ def cold_rows(cold: dict) -> list[tuple[str, str, str]]:
     # (sample name, label, goal); a ratio the run did not measure is left out
     package_rows = (
         ("import_app", "  import app / import boto3", goal_import),
-        ("import_libraries", "  floor: importing the libraries the first response needs / import boto3", ""),
+        (
+            "minimal_first_response",
+            "  floor: the libraries' least for that response (import, verify, one GetItem) / import boto3",
+            "",
+        ),
         (
             "first_response_networkless",
             "  first verified GET /v1/models / import boto3, CLERK_JWT_KEY (networkless)",
             goal_first,
         ),
         ("first_response", "  the same, keys fetched from the JWKS URL", goal_first),
+        (
+            "restored_first_response_networkless",
+            "  first verified GET /v1/models after a SnapStart restore (hooks run; timed from the restore)",
+            "",
+        ),
+        (
+            "restored_first_image_networkless",
+            "  first POST /v1/images after a SnapStart restore (Flux's wait not in CPU)",
+            "",
+        ),
     )
     venv_rows = (
         ("import_app", "  import app / import boto3", ""),

@@ -41,12 +41,23 @@ _TIMED = (
 )
 IMPORT_BOTO3 = _TIMED.format("boto3")
 IMPORT_APP = _TIMED.format("app")
-#: The libraries a first GET /v1/models cannot do without, imported and nothing else: botocore
-#: (the catalog status read), PynamoDB (the table model), PyJWT with cryptography (RS256
-#: verification), Chalice (routing) and Powertools (the JSON logs). Their share of the ratio is
-#: what no change to the app's own code can take off.
+#: The libraries a first GET /v1/models cannot do without: botocore (the catalog status read),
+#: PynamoDB (the table model), PyJWT with cryptography (RS256 verification), Chalice (routing)
+#: and Powertools (the JSON logs).
 LIBRARY_FLOOR_MODULES = ("botocore.session", "pynamodb.models", "jwt", "chalice.app", "aws_lambda_powertools")
-IMPORT_FLOOR = _TIMED.format(", ".join(LIBRARY_FLOOR_MODULES))
+#: The floor: the least any app on these libraries does for that response, and nothing of ours.
+#: It imports them, verifies the token with the PEM key (argv 2), and reads the catalog status
+#: item (table argv 3) with a plain botocore client. No change to the app's own code can take
+#: its share of the ratio off.
+MINIMAL_FIRST_RESPONSE = """
+import sys, time
+t, c = time.perf_counter(), time.process_time()
+import {modules}
+claims = jwt.decode(sys.argv[1], sys.argv[2], algorithms=["RS256"], options={{"verify_aud": False}})
+client = botocore.session.get_session().create_client("dynamodb")
+client.get_item(TableName=sys.argv[3], Key={{"name": {{"S": "upstream"}}}})
+print((time.perf_counter() - t) * 1000, (time.process_time() - c) * 1000)
+""".format(modules=", ".join(LIBRARY_FLOOR_MODULES))
 _FIRST = """
 import json, sys, time
 t, c = time.perf_counter(), time.process_time()
@@ -67,6 +78,11 @@ assert reply["statusCode"] == {status}, reply
 print((time.perf_counter() - t) * 1000, (time.process_time() - c) * 1000)
 """
 FIRST_RESPONSE = _FIRST.format(path="/v1/models", method="GET", body="None", status=200)
+# the first response of a process restored from a SnapStart snapshot: the runtime's hooks run
+# as Lambda runs them (before_snapshot at init, after_restore at restore); timed from the restore
+_TIMER = "t, c = time.perf_counter(), time.process_time()\n"
+_HOOKS = "import app\nfrom chalicelib import snapstart\nsnapstart.before_snapshot()\nsnapstart.after_restore()\n"
+RESTORED_FIRST_RESPONSE = FIRST_RESPONSE.replace(_TIMER + "import app\n", _HOOKS + _TIMER)
 # the first image of a fresh process: every client and table connection of the image path is made
 FIRST_IMAGE = _FIRST.format(
     path="/v1/images",
@@ -74,6 +90,8 @@ FIRST_IMAGE = _FIRST.format(
     body=repr('{"prompt": "a red fox in the snow at dawn", "width": 512, "height": 512}'),
     status=201,
 )
+RESTORED_FIRST_IMAGE = FIRST_IMAGE.replace(_TIMER + "import app\n", _HOOKS + _TIMER)
+assert RESTORED_FIRST_RESPONSE != FIRST_RESPONSE and RESTORED_FIRST_IMAGE != FIRST_IMAGE
 
 
 def _samples(
@@ -120,18 +138,20 @@ def unpack(zip_path: Path, into: Path) -> Path:
     return into
 
 
-def _ratios(result: dict, samples: dict[str, list[tuple[float, float]]], prefix: str = "") -> None:
-    """Medians (ms) and ratios to ``import boto3`` into ``result``, wall and CPU."""
+def _ratios(result: dict, samples: dict[str, list[tuple[float, float]]]) -> None:
+    """Medians (ms) into ``result``, and ratios to ``import boto3``, wall and CPU. Each ratio
+    is the median of the rounds' own ratios (a sample over the ``import boto3`` of its round:
+    the rounds are taken in turn, so the machine's speed, which drifts on this shared host,
+    is about the same within one)."""
     for which, suffix in ((0, "ms"), (1, "cpu_ms")):
-        medians = {name: _median(values, which) for name, values in samples.items()}
-        boto3_ms = medians["import_boto3"]
+        boto3 = [s[which] for s in samples["import_boto3"]]
         tag = "" if which == 0 else "_cpu"
-        for name, ms in medians.items():
-            result[f"{prefix}{name}_{suffix}"] = round(ms, 1)
+        for name, values in samples.items():
+            result[f"{name}_{suffix}"] = round(_median(values, which), 1)
             if name != "import_boto3":
-                over = name.replace("import_app", "import_app_over_boto3")
-                over = over if over != name else f"{name}_over_boto3"
-                result[f"{prefix}{over}{tag}"] = round(ms / boto3_ms, 2)
+                over = "import_app_over_boto3" if name == "import_app" else f"{name}_over_boto3"
+                ratios = [s[which] / b for s, b in zip(values, boto3, strict=True)]
+                result[f"{over}{tag}"] = round(statistics.median(ratios), 2)
 
 
 def run(stack_info: dict, mint_token, n: int = 10, package_zip: Path | None = None, jwt_key: str | None = None) -> dict:
@@ -142,11 +162,13 @@ def run(stack_info: dict, mint_token, n: int = 10, package_zip: Path | None = No
       ``GET /v1/models`` and the first ``POST /v1/images`` (Flux's wait included in the wall
       time only), keys without a prefix;
     * from ``package_zip`` (what Lambda runs: the slimmed ``deployment.zip``, its own boto3,
-      ``python -S``), keys under ``"package"``: ``import boto3``, the imports of
-      :data:`LIBRARY_FLOOR_MODULES` alone (``import_libraries``), ``import app``, the first
+      ``python -S``), keys under ``"package"``: ``import boto3``, ``import app``, the floor
+      :data:`MINIMAL_FIRST_RESPONSE` (``minimal_first_response``), the first
       verified ``GET /v1/models`` with the keys from the JWKS URL (``first_response``) and with
       the PEM key ``jwt_key`` set as ``CLERK_JWT_KEY``, Clerk's networkless verification
-      (``first_response_networkless``).
+      (``first_response_networkless``), and the latter in a process that ran the SnapStart
+      hooks first, timed from the restore (``restored_first_response_networkless``), and the
+      first ``POST /v1/images`` of such a process (``restored_first_image_networkless``).
 
     The kinds of sample are interleaved, so a burst of load on this shared machine hits all of
     them alike; CPU time is the steadier figure.
@@ -156,6 +178,9 @@ def run(stack_info: dict, mint_token, n: int = 10, package_zip: Path | None = No
     # would stop that, and every sample would compile the app from source).
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPATH")}
     _samples(IMPORT_APP, 1, env)
+    from chalicelib.db import CatalogStatusModel
+
+    status_table = CatalogStatusModel.Meta.table_name
     names = ("import_boto3", "import_app", "first_response", "first_image")
     venv: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     pkg: dict[str, list[tuple[float, float]]] = {}
@@ -164,9 +189,12 @@ def run(stack_info: dict, mint_token, n: int = 10, package_zip: Path | None = No
         networkless_env = {k: v for k, v in env.items() if k != "CLERK_JWKS_URL"}
         networkless_env["CLERK_JWT_KEY"] = jwt_key or ""
         if pkg_dir:
-            pkg = {name: [] for name in ("import_boto3", "import_libraries", "import_app", "first_response")}
+            pkg = {name: [] for name in ("import_boto3", "import_app", "first_response")}
             if jwt_key:
+                pkg["minimal_first_response"] = []
                 pkg["first_response_networkless"] = []
+                pkg["restored_first_response_networkless"] = []
+                pkg["restored_first_image_networkless"] = []
         for _ in range(n):
             venv["import_boto3"] += _samples(IMPORT_BOTO3, 1, env)
             venv["import_app"] += _samples(IMPORT_APP, 1, env)
@@ -175,12 +203,20 @@ def run(stack_info: dict, mint_token, n: int = 10, package_zip: Path | None = No
             if pkg_dir:
                 kw = {"cwd": pkg_dir, "isolated": True}
                 pkg["import_boto3"] += _samples(IMPORT_BOTO3, 1, env, **kw)
-                pkg["import_libraries"] += _samples(IMPORT_FLOOR, 1, env, **kw)
                 pkg["import_app"] += _samples(IMPORT_APP, 1, env, **kw)
                 pkg["first_response"] += _samples(FIRST_RESPONSE, 1, env, (mint_token("bench-cold"),), **kw)
                 if jwt_key:
+                    pkg["minimal_first_response"] += _samples(
+                        MINIMAL_FIRST_RESPONSE, 1, env, (mint_token("bench-cold"), jwt_key, status_table), **kw
+                    )
                     pkg["first_response_networkless"] += _samples(
                         FIRST_RESPONSE, 1, networkless_env, (mint_token("bench-cold"),), **kw
+                    )
+                    pkg["restored_first_response_networkless"] += _samples(
+                        RESTORED_FIRST_RESPONSE, 1, networkless_env, (mint_token("bench-cold"),), **kw
+                    )
+                    pkg["restored_first_image_networkless"] += _samples(
+                        RESTORED_FIRST_IMAGE, 1, networkless_env, (mint_token("bench-cold"),), **kw
                     )
     result: dict = {"samples": n}
     _ratios(result, venv)
