@@ -8,6 +8,7 @@ stack creates tables from them and a test compares them with infra/.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -55,19 +56,39 @@ class BaseModel(Model):
 
     @classmethod
     def _get_connection(cls) -> Any:
-        """PynamoDB's connection for this model. PynamoDB creates the model's one botocore
-        client from a session of the calling thread (its choice for safe client creation);
-        that session is given here only while the client is still to be made, and it shares
-        the process's data loader (:func:`chalicelib.aws.botocore_session`), so a model's
-        first call does not parse botocore's endpoint and service data again. Once the client
-        exists, no thread makes a session (each costs about 9 ms of CPU, and a worker's batch
-        runs on new threads every invocation)."""
+        """PynamoDB's connection for this model, with its botocore client made.
+
+        PynamoDB makes each model's one client from a session of the calling thread, and so
+        a botocore session per model (each costs about 9 ms of CPU: its handlers and their
+        aliases; a first ``POST /v1/images`` touches five models). Here every model's client
+        comes from one session of the process (:func:`model_session`, which shares the
+        process's data loader, so no model parses botocore's data again). botocore sessions
+        are not thread-safe, so the client is made at once, under a lock; once it exists, no
+        thread touches a session (a worker's batch runs on new threads every invocation).
+        Source: botocore docs, "Session" (one per thread) and PynamoDB's ``Connection.client``.
+        """
         connection = super()._get_connection()
         conn = connection.connection
-        if conn._client is None and getattr(conn._local, "session", None) is None:
-            conn._local.session = botocore_session()
-            conn._local.session.register("after-call.dynamodb", _note_retries)
+        if conn._client is None:
+            with _session_lock:
+                if conn._client is None:
+                    conn._local.session = _model_session()
+                    conn.client  # noqa: B018 - made now, while the session is held
         return connection
+
+
+_session: Any = None  # the botocore session every model's client is made from
+_session_lock = threading.Lock()
+
+
+def _model_session() -> Any:
+    """The process's botocore session for the models' clients (call with ``_session_lock``
+    held), with the retry watch (:func:`watching_retries`) on its DynamoDB calls."""
+    global _session
+    if _session is None:
+        _session = botocore_session()
+        _session.register("after-call.dynamodb", _note_retries)
+    return _session
 
 
 _retries: ContextVar[list[int] | None] = ContextVar("dynamodb_retries", default=None)
@@ -109,8 +130,12 @@ def watching_retries() -> Iterator[list[int]]:
 
 def reset_connections() -> None:
     """Drop every model's cached ``TableConnection`` (a botocore client, with its endpoint,
-    credentials and connection pool), so the next call builds a fresh one from the
-    environment as it is now. For a SnapStart restore and for tests that change the endpoint."""
+    credentials and connection pool) and the models' session (with its credentials), so the
+    next call builds fresh ones from the environment as it is now. For a SnapStart restore and
+    for tests that change the endpoint."""
+    global _session
+    with _session_lock:
+        _session = None  # its cached credentials go too
     pending = list(BaseModel.__subclasses__())
     while pending:
         model = pending.pop()
