@@ -98,7 +98,8 @@ def main() -> int:
     if package.DEFAULT_ZIP.exists():  # cheap only when `make package` has built it
         with console.status("deployment.zip: size and cold start, bundled vs runtime boto3…"):
             results["package"] = package.run(n=5)
-    if only and RESULTS.exists():  # a partial run keeps the other parts' last figures
+    if only and RESULTS.exists():  # a partial run keeps the other parts' last figures, and their date
+        results[f"{only}_started_at"] = results.pop("started_at")
         results = {**json.loads(RESULTS.read_text()), **results}
     table = Table(title="PromptCanvas benchmarks (ratios within this run, beside their goals)")
     table.add_column("measure")
