@@ -60,8 +60,8 @@ class BaseModel(Model):
 
         PynamoDB makes each model's one client from a session of the calling thread, and so
         a botocore session per model (each costs about 9 ms of CPU: its handlers and their
-        aliases; a first ``POST /v1/images`` touches five models). Here every model's client
-        comes from one session of the process (:func:`model_session`, which shares the
+        aliases; a first ``POST /v1/images`` touches several models). Here every model's client
+        comes from one session of the process (:func:`_model_session`, which shares the
         process's data loader, so no model parses botocore's data again). botocore sessions
         are not thread-safe, so the client is made at once, under a lock; once it exists, no
         thread touches a session (a worker's batch runs on new threads every invocation).
