@@ -10,7 +10,10 @@ Two sets, interleaved:
   ``python -S``): what Lambda runs, with its own bundled boto3 and only the botocore data of the
   services the code calls (``infra.slim``). The goals are judged here. The first response is
   measured with the keys fetched from the JWKS URL and with ``CLERK_JWT_KEY`` set (Clerk's
-  networkless verification, the configuration docs/deploy.md recommends).
+  networkless verification, the configuration docs/deploy.md recommends), beside the floor
+  (:data:`MINIMAL_FIRST_RESPONSE`: the same response on the same libraries with none of our
+  code) and, in a process that ran the SnapStart hooks, the first ``GET /v1/models`` and
+  ``POST /v1/images`` timed from the restore.
 * **the local venv**, as ``make dev`` runs the app: its botocore ships the data of every AWS
   service (about 400 directories, which a client's first creation lists, and a 1.2 MB
   ``endpoints.json``), so its first response is slower than Lambda's. Also the first
