@@ -38,9 +38,9 @@ class _HeadHoldingWriter:
     it with the first bytes written after it, so a response with a body leaves in one send.
 
     cheroot writes the head and the body in two sends, and with ``TCP_NODELAY`` each is a TCP
-    segment of its own: on loopback the sender's ``send`` also runs the receiving side's TCP
-    work, and the second segment doubled it (a profile of the DynamoDB moto process put a third
-    of its busy time in ``socket.send``). Everything else is the wrapped writer's.
+    segment of its own, with its own system call and loopback delivery. Measured in paired
+    runs of 400 UpdateItems against moto, one send took about 5 % off the wall time per call.
+    Everything else is the wrapped writer's.
     """
 
     def __init__(self, raw: Any) -> None:

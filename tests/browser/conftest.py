@@ -95,8 +95,7 @@ class Stack:
 @pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     state_dir = tmp_path_factory.mktemp("browser-stack")
-    env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
-    env.update(dict.fromkeys(PORT_VARS, "0"))
+    env = dev_stack_env(state_dir)
     env.setdefault("AWS_ACCESS_KEY_ID", "testing")
     env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
