@@ -13,6 +13,17 @@ Found by profiling moto with py-spy, and logging its garbage collections, under 
   message in the queue three ways (``SQSBackend.is_message_valid_based_on_retention_period``
   → ``Queue.attributes``): quadratic in the queue's depth, 13 % of moto's busy time while a
   500-item job drained. It reads the one attribute instead; the answer is the same.
+- **Condition expressions.** moto parses a write's ``ConditionExpression`` twice per call (once
+  to check the names and values used, once to evaluate it), with a hand-written lexer. The
+  parse of each (expression, names, values) is remembered: the values are part of the key,
+  and the parsed tree is only read when evaluated. A bad expression is never remembered, so
+  it is refused every time.
+- **Action names.** moto lists its response class's methods (``inspect.getmembers``) on every
+  request to find the action; the list is remembered per class.
+
+  Together, measured with a rate-limit-and-quota conditional UpdateItem (four conditions,
+  ``ReturnValues=ALL_NEW``) in paired rounds against two servers: moto's CPU per call
+  11.6 → 9.1 ms (12.5 → 9.6 ms with the condition parse alone).
 - **Garbage-collection pauses** (the moto process only, :func:`freeze_after_full_collections`):
   full collections walk every object moto stores, holding the GIL, for longer as the heap grows.
 
@@ -29,6 +40,7 @@ _applied = False
 _frozen = False
 _lock = threading.Lock()
 HOSTS_REMEMBERED = 1024  # distinct inferred host names (a few per service and region in use)
+CONDITIONS_REMEMBERED = 4096  # distinct (expression, names, values) parsed
 
 
 def speed_up_moto_server() -> None:
@@ -68,7 +80,50 @@ def speed_up_moto_server() -> None:
             return retention_s + message.sent_timestamp / 1000 > unix_time()
 
         SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period  # type: ignore[method-assign]
+        _memoise_condition_parser()
+        _memoise_action_names()
         _applied = True
+
+
+def _memoise_action_names() -> None:
+    """Remember the method names of each response class, which moto lists on every request."""
+    import functools
+
+    import moto.core.responses as responses
+
+    responses.method_names_from_class = functools.cache(responses.method_names_from_class)
+
+
+def _memoise_condition_parser() -> None:
+    """Remember moto's parse of each DynamoDB condition expression with its names and values."""
+    import json
+
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    original = ConditionExpressionParser.parse
+    parsed: dict[tuple[str, str, str], tuple[Any, list[str], list[str]]] = {}
+
+    def parse(self: Any) -> Any:
+        if not self.condition_expression:
+            return original(self)
+        key = (
+            self.condition_expression,
+            json.dumps(self.expression_attribute_names, sort_keys=True),
+            json.dumps(self.expression_attribute_values, sort_keys=True),
+        )
+        try:
+            op, names, values = parsed[key]
+        except KeyError:
+            op = original(self)
+            if len(parsed) >= CONDITIONS_REMEMBERED:
+                parsed.clear()
+            parsed[key] = (op, list(self.expr_attr_names_found), list(self.expr_attr_values_found))
+            return op
+        self.expr_attr_names_found.extend(names)
+        self.expr_attr_values_found.extend(values)
+        return op
+
+    ConditionExpressionParser.parse = parse  # type: ignore[method-assign]
 
 
 def freeze_after_full_collections() -> None:

@@ -110,3 +110,43 @@ def test_a_read_never_sees_half_an_update(aws):
     finally:
         sys.setswitchinterval(interval)
     assert torn == []
+
+
+def test_a_remembered_condition_parse_answers_as_a_fresh_one():
+    import pytest
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    speed_up_moto_server()
+    expression = "#w = :w AND (attribute_not_exists(#c) OR #c <= :q)"
+    names = {"#w": "window", "#c": "count"}
+
+    def parse(quota: str) -> tuple[object, list[str], list[str]]:
+        parser = ConditionExpressionParser(expression, dict(names), {":w": {"S": "12:00"}, ":q": {"N": quota}})
+        op = parser.parse()
+        return op, parser.expr_attr_names_found, parser.expr_attr_values_found
+
+    item = Item(DynamoType({"S": "user"}), None, {"window": {"S": "12:00"}, "count": {"N": "4"}})
+    first, names_found, values_found = parse("5")
+    again, names_again, values_again = parse("5")
+    other, _, _ = parse("3")
+    assert again is first  # remembered
+    assert (names_again, values_again) == (names_found, values_found)
+    assert sorted(names_found) == ["#c", "#c", "#w"] and sorted(values_found) == [":q", ":w"]
+    assert first.expr(item) is True and other.expr(item) is False  # the values are part of the key
+    for _ in range(2):  # a bad expression is refused every time, never remembered
+        with pytest.raises(Exception):  # noqa: B017 - moto raises its own parse errors
+            ConditionExpressionParser("#c <", {"#c": "count"}, {}).parse()
+
+
+def test_the_action_names_of_a_response_class_are_listed_once():
+    import inspect
+
+    import moto.core.responses as responses
+    from moto.dynamodb.responses import DynamoHandler
+
+    speed_up_moto_server()
+    names = responses.method_names_from_class(DynamoHandler)
+    assert names == [name for name, _ in inspect.getmembers(DynamoHandler, inspect.isfunction)]
+    assert "update_item" in names
+    assert responses.method_names_from_class(DynamoHandler) is names
