@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from pynamodb.constants import NONE
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.models import Model
 from pynamodb.signals import pre_dynamodb_send, signals_available
@@ -75,6 +76,34 @@ class BaseModel(Model):
                     conn._local.session = _model_session()
                     conn.client  # noqa: B018 - made now, while the session is held
         return connection
+
+    def update_no_return(self, actions: list[Any], condition: Any = None) -> None:
+        """One UpdateItem on this item's key, like ``Model.update``, that asks for nothing back
+        (``ReturnValues`` ``NONE``): for counters and stamps the caller does not read. This
+        instance is left as it was. DynamoDB then sends no attributes, so neither side
+        serialises or parses them.
+        Source: Amazon DynamoDB API reference, "UpdateItem" (``ReturnValues``, default ``NONE``).
+
+        Args:
+            actions: PynamoDB update actions (``Model.attr.add(1)``, ``.set(...)``), at least one.
+            condition: an optional PynamoDB condition.
+
+        Raises:
+            TypeError: no actions, or the model has a version attribute (use ``update``).
+            pynamodb.exceptions.UpdateError: the condition failed or DynamoDB failed.
+
+        Example::
+
+            UsageModel(user_id, "2026-12").update_no_return([UsageModel.count.add(1)])
+        """
+        if not isinstance(actions, list) or not actions:
+            raise TypeError("actions must be a non-empty list")
+        if self._version_attribute_name is not None:
+            raise TypeError(f"{type(self).__name__} has a version attribute: use update()")
+        hash_key, range_key = self._get_hash_range_key_serialized_values()
+        self._get_connection().update_item(
+            hash_key, range_key=range_key, return_values=NONE, condition=condition, actions=actions
+        )
 
 
 _session: Any = None  # the botocore session every model's client is made from

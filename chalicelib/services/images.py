@@ -472,8 +472,8 @@ def remember_prompt(user_id: str, prompt: str) -> None:
     """Add ``prompt`` to the user's recent prompts (best effort, never raises)."""
     key = hashlib.sha256(prompt.encode()).hexdigest()[:20]
     try:
-        PromptHistoryModel(user_id, key).update(
-            actions=[
+        PromptHistoryModel(user_id, key).update_no_return(
+            [
                 PromptHistoryModel.prompt.set(prompt),
                 PromptHistoryModel.last_used.set(int(time.time() * 1000)),
                 PromptHistoryModel.uses.add(1),

@@ -118,7 +118,7 @@ def charge(
         actions.append(UsageModel.committed_usd.add(usd))
         condition &= UsageModel.committed_usd.does_not_exist() | (UsageModel.committed_usd <= budget - usd)
     try:
-        item.update(actions=actions, condition=condition)
+        item.update_no_return(actions, condition)
         return period
     except UpdateError as exc:
         if not (is_condition_failure(exc) or quota - n < 0):
@@ -153,7 +153,7 @@ def refund(user_id: str, n: int, period: str | None, usd: float = 0.0, *, spend_
     if spend_usd > 0:
         actions.append(UsageModel.cost_usd.add(-spend_usd))
     try:
-        UsageModel(user_id, period or _month()).update(actions=actions, condition=UsageModel.count >= n)
+        UsageModel(user_id, period or _month()).update_no_return(actions, UsageModel.count >= n)
     except UpdateError:
         pass
 
@@ -255,7 +255,7 @@ def _add_spend(hash_key: str, range_key: str, usd: float, images: int) -> None:
     if images:
         actions.append(UsageModel.count.add(images))
     try:
-        UsageModel(hash_key, range_key).update(actions=actions)
+        UsageModel(hash_key, range_key).update_no_return(actions)
     except Exception:  # noqa: BLE001 - the result is stored; its own item keeps its cost
         logger.warning("could not add a cost to the month's spend")
 
@@ -384,7 +384,7 @@ def _admit_update(
         condition &= model.count.does_not_exist() | (model.count <= quota - images)
         if spend_usd > 0:
             actions.append(model.cost_usd.add(round(spend_usd, 6)))
-    item.update(actions=actions, condition=condition)
+    item.update_no_return(actions, condition)
 
 
 def admit(
@@ -483,9 +483,9 @@ def take_webhook_slot(user_id: str) -> bool:
     window = settings.webhook_rate_window_seconds
     item = UsageModel(user_id, f"webhook#{int(now // window)}")
     try:
-        item.update(
-            actions=[UsageModel.count.add(1), UsageModel.expires_at.set(timedelta(seconds=2 * window + 60))],
-            condition=UsageModel.count.does_not_exist() | (UsageModel.count < settings.webhook_user_rate_limit),
+        item.update_no_return(
+            [UsageModel.count.add(1), UsageModel.expires_at.set(timedelta(seconds=2 * window + 60))],
+            UsageModel.count.does_not_exist() | (UsageModel.count < settings.webhook_user_rate_limit),
         )
     except UpdateError as exc:
         if not is_condition_failure(exc):

@@ -66,6 +66,35 @@ def test_a_warm_admit_is_one_conditional_update_item(app_env, monkeypatch):
     assert seen["counters"] == {"images": 5, "window": minute(), "writes": 2, "generations": 2}
 
 
+def test_a_counter_update_asks_for_nothing_back_and_leaves_the_instance_as_it_was(app_env):
+    from pynamodb.exceptions import UpdateError
+
+    from chalicelib.db import UsageModel
+
+    answers: list[dict] = []
+
+    def keep(parsed: dict, **_kwargs: object) -> None:
+        answers.append(parsed)
+
+    events = UsageModel._get_connection().connection.client.meta.events
+    events.register("after-call.dynamodb.UpdateItem", keep)
+    try:
+        item = UsageModel("nothing-back", "2026-12")
+        item.update_no_return([UsageModel.count.add(2)])
+        item.update_no_return([UsageModel.count.add(3)], UsageModel.count >= 2)
+        with pytest.raises(UpdateError):
+            item.update_no_return([UsageModel.count.add(1)], UsageModel.count > 100)
+        assert item.count == 0  # as made: nothing was read back
+        item.update([UsageModel.count.add(0)])  # the ordinary update reads the item back
+    finally:
+        events.unregister("after-call.dynamodb.UpdateItem", keep)
+    sent_back = [("Error" in answer, "Attributes" in answer) for answer in answers]
+    assert sent_back == [(False, False), (False, False), (True, False), (False, True)]
+    assert item.count == 5
+    with pytest.raises(TypeError):
+        item.update_no_return([])
+
+
 def test_refusals_count_what_separate_checks_would(app_env, monkeypatch):
     from chalicelib.services import usage
 
