@@ -18,12 +18,14 @@ Found by profiling moto with py-spy, and logging its garbage collections, under 
   parse of each (expression, names, values) is remembered: the values are part of the key,
   and the parsed tree is only read when evaluated. A bad expression is never remembered, so
   it is refused every time.
+- **Update expressions.** moto parses a write's ``UpdateExpression`` twice per call too; the
+  syntax tree of each is remembered. moto reads the tree and validates a deep copy of it.
 - **Action names.** moto lists its response class's methods (``inspect.getmembers``) on every
   request to find the action; the list is remembered per class.
 
   Together, measured with a rate-limit-and-quota conditional UpdateItem (four conditions,
   ``ReturnValues=ALL_NEW``) in paired rounds against two servers: moto's CPU per call
-  11.6 → 9.1 ms (12.5 → 9.6 ms with the condition parse alone).
+  12.1 → 8.4 ms (12.5 → 9.6 ms with the condition parse alone).
 - **Garbage-collection pauses** (the moto process only, :func:`freeze_after_full_collections`):
   full collections walk every object moto stores, holding the GIL, for longer as the heap grows.
 
@@ -40,7 +42,7 @@ _applied = False
 _frozen = False
 _lock = threading.Lock()
 HOSTS_REMEMBERED = 1024  # distinct inferred host names (a few per service and region in use)
-CONDITIONS_REMEMBERED = 4096  # distinct (expression, names, values) parsed
+CONDITIONS_REMEMBERED = 4096  # distinct condition (expression, names, values) or update expressions parsed
 
 
 def speed_up_moto_server() -> None:
@@ -82,7 +84,29 @@ def speed_up_moto_server() -> None:
         SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period  # type: ignore[method-assign]
         _memoise_condition_parser()
         _memoise_action_names()
+        _memoise_update_parser()
         _applied = True
+
+
+def _memoise_update_parser() -> None:
+    """Remember moto's parse of each DynamoDB update expression (its syntax tree). moto only
+    reads the tree, and validates a deep copy of it, so one tree serves every call."""
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    original = UpdateExpressionParser.make.__func__  # type: ignore[attr-defined]
+    parsed: dict[str, Any] = {}
+
+    def make(cls: Any, expression_str: str) -> Any:
+        try:
+            return parsed[expression_str]
+        except KeyError:
+            tree = original(cls, expression_str)
+            if len(parsed) >= CONDITIONS_REMEMBERED:
+                parsed.clear()
+            parsed[expression_str] = tree
+            return tree
+
+    UpdateExpressionParser.make = classmethod(make)  # type: ignore[method-assign, assignment]
 
 
 def _memoise_action_names() -> None:

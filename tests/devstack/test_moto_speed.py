@@ -150,3 +150,29 @@ def test_the_action_names_of_a_response_class_are_listed_once():
     assert names == [name for name, _ in inspect.getmembers(DynamoHandler, inspect.isfunction)]
     assert "update_item" in names
     assert responses.method_names_from_class(DynamoHandler) is names
+
+
+def test_a_remembered_update_parse_is_shared_and_a_bad_one_refused_every_time():
+    import pytest
+    from moto.dynamodb.parsing.expressions import UpdateExpressionParser
+
+    speed_up_moto_server()
+    tree = UpdateExpressionParser.make("ADD #c :one SET #w = :w")
+    assert UpdateExpressionParser.make("ADD #c :one SET #w = :w") is tree
+    assert UpdateExpressionParser.make("ADD #c :two") is not tree
+    for _ in range(2):
+        with pytest.raises(Exception):  # noqa: B017 - moto raises its own parse errors
+            UpdateExpressionParser.make("ADD SET")
+
+
+def test_updates_sharing_one_expression_apply_their_own_values(aws):
+    """moto validates a copy of the remembered tree: each call's values are its own."""
+    from chalicelib.db import UsageModel
+
+    for user, n in (("shared-tree-a", 2), ("shared-tree-b", 5), ("shared-tree-a", 3)):
+        UsageModel(user, "2026-12").update_no_return([UsageModel.count.add(n)])
+    counts = {
+        user: int(UsageModel.get(user, "2026-12", consistent_read=True).count)
+        for user in ("shared-tree-a", "shared-tree-b")
+    }
+    assert counts == {"shared-tree-a": 5, "shared-tree-b": 5}
