@@ -334,6 +334,46 @@ def save_image_item(item: ImageModel) -> ImageModel:
         return stored
 
 
+def _admit(user_id: str, n: int, estimate_usd: float) -> tuple[together_keys.OwnKey | None, str | None]:
+    """Count a generation request against the rate limits and, for the shared pool, charge its
+    ``n`` images (and ``estimate_usd``, USD, to the month's cost) unless the budget holds them
+    later (:func:`usage.charge`). The user's own key (:func:`together_keys.active_key`) is
+    read at the same time, on the I/O pool, and the admit assumes the shared pool, the usual
+    case: with an own key, the images it charged are refunded, and a quota refusal does not
+    apply (:func:`usage.admit` counted the request before refusing its images).
+
+    Returns:
+        ``(own key or None, period charged or None)``.
+
+    Raises:
+        DomainError: 429 ``rate-limited`` / ``quota-exceeded`` (shared pool only).
+        envelope.EnvelopeError, botocore/PynamoDB errors: the key could not be read, or
+            DynamoDB failed; nothing stays charged.
+    """
+    charged = 0 if get_settings().monthly_budget_usd > 0 and estimate_usd > 0 else n
+    spend_usd = estimate_usd if charged else 0.0
+    lookup = in_background(together_keys.active_key, user_id)
+    try:
+        period: str | None = usage.admit(user_id, write=True, generation=True, images=charged, spend_usd=spend_usd)
+    except DomainError as exc:
+        own = lookup.result()  # its error, if any, comes first: the refusal may not apply
+        if own is None or exc.code != ErrorCode.QUOTA_EXCEEDED:
+            raise
+        return own, None
+    except BaseException:
+        wait([lookup])
+        raise
+    try:
+        own = lookup.result()
+    except BaseException:
+        usage.refund(user_id, charged, period, spend_usd=spend_usd)
+        raise
+    if own is not None:
+        usage.refund(user_id, charged, period, spend_usd=spend_usd)
+        return own, None
+    return None, period
+
+
 @dataclass(frozen=True)
 class Generated:
     """What :func:`generate` made: ``body`` ``{"images": [image_json, ...]}`` and
@@ -357,8 +397,9 @@ def generate(user_id: str, body: Mapping[str, Any] | Callable[[], Mapping[str, A
     what is not stored is given back.
 
     The request is counted against the user's write and generation rate limits and its images
-    charged to the quota in one conditional UpdateItem (:func:`usage.admit`); a request refused
-    as invalid still counts as a write. ``body`` is the JSON object, or a function reading it
+    charged to the quota in one conditional UpdateItem (:func:`usage.admit`), while the user's
+    own key is read beside it (:func:`_admit`); a request refused as invalid still counts as a
+    write. ``body`` is the JSON object, or a function reading it
     (so a body that does not parse counts too).
 
     Returns:
@@ -385,20 +426,12 @@ def generate(user_id: str, body: Mapping[str, Any] | Callable[[], Mapping[str, A
     except DomainError:
         usage.hit_mutation_rate_limit(user_id)  # a refused write still counts (a 429 comes first)
         raise
-    own = together_keys.active_key(user_id)
     estimate = estimate_cost(params.model, params.width, params.height, params.steps, params.n)
     per_image = estimate["usd"] / params.n
+    own, period = _admit(user_id, params.n, estimate["usd"])
     held = own is None and get_settings().monthly_budget_usd > 0 and estimate["usd"] > 0
     # the shared pool's images are charged ahead, with their estimated cost in the month's cost
     ahead = per_image if own is None else 0.0
-    # the rate limits, and the quota when nothing else is held: one conditional UpdateItem
-    period: str | None = usage.admit(
-        user_id,
-        write=True,
-        generation=True,
-        images=params.n if own is None and not held else 0,
-        spend_usd=ahead * params.n if not held else 0.0,
-    )
     try:
         prepared = image_inputs.prepare(image_inputs.resolve(user_id, ids))
     except Exception:
@@ -406,7 +439,6 @@ def generate(user_id: str, body: Mapping[str, Any] | Callable[[], Mapping[str, A
             usage.refund(user_id, params.n, period, spend_usd=ahead * params.n)
         raise
     if own is not None:  # the user's own key: their bill, not the platform's quota or budget
-        period = None
         together_keys.require_usable(user_id, own)
         client = own_keys.own_client(user_id, own.key)
     else:

@@ -284,3 +284,46 @@ def test_a_worker_that_began_before_a_resume_does_not_pause_the_job_again(api, f
     late = w.pause_for("mona", job_id, "out_of_credits", began)
     assert isinstance(late, job_state.Later) and late.note == "resumed"
     assert api.get(f"/v1/jobs/{job_id}", user="mona").json["paused"] is None
+
+
+def month_counters(user: str) -> dict[str, float]:
+    from datetime import UTC, datetime
+
+    from chalicelib.db import UsageModel
+
+    try:
+        item = UsageModel.get(user, datetime.now(UTC).strftime("%Y-%m"), consistent_read=True)
+    except UsageModel.DoesNotExist:
+        return {"images": 0, "generations": 0, "cost_usd": 0.0}
+    return {
+        "images": int(item.count or 0),
+        "generations": int(item.generations or 0),
+        "cost_usd": float(item.cost_usd or 0),
+    }
+
+
+def test_the_shared_pool_charge_made_beside_the_key_lookup_is_given_back_to_an_own_key_user(api, flux, monkeypatch):
+    """The admit charges the shared pool's quota while the own key is read at the same time; an
+    own-key user's request ends counted once against the rate limits, with nothing charged."""
+    monkeypatch.setenv("MONTHLY_IMAGE_QUOTA", "10")
+    get_settings.cache_clear()
+    assert save_key(api, "ezra", OWN_KEY).status == 200
+    before = month_counters("ezra")
+    made = api.post("/v1/images", user="ezra", json_body={"prompt": first(3)[2], "n": 2, **SMALL})
+    assert made.status == 201, made.body
+    assert [img["key_source"] for img in made.json["images"]] == ["own", "own"]
+    after = month_counters("ezra")
+    assert after == {**before, "generations": before["generations"] + 1}
+
+
+def test_a_key_that_cannot_be_read_leaves_nothing_charged(api, flux, monkeypatch):
+    from chalicelib.db import UserModel
+
+    monkeypatch.setenv("MONTHLY_IMAGE_QUOTA", "10")
+    get_settings.cache_clear()
+    UserModel("fern").update(actions=[UserModel.together_key_sealed.set("not-an-envelope")])
+    made = api.post("/v1/images", user="fern", json_body={"prompt": first(4)[3], **SMALL})
+    assert made.status >= 500, made.body
+    assert set(made.json) == {"error"}
+    counters = month_counters("fern")
+    assert (counters["images"], counters["cost_usd"]) == (0, 0.0)
