@@ -42,7 +42,7 @@ _applied = False
 _frozen = False
 _lock = threading.Lock()
 HOSTS_REMEMBERED = 1024  # distinct inferred host names (a few per service and region in use)
-CONDITIONS_REMEMBERED = 4096  # distinct condition (expression, names, values) or update expressions parsed
+EXPRESSIONS_REMEMBERED = 4096  # distinct parses kept per memo (condition and update expressions)
 
 
 def speed_up_moto_server() -> None:
@@ -88,6 +88,15 @@ def speed_up_moto_server() -> None:
         _applied = True
 
 
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> Any:
+    """Store ``value`` under ``key`` in ``memo`` (emptied first once it holds
+    :data:`EXPRESSIONS_REMEMBERED` entries) and return it."""
+    if len(memo) >= EXPRESSIONS_REMEMBERED:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
 def _memoise_update_parser() -> None:
     """Remember moto's parse of each DynamoDB update expression (its syntax tree). moto only
     reads the tree, and validates a deep copy of it, so one tree serves every call."""
@@ -100,11 +109,7 @@ def _memoise_update_parser() -> None:
         try:
             return parsed[expression_str]
         except KeyError:
-            tree = original(cls, expression_str)
-            if len(parsed) >= CONDITIONS_REMEMBERED:
-                parsed.clear()
-            parsed[expression_str] = tree
-            return tree
+            return _remember(parsed, expression_str, original(cls, expression_str))
 
     UpdateExpressionParser.make = classmethod(make)  # type: ignore[method-assign, assignment]
 
@@ -139,9 +144,7 @@ def _memoise_condition_parser() -> None:
             op, names, values = parsed[key]
         except KeyError:
             op = original(self)
-            if len(parsed) >= CONDITIONS_REMEMBERED:
-                parsed.clear()
-            parsed[key] = (op, list(self.expr_attr_names_found), list(self.expr_attr_values_found))
+            _remember(parsed, key, (op, list(self.expr_attr_names_found), list(self.expr_attr_values_found)))
             return op
         self.expr_attr_names_found.extend(names)
         self.expr_attr_values_found.extend(values)

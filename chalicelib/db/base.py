@@ -81,12 +81,13 @@ class BaseModel(Model):
                 if conn._client is None:
                     # one pool for every model's calls: as many connections as threads may call
                     conn._max_pool_connections = max(conn._max_pool_connections, http_pool_size(get_settings()))
-                    shared = _clients.get(_client_settings(conn))
+                    settings = _client_settings(conn)
+                    shared = _clients.get(settings)
                     if shared is not None:
                         conn._client = shared
                     else:
                         conn._local.session = _model_session()
-                        _clients[_client_settings(conn)] = conn.client  # made now, while the session is held
+                        _clients[settings] = conn.client  # made now, while the session is held
         return connection
 
     def update_no_return(self, actions: list[Any], condition: Any = None) -> None:

@@ -334,9 +334,11 @@ def save_image_item(item: ImageModel) -> ImageModel:
         return stored
 
 
-def _admit(user_id: str, n: int, estimate_usd: float) -> tuple[together_keys.OwnKey | None, str | None]:
+def _admit(
+    user_id: str, n: int, estimate_usd: float, budget_holds: bool
+) -> tuple[together_keys.OwnKey | None, str | None]:
     """Count a generation request against the rate limits and, for the shared pool, charge its
-    ``n`` images (and ``estimate_usd``, USD, to the month's cost) unless the budget holds them
+    ``n`` images (and ``estimate_usd``, USD, to the month's cost) unless ``budget_holds`` them
     later (:func:`usage.charge`). The user's own key (:func:`together_keys.active_key`) is
     read at the same time, on the I/O pool, and the admit assumes the shared pool, the usual
     case: with an own key, the images it charged are refunded, and a quota refusal does not
@@ -350,7 +352,7 @@ def _admit(user_id: str, n: int, estimate_usd: float) -> tuple[together_keys.Own
         envelope.EnvelopeError, botocore/PynamoDB errors: the key could not be read, or
             DynamoDB failed; nothing stays charged.
     """
-    charged = 0 if get_settings().monthly_budget_usd > 0 and estimate_usd > 0 else n
+    charged = 0 if budget_holds else n
     spend_usd = estimate_usd if charged else 0.0
     lookup = in_background(together_keys.active_key, user_id)
     try:
@@ -428,8 +430,9 @@ def generate(user_id: str, body: Mapping[str, Any] | Callable[[], Mapping[str, A
         raise
     estimate = estimate_cost(params.model, params.width, params.height, params.steps, params.n)
     per_image = estimate["usd"] / params.n
-    own, period = _admit(user_id, params.n, estimate["usd"])
-    held = own is None and get_settings().monthly_budget_usd > 0 and estimate["usd"] > 0
+    budget_holds = get_settings().monthly_budget_usd > 0 and estimate["usd"] > 0  # on the shared pool
+    own, period = _admit(user_id, params.n, estimate["usd"], budget_holds)
+    held = own is None and budget_holds
     # the shared pool's images are charged ahead, with their estimated cost in the month's cost
     ahead = per_image if own is None else 0.0
     try:
