@@ -76,6 +76,15 @@ def wait_http(url: str, timeout_s: float = 20.0, proc: subprocess.Popen | None =
     raise RuntimeError(f"{url} did not come up within {timeout_s} s")
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a file beside it and a rename, so a reader that
+    waits for ``path`` to appear (the tests, ``devstack.demo``, scripts) never reads it half
+    written. Source: Python docs, ``os.replace`` (atomic on POSIX within one file system)."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 def _terminate(proc: subprocess.Popen | None) -> None:
     """SIGTERM a child's process group, SIGKILL after 5 s. Idempotent."""
     if proc is None or proc.poll() is not None:
@@ -259,7 +268,7 @@ class DevStack:
             "flux_base_url": flux_url,
             "auth": auth,
         }
-        (self.state_dir / "stack.json").write_text(json.dumps(self.info, indent=2))
+        _write_atomically(self.state_dir / "stack.json", json.dumps(self.info, indent=2))
         config_js.write_text(
             "// Written by the dev stack from .local/stack.json. Do not edit.\n"
             f"window.PROMPTCANVAS_CONFIG = {json.dumps({'apiBaseUrl': api_url, 'devAuth': auth})};\n"

@@ -128,3 +128,18 @@ def test_make_dev_stack_serves_every_part_and_stops_cleanly(dev_process):
             ["pgrep", "-f", f"devstack.moto_process --port {aws_port}"], capture_output=True, text=True
         )
         assert leftover.stdout.strip() == ""
+
+
+def test_stack_json_is_replaced_whole_never_rewritten_in_place(tmp_path):
+    """A reader that waits for ``stack.json`` must never find it empty or half written: the
+    stack writes a file beside it and renames it over, so an open reader keeps the old whole
+    file and the path only ever names a complete one."""
+    from devstack.stack import _write_atomically
+
+    path = tmp_path / "stack.json"
+    _write_atomically(path, json.dumps({"api_url": "http://127.0.0.1:1"}))
+    with path.open() as reader:
+        _write_atomically(path, json.dumps({"api_url": "http://127.0.0.1:2"}))
+        assert json.loads(reader.read()) == {"api_url": "http://127.0.0.1:1"}
+    assert json.loads(path.read_text()) == {"api_url": "http://127.0.0.1:2"}
+    assert [p.name for p in tmp_path.iterdir()] == ["stack.json"]
