@@ -64,7 +64,7 @@ class Settings:
     clerk_admin_org_id: str | None = None  # the one organization whose admins are our admins
     clerk_admin_user_ids: tuple[str, ...] = ()  # Clerk user ids (sub) that are admins anywhere
     jwks_cache_seconds: float = 300.0
-    jwks_fetch_timeout_seconds: float = 3.0
+    jwks_fetch_timeout_seconds: float = 3.0  # the wall-clock deadline of one JWKS fetch
 
     # HTTP
     cors_allowed_origins: tuple[str, ...] = ()  # also the origins cookie-authenticated writes may come from

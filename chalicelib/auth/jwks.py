@@ -16,14 +16,18 @@ SDKs do not have:
   past their TTL. ``PyJWKClient``'s ``JWKSetCache`` drops the whole set at expiry, so one failed
   refresh after 5 minutes would reject every token. A *successful* refresh replaces the set, so a key
   Clerk stops publishing stops verifying.
-- **Short timeout**: ``fetch_timeout_seconds`` (``JWKS_FETCH_TIMEOUT_SECONDS``, default 3 s) per fetch,
-  no retries (the SDK retries up to 10 times, longer than API Gateway's 29 s).
+- **A wall-clock deadline and a size cap**: a fetch ends within ``fetch_timeout_seconds``
+  (``JWKS_FETCH_TIMEOUT_SECONDS``, default 3 s) whatever the server does, and reads at most
+  :data:`MAX_JWKS_BYTES`; no retries (the SDK retries up to 10 times, longer than API Gateway's 29 s).
 - **Explicit User-Agent**: see :data:`FETCH_HEADERS`.
 - **Only RS256 signing keys**: RSA, ``use`` ``sig`` or absent, ``alg`` ``RS256`` or absent, at least
   2048 bits, with a ``kid``; anything else in the set is ignored.
 
-PyJWT does the HTTP and JWK parsing: ``PyJWKClient.fetch_data`` (http/https only, no redirects,
-timeout) with its own cache off, and ``PyJWKSet`` (skips unusable keys).
+PyJWT's ``PyJWKSet`` parses the set (it skips unusable keys). The GET is :func:`fetch_jwks`, not
+``PyJWKClient.fetch_data``: that one reads the whole body (``json.load``) with only a per-read socket
+timeout, so a server that drip-feeds bytes or sends megabytes would hold the verification lock, and
+every request of the instance behind it, for as long as it liked. ``fetch_jwks`` keeps its rules
+(http/https only, no redirects, explicit headers) and adds the deadline and the cap.
 
 Errors raised are :class:`~chalicelib.auth.exceptions.AuthError` (401): ``token-unknown-kid`` when the
 key id is not in a successfully fetched set, ``jwks-unavailable`` when no set could be loaded.
@@ -31,14 +35,19 @@ key id is not in a successfully fetched set, ``jwks-unavailable`` when no set co
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
+import socket
+import ssl
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
-from jwt import PyJWKClient, PyJWKSet
+from jwt import PyJWKSet
 
 from chalicelib.auth.exceptions import JWKS_UNAVAILABLE, TOKEN_UNKNOWN_KID, AuthError
 
@@ -56,24 +65,109 @@ class JwksFetchError(Exception):
     """The JWKS could not be fetched or held no usable key (internal; callers get AuthError)."""
 
 
+#: The most bytes a JWK Set may have. Clerk's holds one or two RSA keys, under 1 KiB each.
+MAX_JWKS_BYTES = 64 * 1024
+_READ_CHUNK = 8 * 1024
+_TLS: ssl.SSLContext | None = None  # one per process: loading the CA store costs about 50 ms of CPU
+
+
+def _tls_context() -> ssl.SSLContext:
+    """The process-wide client TLS context (system trust store, host-name checks)."""
+    global _TLS
+    if _TLS is None:
+        _TLS = ssl.create_default_context()
+    return _TLS
+
+
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline`` (``time.monotonic()``).
+
+    Raises:
+        JwksFetchError: it has passed.
+    """
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise JwksFetchError("fetch failed: deadline")
+    return left
+
+
+def _cut(sock: socket.socket) -> None:
+    """End an exchange from the watchdog thread: a shutdown wakes a blocked receive."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 def fetch_jwks(url: str, timeout_seconds: float) -> dict[str, Any]:
-    """GET the JWK Set at ``url`` with PyJWT's client (http/https only, no redirects).
+    """GET the JWK Set at ``url``: http/https only, no redirects, headers :data:`FETCH_HEADERS`.
+
+    The whole exchange ends within ``timeout_seconds`` of wall-clock time. The TCP connect
+    and the TLS handshake get the time left as their timeouts (CPython applies a socket
+    timeout to a whole ``connect`` and ``do_handshake`` call); then a watchdog shuts the
+    socket down when the deadline passes, which wakes a receive that a drip-feeding server
+    keeps alive. At most :data:`MAX_JWKS_BYTES` of body are read.
 
     Args:
         url: the JWKS URL.
-        timeout_seconds: socket timeout for the request.
+        timeout_seconds: the deadline of the whole fetch, in seconds.
 
     Returns:
         The JSON object.
 
     Raises:
-        JwksFetchError: network error, timeout, non-2xx, or a body that is not a JSON object.
+        JwksFetchError: a URL that is not http(s), a network or TLS error, the deadline, a
+            status other than 200 (a redirect too), a body over the cap, or one that is not
+            a JSON object.
     """
+    deadline = time.monotonic() + timeout_seconds
+    parts = urllib.parse.urlsplit(url)
     try:
-        client = PyJWKClient(url, cache_jwk_set=False, cache_keys=False, timeout=timeout_seconds, headers=FETCH_HEADERS)
-        data = client.fetch_data()
-    except Exception as exc:  # PyJWKClientConnectionError, PyJWKClientError, JSON errors, ...
-        raise JwksFetchError(f"fetch failed: {type(exc).__name__}") from exc
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a port that is not a number
+        host = None
+    if parts.scheme not in ("http", "https") or not host:
+        raise JwksFetchError("the JWKS URL is not http(s)")
+    target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+    sock: socket.socket | None = None
+    conn: http.client.HTTPConnection | None = None
+    watchdog: threading.Timer | None = None
+    try:
+        sock = socket.create_connection((host, port), timeout=_left(deadline))
+        if parts.scheme == "https":
+            sock.settimeout(_left(deadline))
+            sock = _tls_context().wrap_socket(sock, server_hostname=host)
+        watchdog = threading.Timer(_left(deadline), _cut, (sock,))
+        watchdog.daemon = True
+        watchdog.start()
+        conn_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        conn = conn_class(host, port)
+        conn.sock = sock  # connected above, within the deadline
+        conn.request("GET", target, headers=FETCH_HEADERS)
+        response = conn.getresponse()
+        if response.status != 200:
+            raise JwksFetchError(f"fetch failed: HTTP {response.status}")
+        body = bytearray()
+        while chunk := response.read1(_READ_CHUNK):
+            body += chunk
+            if len(body) > MAX_JWKS_BYTES:
+                raise JwksFetchError(f"the JWKS is over {MAX_JWKS_BYTES} bytes")
+            _left(deadline)
+    except (OSError, http.client.HTTPException, UnicodeError) as exc:  # UnicodeError: a host IDNA refuses
+        late = time.monotonic() > deadline
+        raise JwksFetchError("fetch failed: deadline" if late else f"fetch failed: {type(exc).__name__}") from exc
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+        if conn is not None:
+            conn.close()  # the socket and the response
+        elif sock is not None:
+            sock.close()
+    _left(deadline)
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise JwksFetchError("the JWKS is not JSON") from exc
     if not isinstance(data, dict):
         raise JwksFetchError("JWKS is not a JSON object")
     return data
