@@ -16,6 +16,7 @@ pytest_plugins = [
     "tests.fixtures.idp",
     "tests.fixtures.api",
     "tests.fixtures.worker",
+    "tests.fixtures.scripted",
 ]
 
 

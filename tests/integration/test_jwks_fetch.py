@@ -5,11 +5,8 @@ deadline and read no more than the cap."""
 from __future__ import annotations
 
 import datetime
-import socket
 import ssl
-import threading
 import time
-from collections.abc import Callable, Iterator
 
 import pytest
 from cryptography import x509
@@ -19,65 +16,6 @@ from cryptography.x509.oid import NameOID
 
 from chalicelib.auth.jwks import MAX_JWKS_BYTES, JwksFetchError, fetch_jwks, parse_signing_keys
 from devstack.idp import DevIdentityProvider
-
-
-class ScriptedServer:
-    """A TCP server on loopback that runs ``script(conn)`` for every connection it accepts.
-
-    ``sent``: bytes the script sent, summed over connections; ``alive``: connections whose
-    script still runs; ``wrap``: a TLS context to
-    serve with (the handshake runs in the script's thread)."""
-
-    def __init__(self, script: Callable[[socket.socket, ScriptedServer], None], wrap: ssl.SSLContext | None = None):
-        self.script = script
-        self.wrap = wrap
-        self.sent = 0
-        self.alive = 0  # connections whose script is still running
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def send(self, conn: socket.socket, data: bytes) -> None:
-        conn.sendall(data)
-        self.sent += len(data)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._run, args=(conn,), daemon=True).start()
-
-    def _run(self, conn: socket.socket) -> None:
-        self.alive += 1
-        try:
-            if self.wrap is not None:
-                conn = self.wrap.wrap_socket(conn, server_side=True)
-            conn.recv(4096)  # the request
-            self.script(conn, self)
-        except OSError:
-            pass  # the client went away: what a bounded fetch does
-        finally:
-            conn.close()
-            self.alive -= 1
-
-    def close(self) -> None:
-        self.listener.close()
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., ScriptedServer]]:
-    servers: list[ScriptedServer] = []
-
-    def start(script, wrap=None) -> ScriptedServer:
-        servers.append(ScriptedServer(script, wrap))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 def timed_failure(url: str, timeout_s: float) -> tuple[JwksFetchError, float]:
