@@ -59,6 +59,8 @@ LAZY_IMPORTS = (
     "botocore.session",
     "requests",
     "requests.adapters",
+    "urllib3.connection",
+    "urllib3.connectionpool",
     "PIL.Image",
     "PIL.ImageOps",
     "cryptography.exceptions",

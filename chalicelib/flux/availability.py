@@ -150,12 +150,16 @@ def _fetch(session: requests.Session, url: str, key: str, deadline: float) -> li
         raise CheckFailed("deadline exhausted")
     import requests  # on first use: the first response needs no HTTP client but boto3's
 
+    from chalicelib.flux import outbound
     from chalicelib.flux.client import BodyLimitExceeded, read_bounded
 
     try:
-        with session.get(
-            url, headers={"Authorization": f"Bearer {key}"}, timeout=(min(3.05, left), left), stream=True
-        ) as resp:
+        with (
+            outbound.deadline(deadline) as watch,
+            session.get(
+                url, headers={"Authorization": f"Bearer {key}"}, timeout=(min(3.05, left), left), stream=True
+            ) as resp,
+        ):
             if resp.status_code != 200:
                 raise CheckFailed(f"upstream answered {resp.status_code}", resp.headers.get("Retry-After"))
             try:
@@ -164,6 +168,8 @@ def _fetch(session: requests.Session, url: str, key: str, deadline: float) -> li
                 if exc.which == "size":
                     raise CheckFailed(f"model list exceeds {MAX_ANSWER_BYTES} bytes") from None
                 raise CheckFailed(f"model list took over {CHECK_DEADLINE_S:g} s") from None
+            if watch.fired:  # cut in the headers: the answer read as one the server ended
+                raise CheckFailed(f"model list took over {CHECK_DEADLINE_S:g} s")
     except requests.RequestException as exc:
         raise CheckFailed(f"model list request failed ({type(exc).__name__})") from None
     try:

@@ -73,6 +73,7 @@ import base64
 import binascii
 import email.utils
 import io
+import json
 import logging
 import math
 import random
@@ -87,6 +88,7 @@ if TYPE_CHECKING:  # requests is imported where a call is made
 
 from chalicelib import observability
 from chalicelib.aws import http_pool_size
+from chalicelib.flux import outbound
 from chalicelib.flux.catalog import GenerationParams
 from chalicelib.flux.exceptions import (
     AllKeysCoolingError,
@@ -113,6 +115,8 @@ BUSY_RETRY_S = 5.0  # seconds; Retry-After we give after 503s that carried none
 BACKOFF_BASE_S = 0.1  # seconds
 BACKOFF_CAP_S = 1.0  # seconds
 MAX_IMAGE_BYTES = 20 * 1024 * 1024  # bytes; a 1440x1440 PNG is ~6 MB
+#: bytes of a generation answer read at most: one image of MAX_IMAGE_BYTES in base64, and its JSON
+MAX_ANSWER_BYTES = MAX_IMAGE_BYTES * 4 // 3 + 64 * 1024
 RATIO_TOLERANCE = 0.03  # relative aspect-ratio difference accepted for an aspect_ratio request
 MAX_EDGE = 2048  # pixels; the longest side accepted for an aspect_ratio request
 REJECT_STATUSES = frozenset({400, 404, 413, 415, 422})
@@ -178,17 +182,18 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, seconds)
 
 
-def _error_detail(resp: requests.Response) -> tuple[str, str | None]:
-    """(message, param) from a Together error body; falls back to the status line.
+def _error_detail(raw: bytes, status: int) -> tuple[str, str | None]:
+    """(message, param) from a Together error body (``raw``, the answer's bytes); falls back to
+    the status line (``status``).
 
     Accepts ``{"error": {"message", "param"}}``, ``{"error": "text"}``,
     ``{"message": ...}`` and FastAPI's ``{"detail": [{"loc", "msg"}]}``.
     """
     try:
-        body: Any = resp.json()
+        body: Any = json.loads(raw)
     except ValueError:
-        text = (resp.text or "").strip()
-        return (text[:300] or f"HTTP {resp.status_code}"), None
+        text = raw[:1200].decode("utf-8", "replace").strip()
+        return (text[:300] or f"HTTP {status}"), None
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, str):
@@ -198,11 +203,11 @@ def _error_detail(resp: requests.Response) -> tuple[str, str | None]:
             if isinstance(detail, list) and detail and isinstance(detail[0], dict):
                 loc = detail[0].get("loc") or []
                 param = str(loc[-1]) if loc else None
-                return str(detail[0].get("msg") or f"HTTP {resp.status_code}"), param
-            message = err.get("message") or detail or f"HTTP {resp.status_code}"
+                return str(detail[0].get("msg") or f"HTTP {status}"), param
+            message = err.get("message") or detail or f"HTTP {status}"
             param = err.get("param")
             return str(message), (str(param) if param else None)
-    return f"HTTP {resp.status_code}", None
+    return f"HTTP {status}", None
 
 
 def verify_image(data: bytes, width: int, height: int, *, ratio_only: bool = False) -> tuple[str, str]:
@@ -354,15 +359,8 @@ class FluxClient:
         self.pool = pool
         self.endpoint = normalize_base_url(self.settings.together_base_url) + "/images/generations"
         self.models_url = normalize_base_url(self.settings.together_base_url) + "/models"
-        if session is None:
-            import requests  # on first use: the first response needs no HTTP client but boto3's
-            from requests.adapters import HTTPAdapter
-
-            session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=2, pool_maxsize=http_pool_size(self.settings), max_retries=0)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
-            session.headers["User-Agent"] = USER_AGENT
+        if session is None:  # requests is imported on first use: the first response needs no HTTP client
+            session = outbound.bounded_session(http_pool_size(self.settings), USER_AGENT)
         elif not session.headers.get("User-Agent"):
             session.headers["User-Agent"] = USER_AGENT  # the CDN refuses a blank one
         self.session = session
@@ -494,29 +492,11 @@ class FluxClient:
         """
         kid = lease.key_id
         started = self._monotonic()
-        import requests  # on first use: the first response needs no HTTP client but boto3's
-
-        try:
-            resp = self.session.post(
-                self.endpoint,
-                json=payload,
-                headers={"Authorization": f"Bearer {lease.key}"},
-                timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout),
-            )
-        except requests.Timeout:
-            observability.record_upstream_call((self._monotonic() - started) * 1000, None)
-            self.pool.report_unanswered(kid, params.model)
-            raise self._transient(kid, f"timeout after {timeout:.1f} s", FailureKind.TIMEOUT) from None
-        except requests.RequestException as exc:
-            observability.record_upstream_call((self._monotonic() - started) * 1000, None)
-            self.pool.report_unanswered(kid, params.model)
-            raise self._transient(kid, f"connection error ({type(exc).__name__})", FailureKind.CONNECTION) from None
-        status = resp.status_code
+        status, headers, raw = self._send(lease, payload, params.model, timeout)
         observability.record_upstream_call((self._monotonic() - started) * 1000, status)
-        self.pool.report_answer(kid, params.model, resp.headers)
         if status == 200:
             try:
-                data = self._image_bytes(resp, deadline)
+                data = self._image_bytes(raw, deadline)
                 content_type, ext = verify_image(
                     data, params.width, params.height, ratio_only=params.aspect_ratio is not None
                 )
@@ -537,10 +517,10 @@ class FluxClient:
                 upstream_ms=int(elapsed * 1000),
                 model=params.model,
             )
-        message, param = _error_detail(resp)
+        message, param = _error_detail(raw, status)
         message = self.pool.redact(message)
         if status == 429:
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            retry_after = parse_retry_after(headers.get("Retry-After"))
             if call.may_change(kid):
                 call.changed = kid
                 self.pool.report_rate_limited(kid, retry_after)
@@ -557,11 +537,56 @@ class FluxClient:
             logger.info("flux rejected status=%d key_id=%s param=%s", status, kid, param)
             raise UpstreamRejectedError(message, field=param, upstream_status=status)
         if status == 503:  # platform capacity: every key backs off, none is to blame
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            retry_after = parse_retry_after(headers.get("Retry-After"))
             until = self.pool.report_busy(params.model, retry_after)
             call.busy_until = max(call.busy_until, until, time.time() + (BUSY_RETRY_S if retry_after is None else 0))
             raise _NextKey(f"503 from upstream: {message}", FailureKind.SERVER, busy=True)
         raise self._transient(kid, f"{status} from upstream: {message}", FailureKind.SERVER)
+
+    def _send(self, lease: KeyLease, payload: dict[str, Any], model: str, timeout: float) -> tuple[int, Any, bytes]:
+        """POST ``payload`` with ``lease``'s key; the answer's ``(status, headers, body)``.
+
+        The whole exchange ends within ``timeout`` seconds of wall-clock time
+        (:func:`~chalicelib.flux.outbound.deadline`), and at most :data:`MAX_ANSWER_BYTES`
+        of body are read. The rate-limit headers of any answer are reported to the pool.
+
+        Raises:
+            _Transient: no answer in time, a connection error, or an answer over the cap
+                (already reported; an unanswered send is given back to the pacing).
+        """
+        import requests  # on first use: the first response needs no HTTP client but boto3's
+
+        kid = lease.key_id
+        started = self._monotonic()
+        answered = False
+        with outbound.deadline(time.monotonic() + timeout) as watch:
+            try:
+                with self.session.post(
+                    self.endpoint,
+                    json=payload,
+                    headers={"Authorization": f"Bearer {lease.key}"},
+                    timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout),
+                    stream=True,
+                ) as resp:
+                    self.pool.report_answer(kid, model, resp.headers)
+                    answered = True
+                    try:
+                        raw = read_bounded(resp, MAX_ANSWER_BYTES, started + timeout)
+                    except BodyLimitExceeded as exc:
+                        if exc.which == "deadline":
+                            raise requests.Timeout() from None
+                        too_big = f"{resp.status_code} answer over {MAX_ANSWER_BYTES} bytes"
+                        raise self._transient(kid, too_big, FailureKind.SERVER) from None
+                    if watch.fired:  # cut in the headers, the answer reads as one the server ended
+                        raise requests.Timeout()
+                    return resp.status_code, resp.headers, raw
+            except requests.RequestException as exc:
+                observability.record_upstream_call((self._monotonic() - started) * 1000, None)
+                if not answered:  # the send is given back to the pacing only if no headers came
+                    self.pool.report_unanswered(kid, model)
+                if watch.fired or isinstance(exc, requests.Timeout):
+                    raise self._transient(kid, f"timeout after {timeout:.1f} s", FailureKind.TIMEOUT) from None
+                raise self._transient(kid, f"connection error ({type(exc).__name__})", FailureKind.CONNECTION) from None
 
     def _auth_failure(
         self, lease: KeyLease, status: int, message: str, param: str | None, deadline: float, call: _Call
@@ -612,13 +637,16 @@ class FluxClient:
         import requests  # on first use: the first response needs no HTTP client but boto3's
 
         try:
-            with self.session.get(
-                self.models_url,
-                headers={"Authorization": f"Bearer {lease.key}"},
-                timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout),
-                stream=True,
-            ) as resp:
-                return resp.status_code
+            with (
+                outbound.deadline(time.monotonic() + timeout) as watch,
+                self.session.get(
+                    self.models_url,
+                    headers={"Authorization": f"Bearer {lease.key}"},
+                    timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout),
+                    stream=True,
+                ) as resp,
+            ):
+                return None if watch.fired else resp.status_code  # cut: the status line may be all there was
         except requests.RequestException:
             return None
 
@@ -643,14 +671,15 @@ class FluxClient:
         self.pool.report_error(kid, message)
         return _Transient(f"{message} (key {kid})", kind)
 
-    def _image_bytes(self, resp: requests.Response, deadline: float) -> bytes:
-        """The first image of a 200 answer: base64-decoded, or downloaded from its URL.
+    def _image_bytes(self, raw: bytes, deadline: float) -> bytes:
+        """The first image of a 200 answer (``raw``, its bytes): base64-decoded, or downloaded
+        from its URL before ``deadline`` (``self._monotonic()`` seconds).
 
         Raises:
             CorruptImageError: no usable data, bad base64, or the download failed.
         """
         try:
-            body = resp.json()
+            body = json.loads(raw)
             item = body["data"][0]
         except (ValueError, KeyError, IndexError, TypeError):
             raise CorruptImageError("answer has no image data") from None
@@ -672,21 +701,25 @@ class FluxClient:
         timeout = max(0.1, min(self.settings.flux_request_timeout_seconds, deadline - self._monotonic()))
         import requests  # on first use: the first response needs no HTTP client but boto3's
 
-        try:
-            with self.session.get(url, timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout), stream=True) as r:
-                if r.status_code != 200:
-                    raise CorruptImageError(f"image download answered {r.status_code}", FailureKind.IMAGE_DOWNLOAD)
-                chunks, total = [], 0
-                for chunk in r.iter_content(64 * 1024):
-                    total += len(chunk)
-                    if total > MAX_IMAGE_BYTES:
-                        raise CorruptImageError(f"image download exceeds {MAX_IMAGE_BYTES} bytes")
-                    chunks.append(chunk)
-                return b"".join(chunks)
-        except requests.RequestException as exc:
-            raise CorruptImageError(
-                f"image download failed ({type(exc).__name__})", FailureKind.IMAGE_DOWNLOAD
-            ) from None
+        ends = time.monotonic() + timeout
+        with outbound.deadline(ends) as watch:
+            try:
+                with self.session.get(url, timeout=(min(CONNECT_TIMEOUT_S, timeout), timeout), stream=True) as r:
+                    if r.status_code != 200:
+                        raise CorruptImageError(f"image download answered {r.status_code}", FailureKind.IMAGE_DOWNLOAD)
+                    data = read_bounded(r, MAX_IMAGE_BYTES, ends)
+                if not watch.fired:  # cut in the headers, the answer reads as one the server ended
+                    return data
+                raise BodyLimitExceeded("deadline")
+            except BodyLimitExceeded as exc:
+                if exc.which == "size":
+                    raise CorruptImageError(f"image download exceeds {MAX_IMAGE_BYTES} bytes") from None
+                raise CorruptImageError(
+                    f"image download took over {timeout:.1f} s", FailureKind.IMAGE_DOWNLOAD
+                ) from None
+            except requests.RequestException as exc:
+                why = f"took over {timeout:.1f} s" if watch.fired else f"failed ({type(exc).__name__})"
+                raise CorruptImageError(f"image download {why}", FailureKind.IMAGE_DOWNLOAD) from None
 
 
 _client: FluxClient | None = None

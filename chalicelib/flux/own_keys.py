@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import requests
 
+from chalicelib.flux import outbound
 from chalicelib.flux.client import (
     CONNECT_TIMEOUT_S,
     BodyLimitExceeded,
@@ -89,13 +90,16 @@ def verify_key(key: str, *, session: requests.Session | None = None) -> None:
     http = session or get_flux_client().session
     deadline = time.monotonic() + VERIFY_DEADLINE_S
     try:
-        with http.get(
-            url,
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=(CONNECT_TIMEOUT_S, VERIFY_DEADLINE_S),
-            stream=True,
-            allow_redirects=False,
-        ) as resp:
+        with (
+            outbound.deadline(deadline) as watch,
+            http.get(
+                url,
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=(CONNECT_TIMEOUT_S, VERIFY_DEADLINE_S),
+                stream=True,
+                allow_redirects=False,
+            ) as resp,
+        ):
             status = resp.status_code
             if status in (401, 403):
                 raise KeyRefused(status)
@@ -106,6 +110,8 @@ def verify_key(key: str, *, session: requests.Session | None = None) -> None:
             except BodyLimitExceeded as exc:
                 limit = f"{MAX_ANSWER_BYTES} bytes" if exc.which == "size" else f"{VERIFY_DEADLINE_S:g} s"
                 raise KeyUnverified(f"the upstream's answer exceeded {limit}") from None
+            if watch.fired:  # cut in the headers: the answer read as one the server ended
+                raise KeyUnverified(f"the upstream's answer exceeded {VERIFY_DEADLINE_S:g} s")
     except requests.RequestException as exc:
         raise KeyUnverified(f"the upstream could not be reached ({type(exc).__name__})") from None
 

@@ -1,0 +1,153 @@
+"""The Flux client against hostile upstreams on loopback: answers drip-fed a byte at a time
+(in the headers, in the body, in an image URL's download) and answers far over the cap.
+Each generation must end by its deadline and read no more than the cap; ``requests``'
+per-read timeouts alone would let every one of them run on."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from chalicelib.flux import FluxClient, UpstreamFailedError, outbound, parse_generation_params
+from chalicelib.flux.client import MAX_ANSWER_BYTES
+from chalicelib.flux.exceptions import FailureKind
+from chalicelib.settings import Settings
+from devstack.prompts import PARTI_PROMPTS
+
+PROMPT = next(row.split("\t")[0] for row in PARTI_PROMPTS.read_text(encoding="utf-8").splitlines() if len(row) > 80)
+DRIP_S = 10.0  # how long each drip would last if nobody hung up
+
+
+def client_for(url: str, *, request_timeout_s: float = 1.0, **kwargs) -> FluxClient:
+    settings = Settings(
+        together_api_keys=("test-key-1",),
+        together_base_url=url + "/v1",
+        key_health_refresh_seconds=60.0,
+        flux_request_timeout_seconds=request_timeout_s,
+        flux_deadline_seconds=10.0,
+        flux_default_cooldown_seconds=10.0,
+    )
+    return FluxClient(settings, **kwargs)
+
+
+def drip(conn, server, head: bytes, byte: bytes = b"a") -> None:
+    server.send(conn, head)
+    for _ in range(int(DRIP_S / 0.05)):  # every byte well inside any per-read timeout
+        time.sleep(0.05)
+        server.send(conn, byte)
+
+
+def failed_within(client: FluxClient, deadline_s: float) -> tuple[UpstreamFailedError, float]:
+    started = time.monotonic()
+    with pytest.raises(UpstreamFailedError) as caught:
+        client.generate(parse_generation_params({"prompt": PROMPT}), deadline_s=deadline_s)
+    return caught.value, time.monotonic() - started
+
+
+def test_an_answer_whose_headers_drip_ends_at_the_deadline(aws, serve) -> None:
+    server = serve(lambda conn, s: drip(conn, s, b"HTTP/1.1 200 OK\r\nX-Slow: "))
+    err, elapsed = failed_within(client_for(f"http://127.0.0.1:{server.port}"), 1.5)
+    assert elapsed < 3.0  # the deadline and scheduling slack; one drip alone lasts 10 s
+    assert err.last_kind is FailureKind.TIMEOUT
+    assert server.requests and b"Bearer test-key-1" in server.requests[0]
+
+
+def test_an_answer_whose_body_drips_ends_at_the_deadline(aws, serve) -> None:
+    head = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 900000\r\n\r\n{"data": '
+    server = serve(lambda conn, s: drip(conn, s, head, b" "))
+    err, elapsed = failed_within(client_for(f"http://127.0.0.1:{server.port}"), 1.5)
+    assert elapsed < 3.0
+    assert err.last_kind is FailureKind.TIMEOUT
+
+
+def test_an_answer_over_the_cap_is_cut_off(aws, serve) -> None:
+    length = 1 << 30  # announced: 1 GiB
+    chunk = b"a" * (256 * 1024)
+
+    def huge(conn, server):
+        server.send(conn, f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n".encode() + b'{"data": "')
+        sent = 0
+        while sent < length:
+            server.send(conn, chunk)
+            sent += len(chunk)
+
+    server = serve(huge)
+    err, _ = failed_within(client_for(f"http://127.0.0.1:{server.port}", request_timeout_s=5.0), 4.0)
+    assert f"over {MAX_ANSWER_BYTES} bytes" in (err.last_error or "")
+    tries = len(server.requests)
+    # each try read at most the cap; what more went out sat in the loopback's socket buffers
+    assert tries >= 1 and server.sent < tries * (MAX_ANSWER_BYTES + 16 * 1024 * 1024)
+
+
+def test_an_image_url_whose_download_drips_ends_at_the_deadline(aws, serve) -> None:
+    image_host = serve(lambda conn, s: drip(conn, s, b"HTTP/1.1 200 OK\r\nContent-Length: 900000\r\n\r\n\x89PNG"))
+    body = json.dumps({"data": [{"index": 0, "type": "url", "url": f"http://127.0.0.1:{image_host.port}/i.png"}]})
+
+    def answer(conn, server):
+        server.send(conn, f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
+
+    api = serve(answer)
+    client = client_for(f"http://127.0.0.1:{api.port}", response_format="url")
+    err, elapsed = failed_within(client, 1.5)
+    assert elapsed < 3.0
+    assert image_host.requests  # the client did go for the image
+    assert err.last_kind is FailureKind.IMAGE_DOWNLOAD
+
+
+def test_the_watch_wakes_a_blocked_receive_and_shuts_what_comes_after() -> None:
+    blocked, peer = socket.socketpair()
+    late, late_peer = socket.socketpair()
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(blocked.recv(10)))
+    with blocked, peer, late, late_peer:
+        reader.start()
+        watch = outbound.Watch()
+        watch.attach(blocked)
+        assert not watch.fired
+        watch.fire()
+        reader.join(2.0)
+        assert not reader.is_alive() and got == [b""]  # woken as if the server had closed
+        watch.attach(late)  # after the deadline: shut at once
+        assert late.recv(10) == b""
+
+
+def test_deadline_blocks_nest_and_an_unfired_one_leaves_the_session_usable(aws, flux) -> None:
+    client = client_for(flux.url)
+    with outbound.deadline(time.monotonic() + 60) as outer:
+        with outbound.deadline(time.monotonic() + 30) as inner:
+            [image] = client.generate(parse_generation_params({"prompt": PROMPT}), deadline_s=10)
+        assert not inner.fired and not outer.fired
+    assert image.data
+    # the pooled connection was not shut: the next generation reuses it and succeeds
+    [again] = client.generate(parse_generation_params({"prompt": PROMPT}), deadline_s=10)
+    assert again.data
+
+
+@pytest.fixture
+def upstream_at(monkeypatch):
+    """Point ``TOGETHER_BASE_URL`` at a scripted server for the test (caches forgotten both ways)."""
+    from tests.fixtures.api import reset_app_caches
+
+    def point(url: str) -> None:
+        monkeypatch.setenv("TOGETHER_BASE_URL", url + "/v1")
+        reset_app_caches()
+
+    yield point
+    monkeypatch.undo()
+    reset_app_caches()
+
+
+def test_an_own_key_check_against_a_dripping_upstream_ends_at_its_deadline(serve, upstream_at, monkeypatch) -> None:
+    from chalicelib.flux import own_keys
+
+    server = serve(lambda conn, s: drip(conn, s, b"HTTP/1.1 200 OK\r\nX-Slow: "))
+    upstream_at(f"http://127.0.0.1:{server.port}")
+    monkeypatch.setattr(own_keys, "VERIFY_DEADLINE_S", 1.0)
+    started = time.monotonic()
+    with pytest.raises(own_keys.KeyUnverified, match="exceeded 1 s"):
+        own_keys.verify_key("sk-test-own-key", session=outbound.bounded_session(2, "PromptCanvas-test"))
+    assert time.monotonic() - started < 2.5
