@@ -61,6 +61,7 @@ LAZY_IMPORTS = (
     "requests.adapters",
     "urllib3.connection",
     "urllib3.connectionpool",
+    "urllib3.exceptions",
     "PIL.Image",
     "PIL.ImageOps",
     "cryptography.exceptions",

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
+from chalicelib.flux import outbound
 from chalicelib.flux.client import CONNECT_TIMEOUT_S, USER_AGENT, normalize_base_url, parse_retry_after
 from chalicelib.flux.exceptions import (
     AllKeysCoolingError,
@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 MAX_ANSWER_BYTES = 64 * 1024  # bytes of a JSON answer to submit or retrieve
 MAX_VIDEO_BYTES = 512 * 1024 * 1024  # bytes; a 20 s 1080p clip is well under 100 MB
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024  # bytes read from the video URL at a time
+#: seconds a video download may take, wall clock: MAX_VIDEO_BYTES at over 4 MB/s
+DOWNLOAD_DEADLINE_S = 120.0
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 REJECT_STATUSES = frozenset({400, 403, 404, 413, 415, 422})
 
@@ -101,10 +103,13 @@ class VideoDownloadError(UpstreamFailedError):
 
 
 class _CappedReader:
-    """A read-only file over a streamed response body that refuses more than ``cap`` bytes."""
+    """A read-only file over a streamed response body that refuses more than ``cap`` bytes,
+    and refuses to end when ``watch`` cut the download at its deadline (a cut reads as the
+    server closing, which a body without a length cannot tell from its end)."""
 
-    def __init__(self, resp: requests.Response, cap: int) -> None:
+    def __init__(self, resp: requests.Response, cap: int, watch: outbound.Watch) -> None:
         self._chunks = resp.iter_content(DOWNLOAD_CHUNK_BYTES)
+        self._watch = watch
         self._buffer = b""
         self._cap = cap
         self.total = 0
@@ -114,6 +119,8 @@ class _CappedReader:
             try:
                 chunk = next(self._chunks)
             except StopIteration:
+                if self._watch.fired:
+                    raise VideoDownloadError(f"video download took over {DOWNLOAD_DEADLINE_S:g} s") from None
                 break
             except requests.RequestException as exc:
                 raise VideoDownloadError(f"video download failed ({type(exc).__name__})") from None
@@ -129,7 +136,14 @@ class _CappedReader:
 
 
 def _json_body(resp: requests.Response) -> dict[str, Any]:
-    raw = resp.raw.read(MAX_ANSWER_BYTES + 1, decode_content=True) if resp.raw is not None else resp.content
+    import urllib3.exceptions
+
+    try:
+        raw = resp.raw.read(MAX_ANSWER_BYTES + 1, decode_content=True) if resp.raw is not None else resp.content
+    except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+        # a read timeout, or the socket shut at the call's deadline (outbound.deadline)
+        unread = f"video answer not read ({type(exc).__name__})"
+        raise UpstreamFailedError(unread, last_kind=FailureKind.TIMEOUT) from None
     if len(raw) > MAX_ANSWER_BYTES:
         raise UpstreamFailedError("video answer too large", last_kind=FailureKind.SERVER)
     try:
@@ -163,10 +177,7 @@ class VideoClient:
         self._settings = settings
         self._pool = pool
         if session is None:
-            session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=2, pool_maxsize=8, max_retries=0)
-            session.mount("https://", adapter)
-            session.mount("http://", adapter)
+            session = outbound.bounded_session(8, USER_AGENT)
         session.headers["User-Agent"] = USER_AGENT  # Together's CDN refuses a blank one
         self.session = session
 
@@ -231,9 +242,7 @@ class VideoClient:
             body["frame_images"] = frames
         if refs:
             body["reference_images"] = refs
-        resp = self._call("POST", self.endpoint, lease, params.model, json=body)
-        with resp:
-            answer = _json_body(resp)
+        answer = self._json_call("POST", self.endpoint, lease, params.model, json=body)
         upstream_id = answer.get("id")
         if not isinstance(upstream_id, str) or not upstream_id or len(upstream_id) > 128:
             raise UpstreamFailedError("video submit answered without an id", last_kind=FailureKind.SERVER)
@@ -247,9 +256,8 @@ class VideoClient:
             as :meth:`submit` (a 404 is :class:`UpstreamRejectedError`: the job is unknown).
         """
         lease = self.pool.lease_for(job.key_id) or self.pool.acquire()
-        resp = self._call("GET", f"{self.endpoint}/{requests.utils.quote(job.upstream_id, safe='')}", lease, model)
-        with resp:
-            answer = _json_body(resp)
+        url = f"{self.endpoint}/{requests.utils.quote(job.upstream_id, safe='')}"
+        answer = self._json_call("GET", url, lease, model)
         status = str(answer.get("status") or "")
         if status not in TERMINAL | {"queued", "in_progress"}:
             raise UpstreamFailedError(f"unknown video status {status[:40]!r}", last_kind=FailureKind.SERVER)
@@ -271,23 +279,47 @@ class VideoClient:
     def open_video(self, url: str) -> Iterator[IO[bytes]]:
         """Stream ``url`` (no Authorization header; a real User-Agent) as a file-like object.
 
-        Reads are capped at :data:`MAX_VIDEO_BYTES` and each read waits at most the request
-        timeout, so memory stays at about one chunk (:data:`DOWNLOAD_CHUNK_BYTES`) per read.
+        Reads are capped at :data:`MAX_VIDEO_BYTES`, and the whole download, however the
+        reads are paced, ends within :data:`DOWNLOAD_DEADLINE_S` of wall-clock time
+        (:func:`~chalicelib.flux.outbound.deadline`); memory stays at about one chunk
+        (:data:`DOWNLOAD_CHUNK_BYTES`) per read.
 
         Raises:
-            VideoDownloadError: not a 200 (403: the URL expired), too large, or the connection failed.
+            VideoDownloadError: not a 200 (403: the URL expired), too large, too slow, or the
+                connection failed.
         """
-        try:
-            resp = self.session.get(url, timeout=self._timeout(), stream=True)
-        except requests.RequestException as exc:
-            raise VideoDownloadError(f"video download failed ({type(exc).__name__})") from None
-        with resp:
-            if resp.status_code != 200:
-                raise VideoDownloadError(f"video download answered {resp.status_code}")
-            length = resp.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > MAX_VIDEO_BYTES:
-                raise VideoDownloadError(f"video exceeds {MAX_VIDEO_BYTES} bytes")
-            yield _CappedReader(resp, MAX_VIDEO_BYTES)  # type: ignore[misc]
+        with outbound.deadline(time.monotonic() + DOWNLOAD_DEADLINE_S) as watch:
+            try:
+                resp = self.session.get(url, timeout=self._timeout(), stream=True)
+            except requests.RequestException as exc:
+                raise VideoDownloadError(f"video download failed ({type(exc).__name__})") from None
+            with resp:
+                if resp.status_code != 200 or watch.fired:
+                    raise VideoDownloadError(f"video download answered {resp.status_code}")
+                length = resp.headers.get("Content-Length")
+                if length and length.isdigit() and int(length) > MAX_VIDEO_BYTES:
+                    raise VideoDownloadError(f"video exceeds {MAX_VIDEO_BYTES} bytes")
+                yield _CappedReader(resp, MAX_VIDEO_BYTES, watch)  # type: ignore[misc]
+
+    def _json_call(self, method: str, url: str, lease: KeyLease, model: str, **kwargs: Any) -> dict[str, Any]:
+        """:meth:`_call`, and the 200's JSON object, all within the request timeout of
+        wall-clock time (:func:`~chalicelib.flux.outbound.deadline`).
+
+        Raises:
+            UpstreamFailedError: as :meth:`_call`; the deadline passed (``TIMEOUT``); the
+                answer is over :data:`MAX_ANSWER_BYTES` or not a JSON object.
+            AllKeysCoolingError, UpstreamBusyError, UpstreamRejectedError: as :meth:`_call`.
+        """
+        with outbound.deadline(time.monotonic() + self._timeout()[1]) as watch:
+            try:
+                with self._call(method, url, lease, model, **kwargs) as resp:
+                    answer = _json_body(resp)
+            except UpstreamFailedError:
+                if not watch.fired:
+                    raise
+            if watch.fired:  # cut: a cut in the headers reads as an answer the server ended
+                raise UpstreamFailedError("video call timed out", last_kind=FailureKind.TIMEOUT)
+        return answer
 
     def _call(self, method: str, url: str, lease: KeyLease, model: str, **kwargs: Any) -> requests.Response:
         """Send with ``lease``; report the answer to the pool; return a 200 (streamed) or raise."""

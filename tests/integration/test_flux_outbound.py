@@ -151,3 +151,33 @@ def test_an_own_key_check_against_a_dripping_upstream_ends_at_its_deadline(serve
     with pytest.raises(own_keys.KeyUnverified, match="exceeded 1 s"):
         own_keys.verify_key("sk-test-own-key", session=outbound.bounded_session(2, "PromptCanvas-test"))
     assert time.monotonic() - started < 2.5
+
+
+def test_a_video_download_that_drips_ends_at_its_deadline(aws, serve, monkeypatch) -> None:
+    from chalicelib.flux import video_client
+
+    monkeypatch.setattr(video_client, "DOWNLOAD_DEADLINE_S", 1.0)
+    # no Content-Length: the body runs until the server closes, so a cut must not read as its end
+    server = serve(lambda conn, s: drip(conn, s, b"HTTP/1.1 200 OK\r\nContent-Type: video/mp4\r\n\r\n", b"\x00"))
+    client = video_client.VideoClient(client_for(f"http://127.0.0.1:{server.port}").settings)
+    started = time.monotonic()
+    url = f"http://127.0.0.1:{server.port}/clip.mp4"
+    with pytest.raises(video_client.VideoDownloadError, match="took over 1 s"), client.open_video(url) as stream:
+        while stream.read(1 << 20):
+            pass
+    assert time.monotonic() - started < 2.5
+
+
+def test_a_video_poll_whose_answer_drips_ends_at_the_request_timeout(aws, serve) -> None:
+    from chalicelib.flux import key_id
+    from chalicelib.flux.video_client import VideoClient, VideoJobRef
+
+    server = serve(lambda conn, s: drip(conn, s, b"HTTP/1.1 200 OK\r\nX-Slow: "))
+    images = client_for(f"http://127.0.0.1:{server.port}")
+    client = VideoClient(images.settings, pool=images.pool)
+    started = time.monotonic()
+    with pytest.raises(UpstreamFailedError) as caught:
+        client.retrieve(VideoJobRef(upstream_id="job-1", key_id=key_id("test-key-1")), "any-video-model")
+    assert time.monotonic() - started < 2.5  # the request timeout is 1 s
+    assert caught.value.last_kind is FailureKind.TIMEOUT
+    assert server.requests[0].startswith(b"GET /v2/videos/job-1 ")
