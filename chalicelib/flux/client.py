@@ -559,7 +559,8 @@ class FluxClient:
         kid = lease.key_id
         started = self._monotonic()
         answered = False
-        with outbound.deadline(time.monotonic() + timeout) as watch:
+        ends = time.monotonic() + timeout
+        with outbound.deadline(ends) as watch:
             try:
                 with self.session.post(
                     self.endpoint,
@@ -571,7 +572,7 @@ class FluxClient:
                     self.pool.report_answer(kid, model, resp.headers)
                     answered = True
                     try:
-                        raw = read_bounded(resp, MAX_ANSWER_BYTES, started + timeout)
+                        raw = read_bounded(resp, MAX_ANSWER_BYTES, ends)
                     except BodyLimitExceeded as exc:
                         if exc.which == "deadline":
                             raise requests.Timeout() from None
