@@ -14,8 +14,9 @@ def parse_json_object(raw: bytes | str) -> dict[str, Any]:
 
     Raises:
         ValidationError: 400 ``invalid-json`` when it is empty, does not parse (RFC 8259),
-            is not an object, or holds a string with an unpaired surrogate escape
-            (``"\\ud800"``: not a Unicode string, RFC 8259 section 8.2).
+            nests deeper than the parser's recursion limit (RFC 8259 section 9 lets a parser
+            limit the depth of nesting), is not an object, or holds a string with an unpaired
+            surrogate escape (``"\\ud800"``: not a Unicode string, RFC 8259 section 8.2).
     """
     if not raw or not raw.strip():
         raise ValidationError("a JSON object body is required", code="invalid-json")
@@ -23,12 +24,16 @@ def parse_json_object(raw: bytes | str) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError(f"body is not valid JSON: {exc}", code="invalid-json") from None
+    except RecursionError:
+        raise ValidationError("body nests too deeply", code="invalid-json") from None
     if not isinstance(body, dict):
         raise ValidationError("body must be a JSON object", code="invalid-json")
     try:
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise ValidationError("body holds an unpaired surrogate escape", code="invalid-json") from None
+    except RecursionError:
+        raise ValidationError("body nests too deeply", code="invalid-json") from None
     return body
 
 

@@ -432,3 +432,12 @@ def test_unpaired_surrogates_and_nulls_are_refused(api):
     assert reply.status == 400 and reply.json["error"]["code"] == "invalid-json"
     reply = api.post("/v1/images", user="sur", json_body={"prompt": "a fox", "seed": None})
     assert reply.status == 400 and reply.json["error"]["field"] == "seed"
+
+
+def test_a_body_nested_past_the_parsers_depth_is_a_400_not_a_500(api):
+    # json.loads raises RecursionError, not ValueError, past about a thousand levels
+    for depth in (2_000, 30_000):  # 4 KB and 60 KB, both under the 64 KiB body limit
+        raw = '{"prompt": "a fox", "extra": ' + "[" * depth + "]" * depth + "}"
+        reply = api.post("/v1/images", user="deep", body=raw, headers={"content-type": "application/json"})
+        assert reply.status == 400, reply.body
+        assert reply.json["error"]["code"] == "invalid-json" and "deeply" in reply.json["error"]["message"]
