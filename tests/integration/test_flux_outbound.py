@@ -17,6 +17,7 @@ from chalicelib.flux.client import MAX_ANSWER_BYTES
 from chalicelib.flux.exceptions import FailureKind
 from chalicelib.settings import Settings
 from devstack.prompts import PARTI_PROMPTS
+from tests.fixtures.scripted import read_request
 
 PROMPT = next(row.split("\t")[0] for row in PARTI_PROMPTS.read_text(encoding="utf-8").splitlines() if len(row) > 80)
 DRIP_S = 10.0  # how long each drip would last if nobody hung up
@@ -98,6 +99,13 @@ def test_an_image_url_whose_download_drips_ends_at_the_deadline(aws, serve) -> N
     assert err.last_kind is FailureKind.IMAGE_DOWNLOAD
 
 
+class _Conn:
+    """What a watch needs of an urllib3 connection: its socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+
 def test_the_watch_wakes_a_blocked_receive_and_shuts_what_comes_after() -> None:
     blocked, peer = socket.socketpair()
     late, late_peer = socket.socketpair()
@@ -106,13 +114,43 @@ def test_the_watch_wakes_a_blocked_receive_and_shuts_what_comes_after() -> None:
     with blocked, peer, late, late_peer:
         reader.start()
         watch = outbound.Watch()
-        watch.attach(blocked)
+        watch.attach(_Conn(blocked))
         assert not watch.fired
         watch.fire()
         reader.join(2.0)
         assert not reader.is_alive() and got == [b""]  # woken as if the server had closed
-        watch.attach(late)  # after the deadline: shut at once
+        watch.attach(_Conn(late))  # after the deadline: shut at once
         assert late.recv(10) == b""
+
+
+def test_a_connection_back_in_its_pool_is_not_cut_by_the_block_that_used_it(serve) -> None:
+    def keep_alive(conn, server):
+        server.send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        read_request(conn)  # the second request, on the same connection
+        server.send(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n")
+        for _ in range(20):
+            time.sleep(0.075)
+            server.send(conn, b"b")
+
+    server = serve(keep_alive)
+    url = f"http://127.0.0.1:{server.port}/x"
+    session = outbound.bounded_session(1, "PromptCanvas-test")  # one connection, shared
+    first_done = threading.Event()
+
+    def first() -> None:
+        with outbound.deadline(time.monotonic() + 0.5):
+            assert session.get(url, timeout=(3, 3)).content == b"ok"
+            first_done.set()
+            time.sleep(1.0)  # still inside its block when its deadline passes
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert first_done.wait(5)
+    with outbound.deadline(time.monotonic() + 10) as second:
+        body = session.get(url, timeout=(3, 3)).content  # 1.5 s of drips, across the first's deadline
+    thread.join(5)
+    assert body == b"b" * 20 and not second.fired
+    assert len(server.requests) == 1  # one connection served both
 
 
 def test_deadline_blocks_nest_and_an_unfired_one_leaves_the_session_usable(aws, flux) -> None:
