@@ -92,9 +92,11 @@ def _left(deadline: float) -> float:
 
 
 def _cut(sock: socket.socket) -> None:
-    """End an exchange from the watchdog thread: a shutdown wakes a blocked receive."""
+    """End an exchange from the watchdog thread: a shutdown wakes a blocked receive. The base
+    class's ``shutdown`` even on an ``SSLSocket``: its own drops the TLS object under the
+    reader, which then fails with ``ValueError`` instead of reading an end."""
     try:
-        sock.shutdown(socket.SHUT_RDWR)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
     except OSError:
         pass
 
@@ -121,11 +123,11 @@ def fetch_jwks(url: str, timeout_seconds: float) -> dict[str, Any]:
             a JSON object.
     """
     deadline = time.monotonic() + timeout_seconds
-    parts = urllib.parse.urlsplit(url)
     try:
+        parts = urllib.parse.urlsplit(url)
         host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:  # a port that is not a number
-        host = None
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number
+        raise JwksFetchError("the JWKS URL is not http(s)") from None
     if parts.scheme not in ("http", "https") or not host:
         raise JwksFetchError("the JWKS URL is not http(s)")
     target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
@@ -140,8 +142,10 @@ def fetch_jwks(url: str, timeout_seconds: float) -> dict[str, Any]:
         watchdog = threading.Timer(_left(deadline), _cut, (sock,))
         watchdog.daemon = True
         watchdog.start()
-        conn_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        conn = conn_class(host, port)
+        if parts.scheme == "https":  # the context is not used (the socket is wrapped), but one is made if none is given
+            conn = http.client.HTTPSConnection(host, port, context=_tls_context())
+        else:
+            conn = http.client.HTTPConnection(host, port)
         conn.sock = sock  # connected above, within the deadline
         conn.request("GET", target, headers=FETCH_HEADERS)
         response = conn.getresponse()
@@ -166,7 +170,7 @@ def fetch_jwks(url: str, timeout_seconds: float) -> dict[str, Any]:
     _left(deadline)
     try:
         data = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser goes
         raise JwksFetchError("the JWKS is not JSON") from exc
     if not isinstance(data, dict):
         raise JwksFetchError("JWKS is not a JSON object")

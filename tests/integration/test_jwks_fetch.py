@@ -105,7 +105,7 @@ def test_a_redirect_is_not_followed(serve, idp: DevIdentityProvider) -> None:
 
 
 def test_json_that_is_not_an_object_and_bytes_that_are_not_json_are_refused(serve) -> None:
-    answers = iter([b"[1, 2]", b"\xff\xfe not json"])
+    answers = iter([b"[1, 2]", b"\xff\xfe not json", b"[" * 30_000 + b"]" * 30_000])
 
     def odd(conn, server):
         body = next(answers)
@@ -115,9 +115,12 @@ def test_json_that_is_not_an_object_and_bytes_that_are_not_json_are_refused(serv
     url = f"http://127.0.0.1:{server.port}/jwks.json"
     assert "JSON object" in str(timed_failure(url, 3.0)[0])
     assert "not JSON" in str(timed_failure(url, 3.0)[0])
+    assert "not JSON" in str(timed_failure(url, 3.0)[0])  # nested past the parser's depth, under the cap
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/jwks.json", "http:///jwks.json", "http://h:x/"])
+@pytest.mark.parametrize(
+    "url", ["file:///etc/passwd", "ftp://127.0.0.1/jwks.json", "http:///jwks.json", "http://h:x/", "https://[::1/jwks"]
+)
 def test_a_url_that_is_not_http_is_refused_before_any_connection(url: str) -> None:
     err, elapsed = timed_failure(url, 3.0)
     assert "not http(s)" in str(err) and elapsed < 0.5
