@@ -174,7 +174,7 @@ def _fetch(session: requests.Session, url: str, key: str, deadline: float) -> li
         raise CheckFailed(f"model list request failed ({type(exc).__name__})") from None
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
         raise CheckFailed("model list is not JSON") from None
     if isinstance(body, dict) and isinstance(body.get("data"), list):
         body = body["data"]

@@ -191,7 +191,7 @@ def _error_detail(raw: bytes, status: int) -> tuple[str, str | None]:
     """
     try:
         body: Any = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
         text = raw[:1200].decode("utf-8", "replace").strip()
         return (text[:300] or f"HTTP {status}"), None
     if isinstance(body, dict):
@@ -577,6 +577,7 @@ class FluxClient:
                         if exc.which == "deadline":
                             raise requests.Timeout() from None
                         too_big = f"{resp.status_code} answer over {MAX_ANSWER_BYTES} bytes"
+                        observability.record_upstream_call((self._monotonic() - started) * 1000, resp.status_code)
                         raise self._transient(kid, too_big, FailureKind.SERVER) from None
                     if watch.fired:  # cut in the headers, the answer reads as one the server ended
                         raise requests.Timeout()
@@ -682,7 +683,7 @@ class FluxClient:
         try:
             body = json.loads(raw)
             item = body["data"][0]
-        except (ValueError, KeyError, IndexError, TypeError):
+        except (ValueError, KeyError, IndexError, TypeError, RecursionError):
             raise CorruptImageError("answer has no image data") from None
         if not isinstance(item, dict):
             raise CorruptImageError("answer has no image data")

@@ -148,7 +148,7 @@ def _json_body(resp: requests.Response) -> dict[str, Any]:
         raise UpstreamFailedError("video answer too large", last_kind=FailureKind.SERVER)
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
         raise UpstreamFailedError("video answer is not JSON", last_kind=FailureKind.SERVER) from None
     if not isinstance(body, dict):
         raise UpstreamFailedError("video answer is not an object", last_kind=FailureKind.SERVER)
