@@ -441,3 +441,8 @@ def test_a_body_nested_past_the_parsers_depth_is_a_400_not_a_500(api):
         reply = api.post("/v1/images", user="deep", body=raw, headers={"content-type": "application/json"})
         assert reply.status == 400, reply.body
         assert reply.json["error"]["code"] == "invalid-json" and "deeply" in reply.json["error"]["message"]
+    # just inside the parser's depth: parsed, then refused as a field the request does not take
+    nest = "[" * 990 + "]" * 990
+    for body in ('{"prompt": "a fox", "extra": ' + nest + "}", '{"prompt": ' + nest + "}"):
+        reply = api.post("/v1/images", user="deep", body=body, headers={"content-type": "application/json"})
+        assert reply.status == 400, reply.body
