@@ -154,7 +154,7 @@ def manifest_row(name: str, entry: ImageModel | VideoModel) -> list[Any]:
         entry.model,
         int(entry.width),
         int(entry.height),
-        int(entry.steps),
+        int(entry.steps) if entry.steps is not None else None,  # models without steps store none
         iso8601(entry.created_at),
     ]
 

@@ -32,8 +32,9 @@ from tests.fixtures.worker import wait_for
 MODEL = "black-forest-labs/FLUX.1-schnell"
 
 
-def make_images(user: str, n: int, collection: str | None = None) -> list[ImageModel]:
-    """``n`` small stored images (object + metadata) with distinct prompts and seeds."""
+def make_images(user: str, n: int, collection: str | None = None, steps: int | None = 4) -> list[ImageModel]:
+    """``n`` small stored images (object + metadata) with distinct prompts and seeds
+    (``steps`` None: as a model that takes no steps stores them)."""
     s3 = boto3.client("s3")
     bucket = get_settings().images_bucket
     base = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -52,7 +53,7 @@ def make_images(user: str, n: int, collection: str | None = None) -> list[ImageM
                 model=MODEL,
                 width=64,
                 height=48,
-                steps=4,
+                steps=steps,
                 seed=1000 + i,
                 collection=collection,
                 user_collection=f"{user}#{collection}" if collection else None,
@@ -83,7 +84,7 @@ def check_manifest(zf: zipfile.ZipFile, images: list[ImageModel]) -> None:
     for row, image in zip(rows, images, strict=True):
         assert row["file"].endswith(f"{image.image_id}.jpg") and row["file"] in names
         assert row["prompt"] == image.prompt and int(row["seed"]) == int(image.seed)
-        assert row["model"] == image.model and int(row["steps"]) == int(image.steps)
+        assert row["model"] == image.model and row["steps"] == ("" if image.steps is None else str(int(image.steps)))
         assert (int(row["width"]), int(row["height"])) == (int(image.width), int(image.height))
         assert row["created_at"] == iso8601(image.created_at)
         body = s3.get_object(Bucket=get_settings().images_bucket, Key=image.s3_key)["Body"].read()
@@ -167,6 +168,13 @@ def test_job_and_collection_archives_and_validation(api, worker):
     job = api.post("/v1/jobs", user="albums", json_body={"prompts": ["x"], "width": 256, "height": 256})
     empty = api.post(f"/v1/jobs/{job.json['job_id']}/archive", user="albums")
     assert empty.status == 409 and empty.json["error"]["code"] == "nothing-to-archive"
+
+
+def test_images_of_models_without_steps_archive_with_an_empty_steps_cell(api, worker):
+    images = make_images("pro", 3, collection="pro-shots", steps=None)
+    made = api.post("/v1/collections/pro-shots/archive", user="pro")
+    assert made.status == 201 and made.json["status"] == "ready", made.body
+    check_manifest(open_zip(made.json["url"]), images)
 
 
 def test_manifest_cells_that_look_like_formulas_open_as_text(api, worker):
