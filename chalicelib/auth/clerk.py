@@ -170,7 +170,9 @@ def _load_pem(pem: str) -> RSAPublicKey:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or math.isfinite(value)  # isfinite() overflows on an int past 1e308
 
 
 class ClerkVerifier:

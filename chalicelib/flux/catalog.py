@@ -561,9 +561,11 @@ def _guidance(body: Mapping[str, Any]) -> float | None:
     value = body.get("guidance")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _fail("guidance", "guidance must be a number")
-    if not MIN_GUIDANCE <= value <= MAX_GUIDANCE:
+    if isinstance(value, float) and not math.isfinite(value):  # an int is finite: isfinite() overflows past 1e308
+        raise _fail("guidance", "guidance must be a number")
+    if not MIN_GUIDANCE <= value <= MAX_GUIDANCE:  # exact for ints of any size
         raise _fail("guidance", f"guidance must be between {MIN_GUIDANCE:g} and {MAX_GUIDANCE:g}")
     return round(float(value), GUIDANCE_DECIMALS)
 

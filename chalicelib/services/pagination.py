@@ -91,7 +91,8 @@ def parse_limit(raw: str | None, default: int = 24, maximum: int = 100) -> int:
         return default
     if not matches("^-?[0-9]+$", raw):
         raise ValidationError("limit must be an integer", field="limit")
-    value = int(raw)
+    # past 4,300 digits int() refuses a string (CPython's int_max_str_digits); any such value is out of range
+    value = int(raw) if len(raw) <= 12 else maximum + 1
     if not 1 <= value <= maximum:
         raise ValidationError(f"limit must be between 1 and {maximum}", field="limit")
     return value

@@ -54,6 +54,9 @@ FORM_FIELDS: frozenset[str] = (GENERATION_FIELDS - {"prompt"}) | {
 FORMATS_BY_EXT = {".txt": "txt", ".csv": "csv", ".tsv": "tsv"}
 FORMATS_BY_TYPE = {"text/plain": "txt", "text/csv": "csv", "text/tab-separated-values": "tsv"}
 PROMPT_COLUMNS = ("prompt", "Prompt")
+#: RFC 2046 section 5.1.1: a boundary is 1 to 70 of these characters, not ending in a space
+BOUNDARY_RE = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+MAX_NUMBER_CHARS = 32  # characters of a number form field
 JSON_NUMBER_RE = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 
 
@@ -102,8 +105,8 @@ def parse_multipart(content_type: str, body: bytes) -> list[Part]:
         ValidationError: 400 ``invalid-multipart`` (no boundary, malformed part, too many parts).
     """
     boundary = _header_params(content_type).get_param("boundary")
-    if not isinstance(boundary, str) or not boundary or len(boundary) > 200:
-        raise _bad("multipart body without a boundary", field=None, code="invalid-multipart")
+    if not isinstance(boundary, str) or not BOUNDARY_RE.fullmatch(boundary):
+        raise _bad("multipart body without a valid boundary", field=None, code="invalid-multipart")
     delimiter = b"\r\n--" + boundary.encode("latin-1")
     segments = (b"\r\n" + body).split(delimiter)
     parts: list[Part] = []
@@ -148,7 +151,9 @@ def _typed(name: str, raw: bytes) -> Any:
         return BOOL_VALUES[text]
     if name not in INT_FIELDS and name not in FLOAT_FIELDS:
         return text
-    number = json.loads(text) if JSON_NUMBER_RE.fullmatch(text) else None
+    # at most MAX_NUMBER_CHARS: json.loads refuses an integer past 4,300 digits (ValueError) and
+    # float() one past 1e308 (OverflowError); no field takes a number that long
+    number = json.loads(text) if len(text) <= MAX_NUMBER_CHARS and JSON_NUMBER_RE.fullmatch(text) else None
     if name in INT_FIELDS:
         value = as_integer(number)
         if value is None:
