@@ -8,8 +8,9 @@ gets a per-file result saying why; nothing is ever written to a file system):
 - the ZIP: at most ``ZIP_MAX_BYTES`` bytes and ``ZIP_MAX_MEMBERS`` files, and declared
   uncompressed sizes summing to at most ``ZIP_MAX_TOTAL_BYTES`` (else the ZIP is rejected);
 - a member: a relative path without ``..``, backslashes or a drive (``unsafe-path``); not
-  encrypted; declared size at most ``UPLOAD_MAX_BYTES``; declared size / compressed size at
-  most ``ZIP_MAX_RATIO`` (``suspicious-compression-ratio``); the bytes actually
+  encrypted; stored or deflated (``unsupported-compression``); declared size at most
+  ``UPLOAD_MAX_BYTES``; declared size / compressed size at most ``ZIP_MAX_RATIO``
+  (``suspicious-compression-ratio``); the bytes actually
   decompressed never exceed the declared size (``size-mismatch``, checked while reading)
   and match its CRC-32; the running total of decompressed bytes stays under
   ``ZIP_MAX_TOTAL_BYTES``; and it is a JPEG, PNG or WebP image that passes the same
@@ -54,6 +55,7 @@ from chalicelib.storage import uploads as upload_store
 logger = logging.getLogger("promptcanvas.uploads")
 
 READ_CHUNK_BYTES = 1024 * 1024
+READ_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # the compression methods a member may use
 CENTRAL_DIRECTORY_BYTES_PER_MEMBER = 4096  # a generous bound on one central directory entry
 EOCD_SEARCH_BYTES = 22 + 65535 + 20  # end record, the longest comment, the ZIP64 locator
 MAX_NAME_CHARS = 200  # a member name as shown in the results
@@ -102,13 +104,17 @@ def check_member(info: zipfile.ZipInfo) -> None:
     """The guards that need only the central directory entry.
 
     Raises:
-        MemberRejected: ``unsafe-path`` | ``encrypted`` | ``file-too-large`` |
-            ``suspicious-compression-ratio``.
+        MemberRejected: ``unsafe-path`` | ``encrypted`` | ``unsupported-compression`` |
+            ``file-too-large`` | ``suspicious-compression-ratio``.
     """
     settings = get_settings()
     check_path(info.filename)
     if info.flag_bits & 0x1:
         raise MemberRejected("encrypted", "encrypted members are not supported")
+    if info.compress_type not in READ_METHODS:
+        # bzip2 and LZMA decoders fail on bad data with OSError / LZMAError, which a read from
+        # S3 can raise too; JPEG, PNG and WebP gain nothing from them, and zip tools deflate
+        raise MemberRejected("unsupported-compression", "only stored and deflated members are read")
     if info.file_size > settings.upload_max_bytes:
         raise MemberRejected("file-too-large", f"the file is larger than {settings.upload_max_bytes} bytes")
     if info.file_size > max(1, info.compress_size) * settings.zip_max_ratio:
@@ -191,33 +197,47 @@ def unpack_member(
 
 
 def central_directory(fh: Any, size: int) -> tuple[int, int]:
-    """``(entries, bytes)`` of a ZIP's central directory, read from its end records only.
+    """``(entries, bytes)`` of a ZIP's central directory, read from its end records only,
+    found exactly where ``zipfile`` looks for them.
 
     ``zipfile`` parses the whole central directory into memory when it opens an archive, so
     a crafted one (millions of tiny entries) would exhaust memory before any count is
-    checked; this reads the (ZIP64) end of central directory record first.
-    Source: PKWARE APPNOTE.TXT 4.3.14-4.3.16.
+    checked; this reads the end of central directory record first. It must read the record
+    ``zipfile`` will use, or a crafted archive could show it one count and ``zipfile``
+    another: the record ending the file with no comment, else the last signature in the
+    tail; then, whenever a ZIP64 locator sits right before it, the ZIP64 record right
+    before the locator (``zipfile._EndRecData`` / ``_EndRecData64``, which ignore the
+    locator's offset and the 0xFFFF markers).
+    Source: PKWARE APPNOTE.TXT 4.3.14-4.3.16; CPython Lib/zipfile.
 
     Raises:
-        zipfile.BadZipFile: no end of central directory record.
+        zipfile.BadZipFile: no end of central directory record, or one that says ZIP64
+            without a ZIP64 record where ``zipfile`` reads it.
     """
     tail_len = min(size, EOCD_SEARCH_BYTES)
     fh.seek(size - tail_len)
     tail = fh.read(tail_len)
-    at = tail.rfind(b"PK\x05\x06")
+    if len(tail) >= 22 and tail[-22:-18] == b"PK\x05\x06" and tail[-2:] == b"\x00\x00":
+        at = len(tail) - 22  # no archive comment: zipfile takes this one
+    else:
+        at = tail.rfind(b"PK\x05\x06")
     if at < 0 or len(tail) - at < 22:
         raise zipfile.BadZipFile("no end of central directory record")
     entries, cd_bytes = struct.unpack("<HI", tail[at + 10 : at + 16])
-    if entries == 0xFFFF or cd_bytes == 0xFFFFFFFF:
-        locator = tail[at - 20 : at] if at >= 20 else b""
-        if not locator.startswith(b"PK\x06\x07"):
-            raise zipfile.BadZipFile("ZIP64 end of central directory locator missing")
-        (record_at,) = struct.unpack("<Q", locator[8:16])
-        fh.seek(record_at)
-        record = fh.read(56)
-        if not record.startswith(b"PK\x06\x06") or len(record) < 56:
-            raise zipfile.BadZipFile("ZIP64 end of central directory record missing")
-        entries, cd_bytes = struct.unpack("<QQ", record[32:48])
+    record_end = size - tail_len + at  # where the end record starts in the file
+    zip64 = None
+    if record_end >= 20:
+        fh.seek(record_end - 20)
+        locator = fh.read(20)
+        if locator.startswith(b"PK\x06\x07") and record_end >= 20 + 56:
+            fh.seek(record_end - 20 - 56)
+            record = fh.read(56)
+            if record.startswith(b"PK\x06\x06") and len(record) == 56:
+                zip64 = struct.unpack("<QQ", record[32:48])
+    if zip64 is not None:
+        entries, cd_bytes = zip64
+    elif entries == 0xFFFF or cd_bytes == 0xFFFFFFFF:
+        raise zipfile.BadZipFile("ZIP64 end of central directory record missing")
     fh.seek(0)
     return int(entries), int(cd_bytes)
 

@@ -146,6 +146,8 @@ def process_upload(data: bytes, max_pixels: int) -> ProcessedImage:
         raise ImageRejected("too-many-pixels", "the image declares more pixels than allowed") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise ImageRejected("not-an-image", "the file is not a JPEG, PNG or WebP image") from None
+    except Exception:  # noqa: BLE001 - a header parser tripped by hostile bytes: still not an image
+        raise ImageRejected("not-an-image", "the file is not a JPEG, PNG or WebP image") from None
     with img:
         width, height = img.size
         if width < 1 or height < 1 or width * height > max_pixels:
@@ -155,8 +157,14 @@ def process_upload(data: bytes, max_pixels: int) -> ProcessedImage:
         try:
             img.load()
             return _strip(img, fmt, content_type, ext)
+        except ImageRejected:
+            raise
         except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
             raise ImageRejected("corrupt-image", f"the {fmt} image does not decode: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - hostile bytes can trip any decoder/encoder path
+            # (Pillow's PNG writer raises UnboundLocalError on a palette image without a PLTE chunk):
+            # whatever its type, a failure here is the file's, and retrying cannot help
+            raise ImageRejected("corrupt-image", f"the {fmt} image does not decode ({type(exc).__name__})") from None
 
 
 def _strip(img: Image.Image, fmt: str, content_type: str, ext: str) -> ProcessedImage:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import struct
 import time
 import zipfile
 from pathlib import Path
@@ -511,6 +512,55 @@ def test_the_zip_central_directory_is_counted_before_it_is_parsed():
         assert counted == entries and 0 < cd_bytes < len(data)
     with pytest.raises(zipfile.BadZipFile):
         central_directory(io.BytesIO(photo("coins.png")), len(photo("coins.png")))
+
+
+def test_members_neither_stored_nor_deflated_are_refused_before_they_are_read(app_env):
+    """bzip2 and LZMA members (their decoders fail on bad data with OSError / LZMAError, which
+    a read from S3 raises too) are refused from the central directory alone."""
+    from chalicelib.services.upload_zip import MemberRejected, check_member
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("a.png", photo("coins.png"), compress_type=zipfile.ZIP_STORED)
+        zf.writestr("b.png", photo("coins.png"), compress_type=zipfile.ZIP_DEFLATED)
+        zf.writestr("c.png", photo("coins.png"), compress_type=zipfile.ZIP_BZIP2)
+        zf.writestr("d.png", photo("coins.png"), compress_type=zipfile.ZIP_LZMA)
+    infos = zipfile.ZipFile(io.BytesIO(buf.getvalue())).infolist()
+    check_member(infos[0])
+    check_member(infos[1])
+    for info in infos[2:]:
+        with pytest.raises(MemberRejected) as caught:
+            check_member(info)
+        assert caught.value.code == "unsupported-compression"
+
+
+def _crafted_zip64(entries: int, eocd_entries: int, decoy: bool) -> bytes:
+    """A central directory of ``entries`` empty members, a ZIP64 end record with the real
+    counts right before its locator (where ``zipfile`` reads it), and an end record that says
+    ``eocd_entries``; with ``decoy``, the locator points at a second ZIP64 record claiming one."""
+    cd = b"".join(
+        struct.pack("<4s4B4HL2L5H2L", b"PK\x01\x02", 20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, len(n), 0, 0, 0, 0, 0, 0) + n
+        for n in (b"%x.png" % i for i in range(entries))
+    )
+    head = b""
+    if decoy:
+        head = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, 1, 1, 46, 0)
+    real = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, entries, entries, len(cd), len(head))
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, 0 if decoy else len(head) + len(cd), 1)
+    eocd = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, eocd_entries, eocd_entries, 46, len(head), 0)
+    return head + cd + real + locator + eocd
+
+
+@pytest.mark.parametrize(("eocd_entries", "decoy"), [(1, False), (0xFFFF, True)])
+def test_the_count_is_the_one_zipfile_will_parse_whatever_the_end_record_says(eocd_entries, decoy):
+    """A crafted archive must not show the count check one central directory and ``zipfile``
+    another: the ZIP64 record is read where ``zipfile`` reads it, right before its locator."""
+    from chalicelib.services.upload_zip import central_directory
+
+    data = _crafted_zip64(3_000, eocd_entries, decoy)
+    counted, cd_bytes = central_directory(io.BytesIO(data), len(data))
+    parsed = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    assert counted == len(parsed) == 3_000 and cd_bytes > 3_000 * 46
 
 
 def test_a_zip_is_unpacked_in_turns_without_duplicates(api, worker):

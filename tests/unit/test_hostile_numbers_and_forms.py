@@ -63,3 +63,28 @@ def test_a_browser_boundary_still_parses() -> None:
     content_type, body = form({"seed": "42"}, boundary="----WebKitFormBoundary7MA4YWxkTrZu0gW")
     parsed = parse_form(content_type, body)
     assert parsed.fields["seed"] == 42 and len(parsed.prompts) == 1
+
+
+def _png(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    import struct
+    import zlib
+
+    out = b"\x89PNG\r\n\x1a\n"
+    for kind, data in chunks:
+        out += struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return out
+
+
+def test_a_palette_png_without_its_palette_is_a_corrupt_image_not_a_crash() -> None:
+    """Pillow's PNG writer raises UnboundLocalError on it: whatever a decoder raises on
+    hostile bytes, the upload is refused as corrupt (a crash would retry it to the DLQ)."""
+    import struct
+    import zlib
+
+    from chalicelib.storage import imaging
+
+    ihdr = struct.pack(">IIBBBBB", 2, 2, 8, 3, 0, 0, 0)  # 2x2, 8-bit, colour type 3 (palette)
+    data = _png([(b"IHDR", ihdr), (b"IDAT", zlib.compress(b"\x00\x00\x00" * 2)), (b"IEND", b"")])
+    with pytest.raises(imaging.ImageRejected) as caught:
+        imaging.process_upload(data, 10_000)
+    assert caught.value.code == "corrupt-image"
