@@ -28,7 +28,8 @@ import urllib.parse
 from dataclasses import dataclass
 
 STATUS_LINE = re.compile(rb"^HTTP/1\.[01] (\d{3})(?: [^\r\n]*)?\r?\n")
-CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)[ \t]*\r\n", re.IGNORECASE)
+# at most 19 digits: int() refuses a string of 4,301, and no answer read here is that long
+CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d{1,19})[ \t]*\r\n", re.IGNORECASE)
 RECV_CHUNK = 1024
 
 
@@ -76,7 +77,10 @@ def _request_bytes(url: str, host: str, port: int, scheme: str, body: bytes, hea
     for line in lines:
         if "\r" in line or "\n" in line:
             raise DeliveryError("bad-request")
-    return "\r\n".join(lines).encode("latin-1") + body
+    try:  # an ASCII URI is all a request line carries (webhook URLs are checked ASCII at submit)
+        return "\r\n".join(lines).encode("ascii") + body
+    except UnicodeEncodeError:
+        raise DeliveryError("bad-request") from None
 
 
 def _answer_complete(data: bytes, head_end: int) -> bool:

@@ -63,9 +63,11 @@ logger = logging.getLogger("promptcanvas.webhooks")
 
 MAX_URL_CHARS = 2048
 #: A webhook URL's shape (the document's ``pattern``): http(s), a host with no credentials,
-#: no ASCII space or control character (explicit classes: ``\s`` differs between regex
-#: dialects). Whether it may receive webhooks is decided by :func:`check_url`.
-URL_PATTERN = r"^https?://[^\x00-\x20\x7f/?#@]+(?:[/?#][^\x00-\x20\x7f]*)?$"
+#: printable ASCII only, no space (a URI, RFC 3986: an IRI's host is sent in its punycode
+#: form and its path percent-encoded; the request line carries ASCII only). Explicit
+#: classes: ``\s`` and ranges past U+FFFF differ between regex dialects. Whether it may
+#: receive webhooks is decided by :func:`check_url`.
+URL_PATTERN = r"^https?://[\x21\x22\x24-\x2e\x30-\x3e\x41-\x7e]+(?:[/?#][\x21-\x7e]*)?$"
 TIMESTAMP_TOLERANCE_S = 300  # Standard Webhooks: reject timestamps more than 5 minutes off
 #: Seconds to wait before attempt k+1 after attempt k failed (k = 1, 2, ...); the last value repeats.
 BACKOFF_SCHEDULE_S = (30, 120, 600, 1800, 3600, 7200, 14400)
@@ -349,6 +351,9 @@ def deliver_due(user_id: str, job_id: str, *, now: float | None = None) -> str:
         permanent, error = True, str(exc)
     except webhook_http.DeliveryError as exc:
         error = f"request failed ({exc.reason})"
+    except Exception as exc:  # noqa: BLE001 - the attempt is claimed: record it, or the sweep re-sends it for ever
+        logger.exception("webhook delivery raised job_id=%s", job.job_id)
+        error = f"request failed ({type(exc).__name__})"
     if error is None:
         outcome = "delivered"
         actions = [

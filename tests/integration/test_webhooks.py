@@ -136,6 +136,8 @@ REFUSED = [
     "ftp://93.184.216.34/hook",
     "https://evil.test/hook",  # resolves to a private address (below)
     "https://no-such-host.invalid/hook",
+    "https://93.184.216.34/hook/€",  # not a URI: the request line is ASCII
+    "https://例え.jp/hook",  # an IRI host: send its punycode (xn--r8jz45g.jp)
 ]
 
 
@@ -152,7 +154,12 @@ def test_private_link_local_and_metadata_addresses_are_refused(api, worker, monk
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", fake_dns)
-    malformed = {"https://user:pw@93.184.216.34/hook", "ftp://93.184.216.34/hook"}  # the document's pattern
+    malformed = {  # the document's pattern
+        "https://user:pw@93.184.216.34/hook",
+        "ftp://93.184.216.34/hook",
+        "https://93.184.216.34/hook/€",
+        "https://例え.jp/hook",
+    }
     for url in REFUSED:
         reply = api.post("/v1/jobs", user="ssrf", json_body={"prompts": ["x"], **SMALL, "webhook_url": url})
         # 400: not what the document allows; 422: well formed, but the address is refused
