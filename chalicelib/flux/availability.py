@@ -150,7 +150,7 @@ def _fetch(session: requests.Session, url: str, key: str, deadline: float) -> li
         raise CheckFailed("deadline exhausted")
     import requests  # on first use: the first response needs no HTTP client but boto3's
 
-    from chalicelib.flux import outbound
+    from chalicelib import outbound
     from chalicelib.flux.client import BodyLimitExceeded, read_bounded
 
     try:

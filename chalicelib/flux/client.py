@@ -86,9 +86,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # requests is imported where a call is made
     import requests
 
-from chalicelib import observability
+from chalicelib import observability, outbound
 from chalicelib.aws import http_pool_size
-from chalicelib.flux import outbound
 from chalicelib.flux.catalog import GenerationParams
 from chalicelib.flux.exceptions import (
     AllKeysCoolingError,
@@ -547,7 +546,7 @@ class FluxClient:
         """POST ``payload`` with ``lease``'s key; the answer's ``(status, headers, body)``.
 
         The whole exchange ends within ``timeout`` seconds of wall-clock time
-        (:func:`~chalicelib.flux.outbound.deadline`), and at most :data:`MAX_ANSWER_BYTES`
+        (:func:`~chalicelib.outbound.deadline`), and at most :data:`MAX_ANSWER_BYTES`
         of body are read. The rate-limit headers of any answer are reported to the pool.
 
         Raises:

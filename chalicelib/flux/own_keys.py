@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import requests
 
-from chalicelib.flux import outbound
+from chalicelib import outbound
 from chalicelib.flux.client import (
     CONNECT_TIMEOUT_S,
     BodyLimitExceeded,

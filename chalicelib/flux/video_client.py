@@ -38,7 +38,7 @@ from typing import IO, Any
 
 import requests
 
-from chalicelib.flux import outbound
+from chalicelib import outbound
 from chalicelib.flux.client import CONNECT_TIMEOUT_S, USER_AGENT, normalize_base_url, parse_retry_after
 from chalicelib.flux.exceptions import (
     AllKeysCoolingError,
@@ -281,7 +281,7 @@ class VideoClient:
 
         Reads are capped at :data:`MAX_VIDEO_BYTES`, and the whole download, however the
         reads are paced, ends within :data:`DOWNLOAD_DEADLINE_S` of wall-clock time
-        (:func:`~chalicelib.flux.outbound.deadline`); memory stays at about one chunk
+        (:func:`~chalicelib.outbound.deadline`); memory stays at about one chunk
         (:data:`DOWNLOAD_CHUNK_BYTES`) per read.
 
         Raises:
@@ -303,7 +303,7 @@ class VideoClient:
 
     def _json_call(self, method: str, url: str, lease: KeyLease, model: str, **kwargs: Any) -> dict[str, Any]:
         """:meth:`_call`, and the 200's JSON object, all within the request timeout of
-        wall-clock time (:func:`~chalicelib.flux.outbound.deadline`).
+        wall-clock time (:func:`~chalicelib.outbound.deadline`).
 
         Raises:
             UpstreamFailedError: as :meth:`_call`; the deadline passed (``TIMEOUT``); the

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from chalicelib.flux import FluxClient, UpstreamFailedError, outbound, parse_generation_params
+from chalicelib import outbound
+from chalicelib.flux import FluxClient, UpstreamFailedError, parse_generation_params
 from chalicelib.flux.client import MAX_ANSWER_BYTES
 from chalicelib.flux.exceptions import FailureKind
 from chalicelib.settings import Settings

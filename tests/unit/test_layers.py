@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("chalicelib", "chalicelib.settings", "chalicelib.errors", "chalicelib.jsonbody", "chalicelib.timefmt",
               "chalicelib.sweeps", "chalicelib.aws", "chalicelib.lazy")),
     ("adapters", ("chalicelib.db", "chalicelib.storage", "chalicelib.queue", "chalicelib.crypto",
-                  "chalicelib.observability", "chalicelib.sqsbatch")),
+                  "chalicelib.observability", "chalicelib.sqsbatch", "chalicelib.outbound")),
     ("domain", ("chalicelib.flux", "chalicelib.auth")),
     ("services", ("chalicelib.services", "chalicelib.jobs")),
     ("edge", ("chalicelib.http", "chalicelib.snapstart")),
