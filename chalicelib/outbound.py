@@ -1,4 +1,4 @@
-"""A wall-clock deadline for ``requests`` calls to Together and the URLs it answers with.
+"""A wall-clock deadline for outbound HTTP: Together, the URLs it answers with, and the JWKS GET.
 
 ``requests``' ``timeout`` bounds each socket operation, not the exchange: a server that
 sends a byte a little more often than the read timeout keeps a call alive for as long as it
@@ -17,7 +17,9 @@ This module closes that gap with ``urllib3`` and ``requests`` extension points:
 - :func:`deadline` is that watch: when its deadline passes, a timer shuts down the socket of
   every connection the block is still using, which wakes a blocked receive with an error (a
   shutdown, unlike a close, reaches a receive that another thread is blocked in). The pool
-  then finds the connection closed and never reuses it.
+  then finds the connection closed and never reuses it. A caller on ``http.client`` (the
+  JWKS GET, :func:`chalicelib.auth.jwks.fetch_jwks`) hands its connection to the block's
+  :meth:`Watch.attach` itself.
 
 The connect and the TLS handshake are bounded by the connect timeout as whole calls
 (CPython applies a socket timeout to a whole ``connect`` and ``do_handshake``).

@@ -49,6 +49,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from jwt import PyJWKSet
 
+from chalicelib import outbound
 from chalicelib.auth.exceptions import JWKS_UNAVAILABLE, TOKEN_UNKNOWN_KID, AuthError
 
 log = logging.getLogger(__name__)
@@ -91,24 +92,15 @@ def _left(deadline: float) -> float:
     return left
 
 
-def _cut(sock: socket.socket) -> None:
-    """End an exchange from the watchdog thread: a shutdown wakes a blocked receive. The base
-    class's ``shutdown`` even on an ``SSLSocket``: its own drops the TLS object under the
-    reader, which then fails with ``ValueError`` instead of reading an end."""
-    try:
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except OSError:
-        pass
-
-
 def fetch_jwks(url: str, timeout_seconds: float) -> dict[str, Any]:
     """GET the JWK Set at ``url``: http/https only, no redirects, headers :data:`FETCH_HEADERS`.
 
     The whole exchange ends within ``timeout_seconds`` of wall-clock time. The TCP connect
     and the TLS handshake get the time left as their timeouts (CPython applies a socket
-    timeout to a whole ``connect`` and ``do_handshake`` call); then a watchdog shuts the
-    socket down when the deadline passes, which wakes a receive that a drip-feeding server
-    keeps alive. At most :data:`MAX_JWKS_BYTES` of body are read.
+    timeout to a whole ``connect`` and ``do_handshake`` call); then the connection is held
+    to the deadline by :func:`chalicelib.outbound.deadline`, which shuts its socket down when
+    the deadline passes and so wakes a receive that a drip-feeding server keeps alive. At
+    most :data:`MAX_JWKS_BYTES` of body are read.
 
     Args:
         url: the JWKS URL.
@@ -133,41 +125,37 @@ def fetch_jwks(url: str, timeout_seconds: float) -> dict[str, Any]:
     target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
     sock: socket.socket | None = None
     conn: http.client.HTTPConnection | None = None
-    watchdog: threading.Timer | None = None
-    try:
-        sock = socket.create_connection((host, port), timeout=_left(deadline))
-        if parts.scheme == "https":
-            sock.settimeout(_left(deadline))
-            sock = _tls_context().wrap_socket(sock, server_hostname=host)
-        watchdog = threading.Timer(_left(deadline), _cut, (sock,))
-        watchdog.daemon = True
-        watchdog.start()
-        if parts.scheme == "https":  # the context is not used (the socket is wrapped), but one is made if none is given
-            conn = http.client.HTTPSConnection(host, port, context=_tls_context())
-        else:
-            conn = http.client.HTTPConnection(host, port)
-        conn.sock = sock  # connected above, within the deadline
-        conn.request("GET", target, headers=FETCH_HEADERS)
-        response = conn.getresponse()
-        if response.status != 200:
-            raise JwksFetchError(f"fetch failed: HTTP {response.status}")
-        body = bytearray()
-        while chunk := response.read1(_READ_CHUNK):
-            body += chunk
-            if len(body) > MAX_JWKS_BYTES:
-                raise JwksFetchError(f"the JWKS is over {MAX_JWKS_BYTES} bytes")
-            _left(deadline)
-    except (OSError, http.client.HTTPException, UnicodeError) as exc:  # UnicodeError: a host IDNA refuses
-        late = time.monotonic() > deadline
-        raise JwksFetchError("fetch failed: deadline" if late else f"fetch failed: {type(exc).__name__}") from exc
-    finally:
-        if watchdog is not None:
-            watchdog.cancel()
-        if conn is not None:
-            conn.close()  # the socket and the response
-        elif sock is not None:
-            sock.close()
-    _left(deadline)
+    with outbound.deadline(deadline) as watch:
+        try:
+            sock = socket.create_connection((host, port), timeout=_left(deadline))
+            if parts.scheme == "https":
+                sock.settimeout(_left(deadline))
+                sock = _tls_context().wrap_socket(sock, server_hostname=host)
+                # its context goes unused (the socket is wrapped), but one is made if none is given
+                conn = http.client.HTTPSConnection(host, port, context=_tls_context())
+            else:
+                conn = http.client.HTTPConnection(host, port)
+            conn.sock = sock  # connected above, within the deadline
+            watch.attach(conn)  # shut at once if the deadline has already passed
+            conn.request("GET", target, headers=FETCH_HEADERS)
+            response = conn.getresponse()
+            if response.status != 200:
+                raise JwksFetchError(f"fetch failed: HTTP {response.status}")
+            body = bytearray()
+            while chunk := response.read1(_READ_CHUNK):
+                body += chunk
+                if len(body) > MAX_JWKS_BYTES:
+                    raise JwksFetchError(f"the JWKS is over {MAX_JWKS_BYTES} bytes")
+                _left(deadline)
+        except (OSError, http.client.HTTPException, UnicodeError) as exc:  # UnicodeError: a host IDNA refuses
+            late = time.monotonic() > deadline
+            raise JwksFetchError("fetch failed: deadline" if late else f"fetch failed: {type(exc).__name__}") from exc
+        finally:
+            if conn is not None:
+                conn.close()  # the socket and the response
+            elif sock is not None:
+                sock.close()
+    _left(deadline)  # a cut in the headers or a body without a length reads as the server's end
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser goes
