@@ -138,15 +138,13 @@ def process_upload(data: bytes, max_pixels: int) -> ProcessedImage:
     (``Image.MAX_IMAGE_PIXELS``), "ImageOps.exif_transpose", image file formats (JPEG
     ``quality="keep"``, ``icc_profile``).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         img = Image.open(io.BytesIO(data), formats=tuple(UPLOAD_FORMATS))
     except Image.DecompressionBombError:
         raise ImageRejected("too-many-pixels", "the image declares more pixels than allowed") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise ImageRejected("not-an-image", "the file is not a JPEG, PNG or WebP image") from None
-    except Exception:  # noqa: BLE001 - a header parser tripped by hostile bytes: still not an image
+    except Exception:  # noqa: BLE001 - UnidentifiedImageError, OSError, ..., or any header parser hostile bytes trip
         raise ImageRejected("not-an-image", "the file is not a JPEG, PNG or WebP image") from None
     with img:
         width, height = img.size
