@@ -118,7 +118,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 tail = log_path.read_text(errors="replace")[-4000:]
                 pytest.fail(f"the dev stack did not start (exit {proc.poll()}); log tail:\n{tail}")
             time.sleep(0.1)
-        time.sleep(0.05)  # the file is written in one call; let it land
         yield Stack(json.loads(stack_file.read_text()), state_dir)
     finally:
         if proc.poll() is None:
