@@ -168,4 +168,11 @@ def test_batch_images_record_their_price_and_add_to_the_month(api, worker):
     images = api.get("/v1/images", user="batchcost").json["images"]
     each = image_cost(KONTEXT_PRO, 256, 256, 14)
     assert len(images) == 3 and all(i["cost_usd"] == pytest.approx(each) for i in images)
-    assert usage(api, "batchcost")["cost_usd"] == pytest.approx(3 * each)
+    # the worker writes a batch's costs to the month when its invocation ends (usage.batched_costs),
+    # which can be just after the job's last counter move finished it: wait for that write
+    month = worker.wait_for(  # (a batch split over invocations writes in parts)
+        lambda: (u := usage(api, "batchcost"))["cost_usd"] == pytest.approx(3 * each) and u,
+        timeout_s=10,
+        what="(the batch's costs in the month)",
+    )
+    assert month["cost_usd"] == pytest.approx(3 * each)
