@@ -419,9 +419,10 @@ class FluxClient:
         only_busy = True  # every attempt so far was a 429 or a 503
         last_error: str | None = None
         last_kind: FailureKind | None = None
+        no_slot_in_time = False  # the next key is free within a short wait, but after the deadline
         while True:
             remaining = deadline - self._monotonic()
-            if attempts >= max_attempts or remaining < MIN_ATTEMPT_S:
+            if attempts >= max_attempts or remaining < MIN_ATTEMPT_S or no_slot_in_time:
                 why = "attempts" if attempts >= max_attempts else "deadline"
                 logger.error("flux gave up reason=%s attempts=%d last_error=%s", why, attempts, last_error)
                 if attempts and only_busy:
@@ -438,9 +439,13 @@ class FluxClient:
                 max_wait = min(MAX_PACE_WAIT_S, remaining - MIN_ATTEMPT_S)
                 lease, wait = self.pool.reserve(params.model, exclude=call.excluded, max_wait_s=max_wait)
             except AllKeysCoolingError as exc:
-                if exc.retry_after <= MAX_COOLDOWN_WAIT_S and exc.retry_after + MIN_ATTEMPT_S < remaining:
-                    self._sleep(exc.retry_after + 0.01)
-                    continue
+                if exc.retry_after <= MAX_COOLDOWN_WAIT_S:
+                    if exc.retry_after + MIN_ATTEMPT_S < remaining:
+                        self._sleep(exc.retry_after + 0.01)
+                        continue
+                    if attempts and not only_busy:  # a short wait, past the deadline after real failures:
+                        no_slot_in_time = True  # the deadline ended it, not the keys (no "busy, retry")
+                        continue
                 raise
             except NoUsableKeysError:
                 if not call.excluded:

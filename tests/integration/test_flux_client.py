@@ -810,3 +810,14 @@ def test_rate_limit_headers_are_parsed_defensively():
         assert RateInfo.from_headers({"x-ratelimit-remaining": bad, "x-ratelimit-reset": "1"}) is None
     odd = RateInfo.from_headers({"x-ratelimit-remaining": "-4", "x-ratelimit-reset": "1e9"})
     assert (odd.remaining, odd.reset_s) == (0, MAX_PACE_S)  # a hostile reset is capped
+
+
+def test_a_short_pacing_wait_past_the_deadline_after_failures_is_an_upstream_failure(aws, flux):
+    # one key: after its 500 the key's next slot is half a second on (FIRST_SEND_GAP_S), a wait
+    # the client would take, but not before a 0.6 s deadline. The 500 ended the request, not a
+    # busy platform: UpstreamFailedError, never "busy, retry in 1 s".
+    flux.reset(p500=1.0)
+    for _ in range(3):
+        with pytest.raises(UpstreamFailedError) as caught:
+            FluxClient(settings(flux, keys=(K1,))).generate(params(), deadline_s=0.6)
+        assert caught.value.attempts >= 1 and "500" in (caught.value.last_error or "")
